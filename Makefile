@@ -1,0 +1,46 @@
+# The two commands a user needs are `make demo` and `make test`; each sets itself up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: demo test lint unit crd golden bench tools clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# Debian packages and binaries the tests need, installed by the project, never by hand.
+tools: $(STAMP)
+	@bash scripts/install-tools.sh
+
+demo: $(STAMP)
+	$(BIN)/modeldeploy demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check operator tests bench e2e
+	$(BIN)/ruff format --check operator tests bench e2e
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: $(STAMP)
+	$(BIN)/pytest -q
+
+test: tools lint
+	$(BIN)/pytest -q
+
+crd: $(STAMP)
+	$(BIN)/modeldeploy crd --output crds/
+
+golden: $(STAMP)
+	UPDATE_GOLDEN=1 $(BIN)/pytest -q tests/test_golden.py
+
+bench: $(STAMP)
+	$(BIN)/python bench/reconcile_latency.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
