@@ -1,0 +1,198 @@
+"""The only code that talks to the Kubernetes API.
+
+A thin layer over the official client's ApiClient: objects stay plain dicts (the renderer's
+output), writes are server-side applies under one field manager, and every failure surfaces as
+KubeError so that the shell above never imports `kubernetes`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kubernetes
+from kubernetes.client import ApiClient, Configuration
+from kubernetes.client.exceptions import ApiException
+
+from modeldeploy.api.base import GROUP, PLURAL, VERSION
+
+FIELD_MANAGER = "modeldeploy"
+
+
+@dataclass(frozen=True)
+class Kind:
+    api_version: str
+    kind: str
+    plural: str
+    namespaced: bool = True
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    def collection(self, namespace: str | None) -> str:
+        base = f"/api/{self.api_version}" if "/" not in self.api_version else f"/apis/{self.api_version}"
+        if self.namespaced and namespace:
+            return f"{base}/namespaces/{namespace}/{self.plural}"
+        return f"{base}/{self.plural}"
+
+
+KINDS: dict[tuple[str, str], Kind] = {
+    (k.api_version, k.kind): k
+    for k in (
+        Kind("v1", "ConfigMap", "configmaps"),
+        Kind("v1", "Service", "services"),
+        Kind("apps/v1", "Deployment", "deployments"),
+        Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
+        Kind("monitoring.coreos.com/v1", "PodMonitor", "podmonitors"),
+        Kind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),
+        Kind("gateway.networking.k8s.io/v1", "GRPCRoute", "grpcroutes"),
+        Kind("networking.istio.io/v1", "VirtualService", "virtualservices"),
+        Kind(f"{GROUP}/{VERSION}", "ModelDeployment", PLURAL),
+        Kind("apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", False),
+    )
+}
+MODEL_DEPLOYMENT = KINDS[(f"{GROUP}/{VERSION}", "ModelDeployment")]
+CRD = KINDS[("apiextensions.k8s.io/v1", "CustomResourceDefinition")]
+
+
+def kind_of(obj: Mapping[str, Any]) -> Kind:
+    try:
+        return KINDS[(str(obj["apiVersion"]), str(obj["kind"]))]
+    except KeyError:
+        raise KubeError(
+            0, "UnknownKind", f"no API mapping for {obj.get('apiVersion')}/{obj.get('kind')}"
+        ) from None
+
+
+class KubeError(Exception):
+    """An API failure, with the server's reason and message (never the request body)."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+
+def _error(exc: ApiException) -> KubeError:
+    status = int(exc.status or 0)
+    try:
+        payload = json.loads(exc.body or "{}")
+        return KubeError(status, str(payload.get("reason") or exc.reason), str(payload.get("message") or ""))
+    except (ValueError, AttributeError):
+        return KubeError(status, str(exc.reason), "")
+
+
+def configuration(server: str | None = None, token: str | None = None) -> Configuration:
+    """An explicit server (the local emulator), else in-cluster, else the user's kubeconfig."""
+    if server:
+        config = Configuration(host=server)
+        if token:
+            config.api_key = {"authorization": f"Bearer {token}"}
+        return config
+    config = Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=config)
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(client_configuration=config)
+    return config
+
+
+class KubeClient:
+    """Synchronous and thread-safe: kopf runs our sync handlers in its thread pool."""
+
+    def __init__(self, config: Configuration, field_manager: str = FIELD_MANAGER) -> None:
+        config.connection_pool_maxsize = max(config.connection_pool_maxsize or 0, 32)
+        self._api = ApiClient(config)
+        self._field_manager = field_manager
+        self._lock = threading.Lock()
+        self.writes = 0  # write requests sent, for the operator's own metrics and the benchmark
+
+    def close(self) -> None:
+        self._api.close()
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+    ) -> Any:
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        params = self._api.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=query or [],
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        if method != "GET":
+            with self._lock:
+                self.writes += 1
+        try:
+            response = self._api.call_api(*params)
+            response.read()
+        except ApiException as exc:
+            raise _error(exc) from None
+        if not 200 <= response.status <= 299:
+            raise _error(ApiException(http_resp=response))
+        return json.loads(response.data or b"null")
+
+    def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = self._call("GET", f"{kind.collection(namespace)}/{name}")
+        except KubeError as error:
+            if error.not_found:
+                return None
+            raise
+        return result
+
+    def list(self, kind: Kind, namespace: str | None, label_selector: str = "") -> list[dict[str, Any]]:
+        query = [("labelSelector", label_selector)] if label_selector else []
+        result = self._call("GET", kind.collection(namespace), query=query)
+        items: list[dict[str, Any]] = result.get("items") or []
+        return items
+
+    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply under our field manager; force, because the operator owns its children."""
+        kind = kind_of(obj)
+        meta = obj["metadata"]
+        path = f"{kind.collection(meta.get('namespace'))}/{meta['name']}"
+        query = [("fieldManager", self._field_manager), ("force", "true")]
+        result: dict[str, Any] = self._call(
+            "PATCH", path, query=query, body=dict(obj), content_type="application/apply-patch+yaml"
+        )
+        return result
+
+    def delete(self, kind: Kind, namespace: str | None, name: str) -> None:
+        try:
+            self._call(
+                "DELETE", f"{kind.collection(namespace)}/{name}", body={"propagationPolicy": "Background"}
+            )
+        except KubeError as error:
+            if not error.not_found:
+                raise
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
+        """A merge patch of /status: the only write the operator makes to a ModelDeployment."""
+        path = f"{MODEL_DEPLOYMENT.collection(namespace)}/{name}/status"
+        result: dict[str, Any] = self._call(
+            "PATCH", path, body={"status": dict(status)}, content_type="application/merge-patch+json"
+        )
+        return result
+
+    def crd_installed(self, name: str) -> bool:
+        return self.get(CRD, None, name) is not None

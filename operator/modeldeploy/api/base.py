@@ -1,0 +1,64 @@
+"""Shared pieces of the API models: camelCase wire names, shared types, CEL rules."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "modeldeploy.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ModelDeployment"
+PLURAL = "modeldeployments"
+SINGULAR = "modeldeployment"
+SHORT_NAMES = ["mdep"]
+
+# Go's time.ParseDuration subset that users write in YAML: "500ms", "90s", "5m", "1h30m".
+DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
+DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
+
+# CEL rules are attached to the JSON schema of the model that declares them, under this key;
+# the CRD generator turns them into x-kubernetes-validations.
+CEL_KEY = "x-kubernetes-validations"
+# Free-form passthrough objects (affinity, HPA behavior, raw metric specs).
+PRESERVE_KEY = "x-kubernetes-preserve-unknown-fields"
+
+
+def cel(*rules: tuple[str, str, str]) -> dict[str, Any]:
+    """json_schema_extra for CEL rules: (rule, message, fieldPath-relative-to-this-object)."""
+    out = []
+    for rule, message, field_path in rules:
+        entry = {"rule": rule, "message": message}
+        if field_path:
+            entry["fieldPath"] = field_path
+        out.append(entry)
+    return {CEL_KEY: out}
+
+
+class Model(BaseModel):
+    """Base for every API object: camelCase on the wire, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        use_enum_values=True,
+    )
+
+
+_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: str) -> float:
+    """Seconds in a duration such as "1m30s"; the schema pattern guarantees the shape."""
+    if not re.fullmatch(DURATION_PATTERN, value):
+        raise ValueError(f"invalid duration {value!r}: use a number with ms, s, m or h, e.g. 90s or 5m")
+    return sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value))

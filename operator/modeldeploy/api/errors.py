@@ -1,0 +1,43 @@
+"""Turn pydantic validation errors into messages that name the field, as kubectl users expect."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+
+def field_path(loc: Sequence[int | str], root: str = "spec") -> str:
+    """("scaling", "metrics", 0, "cpu") -> "spec.scaling.metrics[0].cpu"."""
+    path = root
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part:
+            path += f".{part}"
+    return path
+
+
+def _clean(msg: str) -> str:
+    # pydantic prefixes messages from our own validators with "Value error, ".
+    return msg.removeprefix("Value error, ")
+
+
+def describe(error: ValidationError, root: str = "spec") -> list[str]:
+    """One line per problem, each naming the field: "spec.scaling.minReplicas: ..."."""
+    lines: list[str] = []
+    for item in error.errors(include_url=False):
+        loc = [p for p in item["loc"] if not _is_union_tag(p)]
+        message = _clean(str(item["msg"]))
+        if item["type"] == "extra_forbidden":
+            message = "unknown field"
+        lines.append(f"{field_path(loc, root)}: {message}")
+    return sorted(dict.fromkeys(lines))
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic names union members in locations ("int", "constrained-str"); users never wrote those.
+    return isinstance(part, str) and (
+        part in {"int", "str", "float"} or part.startswith(("constrained-", "function-"))
+    )

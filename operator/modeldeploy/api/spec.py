@@ -1,0 +1,546 @@
+"""The ModelDeployment spec (modeldeploy.io/v1alpha1), as pydantic models.
+
+These models are the single source of truth: the CRD's OpenAPI schema is generated from them
+(see crd.py), and the operator validates every object it receives with them, so an object that
+slipped past the API server (stored before validation existed) still gets a precise error.
+Rules Kubernetes can enforce carry a CEL twin in `cel(...)`; the model validators below mirror
+them for the operator, and add the checks CEL cannot express.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from modeldeploy.api.base import (
+    DNS1123_SUBDOMAIN,
+    PRESERVE_KEY,
+    Duration,
+    Model,
+    cel,
+    parse_duration,
+)
+
+DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
+DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
+
+STORAGE_URI_PATTERN = r"^((s3|gs)://[a-z0-9][a-z0-9._-]{1,221}(/.*)?|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?|https://[^\s?#]+\.(tar\.gz|tgz|zip)(\?[^\s#]*)?)$"
+# Triton model names become directory names in the model repository.
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# Extended resource names: "nvidia.com/gpu", "nvidia.com/mig-1g.10gb", "amd.com/gpu".
+RESOURCE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-z0-9]([-a-z0-9._]*[a-z0-9])?$"
+QUANTITY_PATTERN = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(([KMGTPE]i)|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
+# A quantity is an int or a string in Kubernetes; the CRD marks it x-kubernetes-int-or-string.
+Quantity = Annotated[
+    int | Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=64)],
+    Field(json_schema_extra={"x-kubernetes-int-or-string": True}),
+]
+FreeForm = Annotated[dict[str, Any], Field(json_schema_extra={PRESERVE_KEY: True})]
+
+
+class Backend(StrEnum):
+    ONNXRUNTIME = "onnxruntime"
+    TENSORRT = "tensorrt"
+    PYTORCH = "pytorch"
+    TENSORFLOW = "tensorflow"
+    PYTHON = "python"
+    OPENVINO = "openvino"
+
+
+class InstanceKind(StrEnum):
+    KIND_GPU = "KIND_GPU"
+    KIND_CPU = "KIND_CPU"
+    KIND_AUTO = "KIND_AUTO"
+    KIND_MODEL = "KIND_MODEL"
+
+
+class Strategy(StrEnum):
+    CANARY = "Canary"
+    BLUE_GREEN = "BlueGreen"
+    SHADOW = "Shadow"
+
+
+class InconclusiveAction(StrEnum):
+    HOLD = "Hold"
+    ROLLBACK = "Rollback"
+
+
+class AnalysisTemplate(StrEnum):
+    SUCCESS_RATE = "successRate"
+    REQUEST_LATENCY_MS = "requestLatencyMs"
+    QUEUE_TIME_MS = "queueTimeMs"
+
+
+# ---------------------------------------------------------------------------------------- model
+
+
+class SecretRef(Model):
+    name: str = Field(pattern=DNS1123_SUBDOMAIN, min_length=1, max_length=253)
+
+
+class DynamicBatching(Model):
+    max_queue_delay_microseconds: int | None = Field(default=None, ge=0, le=60_000_000)
+    # Left unset unless asked: Triton picks batch sizes well on its own.
+    preferred_batch_size: list[Annotated[int, Field(ge=1)]] | None = Field(default=None, max_length=16)
+    preserve_ordering: bool | None = None
+
+
+class InstanceGroup(Model):
+    kind: InstanceKind = InstanceKind.KIND_GPU
+    count: int = Field(default=1, ge=1, le=64)
+    gpus: list[Annotated[int, Field(ge=0)]] | None = Field(default=None, max_length=16)
+
+
+class ModelConfig(Model):
+    """Rendered into config.pbtxt; absent means the repository's own config.pbtxt is used."""
+
+    model_config = Model.model_config | {
+        "json_schema_extra": cel(
+            (
+                "!has(self.dynamicBatching) || self.maxBatchSize > 0",
+                "dynamicBatching needs maxBatchSize > 0: Triton cannot batch a model that does not batch",
+                ".dynamicBatching",
+            )
+        )
+    }
+
+    max_batch_size: int = Field(default=0, ge=0, le=1_000_000)
+    dynamic_batching: DynamicBatching | None = None
+    instance_groups: list[InstanceGroup] = Field(default_factory=list, max_length=16)
+    parameters: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _batching_needs_batches(self) -> ModelConfig:
+        if self.dynamic_batching is not None and self.max_batch_size == 0:
+            raise ValueError(
+                "dynamicBatching needs maxBatchSize > 0: Triton cannot batch a model that does not batch"
+            )
+        return self
+
+
+class ModelSource(Model):
+    name: str = Field(pattern=MODEL_NAME_PATTERN, min_length=1, max_length=128)
+    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", min_length=1, max_length=63)
+    storage_uri: str = Field(pattern=STORAGE_URI_PATTERN, max_length=2048)
+    storage_secret_ref: SecretRef | None = None
+    backend: Backend = Backend.ONNXRUNTIME
+    config: ModelConfig | None = None
+
+
+# -------------------------------------------------------------------------------------- runtime
+
+
+class ResourceRequirements(Model):
+    requests: dict[str, Quantity] = Field(default_factory=dict)
+    limits: dict[str, Quantity] = Field(default_factory=dict)
+
+
+class Toleration(Model):
+    key: str | None = Field(default=None, max_length=316)
+    operator: Literal["Equal", "Exists"] | None = None
+    value: str | None = Field(default=None, max_length=63)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class Runtime(Model):
+    model_config = Model.model_config | {
+        "json_schema_extra": cel(
+            (
+                "!has(self.gpuResource) || self.gpus > 0",
+                "gpuResource is set but gpus is 0: ask for at least one GPU or drop gpuResource",
+                ".gpus",
+            )
+        )
+    }
+
+    image: str = Field(default=DEFAULT_TRITON_IMAGE, min_length=1, max_length=512)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    gpus: int = Field(default=1, ge=0, le=16)
+    # Unset means nvidia.com/gpu when gpus > 0. A MIG profile such as nvidia.com/mig-1g.10gb works too.
+    gpu_resource: str | None = Field(default=None, pattern=RESOURCE_NAME_PATTERN, max_length=253)
+    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+    affinity: FreeForm | None = None
+    runtime_class_name: str | None = Field(default=None, pattern=DNS1123_SUBDOMAIN, max_length=253)
+    args: list[Annotated[str, Field(max_length=1024)]] = Field(default_factory=list, max_length=64)
+    # Large models take minutes to load; the startup probe allows this long before restarting.
+    model_load_timeout: Duration = "20m"
+
+    @model_validator(mode="after")
+    def _gpu_resource_needs_gpus(self) -> Runtime:
+        if self.gpu_resource is not None and self.gpus == 0:
+            raise ValueError("gpuResource is set but gpus is 0: ask for at least one GPU or drop gpuResource")
+        return self
+
+    @field_validator("model_load_timeout")
+    @classmethod
+    def _load_timeout_bounds(cls, value: str) -> str:
+        if not 10 <= parse_duration(value) <= 6 * 3600:
+            raise ValueError("must be between 10s and 6h")
+        return value
+
+    @property
+    def effective_gpu_resource(self) -> str | None:
+        if self.gpus == 0:
+            return None
+        return self.gpu_resource or DEFAULT_GPU_RESOURCE
+
+
+# -------------------------------------------------------------------------------------- scaling
+
+
+class UtilizationTarget(Model):
+    average_utilization: int = Field(ge=1, le=1000)
+
+
+class MemoryTarget(Model):
+    model_config = Model.model_config | {
+        "json_schema_extra": cel(
+            (
+                "has(self.averageUtilization) != has(self.averageValue)",
+                "set exactly one of averageUtilization or averageValue",
+                "",
+            )
+        )
+    }
+
+    average_utilization: int | None = Field(default=None, ge=1, le=1000)
+    average_value: Quantity | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> MemoryTarget:
+        if (self.average_utilization is None) == (self.average_value is None):
+            raise ValueError("set exactly one of averageUtilization or averageValue")
+        return self
+
+
+class QueueTimeTarget(Model):
+    average_value: int = Field(ge=1)
+
+
+class ScalingMetric(Model):
+    """One autoscaling signal: a shorthand, or a raw autoscaling/v2 MetricSpec."""
+
+    model_config = Model.model_config | {
+        "json_schema_extra": cel(
+            (
+                "[has(self.cpu), has(self.memory), has(self.queueTimeMicroseconds), has(self.raw)]"
+                ".exists_one(x, x)",
+                "set exactly one of cpu, memory, queueTimeMicroseconds or raw",
+                "",
+            )
+        )
+    }
+
+    cpu: UtilizationTarget | None = None
+    memory: MemoryTarget | None = None
+    # Triton's average queue time per request, served to the HPA by prometheus-adapter (docs/autoscaling.md).
+    queue_time_microseconds: QueueTimeTarget | None = None
+    raw: FreeForm | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ScalingMetric:
+        chosen = [self.cpu, self.memory, self.queue_time_microseconds, self.raw]
+        if sum(x is not None for x in chosen) != 1:
+            raise ValueError("set exactly one of cpu, memory, queueTimeMicroseconds or raw")
+        return self
+
+
+class Scaling(Model):
+    model_config = Model.model_config | {
+        "json_schema_extra": cel(
+            (
+                "self.minReplicas <= self.maxReplicas",
+                "minReplicas must be less than or equal to maxReplicas",
+                ".minReplicas",
+            )
+        )
+    }
+
+    min_replicas: int = Field(default=1, ge=1, le=1000)
+    max_replicas: int = Field(default=1, ge=1, le=1000)
+    metrics: list[ScalingMetric] = Field(default_factory=list, max_length=16)
+    behavior: FreeForm | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Scaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("minReplicas must be less than or equal to maxReplicas")
+        return self
+
+    @property
+    def autoscaled(self) -> bool:
+        return self.max_replicas > self.min_replicas
+
+
+# -------------------------------------------------------------------------------------- traffic
+
+
+class ParentRef(Model):
+    name: str = Field(min_length=1, max_length=253)
+    namespace: str | None = Field(default=None, max_length=63)
+    section_name: str | None = Field(default=None, max_length=253)
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+
+class GatewayAPI(Model):
+    parent_refs: list[ParentRef] = Field(min_length=1, max_length=32)
+    hostnames: list[Annotated[str, Field(max_length=253)]] = Field(default_factory=list, max_length=16)
+    # Triton's gRPC port gets a GRPCRoute beside the HTTPRoute unless turned off.
+    grpc: bool = True
+
+
+class Istio(Model):
+    hosts: list[Annotated[str, Field(max_length=253)]] = Field(default_factory=list, max_length=16)
+    gateways: list[Annotated[str, Field(max_length=253)]] = Field(default_factory=list, max_length=16)
+
+
+class Traffic(Model):
+    model_config = Model.model_config | {
+        "json_schema_extra": cel(
+            (
+                "!(has(self.gatewayAPI) && has(self.istio))",
+                "set at most one traffic router: gatewayAPI or istio",
+                "",
+            )
+        )
+    }
+
+    gateway_api: GatewayAPI | None = Field(default=None, alias="gatewayAPI")
+    istio: Istio | None = None
+
+    @model_validator(mode="after")
+    def _one_router(self) -> Traffic:
+        if self.gateway_api is not None and self.istio is not None:
+            raise ValueError("set at most one traffic router: gatewayAPI or istio")
+        return self
+
+    @property
+    def router(self) -> str:
+        if self.gateway_api is not None:
+            return "gatewayAPI"
+        if self.istio is not None:
+            return "istio"
+        return "replicaRatio"
+
+
+# -------------------------------------------------------------------------------------- rollout
+
+
+class Step(Model):
+    weight: int = Field(ge=0, le=100)
+    pause: Duration | None = None
+
+
+class StringMatch(Model):
+    model_config = Model.model_config | {
+        "json_schema_extra": cel(
+            (
+                "[has(self.exact), has(self.prefix), has(self.regex)].exists_one(x, x)",
+                "set exactly one of exact, prefix or regex",
+                "",
+            )
+        )
+    }
+
+    exact: str | None = Field(default=None, max_length=1024)
+    prefix: str | None = Field(default=None, max_length=1024)
+    regex: str | None = Field(default=None, max_length=1024)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StringMatch:
+        if sum(x is not None for x in (self.exact, self.prefix, self.regex)) != 1:
+            raise ValueError("set exactly one of exact, prefix or regex")
+        return self
+
+
+class Match(Model):
+    headers: dict[str, StringMatch] = Field(min_length=1, max_length=16)
+
+
+class RelativeToPrimary(Model):
+    model_config = Model.model_config | {
+        "json_schema_extra": cel(
+            (
+                "has(self.maxRatio) || has(self.minRatio) || has(self.maxDelta) || has(self.minDelta)",
+                "set at least one of maxRatio, minRatio, maxDelta or minDelta",
+                "",
+            )
+        )
+    }
+
+    max_ratio: float | None = Field(default=None, gt=0)
+    min_ratio: float | None = Field(default=None, gt=0)
+    max_delta: float | None = None
+    min_delta: float | None = None
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> RelativeToPrimary:
+        if all(x is None for x in (self.max_ratio, self.min_ratio, self.max_delta, self.min_delta)):
+            raise ValueError("set at least one of maxRatio, minRatio, maxDelta or minDelta")
+        return self
+
+
+class AnalysisMetric(Model):
+    model_config = Model.model_config | {
+        "json_schema_extra": cel(
+            ("has(self.template) != has(self.query)", "set exactly one of template or query", ""),
+            (
+                "has(self.min) || has(self.max) || has(self.relativeToPrimary)",
+                "set at least one of min, max or relativeToPrimary",
+                "",
+            ),
+        )
+    }
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    template: AnalysisTemplate | None = None
+    query: str | None = Field(default=None, min_length=1, max_length=4096)
+    min: float | None = None
+    max: float | None = None
+    relative_to_primary: RelativeToPrimary | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> AnalysisMetric:
+        if (self.template is None) == (self.query is None):
+            raise ValueError("set exactly one of template or query")
+        if self.min is None and self.max is None and self.relative_to_primary is None:
+            raise ValueError("set at least one of min, max or relativeToPrimary")
+        return self
+
+
+class Inconclusive(Model):
+    limit: int = Field(default=5, ge=1, le=1000)
+    action: InconclusiveAction = InconclusiveAction.HOLD
+
+
+class Analysis(Model):
+    min_sample_count: int = Field(default=100, ge=0)
+    inconclusive: Inconclusive = Field(default_factory=Inconclusive)
+    # Per-object override of the operator's --prometheus-url.
+    prometheus_url: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=2048)
+    metrics: list[AnalysisMetric] = Field(default_factory=list, max_length=32)
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique_names(cls, metrics: list[AnalysisMetric]) -> list[AnalysisMetric]:
+        names = [m.name for m in metrics]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"metric names must be unique, repeated: {', '.join(dupes)}")
+        return metrics
+
+
+def _default_steps() -> list[Step]:
+    return [Step(weight=10), Step(weight=50)]
+
+
+class Rollout(Model):
+    model_config = Model.model_config | {
+        "json_schema_extra": cel(
+            (
+                "self.strategy != 'Canary' || size(self.steps) > 0",
+                "a Canary rollout needs at least one step",
+                ".steps",
+            )
+        )
+    }
+
+    strategy: Strategy = Strategy.CANARY
+    steps: list[Step] = Field(default_factory=_default_steps, max_length=32)
+    interval: Duration = "1m"
+    failure_threshold: int = Field(default=3, ge=1, le=100)
+    progress_deadline: Duration = "15m"
+    match: list[Match] = Field(default_factory=list, max_length=8)
+    # Canary replicas follow the weight unless fixed here.
+    canary_replicas: int | None = Field(default=None, ge=1, le=1000)
+    max_extra_gpus: int | None = Field(default=None, ge=0, le=10_000)
+    analysis: Analysis = Field(default_factory=Analysis)
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, steps: list[Step]) -> list[Step]:
+        # CEL cannot compare neighbours in a list, so this one is caught by the operator only.
+        for i in range(1, len(steps)):
+            if steps[i].weight <= steps[i - 1].weight:
+                raise ValueError(
+                    f"weights must increase step by step: step {i} has weight {steps[i].weight}, "
+                    f"step {i - 1} has {steps[i - 1].weight}"
+                )
+        return steps
+
+    @model_validator(mode="after")
+    def _canary_has_steps(self) -> Rollout:
+        if self.strategy == Strategy.CANARY and not self.steps:
+            raise ValueError("a Canary rollout needs at least one step")
+        return self
+
+    @field_validator("interval", "progress_deadline")
+    @classmethod
+    def _positive(cls, value: str) -> str:
+        if parse_duration(value) < 1:
+            raise ValueError("must be at least 1s")
+        return value
+
+
+# ----------------------------------------------------------------------------------------- spec
+
+_ROUTER = "has(self.traffic) && (has(self.traffic.gatewayAPI) || has(self.traffic.istio))"
+
+
+class ModelDeploymentSpec(Model):
+    model_config = Model.model_config | {
+        "json_schema_extra": cel(
+            (
+                "!has(self.model.config) || !has(self.model.config.instanceGroups) || "
+                "self.model.config.instanceGroups.all(g, !has(g.kind) || g.kind != 'KIND_GPU') || "
+                "self.runtime.gpus > 0",
+                "model.config.instanceGroups asks for KIND_GPU but runtime.gpus is 0",
+                ".runtime.gpus",
+            ),
+            (
+                f"({_ROUTER}) || self.rollout.strategy != 'Shadow'",
+                "rollout.strategy Shadow mirrors traffic and needs traffic.gatewayAPI or traffic.istio; "
+                "the replica-ratio fallback cannot mirror",
+                ".rollout.strategy",
+            ),
+            (
+                f"({_ROUTER}) || size(self.rollout.match) == 0",
+                "rollout.match pins requests by header and needs traffic.gatewayAPI or traffic.istio; "
+                "the replica-ratio fallback cannot match headers",
+                ".rollout.match",
+            ),
+        )
+    }
+
+    model: ModelSource
+    runtime: Runtime = Field(default_factory=Runtime)
+    scaling: Scaling = Field(default_factory=Scaling)
+    traffic: Traffic = Field(default_factory=Traffic)
+    rollout: Rollout = Field(default_factory=Rollout)
+
+    @model_validator(mode="after")
+    def _cross_section(self) -> ModelDeploymentSpec:
+        config = self.model.config
+        if (
+            config is not None
+            and self.runtime.gpus == 0
+            and any(g.kind == InstanceKind.KIND_GPU for g in config.instance_groups)
+        ):
+            raise ValueError("model.config.instanceGroups asks for KIND_GPU but runtime.gpus is 0")
+        routed = self.traffic.router != "replicaRatio"
+        if not routed and self.rollout.strategy == Strategy.SHADOW:
+            raise ValueError(
+                "rollout.strategy Shadow mirrors traffic and needs traffic.gatewayAPI or traffic.istio; "
+                "the replica-ratio fallback cannot mirror"
+            )
+        if not routed and self.rollout.match:
+            raise ValueError(
+                "rollout.match pins requests by header and needs traffic.gatewayAPI or traffic.istio; "
+                "the replica-ratio fallback cannot match headers"
+            )
+        return self

@@ -1,0 +1,88 @@
+"""The ModelDeployment status: the whole rollout state, so that a restarted operator resumes."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field
+
+from modeldeploy.api.base import Model
+
+HISTORY_LIMIT = 10
+
+
+class Phase(StrEnum):
+    STABLE = "Stable"
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    PROMOTING = "Promoting"
+    ROLLED_BACK = "RolledBack"
+    BLOCKED = "Blocked"
+    FAILED = "Failed"
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"
+    PROGRESSING = "Progressing"
+    DEGRADED = "Degraded"
+
+
+class Verdict(StrEnum):
+    PASS = "Pass"
+    FAIL = "Fail"
+    INCONCLUSIVE = "Inconclusive"
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(Model):
+    """metav1.Condition, field for field."""
+
+    type: str = Field(max_length=316)
+    status: ConditionStatus
+    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", max_length=1024)
+    message: str = Field(default="", max_length=32768)
+    last_transition_time: str
+    observed_generation: int | None = Field(default=None, ge=0)
+
+
+class MetricResult(Model):
+    name: str
+    value: float | None = None
+    primary_value: float | None = None
+    verdict: Verdict
+    reason: str = ""
+    at: str
+
+
+class HistoryEntry(Model):
+    revision: str
+    model_version: str
+    result: str
+    reason: str = ""
+    at: str
+
+
+class ModelDeploymentStatus(Model):
+    # Read back from the server, so tolerate fields a newer operator version may have written.
+    model_config = Model.model_config | {"extra": "ignore"}
+
+    observed_generation: int | None = None
+    phase: Phase | None = None
+    message: str | None = None
+    stable_revision: str | None = None
+    canary_revision: str | None = None
+    # What the primary runs, so that the stable revision survives a spec change mid-rollout.
+    stable_model_version: str | None = None
+    step: int | None = None
+    canary_weight: int | None = None
+    failed_checks: int | None = None
+    inconclusive_checks: int | None = None
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    url: str | None = None
+    analysis: list[MetricResult] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list)
+    history: list[HistoryEntry] = Field(default_factory=list, max_length=HISTORY_LIMIT)

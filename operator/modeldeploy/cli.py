@@ -1,0 +1,200 @@
+"""`modeldeploy`: run the operator, render manifests offline, print the CRD, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from modeldeploy import __version__
+from modeldeploy.api.base import API_VERSION, KIND
+from modeldeploy.api.crd import CRD_FILENAME, crd_yaml
+from modeldeploy.api.resource import InvalidSpecError, ObjectRef, parse_spec
+from modeldeploy.render.children import desired_children, stable_plan
+from modeldeploy.render.names import MAX_NAME_LENGTH
+from modeldeploy.render.options import DEFAULT_PULLER_IMAGE, RenderOptions
+
+OFFLINE_UID = "00000000-0000-0000-0000-000000000000"  # the API server assigns the real one
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(fmt: str, verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    # aiohttp and kopf's own chatter at INFO is per request; keep it for --verbose.
+    for noisy in ("aiohttp.access", "kopf.objects", "kopf.activities.probe"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def _env_list(name: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
+# ------------------------------------------------------------------------------------- commands
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from modeldeploy.handlers.config import OperatorConfig
+    from modeldeploy.handlers.operator import run
+
+    setup_logging(args.log_format, args.verbose)
+    config = OperatorConfig(
+        namespaces=tuple(args.namespace or _env_list("MODELDEPLOY_NAMESPACES")),
+        server=args.server,
+        token=os.environ.get("MODELDEPLOY_TOKEN") if args.server else None,
+        log_format=args.log_format,
+        health_port=args.health_port or None,
+        metrics_port=args.metrics_port or None,
+        resync_seconds=args.resync_seconds,
+        prometheus_url=args.prometheus_url,
+        puller_image=args.puller_image,
+    )
+    run(config)
+    return 0
+
+
+def load_documents(path: str) -> list[dict[str, Any]]:
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    return [doc for doc in yaml.safe_load_all(text) if isinstance(doc, dict)]
+
+
+def render_document(doc: dict[str, Any], options: RenderOptions) -> list[dict[str, Any]]:
+    """The children of one ModelDeployment manifest; raises InvalidSpecError naming the field."""
+    meta = doc.get("metadata") or {}
+    name = str(meta.get("name") or "")
+    problems = []
+    if not name:
+        problems.append("metadata.name: required")
+    elif len(name) > MAX_NAME_LENGTH:
+        problems.append(f"metadata.name: at most {MAX_NAME_LENGTH} characters")
+    try:
+        spec = parse_spec(doc.get("spec"))
+    except InvalidSpecError as error:
+        problems += error.problems
+    if problems:
+        raise InvalidSpecError(problems)
+    parent = ObjectRef(
+        name=name, namespace=str(meta.get("namespace") or "default"), uid=OFFLINE_UID, generation=1
+    )
+    return desired_children(parent, spec, options, stable_plan(spec))
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    options = RenderOptions(puller_image=args.puller_image, pod_monitor=not args.no_pod_monitor)
+    out: list[dict[str, Any]] = []
+    failed = False
+    for doc in load_documents(args.file):
+        if doc.get("apiVersion") != API_VERSION or doc.get("kind") != KIND:
+            continue
+        try:
+            out += render_document(doc, options)
+        except InvalidSpecError as error:
+            failed = True
+            name = (doc.get("metadata") or {}).get("name", "?")
+            for problem in error.problems:
+                print(f"error: {KIND} {name}: {problem}", file=sys.stderr)
+    if failed:
+        return 1
+    sys.stdout.write(yaml.safe_dump_all(out, sort_keys=False))
+    return 0
+
+
+def cmd_crd(args: argparse.Namespace) -> int:
+    text = crd_yaml()
+    if args.output:
+        target = Path(args.output)
+        if target.is_dir() or args.output.endswith("/"):
+            target.mkdir(parents=True, exist_ok=True)
+            target = target / CRD_FILENAME
+        target.write_text(text)
+        print(f"wrote {target}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from modeldeploy.demo import main as demo_main
+
+    return demo_main(examples=args.examples)
+
+
+# ----------------------------------------------------------------------------------------- main
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="modeldeploy", description=__doc__)
+    top.add_argument("--version", action="version", version=f"modeldeploy {__version__}")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the operator")
+    run.add_argument("--namespace", action="append", help="watch this namespace (repeatable); default: all")
+    run.add_argument(
+        "--log-format", choices=["text", "json"], default=os.environ.get("MODELDEPLOY_LOG_FORMAT", "text")
+    )
+    run.add_argument("--health-port", type=int, default=8080, help="serve /healthz here (0 turns it off)")
+    run.add_argument("--metrics-port", type=int, default=9090, help="serve /metrics here (0 turns it off)")
+    run.add_argument("--resync-seconds", type=float, default=60.0, help="period of the drift-healing pass")
+    run.add_argument(
+        "--prometheus-url",
+        default=os.environ.get(
+            "MODELDEPLOY_PROMETHEUS_URL", "http://prometheus-operated.monitoring.svc:9090"
+        ),
+        help="default Prometheus for rollout analysis",
+    )
+    run.add_argument(
+        "--puller-image", default=os.environ.get("MODELDEPLOY_PULLER_IMAGE", DEFAULT_PULLER_IMAGE)
+    )
+    run.add_argument("--server", help="API server URL (development: the local emulator)")
+    run.add_argument("-v", "--verbose", action="store_true")
+    run.set_defaults(func=cmd_run)
+
+    render = sub.add_parser("render", help="print the child manifests of ModelDeployments, offline")
+    render.add_argument("-f", "--file", required=True, help="YAML file with ModelDeployments, or - for stdin")
+    render.add_argument("--no-pod-monitor", action="store_true", help="as if the PodMonitor CRD were absent")
+    render.add_argument("--puller-image", default=DEFAULT_PULLER_IMAGE)
+    render.set_defaults(func=cmd_render)
+
+    crd = sub.add_parser("crd", help="print the CustomResourceDefinition, or write it with --output")
+    crd.add_argument("-o", "--output", help="a file, or a directory to write " + CRD_FILENAME + " into")
+    crd.set_defaults(func=cmd_crd)
+
+    demo = sub.add_parser("demo", help="run the real operator against a local Kubernetes API emulator")
+    demo.add_argument("--examples", default="examples", help="directory of ModelDeployment YAML files")
+    demo.set_defaults(func=cmd_demo)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""Operator-wide settings, from CLI flags (and the environment, for the Helm chart)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from modeldeploy.render.options import DEFAULT_PULLER_IMAGE
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    namespaces: tuple[str, ...] = ()  # empty: every namespace
+    server: str | None = None  # an explicit API server URL (the local emulator); else in-cluster/kubeconfig
+    token: str | None = field(default=None, repr=False)
+    log_format: str = "text"
+    health_port: int | None = 8080
+    metrics_port: int | None = 9090
+    resync_seconds: float = 60.0
+    prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
+    puller_image: str = DEFAULT_PULLER_IMAGE
+    workers: int = 16

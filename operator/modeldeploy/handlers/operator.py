@@ -1,0 +1,195 @@
+"""The kopf wiring: which events wake a reconcile pass, and how the operator runs.
+
+Deliberately no create/update/delete handlers and no timers or daemons: those make kopf keep
+bookkeeping on the object (a last-handled-configuration annotation, progress in status, and a
+finalizer for timers and daemons), which shows up in GitOps diffs and blocks deletion while the
+operator is down. Instead every watch event and a periodic resync run the same level-triggered
+pass, and kopf writes nothing to a ModelDeployment at all. docs/operations.md says more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+
+import kopf
+
+from modeldeploy.adapters.kube import MODEL_DEPLOYMENT, KubeClient, KubeError, configuration
+from modeldeploy.api.base import GROUP, KIND, PLURAL, VERSION
+from modeldeploy.handlers import metrics
+from modeldeploy.handlers.config import OperatorConfig
+from modeldeploy.handlers.reconciler import Reconciler, fetch_parent
+from modeldeploy.render.names import MANAGED_BY
+from modeldeploy.render.options import RenderOptions
+from modeldeploy.rollout.events import Event
+
+log = logging.getLogger("modeldeploy.operator")
+
+# Children whose changes (a Deployment becoming ready, a hand edit, a deletion) wake their owner.
+CHILD_RESOURCES = [
+    ("apps", "v1", "deployments"),
+    ("", "v1", "services"),
+    ("", "v1", "configmaps"),
+    ("autoscaling", "v2", "horizontalpodautoscalers"),
+]
+MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+
+Key = tuple[str, str]
+
+
+class Coalescer:
+    """At most one pass per object at a time; a wake-up during a pass makes one more pass after it.
+
+    Bursts of events (a Deployment's status moving through several states) collapse into one or
+    two passes instead of queueing one pass each, and two threads never reconcile one object at once.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[Key] = set()
+        self._dirty: set[Key] = set()
+
+    def run(
+        self,
+        key: Key,
+        body: Mapping[str, Any] | None,
+        load: Callable[[], Mapping[str, Any] | None],
+        work: Callable[[Mapping[str, Any]], None],
+    ) -> None:
+        with self._lock:
+            if key in self._running:
+                self._dirty.add(key)
+                return
+            self._running.add(key)
+        try:
+            current = body if body is not None else load()
+            while True:
+                if current is not None:
+                    work(current)
+                with self._lock:
+                    if key not in self._dirty:
+                        self._running.discard(key)
+                        return
+                    self._dirty.discard(key)
+                current = load()  # the event body is stale now: read the object afresh
+        except BaseException:
+            with self._lock:
+                self._running.discard(key)
+                self._dirty.discard(key)
+            raise
+
+
+def post_event(body: Mapping[str, Any], event: Event) -> None:
+    kopf.event(cast(Any, body), type=event.type, reason=event.reason, message=event.message[:1024])
+
+
+def _owner(body: Mapping[str, Any]) -> str | None:
+    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") == KIND and ref.get("apiVersion", "").startswith(f"{GROUP}/"):
+            return str(ref.get("name"))
+    return None
+
+
+def register(
+    config: OperatorConfig, registry: kopf.OperatorRegistry, kube: KubeClient | None = None
+) -> KubeClient:
+    """Register every handler into `registry`; returns the Kubernetes client the handlers use."""
+    client = kube or KubeClient(configuration(config.server, config.token))
+    reconciler = Reconciler(client, RenderOptions(puller_image=config.puller_image), post_event)
+    coalescer = Coalescer()
+    resync: dict[str, asyncio.Task[None]] = {}
+
+    def pass_for(namespace: str, name: str, body: Mapping[str, Any] | None) -> None:
+        coalescer.run(
+            (namespace, name),
+            body,
+            lambda: fetch_parent(client, namespace, name),
+            reconciler.reconcile,
+        )
+
+    if config.server:
+
+        @kopf.on.login(registry=registry)
+        def login(**_: Any) -> kopf.ConnectionInfo:
+            return kopf.ConnectionInfo(server=config.server or "", token=config.token)
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.persistence.finalizer = f"{GROUP}/finalizer"  # never added: no handler needs one
+        settings.posting.level = logging.WARNING  # our Events are explicit, on transitions only
+        settings.execution.max_workers = config.workers
+        settings.watching.inactivity_timeout = max(70.0, config.resync_seconds * 2)
+        resync["task"] = asyncio.create_task(_resync_loop())
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        task = resync.pop("task", None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        client.close()
+
+    async def _resync_loop() -> None:
+        # The periodic pass that heals drift nothing told us about and retries failed passes.
+        while True:
+            await asyncio.sleep(config.resync_seconds)
+            try:
+                await asyncio.to_thread(_resync_once)
+            except Exception:
+                log.exception("resync failed")
+
+    def _resync_once() -> None:
+        namespaces = config.namespaces or (None,)
+        for namespace in namespaces:
+            for body in client.list(MODEL_DEPLOYMENT, namespace):
+                meta = body["metadata"]
+                try:
+                    pass_for(meta["namespace"], meta["name"], body)
+                except Exception:
+                    log.exception("reconcile of %s/%s failed", meta["namespace"], meta["name"])
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    def model_deployment_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+        if type == "DELETED":
+            return
+        pass_for(body.metadata.namespace or "", body.metadata.name or "", body)
+
+    def child_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+        owner = _owner(body)
+        if owner is None:
+            return
+        try:
+            pass_for(body.metadata.namespace or "", owner, None)
+        except KubeError as error:
+            log.warning(
+                "reconcile of %s/%s after a child changed failed: %s", body.metadata.namespace, owner, error
+            )
+
+    for group, version, plural in CHILD_RESOURCES:
+        kopf.on.event(group, version, plural, labels=MANAGED, registry=registry, id=f"child-{plural}")(
+            child_event
+        )
+
+    return client
+
+
+def run(config: OperatorConfig) -> None:
+    """Run the operator until interrupted."""
+    if config.metrics_port:
+        metrics.serve(config.metrics_port)
+    registry = kopf.OperatorRegistry()
+    register(config, registry)
+    namespaces = list(config.namespaces)
+    liveness = f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None
+    kopf.run(
+        registry=registry,
+        standalone=True,  # no peering objects: a single replica with a Recreate strategy (docs/install.md)
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=liveness,
+    )

@@ -1,0 +1,15 @@
+"""Operator-level settings the renderer needs, which are not part of any ModelDeployment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PULLER_IMAGE = "ghcr.io/modeldeploy/model-puller:0.1.0"
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    puller_image: str = DEFAULT_PULLER_IMAGE
+    # The PodMonitor is rendered only where the Prometheus Operator's CRD is installed.
+    pod_monitor: bool = True
+    scrape_interval: str = "15s"

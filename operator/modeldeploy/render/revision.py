@@ -1,0 +1,20 @@
+"""The revision: a stable hash of everything that changes the pods or the Triton config."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from modeldeploy.api.spec import ModelDeploymentSpec
+
+
+def revision(spec: ModelDeploymentSpec) -> str:
+    # Scaling, traffic and rollout settings do not change what a pod runs, so they are left out:
+    # editing them must not start a canary. Defaults are included, so that writing a default
+    # explicitly yields the same revision as omitting it.
+    material = {
+        "model": spec.model.model_dump(mode="json", by_alias=True),
+        "runtime": spec.runtime.model_dump(mode="json", by_alias=True),
+    }
+    encoded = json.dumps(material, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(encoded).hexdigest()[:10]

@@ -1,0 +1,130 @@
+"""Status for the steady state: one revision, served by the primary.
+
+(spec, status, observations, now) -> status. Pure: time comes in as `now`, and a condition's
+lastTransitionTime moves only when its status flips, so an unchanged world yields an equal status
+and the shell writes nothing.
+"""
+
+from __future__ import annotations
+
+from modeldeploy.api.conditions import set_condition
+from modeldeploy.api.resource import ObjectRef
+from modeldeploy.api.spec import ModelDeploymentSpec
+from modeldeploy.api.status import ConditionStatus, ConditionType, ModelDeploymentStatus, Phase
+from modeldeploy.render.names import url
+from modeldeploy.render.revision import revision
+from modeldeploy.rollout.observe import Observations
+
+
+def _conditions(
+    status: ModelDeploymentStatus,
+    parent: ObjectRef,
+    now: str,
+    *entries: tuple[ConditionType, ConditionStatus, str, str],
+) -> ModelDeploymentStatus:
+    conditions = list(status.conditions)
+    for type_, value, reason, message in entries:
+        conditions = set_condition(
+            conditions,
+            type=type_.value,
+            status=value,
+            reason=reason,
+            message=message,
+            now=now,
+            observed_generation=parent.generation,
+        )
+    return status.model_copy(update={"conditions": conditions})
+
+
+def steady_status(
+    spec: ModelDeploymentSpec,
+    parent: ObjectRef,
+    status: ModelDeploymentStatus,
+    seen: Observations,
+    now: str,
+) -> ModelDeploymentStatus:
+    rev = revision(spec)
+    primary = seen.primary
+    ready = primary.ready if primary else 0
+    update = {
+        "observed_generation": parent.generation,
+        "url": url(parent),
+        "replicas": primary.replicas if primary else 0,
+        "ready_replicas": ready,
+        "canary_revision": None,
+        "canary_weight": None,
+        "step": None,
+    }
+    out = status.model_copy(update=update)
+    if seen.apply_errors:
+        message = "; ".join(seen.apply_errors)
+        out = out.model_copy(update={"phase": Phase.FAILED, "message": message})
+        return _conditions(
+            out,
+            parent,
+            now,
+            (ConditionType.READY, "True" if ready else "False", "ApplyFailed", message),
+            (ConditionType.PROGRESSING, "False", "ApplyFailed", message),
+            (ConditionType.DEGRADED, "True", "ApplyFailed", message),
+        )
+    if primary is not None and primary.revision == rev and primary.rolled_out and ready > 0:
+        model = spec.model
+        message = f"{ready}/{primary.desired} replicas ready, serving {model.name} version {model.version}"
+        out = out.model_copy(
+            update={
+                "phase": Phase.STABLE,
+                "message": message,
+                "stable_revision": rev,
+                "stable_model_version": spec.model.version,
+            }
+        )
+        return _conditions(
+            out,
+            parent,
+            now,
+            (ConditionType.READY, "True", "ModelReady", message),
+            (ConditionType.PROGRESSING, "False", "Stable", "all replicas run the current revision"),
+            (ConditionType.DEGRADED, "False", "Healthy", ""),
+        )
+    desired = primary.desired if primary else 0
+    if primary is not None and primary.deadline_exceeded:
+        message = (
+            f"{ready}/{desired} replicas ready: the Deployment exceeded its progress deadline; "
+            "check the pods' events and the model-puller and triton logs"
+        )
+        out = out.model_copy(update={"phase": Phase.FAILED, "message": message})
+        return _conditions(
+            out,
+            parent,
+            now,
+            (ConditionType.READY, "True" if ready else "False", "ProgressDeadlineExceeded", message),
+            (ConditionType.PROGRESSING, "False", "ProgressDeadlineExceeded", message),
+            (ConditionType.DEGRADED, "True", "ProgressDeadlineExceeded", message),
+        )
+    message = f"{ready}/{desired} replicas ready: loading {spec.model.name} version {spec.model.version}"
+    out = out.model_copy(update={"phase": Phase.PROGRESSING, "message": message})
+    return _conditions(
+        out,
+        parent,
+        now,
+        (ConditionType.READY, "True" if ready else "False", "ModelLoading", message),
+        (ConditionType.PROGRESSING, "True", "ModelLoading", message),
+        (ConditionType.DEGRADED, "False", "Healthy", ""),
+    )
+
+
+def invalid_status(
+    parent: ObjectRef, status: ModelDeploymentStatus, problems: list[str], now: str
+) -> ModelDeploymentStatus:
+    """A spec the operator cannot act on: children stay as they are, the object says why."""
+    message = "invalid spec: " + "; ".join(problems)
+    out = status.model_copy(
+        update={"observed_generation": parent.generation, "phase": Phase.FAILED, "message": message}
+    )
+    return _conditions(
+        out,
+        parent,
+        now,
+        (ConditionType.PROGRESSING, "False", "InvalidSpec", message),
+        (ConditionType.DEGRADED, "True", "InvalidSpec", message),
+    )
