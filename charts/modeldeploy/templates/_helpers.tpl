@@ -1,0 +1,114 @@
+{{/* The chart name, or nameOverride. 63 characters: the DNS label limit of names and label values. */}}
+{{- define "modeldeploy.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The name prefix of every resource: fullnameOverride, else "<release>-<name>", else the release name
+when it already contains the chart name. */}}
+{{- define "modeldeploy.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The image tag in use: the tag, else the chart's appVersion. */}}
+{{- define "modeldeploy.imageTag" -}}
+{{- default .Chart.AppVersion .Values.image.tag }}
+{{- end }}
+
+{{/* The image reference. A digest wins over the tag: the pod then runs exactly those bytes. */}}
+{{- define "modeldeploy.image" -}}
+{{- $repo := printf "%s/%s" .Values.image.registry .Values.image.repository }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" $repo .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" $repo (include "modeldeploy.imageTag" .) }}
+{{- end }}
+{{- end }}
+
+{{/* Labels that select the operator pod; never change them in an upgrade (selectors are immutable). */}}
+{{- define "modeldeploy.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "modeldeploy.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{/* Labels on every resource of the chart. */}}
+{{- define "modeldeploy.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "modeldeploy.selectorLabels" . }}
+app.kubernetes.io/version: {{ include "modeldeploy.imageTag" . | trunc 63 | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: modeldeploy
+{{- end }}
+
+{{/* The operator's ServiceAccount name. */}}
+{{- define "modeldeploy.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "modeldeploy.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The API access the operator needs inside each namespace it watches: exact verbs, no wildcards.
+Used by the ClusterRole (all namespaces) and by the per-namespace Roles (watchNamespaces).
+
+Secrets are absent on purpose: a ModelDeployment names its model-store Secret
+(spec.model.storageSecretRef) and the Triton pod mounts it; the operator only writes that name into the
+pod spec and never reads the Secret, so it cannot leak the model store's credentials.
+*/}}
+{{- define "modeldeploy.namespacedRules" -}}
+# ModelDeployments: read them, and write only their status (the operator never writes .spec).
+- apiGroups: [modeldeploy.io]
+  resources: [modeldeployments]
+  verbs: [get, list, watch]
+- apiGroups: [modeldeploy.io]
+  resources: [modeldeployments/status]
+  verbs: [patch]
+# The children of a ModelDeployment, applied with server-side apply (a patch) and owned by it, so the
+# garbage collector deletes them with it. delete: children no longer wanted (e.g. a finished canary).
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [""]
+  resources: [services, configmaps]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [monitoring.coreos.com]
+  resources: [podmonitors]
+  verbs: [get, list, watch, create, patch, delete]
+# Canary traffic routing, whichever router spec.traffic names.
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [httproutes, grpcroutes]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [networking.istio.io]
+  resources: [virtualservices]
+  verbs: [get, list, watch, create, patch, delete]
+# Events that explain each rollout step, in both event APIs.
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end }}
+
+{{/* Cluster-scoped access, needed in both modes: kopf discovers resources through CRDs, and the operator
+checks whether the PodMonitor CRD exists before it renders PodMonitors. */}}
+{{- define "modeldeploy.crdRules" -}}
+# CRDs (cluster-scoped): kopf's resource discovery, and whether the PodMonitor CRD is installed.
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  verbs: [get, list, watch]
+{{- end }}

@@ -1,0 +1,254 @@
+"""Run the real helm binary on the chart, and read the RBAC it grants.
+
+The RBAC helpers let a test compare the chart's rules with the API requests the operator really made
+(recorded by the Kubernetes emulator in the integration tests), in a few lines:
+
+    manifests = render_chart({})
+    for method, path, query in recorded_requests:
+        attrs = request_attributes(method, path, query)
+        if attrs is not None:
+            assert attrs.rule in rules_in_namespace(manifests, attrs.namespace)
+
+A rule is the triple (apiGroup, resource, verb), with subresources written "resource/subresource" and
+the core group as "", exactly as RBAC spells them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CHART_DIR = REPO_ROOT / "charts" / "modeldeploy"
+TOOLS_BIN = REPO_ROOT / ".tools" / "bin"
+RELEASE_NAME = "modeldeploy"
+RELEASE_NAMESPACE = "modeldeploy-system"
+
+Rule = tuple[str, str, str]
+Manifest = dict[str, Any]
+
+
+class HelmNotFoundError(RuntimeError):
+    """No helm binary: run `make tools` (scripts/install-tools.sh), or set MODELDEPLOY_HELM."""
+
+
+def find_helm() -> Path | None:
+    """The helm to test with: $MODELDEPLOY_HELM, else the project's .tools/bin/helm, else PATH."""
+    override = os.environ.get("MODELDEPLOY_HELM")
+    if override:
+        return Path(override) if Path(override).is_file() else None
+    local = TOOLS_BIN / "helm"
+    if local.exists():
+        return local
+    found = shutil.which("helm")
+    return Path(found) if found else None
+
+
+def run_helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run helm with `args`; with check, raise on a non-zero exit with helm's stderr in the message."""
+    helm = find_helm()
+    if helm is None:
+        raise HelmNotFoundError(HelmNotFoundError.__doc__)
+    # A private HOME-like config: no user repositories or plugins change what helm does here.
+    with tempfile.TemporaryDirectory(prefix="helm-home-") as home:
+        env = {
+            **os.environ,
+            "HELM_CONFIG_HOME": f"{home}/config",
+            "HELM_CACHE_HOME": f"{home}/cache",
+            "HELM_DATA_HOME": f"{home}/data",
+        }
+        proc = subprocess.run(
+            [str(helm), *args], capture_output=True, text=True, env=env, timeout=120, check=False
+        )
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"helm {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+    return proc
+
+
+def template(
+    values: Mapping[str, Any] | None = None,
+    *,
+    include_crds: bool = False,
+    check: bool = True,
+    namespace: str = RELEASE_NAMESPACE,
+) -> subprocess.CompletedProcess[str]:
+    """`helm template` of the chart with `values` (a values file, so YAML types arrive unchanged)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="values-") as f:
+        yaml.safe_dump(dict(values or {}), f)
+        f.flush()
+        args = ["template", RELEASE_NAME, str(CHART_DIR), "--namespace", namespace, "--values", f.name]
+        if include_crds:
+            args.append("--include-crds")
+        return run_helm(*args, check=check)
+
+
+def render_chart(values: Mapping[str, Any] | None = None, *, include_crds: bool = False) -> list[Manifest]:
+    """Every manifest the chart renders with `values`, parsed, in helm's order."""
+    out = template(values, include_crds=include_crds).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def find(manifests: Iterable[Manifest], kind: str, name: str | None = None) -> list[Manifest]:
+    """The manifests of `kind` (and `name`, if given)."""
+    return [
+        m
+        for m in manifests
+        if m.get("kind") == kind and (name is None or m.get("metadata", {}).get("name") == name)
+    ]
+
+
+def operator_service_account(manifests: Iterable[Manifest]) -> tuple[str, str]:
+    """(namespace, name) of the ServiceAccount the operator Deployment runs as."""
+    (deployment,) = find(manifests, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    return deployment["metadata"]["namespace"], pod["serviceAccountName"]
+
+
+def _expand(rules: Iterable[Mapping[str, Any]]) -> set[Rule]:
+    out: set[Rule] = set()
+    for rule in rules:
+        for group in rule.get("apiGroups", []):
+            for resource in rule.get("resources", []):
+                for verb in rule.get("verbs", []):
+                    out.add((group, resource, verb))
+    return out
+
+
+def _binds_operator(binding: Manifest, sa: tuple[str, str]) -> bool:
+    return any(
+        s.get("kind") == "ServiceAccount" and (s.get("namespace"), s.get("name")) == sa
+        for s in binding.get("subjects", [])
+    )
+
+
+def _role_rules(manifests: list[Manifest], binding: Manifest) -> set[Rule]:
+    ref = binding["roleRef"]
+    if ref["kind"] == "ClusterRole":
+        roles = find(manifests, "ClusterRole", ref["name"])
+    else:
+        namespace = binding["metadata"]["namespace"]
+        roles = [r for r in find(manifests, "Role", ref["name"]) if r["metadata"]["namespace"] == namespace]
+    if not roles:
+        raise ValueError(f"{binding['kind']} {binding['metadata']['name']} refers to a missing {ref}")
+    return _expand(roles[0].get("rules", []))
+
+
+def rbac_rules_by_scope(manifests: Iterable[Manifest]) -> dict[str | None, set[Rule]]:
+    """The rules bound to the operator's ServiceAccount, by where they apply.
+
+    Key None: granted cluster-wide (ClusterRoleBindings), which also covers cluster-scoped resources.
+    Key "ns": granted by RoleBindings in namespace "ns" only. Roles bound to nobody, such as the
+    aggregated edit/view ClusterRoles, grant the operator nothing and are left out.
+    """
+    manifests = list(manifests)
+    sa = operator_service_account(manifests)
+    scopes: dict[str | None, set[Rule]] = {None: set()}
+    for binding in find(manifests, "ClusterRoleBinding"):
+        if _binds_operator(binding, sa):
+            scopes[None] |= _role_rules(manifests, binding)
+    for binding in find(manifests, "RoleBinding"):
+        if _binds_operator(binding, sa):
+            namespace = binding["metadata"]["namespace"]
+            scopes.setdefault(namespace, set()).update(_role_rules(manifests, binding))
+    return scopes
+
+
+def rbac_rules(manifests: Iterable[Manifest]) -> set[Rule]:
+    """Every (apiGroup, resource, verb) the operator is granted anywhere (the union of all scopes)."""
+    return set().union(*rbac_rules_by_scope(manifests).values())
+
+
+def rules_in_namespace(manifests: Iterable[Manifest], namespace: str | None) -> set[Rule]:
+    """What the operator may do in `namespace`; None means cluster-wide (and cluster-scoped) requests."""
+    scopes = rbac_rules_by_scope(manifests)
+    if namespace is None:
+        return scopes[None]
+    return scopes[None] | scopes.get(namespace, set())
+
+
+# Subresources of a namespace itself; any other segment after /namespaces/<ns>/ is a resource in it.
+_NAMESPACE_SUBRESOURCES = {"status", "finalize"}
+
+
+@dataclass(frozen=True)
+class RequestAttributes:
+    """What RBAC authorizes for one API request (mirrors the API server's RequestInfo)."""
+
+    group: str
+    resource: str  # "resource" or "resource/subresource"
+    verb: str
+    namespace: str | None  # None: cluster-scoped, or across all namespaces
+
+    @property
+    def rule(self) -> Rule:
+        return (self.group, self.resource, self.verb)
+
+
+def request_attributes(
+    method: str, path: str, query: str | Mapping[str, Any] = ""
+) -> RequestAttributes | None:
+    """The RBAC attributes of an HTTP request to the Kubernetes API, or None for a non-resource path
+    (discovery such as /api, /apis/<group>/<version>, /version, /openapi/...), which every
+    authenticated client may read through the built-in system:discovery role.
+
+    Follows k8s.io/apiserver's RequestInfoFactory: GET on a collection is list, or watch with
+    ?watch=true; GET on an object is get; DELETE on a collection is deletecollection.
+    """
+    params = parse_qs(query) if isinstance(query, str) else {k: [str(v)] for k, v in query.items()}
+    parts = [p for p in path.split("?", 1)[0].split("/") if p]
+    if len(parts) >= 2 and parts[0] == "api":
+        group, rest = "", parts[2:]
+    elif len(parts) >= 3 and parts[0] == "apis":
+        group, rest = parts[1], parts[3:]
+    else:
+        return None
+    if not rest:
+        return None
+
+    watch = False
+    if rest[0] == "watch":  # the deprecated /watch/ path prefix
+        watch, rest = True, rest[1:]
+    namespace: str | None = None
+    if rest and rest[0] == "namespaces" and len(rest) > 1:
+        namespace = rest[1]
+        if len(rest) > 2 and rest[2] not in _NAMESPACE_SUBRESOURCES:
+            rest = rest[2:]
+        # else: the namespace object itself (/namespaces/<name>[/status]). Like the API server, keep its
+        # name as the request's namespace: a RoleBinding there can grant access to it.
+    if not rest:
+        return None
+    resource = rest[0]
+    name = rest[1] if len(rest) > 1 else None
+    if len(rest) > 2:
+        resource = f"{resource}/{rest[2]}"
+
+    if params.get("watch", ["false"])[0].lower() in ("true", "1"):
+        watch = True
+    method = method.upper()
+    if method in ("GET", "HEAD"):
+        verb = "watch" if watch else ("get" if name else "list")
+    elif method == "POST":
+        verb = "create"
+    elif method == "PUT":
+        verb = "update"
+    elif method == "PATCH":
+        verb = "patch"
+    elif method == "DELETE":
+        verb = "delete" if name else "deletecollection"
+    else:
+        raise ValueError(f"no RBAC verb for HTTP method {method}")
+    return RequestAttributes(group=group, resource=resource, verb=verb, namespace=namespace)
+
+
+def helm_required_in_ci() -> bool:
+    """Whether a missing helm must fail the tests rather than skip them (CI sets CI=true)."""
+    return os.environ.get("CI", "").lower() in ("true", "1", "yes")
