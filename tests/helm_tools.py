@@ -252,3 +252,28 @@ def request_attributes(
 def helm_required_in_ci() -> bool:
     """Whether a missing helm must fail the tests rather than skip them (CI sets CI=true)."""
     return os.environ.get("CI", "").lower() in ("true", "1", "yes")
+
+
+def strict_openapi(schema: Any) -> Any:
+    """An openAPIV3Schema as the API server applies it with strict field validation: an object schema
+    that declares properties rejects unknown ones, unless it preserves unknown fields. Branches of
+    allOf/anyOf/oneOf/not only constrain the main schema's fields, so they are left as they are."""
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    if "properties" in out:
+        out["properties"] = {name: strict_openapi(sub) for name, sub in out["properties"].items()}
+        if "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+    for key in ("items", "additionalProperties"):
+        if isinstance(out.get(key), dict):
+            out[key] = strict_openapi(out[key])
+    return out
+
+
+def crd_schema(path: Path, version: str) -> dict[str, Any]:
+    """The strict openAPIV3Schema of `version` in the CRD file at `path`."""
+    crd = yaml.safe_load(path.read_text())
+    (served,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
+    schema: dict[str, Any] = strict_openapi(served["schema"]["openAPIV3Schema"])
+    return schema

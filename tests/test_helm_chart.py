@@ -27,6 +27,7 @@ from helm_tools import (
     Manifest,
     RequestAttributes,
     Rule,
+    crd_schema,
     find,
     find_helm,
     helm_required_in_ci,
@@ -194,30 +195,6 @@ def test_manifests_match_official_schemas(
         kubernetes_validate.validate(m, version, strict=True)
         checked.add(m["kind"])
     assert "Deployment" in checked
-
-
-def strict_openapi(schema: Any) -> Any:
-    """An openAPIV3Schema as the API server applies it with strict field validation: an object that
-    declares properties rejects unknown ones, unless it preserves unknown fields."""
-    if isinstance(schema, list):
-        return [strict_openapi(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: strict_openapi(v) for k, v in schema.items()}
-    if (
-        "properties" in out
-        and "additionalProperties" not in out
-        and not out.get("x-kubernetes-preserve-unknown-fields")
-    ):
-        out["additionalProperties"] = False
-    return out
-
-
-def crd_schema(path: Path, version: str) -> dict[str, Any]:
-    crd = yaml.safe_load(path.read_text())
-    (served,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
-    schema: dict[str, Any] = strict_openapi(served["schema"]["openAPIV3Schema"])
-    return schema
 
 
 @needs_helm
@@ -467,6 +444,22 @@ def test_image_reference(values: dict[str, Any], image: str) -> None:
 
 @needs_helm
 @pytest.mark.parametrize(
+    ("values", "flag"),
+    [
+        pytest.param({}, "--puller-image=ghcr.io/modeldeploy/model-puller:0.1.0", id="app-version"),
+        pytest.param(
+            {"modelPuller": {"image": {"tag": "0.2.0", "digest": DIGEST}}},
+            f"--puller-image=ghcr.io/modeldeploy/model-puller@{DIGEST}",
+            id="digest-wins",
+        ),
+    ],
+)
+def test_puller_image_reference(values: dict[str, Any], flag: str) -> None:
+    assert flag in operator_container(render_chart(values))["args"]
+
+
+@needs_helm
+@pytest.mark.parametrize(
     ("values", "args"),
     [
         pytest.param(
@@ -477,6 +470,7 @@ def test_image_reference(values: dict[str, Any], image: str) -> None:
                 "--health-port=8080",
                 "--metrics-port=9090",
                 "--resync-seconds=60",
+                "--puller-image=ghcr.io/modeldeploy/model-puller:0.1.0",
                 "--prometheus-url=http://prometheus-operated.monitoring.svc:9090",
             ],
             id="defaults",
@@ -489,6 +483,7 @@ def test_image_reference(values: dict[str, Any], image: str) -> None:
                 "--health-port=8080",
                 "--metrics-port=9090",
                 "--resync-seconds=60",
+                "--puller-image=ghcr.io/modeldeploy/model-puller:0.1.0",
                 "--namespace=team-a",
                 "--namespace=team-b",
                 "--verbose",
@@ -852,6 +847,9 @@ BAD_VALUES: list[Any] = [
     pytest.param({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy", id="pull-policy-enum"),
     pytest.param({"image": {"digest": "abc123"}}, "/image/digest", id="digest-pattern"),
     pytest.param({"image": {"tag": 1.2}}, "/image/tag", id="tag-number"),
+    pytest.param(
+        {"modelPuller": {"image": {"digest": "latest"}}}, "/modelPuller/image/digest", id="puller-digest"
+    ),
     pytest.param({"logFormat": "xml"}, "/logFormat", id="log-format-enum"),
     pytest.param({"watchNamespaces": "team-a,team-b"}, "/watchNamespaces", id="namespaces-not-a-list"),
     pytest.param({"watchNamespaces": ["Team_A"]}, "/watchNamespaces/0", id="namespace-name"),

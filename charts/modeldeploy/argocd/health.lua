@@ -24,11 +24,12 @@ local function condition(status, ctype)
   return nil
 end
 
-local function message_of(c, fallback)
+-- The non-empty message of a condition or of the status, or nil. Callers chain these with `or`.
+local function message_of(c)
   if c ~= nil and c.message ~= nil and c.message ~= "" then
     return c.message
   end
-  return fallback
+  return nil
 end
 
 local status = obj.status
@@ -46,25 +47,27 @@ if generation ~= nil and (status.observedGeneration == nil or status.observedGen
 end
 
 local phase = status.phase
+-- The operator's one-line summary of the object, when it wrote one.
+local summary = message_of(status)
 local ready = condition(status, "Ready")
 local degraded = condition(status, "Degraded")
 local progressing = condition(status, "Progressing")
 
 if phase == "Failed" or phase == "RolledBack" or phase == "Blocked" then
   hs.status = "Degraded"
-  hs.message = message_of(degraded, message_of(ready, "Rollout " .. phase))
+  hs.message = message_of(degraded) or summary or message_of(ready) or ("Rollout " .. phase)
   return hs
 end
 
 if phase == "Paused" then
   hs.status = "Suspended"
-  hs.message = message_of(progressing, "Rollout paused")
+  hs.message = message_of(progressing) or summary or "Rollout paused"
   return hs
 end
 
 if degraded ~= nil and degraded.status == "True" then
   hs.status = "Degraded"
-  hs.message = message_of(degraded, "Degraded")
+  hs.message = message_of(degraded) or summary or "Degraded"
   return hs
 end
 
@@ -74,19 +77,19 @@ if phase == "Progressing" or phase == "Promoting" then
   if status.canaryWeight ~= nil then
     fallback = fallback .. ": canary at " .. tostring(status.canaryWeight) .. "% of traffic"
   end
-  hs.message = message_of(progressing, fallback)
+  hs.message = message_of(progressing) or summary or fallback
   return hs
 end
 
 if phase == "Stable" and ready ~= nil and ready.status == "True" then
   hs.status = "Healthy"
-  hs.message = message_of(ready, "Serving")
+  hs.message = message_of(ready) or summary or "Serving"
   return hs
 end
 
 if phase == "Stable" or phase == nil then
   hs.status = "Progressing"
-  hs.message = message_of(ready, "Waiting for the model to become ready")
+  hs.message = message_of(ready) or summary or "Waiting for the model to become ready"
   return hs
 end
 

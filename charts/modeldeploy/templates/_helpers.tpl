@@ -18,19 +18,30 @@ when it already contains the chart name. */}}
 {{- end }}
 {{- end }}
 
-{{/* The image tag in use: the tag, else the chart's appVersion. */}}
+{{/* The operator image tag in use: the tag, else the chart's appVersion. */}}
 {{- define "modeldeploy.imageTag" -}}
 {{- default .Chart.AppVersion .Values.image.tag }}
 {{- end }}
 
-{{/* The image reference. A digest wins over the tag: the pod then runs exactly those bytes. */}}
-{{- define "modeldeploy.image" -}}
-{{- $repo := printf "%s/%s" .Values.image.registry .Values.image.repository }}
-{{- if .Values.image.digest }}
-{{- printf "%s@%s" $repo .Values.image.digest }}
+{{/* An image reference from {registry, repository, tag, digest} ("image") and the chart ("chart").
+A digest wins over the tag: the pod then runs exactly those bytes, whatever the tag points at later. */}}
+{{- define "modeldeploy.imageRef" -}}
+{{- $repo := printf "%s/%s" .image.registry .image.repository }}
+{{- if .image.digest }}
+{{- printf "%s@%s" $repo .image.digest }}
 {{- else }}
-{{- printf "%s:%s" $repo (include "modeldeploy.imageTag" .) }}
+{{- printf "%s:%s" $repo (default .chart.AppVersion .image.tag) }}
 {{- end }}
+{{- end }}
+
+{{/* The operator image. */}}
+{{- define "modeldeploy.image" -}}
+{{- include "modeldeploy.imageRef" (dict "image" .Values.image "chart" .Chart) }}
+{{- end }}
+
+{{/* The model-puller image the operator puts into Triton pods. */}}
+{{- define "modeldeploy.pullerImage" -}}
+{{- include "modeldeploy.imageRef" (dict "image" .Values.modelPuller.image "chart" .Chart) }}
 {{- end }}
 
 {{/* Labels that select the operator pod; never change them in an upgrade (selectors are immutable). */}}
