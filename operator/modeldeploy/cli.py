@@ -17,9 +17,9 @@ from modeldeploy import __version__
 from modeldeploy.api.base import API_VERSION, KIND
 from modeldeploy.api.crd import CRD_FILENAME, crd_yaml
 from modeldeploy.api.resource import InvalidSpecError, ObjectRef, parse_spec
-from modeldeploy.render.children import desired_children, stable_plan
 from modeldeploy.render.names import MAX_NAME_LENGTH
 from modeldeploy.render.options import DEFAULT_PULLER_IMAGE, RenderOptions
+from modeldeploy.rollout.plan import steady_children
 
 OFFLINE_UID = "00000000-0000-0000-0000-000000000000"  # the API server assigns the real one
 
@@ -101,7 +101,7 @@ def render_document(doc: dict[str, Any], options: RenderOptions) -> list[dict[st
     parent = ObjectRef(
         name=name, namespace=str(meta.get("namespace") or "default"), uid=OFFLINE_UID, generation=1
     )
-    return desired_children(parent, spec, options, stable_plan(spec))
+    return steady_children(parent, spec, options)
 
 
 def cmd_render(args: argparse.Namespace) -> int:

@@ -62,3 +62,13 @@ def parse_duration(value: str) -> float:
     if not re.fullmatch(DURATION_PATTERN, value):
         raise ValueError(f"invalid duration {value!r}: use a number with ms, s, m or h, e.g. 90s or 5m")
     return sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value))
+
+
+# Manual control. `paused` is a level ("true" while paused); the others carry a one-shot token
+# (the CLI writes a timestamp) that the operator acts on once and remembers in status.handled.
+ANNOTATION_PREFIX = f"{GROUP}/"
+PAUSED_ANNOTATION = f"{GROUP}/paused"
+PROMOTE_ANNOTATION = f"{GROUP}/promote"
+ABORT_ANNOTATION = f"{GROUP}/abort"
+RETRY_ANNOTATION = f"{GROUP}/retry"
+RESUME_ANNOTATION = f"{GROUP}/resume"

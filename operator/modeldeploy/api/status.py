@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
-from modeldeploy.api.base import Model
+from modeldeploy.api.base import PRESERVE_KEY, Model
 
 HISTORY_LIMIT = 10
 
@@ -65,6 +65,31 @@ class HistoryEntry(Model):
     at: str
 
 
+class StableSpec(Model):
+    """What the primary runs: the model and runtime sections of the last promoted spec.
+
+    Kept in status so that the primary keeps serving the stable revision, unchanged, for the whole
+    rollout, whatever the spec says now and whatever happens to the operator's memory."""
+
+    model_config = Model.model_config | {"extra": "ignore"}
+
+    revision: str
+    model: dict[str, Any] = Field(json_schema_extra={PRESERVE_KEY: True})
+    runtime: dict[str, Any] = Field(json_schema_extra={PRESERVE_KEY: True})
+
+
+class Handled(Model):
+    """The last one-shot command token acted on, per command: annotations are level state, so a
+    token is handled once, and the operator never has to write the annotation back."""
+
+    model_config = Model.model_config | {"extra": "ignore"}
+
+    promote: str | None = None
+    abort: str | None = None
+    retry: str | None = None
+    resume: str | None = None
+
+
 class ModelDeploymentStatus(Model):
     # Read back from the server, so tolerate fields a newer operator version may have written.
     model_config = Model.model_config | {"extra": "ignore"}
@@ -76,7 +101,15 @@ class ModelDeploymentStatus(Model):
     canary_revision: str | None = None
     # What the primary runs, so that the stable revision survives a spec change mid-rollout.
     stable_model_version: str | None = None
+    stable_spec: StableSpec | None = None
     step: int | None = None
+    rollout_started_at: str | None = None
+    step_started_at: str | None = None
+    # When the canary was ready and the step's traffic was in force: analysis and pauses count from here.
+    weight_set_at: str | None = None
+    last_analysis_at: str | None = None
+    promoted_by_hand: bool | None = None
+    handled: Handled | None = None
     canary_weight: int | None = None
     failed_checks: int | None = None
     inconclusive_checks: int | None = None

@@ -99,17 +99,47 @@ def register(
 ) -> KubeClient:
     """Register every handler into `registry`; returns the Kubernetes client the handlers use."""
     client = kube or KubeClient(configuration(config.server, config.token))
-    reconciler = Reconciler(client, RenderOptions(puller_image=config.puller_image), post_event)
+    reconciler = Reconciler(
+        client, RenderOptions(puller_image=config.puller_image), post_event, config.prometheus_url
+    )
     coalescer = Coalescer()
     resync: dict[str, asyncio.Task[None]] = {}
+    timers: dict[Key, asyncio.TimerHandle] = {}
+    loop_ref: dict[str, asyncio.AbstractEventLoop] = {}
+
+    def wake_later(key: Key, delay: float) -> None:
+        """A timed pass (an analysis interval, a pause, a deadline): kept in memory only, because
+        every timer is recomputed from the timestamps in status on the next pass after a restart."""
+        loop = loop_ref.get("loop")
+        if loop is None:
+            return
+
+        def arm() -> None:
+            previous = timers.pop(key, None)
+            if previous is not None:
+                previous.cancel()
+            timers[key] = loop.call_later(max(0.05, delay), fire)
+
+        def fire() -> None:
+            timers.pop(key, None)
+            loop.run_in_executor(None, safe_pass, key)
+
+        loop.call_soon_threadsafe(arm)
+
+    def safe_pass(key: Key) -> None:
+        try:
+            pass_for(key[0], key[1], None)
+        except Exception:
+            log.exception("timed reconcile of %s/%s failed", *key)
+
+    def work(body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata", {})
+        requeue = reconciler.reconcile(body)
+        if requeue is not None:
+            wake_later((str(meta.get("namespace")), str(meta.get("name"))), requeue)
 
     def pass_for(namespace: str, name: str, body: Mapping[str, Any] | None) -> None:
-        coalescer.run(
-            (namespace, name),
-            body,
-            lambda: fetch_parent(client, namespace, name),
-            reconciler.reconcile,
-        )
+        coalescer.run((namespace, name), body, lambda: fetch_parent(client, namespace, name), work)
 
     if config.server:
 
@@ -123,15 +153,19 @@ def register(
         settings.posting.level = logging.WARNING  # our Events are explicit, on transitions only
         settings.execution.max_workers = config.workers
         settings.watching.inactivity_timeout = max(70.0, config.resync_seconds * 2)
+        loop_ref["loop"] = asyncio.get_running_loop()
         resync["task"] = asyncio.create_task(_resync_loop())
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
+        for handle in timers.values():
+            handle.cancel()
         task = resync.pop("task", None)
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        reconciler.close()
         client.close()
 
     async def _resync_loop() -> None:

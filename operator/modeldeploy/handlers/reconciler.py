@@ -15,32 +15,46 @@ from dataclasses import replace
 from typing import Any
 
 from modeldeploy.adapters.kube import KINDS, Kind, KubeClient, KubeError, kind_of
+from modeldeploy.adapters.prometheus import PrometheusProvider, run
+from modeldeploy.analysis.templates import TemplateError, context_for, plan
+from modeldeploy.analysis.verdicts import evaluate
 from modeldeploy.api.base import GROUP, VERSION
 from modeldeploy.api.resource import InvalidSpecError, ObjectRef, object_ref, parse_spec, parse_status
-from modeldeploy.api.status import ModelDeploymentStatus
+from modeldeploy.api.spec import ModelDeploymentSpec
+from modeldeploy.api.status import MetricResult, ModelDeploymentStatus
 from modeldeploy.handlers import metrics
-from modeldeploy.render.children import desired_children, stable_plan
 from modeldeploy.render.compare import needs_apply, stamped
-from modeldeploy.render.names import NAME_LABEL, Track, deployment_name
+from modeldeploy.render.names import MAX_NAME_LENGTH, NAME_LABEL, TRACK_LABEL, Track, deployment_name
 from modeldeploy.render.options import RenderOptions
+from modeldeploy.rollout import clock
 from modeldeploy.rollout.events import Event, transition_events
-from modeldeploy.rollout.observe import Observations, deployment_state
-from modeldeploy.rollout.steady import invalid_status, steady_status
+from modeldeploy.rollout.machine import Decision, decide
+from modeldeploy.rollout.observe import Observations, commands, deployment_state, pods_summary
+from modeldeploy.rollout.plan import children
+from modeldeploy.rollout.steady import invalid_status
 
 log = logging.getLogger("modeldeploy.reconciler")
 
-POD_MONITOR_CRD = "podmonitors.monitoring.coreos.com"
 _BASE_KINDS = [
     KINDS[("v1", "ConfigMap")],
     KINDS[("apps/v1", "Deployment")],
     KINDS[("v1", "Service")],
     KINDS[("autoscaling/v2", "HorizontalPodAutoscaler")],
 ]
-_POD_MONITOR = KINDS[("monitoring.coreos.com/v1", "PodMonitor")]
+# Optional kinds, listed and pruned only where their CRD is installed.
+_OPTIONAL_KINDS = {
+    "podmonitors.monitoring.coreos.com": [KINDS[("monitoring.coreos.com/v1", "PodMonitor")]],
+    "httproutes.gateway.networking.k8s.io": [KINDS[("gateway.networking.k8s.io/v1", "HTTPRoute")]],
+    "grpcroutes.gateway.networking.k8s.io": [KINDS[("gateway.networking.k8s.io/v1", "GRPCRoute")]],
+    "virtualservices.networking.istio.io": [KINDS[("networking.istio.io/v1", "VirtualService")]],
+}
+POD_MONITOR_CRD = "podmonitors.monitoring.coreos.com"
+_PODS = Kind("v1", "Pod", "pods")
 _CRD_TTL_SECONDS = 60.0
 
 ChildKey = tuple[str, str, str]  # apiVersion, kind, name
 EventPoster = Callable[[Mapping[str, Any], Event], None]
+Clock = Callable[[], datetime.datetime]
 
 
 def _key(obj: Mapping[str, Any]) -> ChildKey:
@@ -51,12 +65,12 @@ def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
     return any(ref.get("uid") == uid for ref in obj.get("metadata", {}).get("ownerReferences") or [])
 
 
-def now_iso() -> str:
-    return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
 
 
 def status_dict(status: ModelDeploymentStatus) -> dict[str, Any]:
-    return status.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=False)
+    return status.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 class Reconciler:
@@ -65,28 +79,36 @@ class Reconciler:
         kube: KubeClient,
         options: RenderOptions,
         post_event: EventPoster,
-        clock: Callable[[], str] = now_iso,
+        prometheus_url: str,
+        clock_fn: Clock = utcnow,
     ) -> None:
         self._kube = kube
         self._options = options
         self._post_event = post_event
-        self._clock = clock
-        self._crd_checked_at = -_CRD_TTL_SECONDS
-        self._pod_monitor = False
-        self._crd_lock = threading.Lock()
+        self._prometheus_url = prometheus_url
+        self._clock = clock_fn
+        self._crds: dict[str, bool] = {}
+        self._crds_checked_at = -_CRD_TTL_SECONDS
+        self._lock = threading.Lock()
+        self._providers: dict[str, PrometheusProvider] = {}
+
+    def close(self) -> None:
+        for provider in self._providers.values():
+            provider.close()
 
     # ------------------------------------------------------------------------------- observe
 
-    def _pod_monitor_available(self) -> bool:
-        """Whether the PodMonitor CRD is installed; re-checked once a minute, not every pass."""
-        with self._crd_lock:
-            if time.monotonic() - self._crd_checked_at >= _CRD_TTL_SECONDS:
-                try:
-                    self._pod_monitor = self._kube.crd_installed(POD_MONITOR_CRD)
-                except KubeError as error:
-                    log.warning("cannot tell whether PodMonitors are available: %s", error)
-                self._crd_checked_at = time.monotonic()
-            return self._pod_monitor
+    def _installed(self) -> dict[str, bool]:
+        """Which optional CRDs exist; re-checked once a minute, not on every pass."""
+        with self._lock:
+            if time.monotonic() - self._crds_checked_at >= _CRD_TTL_SECONDS:
+                for name in _OPTIONAL_KINDS:
+                    try:
+                        self._crds[name] = self._kube.crd_installed(name)
+                    except KubeError as error:
+                        log.warning("cannot tell whether %s is installed: %s", name, error)
+                self._crds_checked_at = time.monotonic()
+            return dict(self._crds)
 
     def _live_children(self, parent: ObjectRef, kinds: list[Kind]) -> dict[ChildKey, dict[str, Any]]:
         live: dict[ChildKey, dict[str, Any]] = {}
@@ -98,12 +120,49 @@ class Reconciler:
                     live[_key(obj)] = obj
         return live
 
+    def _observe(
+        self,
+        parent: ObjectRef,
+        body: Mapping[str, Any],
+        old: ModelDeploymentStatus,
+        live: dict[ChildKey, Any],
+    ) -> Observations:
+        primary = live.get(("apps/v1", "Deployment", deployment_name(parent, Track.PRIMARY)))
+        canary = live.get(("apps/v1", "Deployment", deployment_name(parent, Track.CANARY)))
+        seen = Observations(
+            primary=deployment_state(primary) if primary is not None else None,
+            canary=deployment_state(canary) if canary is not None else None,
+            commands=commands(body.get("metadata", {}).get("annotations")),
+        )
+        if canary is not None and old.canary_revision is not None:
+            state = seen.canary
+            if state is not None and not state.rolled_out:
+                # Only a canary that is not ready needs a look at its pods: crash or slow load?
+                selector = f"{NAME_LABEL}={parent.name},{TRACK_LABEL}={Track.CANARY.value}"
+                pods = self._kube.list(_PODS, parent.namespace, selector)
+                seen = replace(seen, canary_pods=pods_summary(pods))
+        return seen
+
+    def _analyze(
+        self, spec: ModelDeploymentSpec, parent: ObjectRef, now: datetime.datetime
+    ) -> list[MetricResult]:
+        analysis = spec.rollout.analysis
+        url = analysis.prometheus_url or self._prometheus_url
+        with self._lock:
+            provider = self._providers.get(url)
+            if provider is None:
+                provider = self._providers[url] = PrometheusProvider(url)
+        ctx = context_for(parent.namespace, parent.name, spec.rollout.interval, spec.model.name)
+        results = run(provider, plan(analysis, ctx))
+        return evaluate(analysis, results, clock.iso(now))
+
     # ------------------------------------------------------------------------------- the pass
 
-    def reconcile(self, body: Mapping[str, Any]) -> None:
+    def reconcile(self, body: Mapping[str, Any]) -> float | None:
+        """One pass; returns when to look again (seconds), if something is timed."""
         started = time.perf_counter()
         try:
-            result = self._reconcile(body)
+            result, requeue = self._reconcile(body)
         except Exception:
             metrics.RECONCILE_ERRORS.inc()
             metrics.RECONCILES.labels(result="error").inc()
@@ -111,50 +170,84 @@ class Reconciler:
         finally:
             metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
         metrics.RECONCILES.labels(result=result).inc()
+        return requeue
 
-    def _reconcile(self, body: Mapping[str, Any]) -> str:
+    def _validate(self, body: Mapping[str, Any]) -> ModelDeploymentSpec:
+        name = str(body.get("metadata", {}).get("name", ""))
+        problems = []
+        if len(name) > MAX_NAME_LENGTH:
+            problems.append(f"metadata.name: at most {MAX_NAME_LENGTH} characters (children append -primary)")
+        try:
+            spec = parse_spec(body.get("spec"))
+        except InvalidSpecError as error:
+            raise InvalidSpecError(problems + error.problems) from None
+        try:
+            plan(
+                spec.rollout.analysis, context_for("ns", name or "x", spec.rollout.interval, spec.model.name)
+            )
+        except (TemplateError, ValueError) as error:
+            problems.append(f"spec.rollout.analysis.metrics: {error}")
+        if problems:
+            raise InvalidSpecError(problems)
+        return spec
+
+    def _reconcile(self, body: Mapping[str, Any]) -> tuple[str, float | None]:
         meta = body.get("metadata", {})
         if meta.get("deletionTimestamp"):
-            return "deleting"  # the garbage collector removes the children; nothing to do
+            return "deleting", None  # the garbage collector removes the children
         parent = object_ref(body)
         old = parse_status(body.get("status"))
         now = self._clock()
         try:
-            spec = parse_spec(body.get("spec"))
+            spec = self._validate(body)
         except InvalidSpecError as error:
             # Children are left exactly as they are: a bad edit must not take a serving model down.
-            new = invalid_status(parent, old, error.problems, now)
-            return self._finish(body, old, new, "invalid")
+            new = invalid_status(parent, old, error.problems, clock.iso(now))
+            return self._finish(body, old, new, "invalid"), None
 
-        options = replace(self._options, pod_monitor=self._pod_monitor_available())
-        kinds = _BASE_KINDS + ([_POD_MONITOR] if options.pod_monitor else [])
-        desired = [stamped(obj) for obj in desired_children(parent, spec, options, stable_plan(spec))]
+        installed = self._installed()
+        options = replace(self._options, pod_monitor=installed.get(POD_MONITOR_CRD, False))
+        kinds = _BASE_KINDS + [k for crd, ks in _OPTIONAL_KINDS.items() if installed.get(crd) for k in ks]
         live = self._live_children(parent, kinds)
+        seen = self._observe(parent, body, old, live)
+        decision = decide(spec, parent, old, seen, now)
+        if decision.wants_analysis:
+            seen = replace(seen, analysis=self._analyze(spec, parent, now))
+            decision = decide(spec, parent, old, seen, now)
+
+        desired = [stamped(obj) for obj in children(parent, spec, options, decision)]
+        errors = self._apply(parent, desired, live, kinds)
+        if errors:
+            decision = decide(spec, parent, old, replace(seen, apply_errors=errors), now)
+        return self._finish(body, old, decision.status, "applied" if errors else "ok"), decision.requeue_after
+
+    # ---------------------------------------------------------------------------------- act
+
+    def _apply(
+        self, parent: ObjectRef, desired: list[dict[str, Any]], live: dict[ChildKey, Any], kinds: list[Kind]
+    ) -> list[str]:
         errors: list[str] = []
+        listed = {(k.api_version, k.kind) for k in kinds}
         for obj in desired:
             key = _key(obj)
+            if key[:2] not in listed:
+                errors.append(f"{key[1]}/{key[2]}: the {key[1]} CRD ({key[0]}) is not installed")
+                continue
             if needs_apply(obj, live.get(key)):
                 try:
                     live[key] = self._kube.apply(obj)
                     metrics.WRITES.labels(verb="apply").inc()
                 except KubeError as error:
-                    errors.append(f"{obj['kind']}/{obj['metadata']['name']}: {error.message or error.reason}")
-        if not errors:
-            wanted = {_key(obj) for obj in desired}
-            for key, obj in list(live.items()):
-                if key not in wanted:
-                    self._kube.delete(kind_of(obj), parent.namespace, key[2])
-                    metrics.WRITES.labels(verb="delete").inc()
-                    del live[key]
-        primary = live.get(("apps/v1", "Deployment", deployment_name(parent, Track.PRIMARY)))
-        seen = Observations(
-            primary=deployment_state(primary) if primary is not None else None,
-            apply_errors=errors,
-        )
-        new = steady_status(spec, parent, old, seen, now)
-        return self._finish(body, old, new, "applied" if errors else "ok")
-
-    # ---------------------------------------------------------------------------------- act
+                    errors.append(f"{key[1]}/{key[2]}: {error.message or error.reason}")
+        if errors:
+            return errors  # prune nothing while the desired state is not fully in place
+        wanted = {_key(obj) for obj in desired}
+        for key, obj in list(live.items()):
+            if key not in wanted:
+                self._kube.delete(kind_of(obj), parent.namespace, key[2])
+                metrics.WRITES.labels(verb="delete").inc()
+                del live[key]
+        return errors
 
     def _finish(
         self, body: Mapping[str, Any], old: ModelDeploymentStatus, new: ModelDeploymentStatus, result: str
@@ -174,3 +267,6 @@ class Reconciler:
 
 def fetch_parent(kube: KubeClient, namespace: str, name: str) -> dict[str, Any] | None:
     return kube.get(KINDS[(f"{GROUP}/{VERSION}", "ModelDeployment")], namespace, name)
+
+
+__all__ = ["Decision", "Reconciler", "fetch_parent"]

@@ -10,7 +10,7 @@ from modeldeploy.api.spec import ModelDeploymentSpec
 from modeldeploy.render.autoscaler import autoscaler
 from modeldeploy.render.deployment import deployment
 from modeldeploy.render.modelconfig import config_map
-from modeldeploy.render.names import Track, deployment_name, service_name
+from modeldeploy.render.names import Track, deployment_name, service_name, track_service_name
 from modeldeploy.render.options import RenderOptions
 from modeldeploy.render.podmonitor import pod_monitor
 from modeldeploy.render.revision import revision
@@ -35,15 +35,30 @@ def stable_plan(spec: ModelDeploymentSpec) -> list[TrackPlan]:
 
 
 def desired_children(
-    parent: ObjectRef, spec: ModelDeploymentSpec, options: RenderOptions, tracks: list[TrackPlan]
+    parent: ObjectRef,
+    spec: ModelDeploymentSpec,
+    options: RenderOptions,
+    tracks: list[TrackPlan],
+    service_track: Track | None = Track.PRIMARY,
+    routed: bool = False,
 ) -> list[dict[str, Any]]:
+    """Config, Deployments and Services for the given tracks, the HPA and the PodMonitor.
+
+    Route objects come from the router (modeldeploy.routing); with a router, each track also gets
+    its own Service as a route backend.
+    """
     out: list[dict[str, Any]] = []
+    seen_configs: set[str] = set()
     for plan in tracks:
         cm = config_map(parent, plan.spec.model, plan.revision)
-        if cm is not None:
+        if cm is not None and cm["metadata"]["name"] not in seen_configs:
+            seen_configs.add(cm["metadata"]["name"])
             out.append(cm)
         out.append(deployment(parent, plan.spec, plan.revision, plan.track, options, plan.replicas))
-    out.append(service(parent, service_name(parent), None))
+    out.append(service(parent, service_name(parent), service_track))
+    if routed:
+        for track in Track:
+            out.append(service(parent, track_service_name(parent, track), track))
     hpa = autoscaler(parent, parent.name, deployment_name(parent, Track.PRIMARY), spec.scaling)
     if hpa is not None:
         out.append(hpa)

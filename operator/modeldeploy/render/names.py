@@ -30,6 +30,11 @@ def service_name(parent: ObjectRef) -> str:
     return parent.name
 
 
+def track_service_name(parent: ObjectRef, track: Track) -> str:
+    """The per-track Service a traffic router sends its weighted share to."""
+    return f"{parent.name}-{track.value}"
+
+
 def url(parent: ObjectRef) -> str:
     return f"http://{parent.name}.{parent.namespace}.svc:8000"
 

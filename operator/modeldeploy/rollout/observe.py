@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from modeldeploy.api.base import (
+    ABORT_ANNOTATION,
+    PAUSED_ANNOTATION,
+    PROMOTE_ANNOTATION,
+    RESUME_ANNOTATION,
+    RETRY_ANNOTATION,
+)
+from modeldeploy.api.status import MetricResult
 from modeldeploy.render.names import REVISION_LABEL
 
 
@@ -43,8 +51,99 @@ def deployment_state(obj: Mapping[str, Any]) -> DeploymentState:
     )
 
 
+# Container states that mean "broken", not "slow": restarting will not fix them by itself.
+_CRASH_REASONS = {
+    "CrashLoopBackOff",
+    "Error",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+    "OOMKilled",
+}
+
+
+@dataclass(frozen=True)
+class PodsSummary:
+    """Why a track's pods are not ready: crashing, unschedulable, or just slow to load the model."""
+
+    crashed: str | None = None  # "pod x: container triton CrashLoopBackOff (exit 1)"
+    unschedulable: str | None = None
+    loading: str | None = None  # "pod x: model-puller still running"
+
+
+def _container_problem(pod: str, status: Mapping[str, Any]) -> str | None:
+    name = status.get("name", "?")
+    state = status.get("state") or {}
+    last = (status.get("lastState") or {}).get("terminated") or {}
+    waiting = state.get("waiting") or {}
+    terminated = state.get("terminated") or {}
+    if waiting.get("reason") in _CRASH_REASONS:
+        detail = f" (last exit {last.get('exitCode')}: {last.get('reason', '')})" if last else ""
+        return f"pod {pod}: container {name} {waiting['reason']}{detail}"
+    if terminated and terminated.get("exitCode", 0) != 0:
+        code, why = terminated.get("exitCode"), terminated.get("reason", "")
+        return f"pod {pod}: container {name} exited {code} ({why})"
+    if int(status.get("restartCount") or 0) > 0 and last:
+        count, code = status["restartCount"], last.get("exitCode")
+        return f"pod {pod}: container {name} restarted {count} times (last exit {code})"
+    return None
+
+
+def pods_summary(pods: Sequence[Mapping[str, Any]]) -> PodsSummary:
+    crashed = unschedulable = loading = None
+    for pod in pods:
+        name = pod.get("metadata", {}).get("name", "?")
+        status = pod.get("status") or {}
+        for cond in status.get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                unschedulable = unschedulable or f"pod {name}: {cond.get('message') or cond.get('reason')}"
+        for cs in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+            problem = _container_problem(name, cs)
+            if problem:
+                crashed = crashed or problem
+            elif not cs.get("ready") and loading is None:
+                what = "downloading the model" if cs.get("name") == "model-puller" else "loading the model"
+                loading = f"pod {name}: {cs.get('name')} still {what}"
+    return PodsSummary(crashed=crashed, unschedulable=unschedulable, loading=loading)
+
+
+@dataclass(frozen=True)
+class Commands:
+    """Manual control, read from the object's annotations."""
+
+    paused: bool = False
+    promote: str | None = None
+    abort: str | None = None
+    retry: str | None = None
+    resume: str | None = None
+
+
 @dataclass(frozen=True)
 class Observations:
     primary: DeploymentState | None = None
+    canary: DeploymentState | None = None
+    canary_pods: PodsSummary = field(default_factory=PodsSummary)
     # Children the API server refused, each "Kind/name: reason"; they make the object Degraded.
     apply_errors: list[str] = field(default_factory=list)
+    commands: Commands = field(default_factory=Commands)
+    # This round's analysis, when the machine asked for one (Decision.wants_analysis).
+    analysis: list[MetricResult] | None = None
+
+
+def commands(annotations: Mapping[str, str] | None) -> Commands:
+    found = annotations or {}
+
+    def token(key: str) -> str | None:
+        value = str(found.get(key) or "").strip()
+        return value or None
+
+    return Commands(
+        paused=str(found.get(PAUSED_ANNOTATION, "")).strip().lower() in {"true", "1", "yes"},
+        promote=token(PROMOTE_ANNOTATION),
+        abort=token(ABORT_ANNOTATION),
+        retry=token(RETRY_ANNOTATION),
+        resume=token(RESUME_ANNOTATION),
+    )

@@ -1,0 +1,629 @@
+"""The rollout state machine: (spec, status, observations, now) -> (status, desired plan).
+
+Pure. All rollout state lives in `.status` (step, timers, counters, the stable snapshot), so an
+operator killed at any instant resumes at the same step. The shell calls `decide()`; when the
+Decision asks for analysis, the shell queries the metrics provider and calls `decide()` again
+with the results, so analysis timing lives here and nowhere else.
+
+Phases: Stable -> Progressing (steps, each: canary ready -> traffic -> analysis every interval)
+-> Promoting (primary moves to the new revision under 100% canary traffic) -> Stable. Failures
+go to RolledBack; a GPU budget that cannot fit goes to Blocked; the paused annotation to Paused.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+
+from modeldeploy.api.base import parse_duration
+from modeldeploy.api.conditions import find_condition, set_condition
+from modeldeploy.api.resource import ObjectRef
+from modeldeploy.api.spec import InconclusiveAction, ModelDeploymentSpec, Strategy
+from modeldeploy.api.status import (
+    HISTORY_LIMIT,
+    ConditionStatus,
+    ConditionType,
+    Handled,
+    HistoryEntry,
+    ModelDeploymentStatus,
+    Phase,
+    StableSpec,
+    Verdict,
+)
+from modeldeploy.render.children import TrackPlan
+from modeldeploy.render.names import Track, url
+from modeldeploy.render.revision import revision
+from modeldeploy.rollout import clock
+from modeldeploy.rollout.observe import Observations
+from modeldeploy.rollout.replicas import (
+    effective_ratio_weight,
+    extra_gpus,
+    ratio_canary_replicas,
+    routed_canary_replicas,
+)
+from modeldeploy.rollout.steady import steady_status
+from modeldeploy.routing.base import Split
+
+STEADY = Split(canary_weight=0)
+# How often to look again while waiting on something no watch event announces (a deadline).
+POLL_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: ModelDeploymentStatus
+    tracks: list[TrackPlan]
+    split: Split = STEADY
+    # Which track the main Service selects: None selects both (the replica-ratio split).
+    service_track: Track | None = Track.PRIMARY
+    wants_analysis: bool = False
+    requeue_after: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def snapshot(spec: ModelDeploymentSpec) -> StableSpec:
+    return StableSpec(
+        revision=revision(spec),
+        model=spec.model.model_dump(mode="json", by_alias=True, exclude_none=True),
+        runtime=spec.runtime.model_dump(mode="json", by_alias=True, exclude_none=True),
+    )
+
+
+def stable_spec_of(spec: ModelDeploymentSpec, stable: StableSpec) -> ModelDeploymentSpec:
+    """The current spec with the stable model and runtime: what the primary keeps running."""
+    merged = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    merged["model"], merged["runtime"] = stable.model, stable.runtime
+    return ModelDeploymentSpec.model_validate(merged)
+
+
+def _fixed_replicas(spec: ModelDeploymentSpec) -> int | None:
+    return None if spec.scaling.autoscaled else spec.scaling.min_replicas
+
+
+def _history(status: ModelDeploymentStatus, entry: HistoryEntry) -> list[HistoryEntry]:
+    return [entry, *status.history][:HISTORY_LIMIT]
+
+
+def _routed(spec: ModelDeploymentSpec) -> bool:
+    return spec.traffic.router != "replicaRatio"
+
+
+class _Machine:
+    def __init__(
+        self,
+        spec: ModelDeploymentSpec,
+        parent: ObjectRef,
+        status: ModelDeploymentStatus,
+        seen: Observations,
+        now: datetime.datetime,
+    ) -> None:
+        self.spec = spec
+        self.parent = parent
+        self.old = status
+        self.seen = seen
+        self.now = now
+        self.now_s = clock.iso(now)
+        self.now_ms = clock.iso_ms(now)
+        self.rev = revision(spec)
+        primary = seen.primary
+        self.status = status.model_copy(
+            update={
+                "observed_generation": parent.generation,
+                "url": url(parent),
+                "replicas": primary.replicas if primary else 0,
+                "ready_replicas": primary.ready if primary else 0,
+            }
+        )
+
+    # --------------------------------------------------------------------------- helpers
+
+    def cond(self, type_: ConditionType, value: ConditionStatus, reason: str, message: str) -> None:
+        conditions = set_condition(
+            self.status.conditions,
+            type=type_.value,
+            status=value,
+            reason=reason,
+            message=message,
+            now=self.now_s,
+            observed_generation=self.parent.generation,
+        )
+        self.update(conditions=conditions)
+
+    def update(self, **fields: object) -> None:
+        self.status = self.status.model_copy(update=fields)
+
+    def primary_plan(self) -> TrackPlan:
+        stable = self.status.stable_spec
+        assert stable is not None
+        return TrackPlan(
+            Track.PRIMARY, stable_spec_of(self.spec, stable), stable.revision, _fixed_replicas(self.spec)
+        )
+
+    def primary_size(self) -> int:
+        primary = self.seen.primary
+        if primary is not None and primary.desired > 0:
+            return primary.desired
+        return self.spec.scaling.min_replicas
+
+    def step_weight(self, step: int) -> int:
+        """The live traffic share of a step: BlueGreen and Shadow analyse with none."""
+        if self.spec.rollout.strategy != Strategy.CANARY or not self.spec.rollout.steps:
+            return 0
+        return self.spec.rollout.steps[step].weight
+
+    def split_for(self, weight: int) -> Split:
+        rollout = self.spec.rollout
+        return Split(
+            canary_weight=weight,
+            mirror=rollout.strategy == Strategy.SHADOW,
+            match=tuple(rollout.match),
+        )
+
+    def canary_replicas(self, step_weight: int) -> int:
+        rollout = self.spec.rollout
+        if rollout.canary_replicas is not None:
+            return rollout.canary_replicas
+        primary = self.primary_size()
+        if rollout.strategy != Strategy.CANARY:
+            return primary  # BlueGreen and Shadow: full capacity before the switch or under mirroring
+        if _routed(self.spec):
+            return routed_canary_replicas(primary, step_weight)
+        return ratio_canary_replicas(primary, step_weight)
+
+    def steps_count(self) -> int:
+        return max(1, len(self.spec.rollout.steps))
+
+    def pause_of(self, step: int) -> float:
+        steps = self.spec.rollout.steps
+        if step < len(steps) and steps[step].pause:
+            return parse_duration(steps[step].pause or "0s")
+        return 0.0
+
+    def canary_plan(self, replicas: int) -> TrackPlan:
+        return TrackPlan(Track.CANARY, self.spec, self.rev, replicas)
+
+    def service_track(self, weight: int) -> Track | None:
+        if _routed(self.spec):
+            return Track.PRIMARY
+        if self.spec.rollout.strategy == Strategy.CANARY and weight > 0:
+            return None  # both tracks behind one Service: the split is the share of pods
+        return Track.CANARY if weight >= 100 else Track.PRIMARY
+
+    # ------------------------------------------------------------------------- decisions
+
+    def decide(self) -> Decision:
+        stable = self.status.stable_spec
+        if self.status.stable_revision is None or stable is None:
+            return self.first_deployment()
+        commands = self.seen.commands
+        handled = self.status.handled or Handled()
+        in_rollout = self.status.canary_revision == self.rev and self.rev != self.status.stable_revision
+
+        if self.rev == self.status.stable_revision:
+            if self.status.canary_revision is not None and self.status.phase not in (Phase.ROLLED_BACK,):
+                self.record("Superseded", "the spec returned to the stable revision")
+            return self.steady()
+
+        if not in_rollout:
+            if self.status.canary_revision is not None and self.status.phase != Phase.ROLLED_BACK:
+                self.record("Superseded", f"revision {self.rev} replaced it mid-rollout")
+            return self.start()
+
+        if commands.retry and commands.retry != handled.retry and self.status.phase == Phase.ROLLED_BACK:
+            self.update(handled=handled.model_copy(update={"retry": commands.retry}))
+            return self.start()
+        if self.status.phase == Phase.ROLLED_BACK:
+            return self.rolled_back_hold()
+        if commands.abort and commands.abort != handled.abort:
+            self.update(handled=handled.model_copy(update={"abort": commands.abort}))
+            return self.rollback("Aborted", "aborted by hand (modeldeploy abort)")
+        if commands.promote and commands.promote != handled.promote and self.status.phase != Phase.PROMOTING:
+            self.update(
+                handled=handled.model_copy(update={"promote": commands.promote}), promoted_by_hand=True
+            )
+            return self.begin_promotion("promoted by hand (modeldeploy promote): remaining analysis skipped")
+        if self.status.phase == Phase.PROMOTING:
+            return self.promoting()
+        if commands.paused:
+            return self.paused()
+        resumed = self.status.phase == Phase.PAUSED and not self.held()
+        if resumed and self.status.weight_set_at is not None:
+            # Resumed by hand: the step's timers restart, so the analysis sees a full interval.
+            self.update(weight_set_at=self.now_ms, last_analysis_at=None)
+        if self.held():
+            if commands.resume and commands.resume != handled.resume:
+                self.update(
+                    handled=handled.model_copy(update={"resume": commands.resume}), inconclusive_checks=0
+                )
+                return self.progress()
+            return self.keep_held()
+        return self.progress()
+
+    def held(self) -> bool:
+        progressing = find_condition(self.status.conditions, ConditionType.PROGRESSING.value)
+        return (
+            self.status.phase == Phase.PAUSED
+            and progressing is not None
+            and progressing.reason == "InconclusiveLimit"
+        )
+
+    def keep_held(self) -> Decision:
+        step = self.status.step or 0
+        weight = self.status.canary_weight or 0
+        canary = self.seen.canary
+        replicas = canary.desired if canary is not None else self.canary_replicas(weight)
+        self.serving_conditions()
+        return Decision(
+            self.status,
+            [self.primary_plan(), self.canary_plan(replicas)],
+            self.split_for(weight),
+            self.service_track(weight),
+            notes=[f"held at step {step + 1}"],
+        )
+
+    def first_deployment(self) -> Decision:
+        """No stable revision yet: the first version goes straight to the primary, no canary."""
+        plan = [TrackPlan(Track.PRIMARY, self.spec, self.rev, _fixed_replicas(self.spec))]
+        self.status = steady_status(self.spec, self.parent, self.status, self.seen, self.now_s)
+        if self.status.phase == Phase.STABLE:
+            self.update(stable_spec=snapshot(self.spec))
+        return Decision(self.status, plan)
+
+    def steady(self) -> Decision:
+        plan = [TrackPlan(Track.PRIMARY, self.spec, self.rev, _fixed_replicas(self.spec))]
+        self.clear_rollout()
+        self.status = steady_status(self.spec, self.parent, self.status, self.seen, self.now_s)
+        if self.status.phase == Phase.STABLE:
+            self.update(stable_spec=snapshot(self.spec))
+        return Decision(self.status, plan)
+
+    def clear_rollout(self) -> None:
+        self.update(
+            canary_revision=None,
+            canary_weight=None,
+            step=None,
+            rollout_started_at=None,
+            step_started_at=None,
+            weight_set_at=None,
+            last_analysis_at=None,
+            failed_checks=None,
+            inconclusive_checks=None,
+            promoted_by_hand=None,
+            analysis=[],
+        )
+
+    def record(self, result: str, reason: str) -> None:
+        entry = HistoryEntry(
+            revision=self.status.canary_revision or "",
+            model_version=self.spec.model.version if self.status.canary_revision == self.rev else "",
+            result=result,
+            reason=reason,
+            at=self.now_s,
+        )
+        self.update(history=_history(self.status, entry))
+
+    def start(self) -> Decision:
+        self.update(
+            canary_revision=self.rev,
+            step=0,
+            canary_weight=0,
+            rollout_started_at=self.now_ms,
+            step_started_at=self.now_ms,
+            weight_set_at=None,
+            last_analysis_at=None,
+            failed_checks=0,
+            inconclusive_checks=0,
+            promoted_by_hand=None,
+            analysis=[],
+        )
+        return self.progress()
+
+    # ----------------------------------------------------------------------------- steps
+
+    def progress(self) -> Decision:
+        step = self.status.step or 0
+        target = self.step_weight(step)
+        replicas = self.canary_replicas(target)
+        budget = self.spec.rollout.max_extra_gpus
+        needed = extra_gpus(replicas, self.spec.runtime.gpus)
+        if budget is not None and needed > budget:
+            return self.blocked(step, replicas, needed, budget)
+        self.update(phase=Phase.PROGRESSING)
+        canary = self.seen.canary
+        ready = (
+            canary is not None
+            and canary.revision == self.rev
+            and canary.rolled_out
+            and canary.ready >= replicas
+        )
+        if self.status.weight_set_at is None:
+            if not ready:
+                return self.wait_for_canary(step, replicas)
+            self.update(weight_set_at=self.now_ms, canary_weight=target, last_analysis_at=None)
+        weight = self.status.canary_weight or 0
+        elapsed = clock.since(self.status.last_analysis_at or self.status.weight_set_at, self.now)
+        interval = parse_duration(self.spec.rollout.interval)
+        if elapsed < interval:
+            return self.hold(step, replicas, weight, interval - elapsed)
+        if self.seen.analysis is None:
+            return self.hold(step, replicas, weight, None, wants_analysis=True)
+        return self.judge(step, replicas, weight, interval)
+
+    def judge(self, step: int, replicas: int, weight: int, interval: float) -> Decision:
+        results = self.seen.analysis or []
+        self.update(analysis=results, last_analysis_at=self.now_ms)
+        failing = [r for r in results if r.verdict == Verdict.FAIL]
+        unsure = [r for r in results if r.verdict == Verdict.INCONCLUSIVE]
+        if failing:
+            failed = (self.status.failed_checks or 0) + 1
+            self.update(failed_checks=failed, inconclusive_checks=0)
+            reasons = "; ".join(f"{r.name}: {r.reason}" for r in failing)
+            if failed >= self.spec.rollout.failure_threshold:
+                return self.rollback("AnalysisFailed", f"{failed} failed checks: {reasons}")
+            return self.hold(step, replicas, weight, interval, note=f"check failed ({failed}): {reasons}")
+        if unsure:
+            count = (self.status.inconclusive_checks or 0) + 1
+            self.update(inconclusive_checks=count)
+            reasons = "; ".join(f"{r.name}: {r.reason}" for r in unsure)
+            limit = self.spec.rollout.analysis.inconclusive
+            if count >= limit.limit:
+                if limit.action == InconclusiveAction.ROLLBACK:
+                    return self.rollback("AnalysisInconclusive", f"{count} inconclusive checks: {reasons}")
+                return self.held_inconclusive(step, replicas, weight, count, reasons)
+            # Inconclusive never promotes: the step holds, and the condition says which metric.
+            self.cond(
+                ConditionType.PROGRESSING,
+                "True",
+                "AnalysisInconclusive",
+                f"holding step {step + 1}: {count}/{limit.limit} inconclusive checks: {reasons}",
+            )
+            return self.hold(step, replicas, weight, interval, keep_condition=True)
+        self.update(inconclusive_checks=0)
+        remaining_pause = self.pause_of(step) - clock.since(self.status.weight_set_at, self.now)
+        if remaining_pause > 0:
+            return self.hold(step, replicas, weight, min(interval, remaining_pause), note="pausing")
+        if step + 1 >= self.steps_count():
+            return self.begin_promotion("analysis passed at every step")
+        self.update(step=step + 1, step_started_at=self.now_ms, weight_set_at=None, last_analysis_at=None)
+        return self.progress()
+
+    def wait_for_canary(self, step: int, replicas: int) -> Decision:
+        waited = clock.since(self.status.step_started_at, self.now)
+        deadline = parse_duration(self.spec.rollout.progress_deadline)
+        pods = self.seen.canary_pods
+        canary = self.seen.canary
+        ready = canary.ready if canary is not None and canary.revision == self.rev else 0
+        if waited >= deadline:
+            if pods.crashed:
+                return self.rollback(
+                    "CanaryCrashed",
+                    f"canary not ready after {self.spec.rollout.progress_deadline}: {pods.crashed}",
+                )
+            if pods.unschedulable:
+                return self.rollback(
+                    "CanaryUnschedulable",
+                    f"canary not ready after {self.spec.rollout.progress_deadline}: {pods.unschedulable}",
+                )
+            detail = pods.loading or f"{ready}/{replicas} replicas ready"
+            return self.rollback(
+                "ModelLoadTimeout",
+                f"canary still loading after {self.spec.rollout.progress_deadline} (slow model load, "
+                f"no crash seen): {detail}; raise rollout.progressDeadline if the model needs longer",
+            )
+        weight = self.status.canary_weight or 0
+        detail = pods.crashed or pods.unschedulable or pods.loading or ""
+        message = f"step {step + 1}/{self.steps_count()}: waiting for the canary, {ready}/{replicas} ready"
+        self.cond(
+            ConditionType.PROGRESSING, "True", "CanaryStarting", message + (f"; {detail}" if detail else "")
+        )
+        return self.hold(step, replicas, weight, min(POLL_SECONDS, deadline - waited), keep_condition=True)
+
+    def hold(
+        self,
+        step: int,
+        replicas: int,
+        weight: int,
+        requeue: float | None,
+        *,
+        wants_analysis: bool = False,
+        keep_condition: bool = False,
+        note: str = "",
+    ) -> Decision:
+        """Stay at this step: the canary at its size, traffic at the weight in force."""
+        self.serving_conditions()
+        if not keep_condition:
+            total = self.steps_count()
+            message = f"step {step + 1}/{total}: {self.describe_traffic(weight)}"
+            self.cond(ConditionType.PROGRESSING, "True", "Canary", message + (f"; {note}" if note else ""))
+        self.update(message=self.progressing_message(step, weight))
+        return Decision(
+            self.status,
+            [self.primary_plan(), self.canary_plan(replicas)],
+            self.split_for(weight),
+            self.service_track(weight),
+            wants_analysis=wants_analysis,
+            requeue_after=requeue,
+        )
+
+    def describe_traffic(self, weight: int) -> str:
+        strategy = self.spec.rollout.strategy
+        if strategy == Strategy.SHADOW:
+            return "canary receives mirrored traffic only"
+        if strategy == Strategy.BLUE_GREEN:
+            return "canary scaled up with no traffic, under analysis"
+        text = f"{weight}% of traffic to the canary"
+        if not _routed(self.spec) and self.seen.canary is not None and self.seen.primary is not None:
+            real = effective_ratio_weight(self.seen.primary.ready, self.seen.canary.ready)
+            text += f" (replica ratio: {real}% of ready pods)"
+        if self.spec.rollout.match:
+            text += ", plus the header-matched cohort"
+        return text
+
+    def progressing_message(self, step: int, weight: int) -> str:
+        return (
+            f"rolling out {self.spec.model.name} version {self.spec.model.version} ({self.rev}): "
+            f"step {step + 1}/{self.steps_count()}, {self.describe_traffic(weight)}"
+        )
+
+    def serving_conditions(self) -> None:
+        primary = self.seen.primary
+        ready = primary.ready if primary else 0
+        message = f"primary: {ready}/{primary.desired if primary else 0} replicas ready"
+        self.cond(ConditionType.READY, "True" if ready > 0 else "False", "PrimaryServing", message)
+        self.cond(ConditionType.DEGRADED, "False", "Healthy", "")
+
+    def held_inconclusive(self, step: int, replicas: int, weight: int, count: int, reasons: str) -> Decision:
+        self.update(phase=Phase.PAUSED)
+        self.serving_conditions()
+        message = (
+            f"held at step {step + 1}: {count} inconclusive checks reached the limit ({reasons}); "
+            "promote, abort or retry by hand, or fix the metrics source and resume"
+        )
+        self.cond(ConditionType.PROGRESSING, "False", "InconclusiveLimit", message)
+        self.update(message=message)
+        return Decision(
+            self.status,
+            [self.primary_plan(), self.canary_plan(replicas)],
+            self.split_for(weight),
+            self.service_track(weight),
+        )
+
+    def paused(self) -> Decision:
+        step = self.status.step or 0
+        weight = self.status.canary_weight or 0
+        canary = self.seen.canary
+        replicas = canary.desired if canary is not None else 0
+        self.update(
+            phase=Phase.PAUSED, message=f"paused by hand at step {step + 1} ({self.describe_traffic(weight)})"
+        )
+        self.serving_conditions()
+        self.cond(
+            ConditionType.PROGRESSING, "False", "Paused", "paused by the modeldeploy.io/paused annotation"
+        )
+        return Decision(
+            self.status,
+            [self.primary_plan(), self.canary_plan(replicas)],
+            self.split_for(weight),
+            self.service_track(weight),
+        )
+
+    def blocked(self, step: int, replicas: int, needed: int, budget: int) -> Decision:
+        canary = self.seen.canary
+        current = canary.desired if canary is not None and canary.revision == self.rev else 0
+        message = (
+            f"step {step + 1} needs {replicas} canary replicas = {needed} extra GPUs, "
+            f"over rollout.maxExtraGPUs {budget}; the primary keeps serving. Raise the budget, "
+            "set rollout.canaryReplicas, or free GPUs"
+        )
+        self.update(phase=Phase.BLOCKED, message=message)
+        self.serving_conditions()
+        self.cond(ConditionType.PROGRESSING, "False", "GPUBudgetExceeded", message)
+        weight = self.status.canary_weight or 0
+        plans = [self.primary_plan()]
+        if current > 0:
+            plans.append(self.canary_plan(current))
+        return Decision(self.status, plans, self.split_for(weight), self.service_track(weight))
+
+    # ------------------------------------------------------------------------ promotion
+
+    def begin_promotion(self, reason: str) -> Decision:
+        self.update(phase=Phase.PROMOTING, step_started_at=self.now_ms, message=reason)
+        self.cond(ConditionType.PROGRESSING, "True", "Promoting", reason)
+        return self.promoting(reason)
+
+    def promoting(self, reason: str | None = None) -> Decision:
+        """The primary moves to the new revision while every request goes to the ready canary;
+        once the primary is ready, traffic returns to it and the canary goes away."""
+        primary = self.seen.primary
+        canary = self.seen.canary
+        canary_size = canary.desired if canary is not None and canary.desired > 0 else 1
+        new_primary = TrackPlan(Track.PRIMARY, self.spec, self.rev, _fixed_replicas(self.spec))
+        if primary is not None and primary.revision == self.rev and primary.rolled_out and primary.ready > 0:
+            why = (
+                "promoted by hand"
+                if self.status.promoted_by_hand
+                else (reason or "analysis passed at every step")
+            )
+            self.record("Promoted", why)
+            self.update(
+                stable_revision=self.rev,
+                stable_model_version=self.spec.model.version,
+                stable_spec=snapshot(self.spec),
+            )
+            return self.steady()
+        waited = clock.since(self.status.step_started_at, self.now)
+        deadline = parse_duration(self.spec.rollout.progress_deadline)
+        if waited >= deadline:
+            return self.rollback(
+                "PromotionTimeout",
+                "the primary did not become ready on the new revision within "
+                f"{self.spec.rollout.progress_deadline}",
+            )
+        weight = self.promotion_weight()
+        self.update(phase=Phase.PROMOTING, canary_weight=weight)
+        self.serving_conditions()
+        ready = primary.ready if primary is not None else 0
+        message = (
+            f"promoting: primary moving to revision {self.rev} ({ready} ready); "
+            f"{self.describe_traffic(weight)} meanwhile"
+        )
+        self.cond(ConditionType.PROGRESSING, "True", "Promoting", message)
+        self.update(message=message)
+        return Decision(
+            self.status,
+            [new_primary, self.canary_plan(canary_size)],
+            Split(canary_weight=weight),
+            self.service_track(weight),
+            requeue_after=min(POLL_SECONDS, deadline - waited),
+        )
+
+    def promotion_weight(self) -> int:
+        """Traffic while the primary rolls to the new revision.
+
+        BlueGreen switches everything to the fully sized canary at once; Canary keeps the last
+        step's weight (the canary is sized for that share, and the primary's rolling update never
+        drops capacity); Shadow never served real responses from the canary, so none now either.
+        """
+        strategy = self.spec.rollout.strategy
+        if strategy == Strategy.BLUE_GREEN:
+            return 100
+        if strategy == Strategy.SHADOW:
+            return 0
+        return self.status.canary_weight or 0
+
+    # ------------------------------------------------------------------------- rollback
+
+    def rollback(self, reason: str, message: str) -> Decision:
+        """All traffic to the primary, the canary scaled to zero; the spec is left as it is."""
+        self.record("RolledBack", message)
+        self.update(phase=Phase.ROLLED_BACK, canary_weight=0, weight_set_at=None, message=message)
+        return self.rolled_back_hold(reason, message)
+
+    def rolled_back_hold(self, reason: str | None = None, message: str | None = None) -> Decision:
+        if reason is not None and message is not None:
+            self.cond(ConditionType.DEGRADED, "True", reason, message)
+            self.cond(
+                ConditionType.PROGRESSING,
+                "False",
+                "RolledBack",
+                f"revision {self.rev} rolled back; change the spec or run `modeldeploy retry` to try again",
+            )
+        primary = self.seen.primary
+        ready = primary.ready if primary else 0
+        self.cond(
+            ConditionType.READY,
+            "True" if ready > 0 else "False",
+            "PrimaryServing",
+            f"primary (stable revision {self.status.stable_revision}): {ready} replicas ready",
+        )
+        return Decision(self.status, [self.primary_plan(), self.canary_plan(0)], STEADY, Track.PRIMARY)
+
+
+def decide(
+    spec: ModelDeploymentSpec,
+    parent: ObjectRef,
+    status: ModelDeploymentStatus,
+    seen: Observations,
+    now: datetime.datetime,
+) -> Decision:
+    return _Machine(spec, parent, status, seen, now).decide()

@@ -1,0 +1,33 @@
+"""From a Decision to the complete set of desired child objects (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modeldeploy.api.resource import ObjectRef
+from modeldeploy.api.spec import ModelDeploymentSpec
+from modeldeploy.render.children import desired_children, stable_plan
+from modeldeploy.render.options import RenderOptions
+from modeldeploy.rollout.machine import STEADY, Decision
+from modeldeploy.routing.registry import router_for
+
+
+def children(
+    parent: ObjectRef, spec: ModelDeploymentSpec, options: RenderOptions, decision: Decision
+) -> list[dict[str, Any]]:
+    router = router_for(spec)
+    routed = bool(router.kinds)
+    out = desired_children(parent, spec, options, decision.tracks, decision.service_track, routed=routed)
+    routes: list[dict[str, Any]] = router.routes(parent, spec, decision.split)
+    return out + routes
+
+
+def steady_children(
+    parent: ObjectRef, spec: ModelDeploymentSpec, options: RenderOptions
+) -> list[dict[str, Any]]:
+    """What a ModelDeployment looks like at rest, for `modeldeploy render`: no canary."""
+    router = router_for(spec)
+    routed = bool(router.kinds)
+    out = desired_children(parent, spec, options, stable_plan(spec), routed=routed)
+    routes: list[dict[str, Any]] = router.routes(parent, spec, STEADY)
+    return out + routes
