@@ -945,3 +945,22 @@ def test_notes_render_for_both_modes() -> None:
         "install", "t", str(CHART_DIR), "--dry-run=client", "-n", "ops", "--set", "watchNamespaces={a,b}"
     ).stdout
     assert "It watches ModelDeployments in: a, b." in namespaced
+
+
+def security_doc_rbac_rows() -> set[Rule]:
+    """The operator's rules as docs/security.md's RBAC table states them."""
+    text = (REPO_ROOT / "docs" / "security.md").read_text()
+    table = text.split("## RBAC", 1)[1].split("\n\n", 2)[2].split("\n\n", 1)[0]
+    rules: set[Rule] = set()
+    for line in table.splitlines()[2:]:  # skip the header and its rule
+        group, resources, verbs = (cell.strip() for cell in line.strip("|").split("|")[:3])
+        group = "" if '""' in group else group.strip("`")
+        for resource in resources.split(","):
+            for verb in verbs.split(","):
+                rules.add((group, resource.strip().strip("`"), verb.strip()))
+    return rules
+
+
+@needs_helm
+def test_security_doc_rbac_table_matches_the_chart() -> None:
+    assert security_doc_rbac_rows() == rbac_rules(render_chart({}))
