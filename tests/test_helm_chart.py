@@ -567,6 +567,7 @@ NAMESPACED_RULES: set[Rule] = {
         ]
         for verb in CHILD_VERBS
     ),
+    ("", "pods", "list"),
     ("", "events", "create"),
     ("", "events", "patch"),
     ("events.k8s.io", "events", "create"),

@@ -99,6 +99,11 @@ pod spec and never reads the Secret, so it cannot leak the model store's credent
 - apiGroups: [monitoring.coreos.com]
   resources: [podmonitors]
   verbs: [get, list, watch, create, patch, delete]
+# A canary that is not ready: the operator lists its pods to tell a crash or an unschedulable pod
+# (fail fast) from a model that is still loading (wait). Read-only, and list only.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
 # Canary traffic routing, whichever router spec.traffic names.
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes, grpcroutes]
