@@ -512,6 +512,7 @@ def test_selectors_match_the_operator_pod(case: tuple[str, dict[str, Any], list[
     deployment = operator_deployment(manifests)
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert "helm.sh/chart" not in pod_labels  # a chart-only upgrade must not restart the operator
     for pdb in find(manifests, "PodDisruptionBudget"):
         assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     for service in find(manifests, "Service"):
