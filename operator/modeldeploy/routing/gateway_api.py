@@ -1,0 +1,237 @@
+"""Gateway API: an HTTPRoute `<name>` for Triton's HTTP port and a GRPCRoute `<name>-grpc` for its
+gRPC port, both attached to the parentRefs and hostnames in spec.traffic.gatewayAPI.
+
+Each route has at most two rules:
+- the cohort rule (A/B), only when the split has matches: one match per Match, all to the canary.
+  Gateway API orders matches by specificity (header matches beat none), so it wins over the split
+  rule wherever it sits;
+- the split rule: weighted backendRefs, plus a RequestMirror filter to the canary for Shadow.
+
+The canary backendRef is left out whenever its weight is 0, so the steady state never references
+`<name>-canary`, which exists only during a rollout. The primary is always listed (weight 0 at a
+full switch), so the rule keeps one shape. Group, kind and parentRef defaults are left to the API
+server; observed_split accepts both our objects and their defaulted live form.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modeldeploy.api.resource import ObjectRef
+from modeldeploy.api.spec import GatewayAPI, Match, ModelDeploymentSpec, ParentRef, StringMatch
+from modeldeploy.render.names import Track, metadata
+from modeldeploy.routing.base import (
+    EMPTY_VALUE_REGEX,
+    GRPC_PORT,
+    HTTP_PORT,
+    Split,
+    as_int,
+    check_supported,
+    find,
+    match_headers,
+    prefix_regex,
+    regex_to_string_match,
+    share,
+    track_service,
+)
+
+API_VERSION = "gateway.networking.k8s.io/v1"
+HTTP_ROUTE = "HTTPRoute"
+GRPC_ROUTE = "GRPCRoute"
+_DEFAULT_PATH = {"type": "PathPrefix", "value": "/"}  # what the API server fills into a bare match
+
+
+def grpc_route_name(parent: ObjectRef) -> str:
+    return f"{parent.name}-grpc"
+
+
+def _parent_ref(ref: ParentRef) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": ref.name}
+    if ref.namespace is not None:
+        out["namespace"] = ref.namespace
+    if ref.section_name is not None:
+        out["sectionName"] = ref.section_name
+    if ref.port is not None:
+        out["port"] = ref.port
+    return out
+
+
+def header_match(name: str, value: StringMatch) -> dict[str, str]:
+    """One Match header as a Gateway API header match: Exact, or RegularExpression for the rest."""
+    if value.exact is not None:
+        if value.exact == "":
+            return {"name": name, "type": "RegularExpression", "value": EMPTY_VALUE_REGEX}
+        return {"name": name, "type": "Exact", "value": value.exact}
+    if value.prefix is not None:
+        return {"name": name, "type": "RegularExpression", "value": prefix_regex(value.prefix)}
+    return {"name": name, "type": "RegularExpression", "value": str(value.regex)}
+
+
+def _backend(parent: ObjectRef, track: Track, port: int, weight: int | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": track_service(parent, track), "port": port}
+    if weight is not None:
+        out["weight"] = weight
+    return out
+
+
+def _rules(parent: ObjectRef, split: Split, port: int) -> list[dict[str, Any]]:
+    rules: list[dict[str, Any]] = []
+    if split.match:
+        matches = [
+            {"headers": [header_match(n, v) for n, v in match_headers(m, f"rollout.match[{i}]")]}
+            for i, m in enumerate(split.match)
+        ]
+        rules.append({"matches": matches, "backendRefs": [_backend(parent, Track.CANARY, port, 100)]})
+    backends = [_backend(parent, Track.PRIMARY, port, split.primary_weight)]
+    if split.canary_weight > 0:
+        backends.append(_backend(parent, Track.CANARY, port, split.canary_weight))
+    split_rule: dict[str, Any] = {"backendRefs": backends}
+    if split.mirror:
+        mirror = {
+            "type": "RequestMirror",
+            "requestMirror": {"backendRef": _backend(parent, Track.CANARY, port)},
+        }
+        split_rule["filters"] = [mirror]
+    rules.append(split_rule)
+    return rules
+
+
+def _route(
+    parent: ObjectRef, config: GatewayAPI, kind: str, name: str, split: Split, port: int
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"parentRefs": [_parent_ref(ref) for ref in config.parent_refs]}
+    if config.hostnames:
+        spec["hostnames"] = list(config.hostnames)
+    spec["rules"] = _rules(parent, split, port)
+    return {"apiVersion": API_VERSION, "kind": kind, "metadata": metadata(parent, name), "spec": spec}
+
+
+# ------------------------------------------------------------------------------- reading back
+
+
+def _backend_track(parent: ObjectRef, ref: Any, port: int) -> Track | None:
+    """Which track a live backendRef points at, or None when it is not one of ours."""
+    if not isinstance(ref, dict):
+        return None
+    if ref.get("group", "") != "" or ref.get("kind", "Service") != "Service":
+        return None
+    if ref.get("namespace", parent.namespace) != parent.namespace or as_int(ref.get("port")) != port:
+        return None
+    for track in Track:
+        if ref.get("name") == track_service(parent, track):
+            return track
+    return None
+
+
+def _is_full_mirror(parent: ObjectRef, item: Any, port: int) -> bool:
+    if not isinstance(item, dict) or item.get("type") != "RequestMirror":
+        return False
+    mirror = item.get("requestMirror")
+    if not isinstance(mirror, dict) or _backend_track(parent, mirror.get("backendRef"), port) != Track.CANARY:
+        return False
+    fraction = mirror.get("fraction")
+    partial_fraction = isinstance(fraction, dict) and fraction.get("numerator") != fraction.get(
+        "denominator", 100
+    )
+    return mirror.get("percent", 100) == 100 and not partial_fraction
+
+
+def _read_match(item: Any) -> Match | None:
+    """A cohort match back into a Match; None for anything but header matches on every path."""
+    if (
+        not isinstance(item, dict)
+        or set(item) - {"headers", "path"}
+        or item.get("path", _DEFAULT_PATH) != (_DEFAULT_PATH)
+    ):
+        return None
+    headers: dict[str, StringMatch] = {}
+    for header in item.get("headers") or []:
+        if not isinstance(header, dict) or not isinstance(header.get("value"), str):
+            return None
+        kind, value = header.get("type", "Exact"), header["value"]
+        if kind == "Exact":
+            headers[str(header.get("name"))] = StringMatch(exact=value)
+        elif kind == "RegularExpression":
+            headers[str(header.get("name"))] = regex_to_string_match(value)
+        else:
+            return None
+    return Match(headers=headers) if headers else None
+
+
+def _read_rule(parent: ObjectRef, rule: Any, port: int) -> Split | tuple[Match, ...] | None:
+    """The cohort rule's matches, or the split rule's weighted split; None when not ours.
+
+    Fields that do not move traffic (a rule name, timeouts, header filters) are ignored: they
+    cannot make the split differ from what it says.
+    """
+    if not isinstance(rule, dict):
+        return None
+    refs = rule.get("backendRefs") or []
+    tracks = [_backend_track(parent, ref, port) for ref in refs]
+    weights = [as_int(ref.get("weight", 1)) if isinstance(ref, dict) else None for ref in refs]
+    if None in tracks or None in weights or len(set(tracks)) != len(tracks):
+        return None
+    by_track = {t: w for t, w in zip(tracks, weights, strict=True) if t is not None and w is not None}
+    mirrors = [
+        f for f in rule.get("filters") or [] if isinstance(f, dict) and f.get("type") == "RequestMirror"
+    ]
+    matches = rule.get("matches") or [{"path": _DEFAULT_PATH}]  # Gateway API's default: every request
+    if matches != [{"path": _DEFAULT_PATH}]:
+        cohort = [_read_match(m) for m in matches]
+        if mirrors or set(by_track) != {Track.CANARY} or by_track[Track.CANARY] == 0:
+            return None
+        return tuple(m for m in cohort if m is not None) if None not in cohort else None
+    if Track.PRIMARY not in by_track or len(mirrors) > 1:
+        return None
+    mirror = bool(mirrors)
+    if mirror and not _is_full_mirror(parent, mirrors[0], port):
+        return None
+    weight = share(by_track[Track.PRIMARY], by_track.get(Track.CANARY, 0))
+    if weight is None or (mirror and weight != 0):
+        return None
+    return Split(weight, mirror=mirror)
+
+
+def _read_route(parent: ObjectRef, obj: dict[str, Any] | None, port: int) -> Split | None:
+    if obj is None or not isinstance(obj.get("spec"), dict):
+        return None
+    splits: list[Split] = []
+    cohorts: list[tuple[Match, ...]] = []
+    for rule in obj["spec"].get("rules") or []:
+        read = _read_rule(parent, rule, port)
+        if read is None:
+            return None
+        if isinstance(read, Split):
+            splits.append(read)
+        else:
+            cohorts.append(read)
+    if len(splits) != 1 or len(cohorts) > 1:
+        return None  # we write exactly one split rule and at most one cohort rule
+    (split,) = splits
+    return Split(split.canary_weight, mirror=split.mirror, match=cohorts[0] if cohorts else ())
+
+
+class GatewayAPIRouter:
+    name = "gatewayAPI"
+    kinds: tuple[tuple[str, str], ...] = ((API_VERSION, HTTP_ROUTE), (API_VERSION, GRPC_ROUTE))
+    supports_mirror = True
+    supports_match = True
+
+    def routes(self, parent: ObjectRef, spec: ModelDeploymentSpec, split: Split) -> list[dict[str, Any]]:
+        check_supported(self, split)
+        config = spec.traffic.gateway_api
+        if config is None:
+            raise ValueError("traffic.gatewayAPI is not set: the Gateway API router has nothing to attach to")
+        out = [_route(parent, config, HTTP_ROUTE, parent.name, split, HTTP_PORT)]
+        if config.grpc:
+            out.append(_route(parent, config, GRPC_ROUTE, grpc_route_name(parent), split, GRPC_PORT))
+        return out
+
+    def observed_split(self, parent: ObjectRef, objects: list[dict[str, Any]]) -> Split | None:
+        """The HTTPRoute's split. A GRPCRoute, when there is one, must carry the same split, or
+        the split is not in force everywhere and None is returned."""
+        http = _read_route(parent, find(objects, API_VERSION, HTTP_ROUTE, parent.name), HTTP_PORT)
+        grpc_obj = find(objects, API_VERSION, GRPC_ROUTE, grpc_route_name(parent))
+        if grpc_obj is not None and _read_route(parent, grpc_obj, GRPC_PORT) != http:
+            return None
+        return http

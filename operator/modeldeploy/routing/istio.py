@@ -1,0 +1,267 @@
+"""Istio: one VirtualService `<name>` for the in-cluster host `<name>` and spec.traffic.istio.hosts.
+
+Destinations are the track Services `<name>-primary` and `<name>-canary` by host name, so no
+DestinationRule subsets are needed. HTTP and gRPC (HTTP/2) share the same http routes.
+
+Routes come in lanes, because Istio picks a destination port by itself only inside the mesh:
+- mesh: without a port, a destination gets the port the caller used, so 8000 stays HTTP and 8001
+  stays gRPC. With no gateways this is the only lane.
+- gateways (when spec.traffic.istio.gateways is set): a gateway listens on its own port, and a
+  destination Service with several ports then needs one named (istioctl analyze IST0112), so
+  requests with a gRPC content-type go to port 8001 and the rest to 8000. `mesh` is added to the
+  VirtualService's gateways so in-cluster callers are routed too.
+Each lane has a cohort route (A/B, only when the split has matches) before its split route, as
+Istio takes the first route that matches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from modeldeploy.api.resource import ObjectRef
+from modeldeploy.api.spec import Match, ModelDeploymentSpec, StringMatch
+from modeldeploy.render.names import Track, metadata
+from modeldeploy.routing.base import (
+    EMPTY_VALUE_REGEX,
+    GRPC_PORT,
+    HTTP_PORT,
+    Split,
+    as_int,
+    check_supported,
+    find,
+    match_headers,
+    regex_to_string_match,
+    share,
+    track_service,
+)
+
+API_VERSION = "networking.istio.io/v1"
+VIRTUAL_SERVICE = "VirtualService"
+MESH = "mesh"
+CONTENT_TYPE = "content-type"
+# gRPC requests carry application/grpc, application/grpc+proto and the like.
+GRPC_CONTENT_TYPE = {"prefix": "application/grpc"}
+
+
+@dataclass(frozen=True)
+class Lane:
+    name: str  # prefix of its route names
+    gateways: tuple[str, ...]  # empty: the VirtualService's own gateways
+    port: int | None  # destination port; None: the port the caller used
+    grpc: bool = False  # only requests with a gRPC content-type
+
+
+def lanes(gateways_given: list[str]) -> list[Lane]:
+    gateways = tuple(dict.fromkeys(g for g in gateways_given if g != MESH))
+    if not gateways:
+        return [Lane("mesh", (), None)]
+    return [
+        Lane("mesh", (MESH,), None),
+        Lane("gateway-grpc", gateways, GRPC_PORT, grpc=True),
+        Lane("gateway-http", gateways, HTTP_PORT),
+    ]
+
+
+def header_match(value: StringMatch) -> dict[str, str]:
+    """One Match header as an Istio StringMatch. Istio reads an empty exact value as "the header is
+    present", so "present and empty" is written as a regex."""
+    if value.exact == "":
+        return {"regex": EMPTY_VALUE_REGEX}
+    if value.exact is not None:
+        return {"exact": value.exact}
+    if value.prefix is not None:
+        return {"prefix": value.prefix}
+    return {"regex": str(value.regex)}
+
+
+def _destination(parent: ObjectRef, track: Track, port: int | None, weight: int) -> dict[str, Any]:
+    dest: dict[str, Any] = {"host": track_service(parent, track)}
+    if port is not None:
+        dest["port"] = {"number": port}
+    return {"destination": dest, "weight": weight}
+
+
+def _lane_match(lane: Lane, headers: dict[str, dict[str, str]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if lane.grpc:
+        headers = {**headers, CONTENT_TYPE: dict(GRPC_CONTENT_TYPE)}
+    if headers:
+        out["headers"] = headers
+    if lane.gateways:
+        out["gateways"] = list(lane.gateways)
+    return out
+
+
+def _lane_routes(parent: ObjectRef, lane: Lane, split: Split) -> list[dict[str, Any]]:
+    routes: list[dict[str, Any]] = []
+    if split.match:
+        cohort: list[dict[str, Any]] = []
+        for i, match in enumerate(split.match):
+            headers = {n: header_match(v) for n, v in match_headers(match, f"rollout.match[{i}]")}
+            if lane.grpc and CONTENT_TYPE in headers:
+                raise ValueError(
+                    f"rollout.match[{i}].headers: content-type is how Istio gateway routes tell gRPC "
+                    "from HTTP, so it cannot pin a cohort"
+                )
+            cohort.append(_lane_match(lane, headers))
+        routes.append(
+            {
+                "name": f"{lane.name}-cohort",
+                "match": cohort,
+                "route": [_destination(parent, Track.CANARY, lane.port, 100)],
+            }
+        )
+    weighted = [_destination(parent, Track.PRIMARY, lane.port, split.primary_weight)]
+    if split.canary_weight > 0:
+        weighted.append(_destination(parent, Track.CANARY, lane.port, split.canary_weight))
+    route: dict[str, Any] = {"name": f"{lane.name}-split"}
+    lane_match = _lane_match(lane, {})
+    if lane_match:
+        route["match"] = [lane_match]
+    route["route"] = weighted
+    if split.mirror:
+        mirror: dict[str, Any] = {"host": track_service(parent, Track.CANARY)}
+        if lane.port is not None:
+            mirror["port"] = {"number": lane.port}
+        route["mirror"] = mirror
+        route["mirrorPercentage"] = {"value": 100.0}
+    routes.append(route)
+    return routes
+
+
+# ------------------------------------------------------------------------------- reading back
+
+
+def _track(parent: ObjectRef, item: Any, lane: Lane) -> tuple[Track, int] | None:
+    """The track and weight of one live route destination, or None when it is not ours."""
+    if not isinstance(item, dict) or not isinstance(item.get("destination"), dict):
+        return None
+    dest = item["destination"]
+    port = (dest.get("port") or {}).get("number") if isinstance(dest.get("port"), dict) else dest.get("port")
+    if dest.get("subset") or as_int(port) != lane.port:
+        return None
+    weight = as_int(item.get("weight", 0))
+    for track in Track:
+        if dest.get("host") == track_service(parent, track) and weight is not None:
+            return track, weight
+    return None
+
+
+def _read_split(parent: ObjectRef, route: dict[str, Any], lane: Lane) -> Split | None:
+    items = [_track(parent, item, lane) for item in route.get("route") or []]
+    if not items or None in items:
+        return None
+    weights = dict(i for i in items if i is not None)
+    if len(weights) != len(items) or Track.PRIMARY not in weights:
+        return None
+    if len(items) == 1:
+        weights[Track.PRIMARY] = 100  # a lone destination takes all traffic, whatever its weight
+    mirror = route.get("mirror")
+    mirrored = mirror is not None
+    if mirrored:
+        wanted: dict[str, Any] = {"host": track_service(parent, Track.CANARY)}
+        if lane.port is not None:
+            wanted["port"] = {"number": lane.port}
+        percentage = (route.get("mirrorPercentage") or {}).get("value", 100.0)
+        if mirror != wanted or percentage != 100:
+            return None
+    weight = share(weights[Track.PRIMARY], weights.get(Track.CANARY, 0))
+    if weight is None or (mirrored and weight != 0):
+        return None
+    return Split(weight, mirror=mirrored)
+
+
+def _read_cohort(parent: ObjectRef, route: dict[str, Any], lane: Lane) -> tuple[Match, ...] | None:
+    items = [_track(parent, item, lane) for item in route.get("route") or []]
+    if len(items) != 1 or items[0] is None or items[0][0] != Track.CANARY:
+        return None
+    matches: list[Match] = []
+    for item in route.get("match") or []:
+        if not isinstance(item, dict) or set(item) != {"headers"} or not isinstance(item["headers"], dict):
+            return None  # a cohort narrowed by anything but headers is not one we wrote
+        headers: dict[str, StringMatch] = {}
+        for name, value in item["headers"].items():
+            if not isinstance(value, dict) or len(value) != 1:
+                return None
+            ((kind, text),) = value.items()
+            if not isinstance(text, str):
+                return None
+            if kind == "regex":
+                headers[name] = regex_to_string_match(text, prefixes=False)  # Istio has prefixes
+            elif kind == "prefix" or (kind == "exact" and text == ""):
+                headers[name] = StringMatch(prefix=text)  # Istio: an empty value tests presence
+            elif kind == "exact":
+                headers[name] = StringMatch(exact=text)
+            else:
+                return None
+        if not headers:
+            return None
+        matches.append(Match(headers=headers))
+    return tuple(matches) or None
+
+
+def _read(parent: ObjectRef, obj: dict[str, Any] | None) -> Split | None:
+    if obj is None or not isinstance(obj.get("spec"), dict):
+        return None
+    routes = [r for r in obj["spec"].get("http") or [] if isinstance(r, dict)]
+    by_name = {str(r.get("name")): r for r in routes}
+    found_lanes = lanes([str(g) for g in obj["spec"].get("gateways") or []])
+    splits: list[Split] = []
+    for lane in found_lanes:
+        route = by_name.get(f"{lane.name}-split")
+        split = _read_split(parent, route, lane) if route is not None else None
+        if split is None:
+            return None
+        splits.append(split)
+    split = splits[0]
+    if any(other != split for other in splits):
+        return None  # lanes that disagree: no one split is in force
+    # Matches are read from the mesh lane, whose route carries no lane conditions.
+    mesh, cohort_route = found_lanes[0], by_name.get(f"{found_lanes[0].name}-cohort")
+    match: tuple[Match, ...] = ()
+    if cohort_route is not None:
+        cohort = _read_cohort(parent, _without_lane(cohort_route), mesh)
+        if cohort is None:
+            return None
+        match = cohort
+    return Split(split.canary_weight, mirror=split.mirror, match=match)
+
+
+def _without_lane(route: dict[str, Any]) -> dict[str, Any]:
+    match = [
+        {k: v for k, v in m.items() if k != "gateways"} if isinstance(m, dict) else m
+        for m in route.get("match") or []
+    ]
+    return {**route, "match": match}
+
+
+class IstioRouter:
+    name = "istio"
+    kinds: tuple[tuple[str, str], ...] = ((API_VERSION, VIRTUAL_SERVICE),)
+    supports_mirror = True
+    supports_match = True
+
+    def routes(self, parent: ObjectRef, spec: ModelDeploymentSpec, split: Split) -> list[dict[str, Any]]:
+        check_supported(self, split)
+        config = spec.traffic.istio
+        if config is None:
+            raise ValueError("traffic.istio is not set: the Istio router has nothing to route")
+        body: dict[str, Any] = {"hosts": list(dict.fromkeys([*config.hosts, parent.name]))}
+        if config.gateways:
+            body["gateways"] = list(dict.fromkeys([*config.gateways, MESH]))
+        body["http"] = [
+            route for lane in lanes(config.gateways) for route in _lane_routes(parent, lane, split)
+        ]
+        return [
+            {
+                "apiVersion": API_VERSION,
+                "kind": VIRTUAL_SERVICE,
+                "metadata": metadata(parent, parent.name),
+                "spec": body,
+            }
+        ]
+
+    def observed_split(self, parent: ObjectRef, objects: list[dict[str, Any]]) -> Split | None:
+        """The split every lane of the VirtualService carries; None when they disagree."""
+        return _read(parent, find(objects, API_VERSION, VIRTUAL_SERVICE, parent.name))

@@ -1,0 +1,283 @@
+"""Gateway API router cases beyond the contract suite (tests/test_routers.py)."""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+import pytest
+
+from modeldeploy.api.resource import ObjectRef
+from modeldeploy.api.spec import Match, ModelDeploymentSpec, StringMatch
+from modeldeploy.routing import Split
+from modeldeploy.routing.gateway_api import GatewayAPIRouter, header_match
+
+PARENT = ObjectRef(name="fraud-scorer", namespace="ml", uid="uid-1")
+MODEL = {"name": "fraud_scorer", "version": "7", "storageUri": "s3://models/fraud_scorer/7"}
+ROUTER = GatewayAPIRouter()
+
+
+def spec(**gateway: Any) -> ModelDeploymentSpec:
+    config = {"parentRefs": [{"name": "inference", "namespace": "gateway"}], **gateway}
+    return ModelDeploymentSpec.model_validate({"model": MODEL, "traffic": {"gatewayAPI": config}})
+
+
+def by_kind(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {o["kind"]: o for o in objects}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param(StringMatch(exact="always"), {"type": "Exact", "value": "always"}, id="exact"),
+        # Gateway API forbids empty values; "present and empty" is a regex.
+        pytest.param(StringMatch(exact=""), {"type": "RegularExpression", "value": "^$"}, id="exact-empty"),
+        pytest.param(
+            StringMatch(prefix="acme"), {"type": "RegularExpression", "value": "^acme.*"}, id="prefix"
+        ),
+        pytest.param(
+            StringMatch(prefix="a.b+c (x)"),
+            {"type": "RegularExpression", "value": r"^a\.b\+c \(x\).*"},
+            id="prefix-metacharacters-escaped-space-not",
+        ),
+        pytest.param(
+            StringMatch(prefix=""), {"type": "RegularExpression", "value": "^.*"}, id="prefix-empty"
+        ),
+        pytest.param(
+            StringMatch(regex="^v[0-9]+$"), {"type": "RegularExpression", "value": "^v[0-9]+$"}, id="regex"
+        ),
+    ],
+)
+def test_header_match_translation(value: StringMatch, expected: dict[str, str]) -> None:
+    assert header_match("x-h", value) == {"name": "x-h", **expected}
+
+
+@pytest.mark.parametrize(
+    ("prefix", "matching", "not_matching"),
+    [
+        pytest.param("acme.", ["acme.", "acme.io"], ["acmex", "xacme.", ""], id="dot-is-literal"),
+        pytest.param("a+b", ["a+b", "a+bc"], ["aab", "ab"], id="plus-is-literal"),
+        pytest.param("[v1]", ["[v1]-x"], ["v", "1"], id="brackets-are-literal"),
+        pytest.param("", ["", "anything"], [], id="empty-matches-any-value"),
+    ],
+)
+def test_prefix_regex_means_the_prefix(prefix: str, matching: list[str], not_matching: list[str]) -> None:
+    pattern = header_match("x", StringMatch(prefix=prefix))["value"]
+    for value in matching:  # Envoy matches the whole value; others search: both must agree
+        assert re.fullmatch(pattern, value), value
+        assert re.search(pattern, value), value
+    for value in not_matching:
+        assert not re.fullmatch(pattern, value), value
+        assert not re.search(pattern, value), value
+
+
+@pytest.mark.parametrize(
+    ("config", "parent_refs", "hostnames"),
+    [
+        pytest.param(
+            {"parentRefs": [{"name": "gw"}]}, [{"name": "gw"}], None, id="name-only-no-hostnames-key"
+        ),
+        pytest.param(
+            {
+                "parentRefs": [{"name": "gw", "namespace": "edge", "sectionName": "https", "port": 443}],
+                "hostnames": ["fraud.example.com", "*.example.com"],
+            },
+            [{"name": "gw", "namespace": "edge", "sectionName": "https", "port": 443}],
+            ["fraud.example.com", "*.example.com"],
+            id="every-field",
+        ),
+        pytest.param(
+            {"parentRefs": [{"name": "a", "sectionName": "x"}, {"name": "a", "sectionName": "y"}]},
+            [{"name": "a", "sectionName": "x"}, {"name": "a", "sectionName": "y"}],
+            None,
+            id="two-listeners-in-order",
+        ),
+    ],
+)
+def test_parent_refs_and_hostnames_pass_through(
+    config: dict[str, Any], parent_refs: list[dict[str, Any]], hostnames: list[str] | None
+) -> None:
+    for obj in ROUTER.routes(PARENT, spec(**config), Split(10)):
+        assert obj["spec"]["parentRefs"] == parent_refs
+        assert obj["spec"].get("hostnames") == hostnames
+
+
+@pytest.mark.parametrize(
+    ("grpc", "expected"),
+    [
+        pytest.param(
+            True, {"HTTPRoute": ("fraud-scorer", 8000), "GRPCRoute": ("fraud-scorer-grpc", 8001)}, id="on"
+        ),
+        pytest.param(False, {"HTTPRoute": ("fraud-scorer", 8000)}, id="off"),
+    ],
+)
+def test_grpc_route_and_ports(grpc: bool, expected: dict[str, tuple[str, int]]) -> None:
+    split = Split(20, match=(Match(headers={"x-a": StringMatch(exact="1")}),))
+    objects = by_kind(ROUTER.routes(PARENT, spec(grpc=grpc), split))
+    assert {kind: obj["metadata"]["name"] for kind, obj in objects.items()} == {
+        kind: name for kind, (name, _) in expected.items()
+    }
+    for kind, (_, port) in expected.items():
+        refs = [ref for rule in objects[kind]["spec"]["rules"] for ref in rule["backendRefs"]]
+        assert {ref["port"] for ref in refs} == {port}
+
+
+@pytest.mark.parametrize("kind", ["HTTPRoute", "GRPCRoute"])
+def test_mirror_rule_shape(kind: str) -> None:
+    port = 8000 if kind == "HTTPRoute" else 8001
+    obj = by_kind(ROUTER.routes(PARENT, spec(), Split(0, mirror=True)))[kind]
+    assert obj["spec"]["rules"] == [
+        {
+            "backendRefs": [{"name": "fraud-scorer-primary", "port": port, "weight": 100}],
+            "filters": [
+                {
+                    "type": "RequestMirror",
+                    "requestMirror": {"backendRef": {"name": "fraud-scorer-canary", "port": port}},
+                }
+            ],
+        }
+    ]
+
+
+def test_cohort_rule_comes_first_with_one_match_per_match() -> None:
+    cohort = (
+        Match(headers={"X-Canary": StringMatch(exact="1")}),
+        Match(headers={"x-tenant": StringMatch(prefix="acme"), "x-beta": StringMatch(exact="yes")}),
+    )
+    (http, _) = ROUTER.routes(PARENT, spec(), Split(0, match=cohort))
+    first, split_rule = http["spec"]["rules"]
+    assert first == {
+        "matches": [
+            {"headers": [{"name": "x-canary", "type": "Exact", "value": "1"}]},
+            {
+                "headers": [
+                    {"name": "x-tenant", "type": "RegularExpression", "value": "^acme.*"},
+                    {"name": "x-beta", "type": "Exact", "value": "yes"},
+                ]
+            },
+        ],
+        "backendRefs": [{"name": "fraud-scorer-canary", "port": 8000, "weight": 100}],
+    }
+    assert split_rule == {"backendRefs": [{"name": "fraud-scorer-primary", "port": 8000, "weight": 100}]}
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        pytest.param(
+            {"x canary": StringMatch(exact="1")}, r"rollout\.match\[0\]\.headers.*'x canary'", id="space"
+        ),
+        pytest.param(
+            {":authority": StringMatch(exact="a")}, r"not a valid HTTP header name", id="pseudo-header"
+        ),
+        pytest.param(
+            {"X-A": StringMatch(exact="1"), "x-a": StringMatch(exact="2")},
+            r"'x-a' is given twice",
+            id="case-twin",
+        ),
+        pytest.param({"x-a": StringMatch(regex="")}, r"empty regex", id="empty-regex"),
+    ],
+)
+def test_unusable_headers_are_rejected_naming_the_field(
+    headers: dict[str, StringMatch], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        ROUTER.routes(PARENT, spec(), Split(0, match=(Match(headers=headers),)))
+
+
+def test_needs_a_gateway_api_spec() -> None:
+    plain = ModelDeploymentSpec.model_validate({"model": MODEL})
+    with pytest.raises(ValueError, match=r"traffic\.gatewayAPI is not set"):
+        ROUTER.routes(PARENT, plain, Split(0))
+
+
+# ------------------------------------------------------------------------------- reading back
+
+
+def _edit_http(edit: Any) -> list[dict[str, Any]]:
+    objects = copy.deepcopy(ROUTER.routes(PARENT, spec(), Split(25)))
+    edit(objects[0]["spec"]["rules"])
+    return objects
+
+
+def _set(path: tuple[Any, ...], value: Any) -> Any:
+    def edit(rules: list[Any]) -> None:
+        node = rules
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        pytest.param(_set((0, "backendRefs", 0, "weight"), 1), Split(96), id="relative-weights-normalised"),
+        pytest.param(_set((0, "backendRefs", 1, "weight"), 0), Split(0), id="canary-at-zero"),
+        pytest.param(
+            lambda rules: rules[0]["backendRefs"][0].pop("weight"), Split(96), id="default-weight-is-1"
+        ),
+        pytest.param(_set((0, "backendRefs", 1, "name"), "someone-else"), None, id="foreign-backend"),
+        pytest.param(_set((0, "backendRefs", 1, "port"), 9000), None, id="wrong-port"),
+        pytest.param(_set((0, "backendRefs", 1, "namespace"), "other"), None, id="other-namespace"),
+        pytest.param(_set((0, "backendRefs", 1, "kind"), "ServiceImport"), None, id="not-a-service"),
+        pytest.param(_set((0, "backendRefs", 0, "weight"), 0), Split(100), id="primary-at-zero"),
+        pytest.param(
+            lambda rules: rules[0]["backendRefs"].pop(0), None, id="split-without-primary-is-not-ours"
+        ),
+        pytest.param(_set((0, "backendRefs", 1, "weight"), -5), None, id="negative-weight"),
+        pytest.param(lambda rules: rules.append(copy.deepcopy(rules[0])), None, id="two-split-rules"),
+        pytest.param(_set((0, "timeouts"), {"request": "10s"}), Split(25), id="timeouts-do-not-matter"),
+        pytest.param(
+            _set((0, "matches"), [{"path": {"type": "PathPrefix", "value": "/v2"}}]),
+            None,
+            id="narrowed-by-path",
+        ),
+    ],
+)
+def test_observed_split_from_edited_routes(edit: Any, expected: Split | None) -> None:
+    objects = _edit_http(edit)
+    objects = objects[:1]  # the HTTPRoute alone; the GRPCRoute agreement is tested below
+    assert ROUTER.observed_split(PARENT, objects) == expected
+
+
+def test_observed_split_needs_the_grpc_route_to_agree() -> None:
+    http, _ = ROUTER.routes(PARENT, spec(), Split(25))
+    _, grpc = ROUTER.routes(PARENT, spec(), Split(50))
+    assert ROUTER.observed_split(PARENT, [http, grpc]) is None
+    assert ROUTER.observed_split(PARENT, [grpc]) is None  # the HTTPRoute is the one that counts
+
+
+@pytest.mark.parametrize(
+    ("mirror", "expected"),
+    [
+        pytest.param({"percent": 100}, Split(0, mirror=True), id="percent-100"),
+        pytest.param({"percent": 10}, None, id="percent-10"),
+        pytest.param({"fraction": {"numerator": 1, "denominator": 2}}, None, id="fraction-half"),
+        pytest.param(
+            {"fraction": {"numerator": 100}}, Split(0, mirror=True), id="fraction-default-denominator"
+        ),
+    ],
+)
+def test_partial_mirrors_are_not_ours(mirror: dict[str, Any], expected: Split | None) -> None:
+    objects = ROUTER.routes(PARENT, spec(grpc=False), Split(0, mirror=True))
+    objects[0]["spec"]["rules"][0]["filters"][0]["requestMirror"].update(mirror)
+    assert ROUTER.observed_split(PARENT, objects) == expected
+
+
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [
+        pytest.param(
+            StringMatch(regex="^acme.*"), StringMatch(prefix="acme"), id="regex-shaped-like-a-prefix"
+        ),
+        pytest.param(StringMatch(regex="^$"), StringMatch(exact=""), id="regex-for-empty"),
+        pytest.param(StringMatch(regex="^acme.*$"), StringMatch(regex="^acme.*$"), id="other-regex-stays"),
+        pytest.param(StringMatch(prefix=r"a\b"), StringMatch(prefix=r"a\b"), id="backslash-prefix"),
+    ],
+)
+def test_equivalent_matches_read_back_in_one_form(written: StringMatch, read: StringMatch) -> None:
+    objects = ROUTER.routes(PARENT, spec(grpc=False), Split(0, match=(Match(headers={"x": written}),)))
+    assert ROUTER.observed_split(PARENT, objects) == Split(0, match=(Match(headers={"x": read}),))
