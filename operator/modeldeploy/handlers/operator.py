@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+from dataclasses import dataclass
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
@@ -94,10 +95,19 @@ def _owner(body: Mapping[str, Any]) -> str | None:
     return None
 
 
+@dataclass
+class Registration:
+    """What register() set up: the client the handlers use, and a way to stop the background
+    tasks before stopping kopf (kopf waits several seconds for tasks it did not start)."""
+
+    client: KubeClient
+    stop: Callable[[], None]
+
+
 def register(
     config: OperatorConfig, registry: kopf.OperatorRegistry, kube: KubeClient | None = None
-) -> KubeClient:
-    """Register every handler into `registry`; returns the Kubernetes client the handlers use."""
+) -> Registration:
+    """Register every handler into `registry`."""
     client = kube or KubeClient(configuration(config.server, config.token))
     reconciler = Reconciler(
         client, RenderOptions(puller_image=config.puller_image), post_event, config.prometheus_url
@@ -209,7 +219,16 @@ def register(
             child_event
         )
 
-    return client
+    def stop() -> None:
+        task = resync.get("task")
+        if task is not None:
+            task.get_loop().call_soon_threadsafe(task.cancel)
+        loop = loop_ref.get("loop")
+        if loop is not None:
+            for handle in list(timers.values()):
+                loop.call_soon_threadsafe(handle.cancel)
+
+    return Registration(client, stop)
 
 
 def run(config: OperatorConfig) -> None:

@@ -258,7 +258,12 @@ class Reconciler:
         # A merge patch: keys we no longer set are removed with an explicit null.
         patch: dict[str, Any] = {**{k: None for k in before if k not in after}, **after}
         meta = body["metadata"]
-        self._kube.patch_status(meta["namespace"], meta["name"], patch)
+        try:
+            self._kube.patch_status(meta["namespace"], meta["name"], patch)
+        except KubeError as error:
+            if error.not_found:
+                return "gone"  # deleted while this pass ran; the garbage collector takes the rest
+            raise
         metrics.WRITES.labels(verb="status").inc()
         for event in transition_events(old, new):
             self._post_event(body, event)

@@ -44,7 +44,6 @@ def common_labels(parent: ObjectRef) -> dict[str, str]:
     # (argocd.argoproj.io/instance), and Argo CD would then prune the children as its own.
     return {
         "app.kubernetes.io/name": "triton-inference-server",
-        "app.kubernetes.io/instance": parent.name,
         "app.kubernetes.io/component": "inference-server",
         "app.kubernetes.io/part-of": "modeldeploy",
         "app.kubernetes.io/managed-by": MANAGED_BY,
