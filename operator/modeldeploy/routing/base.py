@@ -12,7 +12,6 @@ from typing import Any, Protocol
 
 from modeldeploy.api.resource import ObjectRef
 from modeldeploy.api.spec import Match, ModelDeploymentSpec, StringMatch
-from modeldeploy.render.names import Track
 
 # Triton's ports as every Service in front of it exposes them (render/service.py, render/deployment.py).
 HTTP_PORT = 8000
@@ -89,11 +88,6 @@ def check_supported(router: Router, split: Split) -> None:
             f"rollout.match pins requests by header, which the {router.name} router cannot do; "
             "configure traffic.gatewayAPI or traffic.istio"
         )
-
-
-def track_service(parent: ObjectRef, track: Track) -> str:
-    """The Service that selects one track's pods: `<name>-primary` or `<name>-canary`."""
-    return f"{parent.name}-{track.value}"
 
 
 def find(objects: list[dict[str, Any]], api_version: str, kind: str, name: str) -> dict[str, Any] | None:

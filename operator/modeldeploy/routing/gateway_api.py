@@ -19,7 +19,7 @@ from typing import Any
 
 from modeldeploy.api.resource import ObjectRef
 from modeldeploy.api.spec import GatewayAPI, Match, ModelDeploymentSpec, ParentRef, StringMatch
-from modeldeploy.render.names import Track, metadata
+from modeldeploy.render.names import Track, metadata, track_service_name
 from modeldeploy.routing.base import (
     EMPTY_VALUE_REGEX,
     GRPC_PORT,
@@ -32,7 +32,6 @@ from modeldeploy.routing.base import (
     prefix_regex,
     regex_to_string_match,
     share,
-    track_service,
 )
 
 API_VERSION = "gateway.networking.k8s.io/v1"
@@ -68,7 +67,7 @@ def header_match(name: str, value: StringMatch) -> dict[str, str]:
 
 
 def _backend(parent: ObjectRef, track: Track, port: int, weight: int | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": track_service(parent, track), "port": port}
+    out: dict[str, Any] = {"name": track_service_name(parent, track), "port": port}
     if weight is not None:
         out["weight"] = weight
     return out
@@ -118,7 +117,7 @@ def _backend_track(parent: ObjectRef, ref: Any, port: int) -> Track | None:
     if ref.get("namespace", parent.namespace) != parent.namespace or as_int(ref.get("port")) != port:
         return None
     for track in Track:
-        if ref.get("name") == track_service(parent, track):
+        if ref.get("name") == track_service_name(parent, track):
             return track
     return None
 

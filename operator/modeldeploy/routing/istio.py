@@ -21,7 +21,7 @@ from typing import Any
 
 from modeldeploy.api.resource import ObjectRef
 from modeldeploy.api.spec import Match, ModelDeploymentSpec, StringMatch
-from modeldeploy.render.names import Track, metadata
+from modeldeploy.render.names import Track, metadata, track_service_name
 from modeldeploy.routing.base import (
     EMPTY_VALUE_REGEX,
     GRPC_PORT,
@@ -33,7 +33,6 @@ from modeldeploy.routing.base import (
     match_headers,
     regex_to_string_match,
     share,
-    track_service,
 )
 
 API_VERSION = "networking.istio.io/v1"
@@ -76,7 +75,7 @@ def header_match(value: StringMatch) -> dict[str, str]:
 
 
 def _destination(parent: ObjectRef, track: Track, port: int | None, weight: int) -> dict[str, Any]:
-    dest: dict[str, Any] = {"host": track_service(parent, track)}
+    dest: dict[str, Any] = {"host": track_service_name(parent, track)}
     if port is not None:
         dest["port"] = {"number": port}
     return {"destination": dest, "weight": weight}
@@ -121,7 +120,7 @@ def _lane_routes(parent: ObjectRef, lane: Lane, split: Split) -> list[dict[str, 
         route["match"] = [lane_match]
     route["route"] = weighted
     if split.mirror:
-        mirror: dict[str, Any] = {"host": track_service(parent, Track.CANARY)}
+        mirror: dict[str, Any] = {"host": track_service_name(parent, Track.CANARY)}
         if lane.port is not None:
             mirror["port"] = {"number": lane.port}
         route["mirror"] = mirror
@@ -143,7 +142,7 @@ def _track(parent: ObjectRef, item: Any, lane: Lane) -> tuple[Track, int] | None
         return None
     weight = as_int(item.get("weight", 0))
     for track in Track:
-        if dest.get("host") == track_service(parent, track) and weight is not None:
+        if dest.get("host") == track_service_name(parent, track) and weight is not None:
             return track, weight
     return None
 
@@ -160,7 +159,7 @@ def _read_split(parent: ObjectRef, route: dict[str, Any], lane: Lane) -> Split |
     mirror = route.get("mirror")
     mirrored = mirror is not None
     if mirrored:
-        wanted: dict[str, Any] = {"host": track_service(parent, Track.CANARY)}
+        wanted: dict[str, Any] = {"host": track_service_name(parent, Track.CANARY)}
         if lane.port is not None:
             wanted["port"] = {"number": lane.port}
         percentage = (route.get("mirrorPercentage") or {}).get("value", 100.0)
