@@ -48,7 +48,26 @@ def make_spec(traffic: dict[str, Any] | None = None) -> ModelDeploymentSpec:
 # Each router's specs: the plainest one first, then the ones that change the object's shape.
 SPECS: dict[str, dict[str, ModelDeploymentSpec]] = {
     "gatewayAPI": {
-        "gateway": make_spec({"gatewayAPI": {"parentRefs": [{"name": "inference", "namespace": "gateway"}]}}),
+        "gateway": make_spec(
+            {
+                "gatewayAPI": {
+                    "parentRefs": [{"name": "inference", "namespace": "gateway"}],
+                    "grpc": {"hostnames": ["grpc.models.example.com"]},
+                }
+            }
+        ),
+        "gateway-grpc-own-listener": make_spec(
+            {
+                "gatewayAPI": {
+                    "parentRefs": [{"name": "inference", "namespace": "gateway", "sectionName": "https"}],
+                    "hostnames": ["fraud.example.com"],
+                    "grpc": {
+                        "parentRefs": [{"name": "inference", "namespace": "gateway", "sectionName": "grpc"}],
+                        "hostnames": ["fraud-grpc.example.com"],
+                    },
+                }
+            }
+        ),
         "gateway-hostnames-no-grpc": make_spec(
             {
                 "gatewayAPI": {
@@ -57,7 +76,6 @@ SPECS: dict[str, dict[str, ModelDeploymentSpec]] = {
                         {"name": "inference", "namespace": "gateway", "sectionName": "http"},
                     ],
                     "hostnames": ["fraud.example.com", "*.models.example.com"],
-                    "grpc": False,
                 }
             }
         ),

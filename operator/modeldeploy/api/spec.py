@@ -287,11 +287,41 @@ class ParentRef(Model):
     port: int | None = Field(default=None, ge=1, le=65535)
 
 
+class GRPCListener(Model):
+    """Where the GRPCRoute for Triton's gRPC port attaches.
+
+    Gateway API rejects a GRPCRoute that shares a listener and hostname with an HTTPRoute, so
+    gRPC needs hostnames of its own (and, optionally, its own listener via parentRefs)."""
+
+    parent_refs: list[ParentRef] = Field(default_factory=list, max_length=32)
+    hostnames: list[Annotated[str, Field(max_length=253)]] = Field(min_length=1, max_length=16)
+
+
 class GatewayAPI(Model):
+    model_config = Model.model_config | {
+        "json_schema_extra": cel(
+            (
+                "!has(self.grpc) || self.grpc.hostnames.all(h, !(h in self.hostnames))",
+                "grpc.hostnames must not repeat the HTTPRoute's hostnames: Gateway API rejects a GRPCRoute "
+                "that shares a hostname with an HTTPRoute on the same listener",
+                ".grpc.hostnames",
+            )
+        )
+    }
+
     parent_refs: list[ParentRef] = Field(min_length=1, max_length=32)
     hostnames: list[Annotated[str, Field(max_length=253)]] = Field(default_factory=list, max_length=16)
-    # Triton's gRPC port gets a GRPCRoute beside the HTTPRoute unless turned off.
-    grpc: bool = True
+    # Triton's gRPC port gets a GRPCRoute when set; HTTP/REST clients need only the HTTPRoute.
+    grpc: GRPCListener | None = None
+
+    @model_validator(mode="after")
+    def _distinct_hostnames(self) -> GatewayAPI:
+        if self.grpc is not None and set(self.grpc.hostnames) & set(self.hostnames):
+            raise ValueError(
+                "grpc.hostnames must not repeat the HTTPRoute's hostnames: Gateway API rejects a GRPCRoute "
+                "that shares a hostname with an HTTPRoute on the same listener"
+            )
+        return self
 
 
 class Istio(Model):
@@ -349,7 +379,7 @@ class StringMatch(Model):
 
     exact: str | None = Field(default=None, max_length=1024)
     prefix: str | None = Field(default=None, max_length=1024)
-    regex: str | None = Field(default=None, max_length=1024)
+    regex: str | None = Field(default=None, min_length=1, max_length=1024)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> StringMatch:
@@ -358,8 +388,23 @@ class StringMatch(Model):
         return self
 
 
+HEADER_NAME_PATTERN = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,256}$"
+
+
 class Match(Model):
-    headers: dict[str, StringMatch] = Field(min_length=1, max_length=16)
+    # Keys are HTTP header names (RFC 9110 tokens), compared without regard to case.
+    headers: dict[Annotated[str, Field(pattern=HEADER_NAME_PATTERN)], StringMatch] = Field(
+        min_length=1, max_length=16
+    )
+
+    @field_validator("headers")
+    @classmethod
+    def _unique_ignoring_case(cls, headers: dict[str, StringMatch]) -> dict[str, StringMatch]:
+        lowered = [name.lower() for name in headers]
+        dupes = sorted({n for n in lowered if lowered.count(n) > 1})
+        if dupes:
+            raise ValueError(f"header names are case-insensitive, repeated: {', '.join(dupes)}")
+        return headers
 
 
 class RelativeToPrimary(Model):
@@ -458,7 +503,7 @@ class Rollout(Model):
     match: list[Match] = Field(default_factory=list, max_length=8)
     # Canary replicas follow the weight unless fixed here.
     canary_replicas: int | None = Field(default=None, ge=1, le=1000)
-    max_extra_gpus: int | None = Field(default=None, ge=0, le=10_000)
+    max_extra_gpus: int | None = Field(default=None, ge=0, le=10_000, alias="maxExtraGPUs")
     analysis: Analysis = Field(default_factory=Analysis)
 
     @field_validator("steps")

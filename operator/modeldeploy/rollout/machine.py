@@ -232,8 +232,12 @@ class _Machine:
             self.update(weight_set_at=self.now_ms, last_analysis_at=None)
         if self.held():
             if commands.resume and commands.resume != handled.resume:
+                # A fresh interval: the metrics source was just fixed, judge it on new data only.
                 self.update(
-                    handled=handled.model_copy(update={"resume": commands.resume}), inconclusive_checks=0
+                    handled=handled.model_copy(update={"resume": commands.resume}),
+                    inconclusive_checks=0,
+                    weight_set_at=self.now_ms,
+                    last_analysis_at=None,
                 )
                 return self.progress()
             return self.keep_held()

@@ -222,8 +222,11 @@ class GatewayAPIRouter:
         if config is None:
             raise ValueError("traffic.gatewayAPI is not set: the Gateway API router has nothing to attach to")
         out = [_route(parent, config, HTTP_ROUTE, parent.name, split, HTTP_PORT)]
-        if config.grpc:
-            out.append(_route(parent, config, GRPC_ROUTE, grpc_route_name(parent), split, GRPC_PORT))
+        if config.grpc is not None:
+            grpc = config.model_copy(
+                update={"parent_refs": config.grpc.parent_refs or config.parent_refs, "hostnames": config.grpc.hostnames}
+            )
+            out.append(_route(parent, grpc, GRPC_ROUTE, grpc_route_name(parent), split, GRPC_PORT))
         return out
 
     def observed_split(self, parent: ObjectRef, objects: list[dict[str, Any]]) -> Split | None:

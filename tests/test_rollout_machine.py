@@ -1,0 +1,345 @@
+"""Sequence tests of the rollout state machine: observations at each tick -> phase, weight, plan.
+
+Each case starts from a Stable v1 and a spec that now asks for v2. A tick says what the world
+looks like (is the canary ready? crashing? what does the analysis say? any command?) and what
+the machine must decide. The driver plays the cluster: Deployments take the sizes and revisions
+the previous decision asked for, ready or not as the tick says.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from modeldeploy.api.resource import ObjectRef, parse_spec
+from modeldeploy.api.status import MetricResult, ModelDeploymentStatus, Phase, Verdict
+from modeldeploy.render.names import Track
+from modeldeploy.render.revision import revision
+from modeldeploy.rollout.machine import Decision, decide, snapshot
+from modeldeploy.rollout.observe import Commands, DeploymentState, Observations, PodsSummary
+
+T0 = datetime.datetime(2026, 11, 24, 12, 0, 0, tzinfo=datetime.UTC)
+PARENT = ObjectRef(name="scorer", namespace="ml", uid="u-1", generation=2)
+
+
+def spec(version: str = "2", **rollout: Any) -> Any:
+    raw: dict[str, Any] = {
+        "model": {"name": "scorer", "version": version, "storageUri": "s3://models/scorer"},
+        "runtime": {"gpus": 1},
+        "scaling": {"minReplicas": 4, "maxReplicas": 4},
+        "traffic": {"gatewayAPI": {"parentRefs": [{"name": "gw"}]}},
+        "rollout": {
+            "steps": [{"weight": 10}, {"weight": 50}],
+            "interval": "1m",
+            "failureThreshold": 2,
+            "progressDeadline": "5m",
+            "analysis": {"metrics": [{"name": "ok", "template": "successRate", "min": 0.99}]},
+            **rollout,
+        },
+    }
+    return parse_spec(raw)
+
+
+V1 = spec("1")
+
+
+def stable_status() -> ModelDeploymentStatus:
+    return ModelDeploymentStatus(
+        phase=Phase.STABLE,
+        stable_revision=revision(V1),
+        stable_model_version="1",
+        stable_spec=snapshot(V1),
+    )
+
+
+@dataclass(frozen=True)
+class Tick:
+    at: float  # seconds after T0
+    canary: str = "ready"  # absent | loading | ready | crashed | unschedulable
+    primary: str = "ready"  # ready | rolling (on the new revision, not ready yet) | stable-only
+    analysis: str | None = None  # pass | fail | inconclusive, when the machine asks
+    commands: Commands = field(default_factory=Commands)
+    # Expectations (None: not checked)
+    phase: Phase | None = None
+    weight: int | None = None
+    step: int | None = None
+    canary_replicas: int | None = None  # -1: no canary track in the plan
+    asked_analysis: bool | None = None
+    reason: str | None = None  # Degraded/Progressing condition reason that must appear
+    history: str | None = None  # result of the newest history entry
+
+
+def _deployment(revision_: str, size: int, ready: bool) -> DeploymentState:
+    return DeploymentState(
+        desired=size,
+        replicas=size,
+        ready=size if ready else 0,
+        updated=size,
+        available=size if ready else 0,
+        up_to_date=True,
+        deadline_exceeded=False,
+        revision=revision_,
+    )
+
+
+def _verdict(kind: str) -> list[MetricResult]:
+    verdict = {"pass": Verdict.PASS, "fail": Verdict.FAIL, "inconclusive": Verdict.INCONCLUSIVE}[kind]
+    value = {"pass": 0.999, "fail": 0.9, "inconclusive": None}[kind]
+    return [MetricResult(name="ok", value=value, verdict=verdict, reason=kind, at="t")]
+
+
+def run_ticks(target: Any, ticks: list[Tick], status: ModelDeploymentStatus | None = None) -> list[Decision]:
+    status = status or stable_status()
+    new_rev = revision(target)
+    last: Decision | None = None
+    decisions = []
+    for tick in ticks:
+        plan = {p.track: p for p in last.tracks} if last else {}
+        canary_size = plan[Track.CANARY].replicas if Track.CANARY in plan else 0
+        canary = None
+        if tick.canary != "absent" and canary_size:
+            canary = _deployment(new_rev, canary_size or 0, tick.canary == "ready")
+        pods = PodsSummary(
+            crashed="pod c-1: container triton CrashLoopBackOff" if tick.canary == "crashed" else None,
+            unschedulable="pod c-1: 0/3 nodes: Insufficient nvidia.com/gpu" if tick.canary == "unschedulable" else None,
+            loading="pod c-1: triton still loading the model" if tick.canary == "loading" else None,
+        )
+        primary_rev = plan[Track.PRIMARY].revision if Track.PRIMARY in plan else revision(V1)
+        primary = _deployment(primary_rev, 4, tick.primary != "rolling")
+        seen = Observations(primary=primary, canary=canary, canary_pods=pods, commands=tick.commands)
+        now = T0 + datetime.timedelta(seconds=tick.at)
+        decision = decide(target, PARENT, status, seen, now)
+        asked = decision.wants_analysis
+        if asked:
+            assert tick.analysis is not None, f"t={tick.at}: the machine asked for analysis, the tick has none"
+            seen = Observations(
+                primary=primary, canary=canary, canary_pods=pods, commands=tick.commands, analysis=_verdict(tick.analysis)
+            )
+            decision = decide(target, PARENT, status, seen, now)
+            assert not decision.wants_analysis
+        got = decision.status
+        where = f"t={tick.at}"
+        if tick.phase is not None:
+            assert got.phase == tick.phase, f"{where}: phase {got.phase}, message {got.message}"
+        if tick.weight is not None:
+            assert decision.split.canary_weight == tick.weight, f"{where}: weight {decision.split}"
+        if tick.step is not None:
+            assert got.step == tick.step, f"{where}: step {got.step}"
+        if tick.asked_analysis is not None:
+            assert asked == tick.asked_analysis, f"{where}: asked for analysis: {asked}"
+        if tick.canary_replicas is not None:
+            tracks = {p.track: p for p in decision.tracks}
+            if tick.canary_replicas == -1:
+                assert Track.CANARY not in tracks, f"{where}: canary still planned"
+            else:
+                assert tracks[Track.CANARY].replicas == tick.canary_replicas, f"{where}: {tracks[Track.CANARY]}"
+        if tick.reason is not None:
+            reasons = {c.reason for c in got.conditions}
+            assert tick.reason in reasons, f"{where}: reasons {reasons}"
+        if tick.history is not None:
+            assert got.history and got.history[0].result == tick.history, f"{where}: history {got.history}"
+        status = got
+        last = decision
+        decisions.append(decision)
+    return decisions
+
+
+CASES: dict[str, tuple[Any, list[Tick]]] = {
+    "good canary walks the steps and is promoted": (
+        spec(),
+        [
+            Tick(0, canary="absent", phase=Phase.PROGRESSING, weight=0, step=0, canary_replicas=1),
+            Tick(5, canary="ready", weight=10, asked_analysis=False),
+            Tick(30, weight=10, asked_analysis=False),  # interval not yet over
+            Tick(66, analysis="pass", step=1, weight=10, canary_replicas=2),  # next step: canary grows first
+            Tick(70, canary="ready", weight=50, step=1),
+            Tick(131, analysis="pass", phase=Phase.PROMOTING, weight=50),
+            Tick(135, primary="rolling", phase=Phase.PROMOTING, weight=50),
+            Tick(150, primary="ready", phase=Phase.STABLE, weight=0, canary_replicas=-1, history="Promoted"),
+        ],
+    ),
+    "failing canary rolls back at the failure threshold": (
+        spec(),
+        [
+            Tick(0, canary="absent"),
+            Tick(5, weight=10),
+            Tick(66, analysis="fail", phase=Phase.PROGRESSING, weight=10, step=0),
+            Tick(127, analysis="fail", phase=Phase.ROLLED_BACK, weight=0, canary_replicas=0, history="RolledBack",
+                 reason="AnalysisFailed"),
+            Tick(200, phase=Phase.ROLLED_BACK, weight=0, asked_analysis=False),  # stays until spec or retry
+        ],
+    ),
+    "inconclusive holds and never promotes, then holds at the limit": (
+        spec(analysis={"metrics": [{"name": "ok", "template": "successRate", "min": 0.99}],
+                       "inconclusive": {"limit": 2, "action": "Hold"}}),
+        [
+            Tick(0, canary="absent"),
+            Tick(5, weight=10),
+            Tick(66, analysis="inconclusive", phase=Phase.PROGRESSING, step=0, reason="AnalysisInconclusive"),
+            Tick(127, analysis="inconclusive", phase=Phase.PAUSED, step=0, weight=10, reason="InconclusiveLimit"),
+            Tick(400, phase=Phase.PAUSED, step=0, asked_analysis=False),
+            Tick(401, commands=Commands(resume="r1"), phase=Phase.PROGRESSING, step=0),
+        ],
+    ),
+    "inconclusive limit with Rollback rolls back": (
+        spec(analysis={"metrics": [{"name": "ok", "template": "successRate", "min": 0.99}],
+                       "inconclusive": {"limit": 1, "action": "Rollback"}}),
+        [
+            Tick(0, canary="absent"),
+            Tick(5, weight=10),
+            Tick(66, analysis="inconclusive", phase=Phase.ROLLED_BACK, reason="AnalysisInconclusive"),
+        ],
+    ),
+    "a crashing canary rolls back at the deadline, named a crash": (
+        spec(),
+        [
+            Tick(0, canary="absent"),
+            Tick(60, canary="crashed", phase=Phase.PROGRESSING, weight=0, reason="CanaryStarting"),
+            Tick(301, canary="crashed", phase=Phase.ROLLED_BACK, reason="CanaryCrashed"),
+        ],
+    ),
+    "a slow model load rolls back at the deadline, named a slow load": (
+        spec(),
+        [
+            Tick(0, canary="absent"),
+            Tick(301, canary="loading", phase=Phase.ROLLED_BACK, reason="ModelLoadTimeout"),
+        ],
+    ),
+    "a GPU budget that cannot fit blocks instead of failing": (
+        spec(maxExtraGPUs=1),
+        [
+            Tick(0, canary="absent", phase=Phase.PROGRESSING, canary_replicas=1),
+            Tick(5, weight=10),
+            Tick(66, analysis="pass", phase=Phase.BLOCKED, step=1, weight=10, canary_replicas=1,
+                 reason="GPUBudgetExceeded"),
+            Tick(200, phase=Phase.BLOCKED, weight=10),
+        ],
+    ),
+    "promote by hand skips the remaining analysis": (
+        spec(),
+        [
+            Tick(0, canary="absent"),
+            Tick(5, weight=10),
+            Tick(10, commands=Commands(promote="p1"), phase=Phase.PROMOTING),
+            Tick(20, commands=Commands(promote="p1"), primary="ready", phase=Phase.STABLE, history="Promoted"),
+        ],
+    ),
+    "abort by hand rolls back": (
+        spec(),
+        [
+            Tick(0, canary="absent"),
+            Tick(5, weight=10),
+            Tick(10, commands=Commands(abort="a1"), phase=Phase.ROLLED_BACK, weight=0, reason="Aborted"),
+            Tick(20, commands=Commands(abort="a1", retry="r1"), phase=Phase.PROGRESSING, step=0, canary="absent"),
+        ],
+    ),
+    "pause holds the step and its timers": (
+        spec(),
+        [
+            Tick(0, canary="absent"),
+            Tick(5, weight=10),
+            Tick(66, commands=Commands(paused=True), phase=Phase.PAUSED, weight=10, asked_analysis=False),
+            Tick(300, commands=Commands(paused=True), phase=Phase.PAUSED, asked_analysis=False),
+            Tick(301, phase=Phase.PROGRESSING, asked_analysis=False),  # resumed: a fresh interval first
+            Tick(362, analysis="pass", step=1),
+        ],
+    ),
+    "a step pause waits after a passing analysis": (
+        spec(steps=[{"weight": 10, "pause": "3m"}, {"weight": 50}]),
+        [
+            Tick(0, canary="absent"),
+            Tick(5, weight=10),
+            Tick(66, analysis="pass", step=0, weight=10),
+            Tick(127, analysis="pass", step=0),
+            Tick(188, analysis="pass", step=1),
+        ],
+    ),
+    "blue-green analyses with no traffic, then switches at once": (
+        spec(strategy="BlueGreen"),
+        [
+            Tick(0, canary="absent", canary_replicas=4, weight=0),
+            Tick(5, weight=0),
+            Tick(66, analysis="pass", step=1, weight=0),
+            Tick(127, analysis="pass", phase=Phase.PROMOTING, weight=100),
+            Tick(130, primary="ready", phase=Phase.STABLE, weight=0),
+        ],
+    ),
+    "no metrics: readiness and the interval gate each step": (
+        spec(analysis={"metrics": []}),
+        [
+            Tick(0, canary="absent"),
+            Tick(5, weight=10),
+            Tick(66, analysis="pass", step=1),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize(("target", "ticks"), list(CASES.values()), ids=list(CASES))
+def test_sequences(target: Any, ticks: list[Tick]) -> None:
+    run_ticks(target, ticks)
+
+
+def test_shadow_mirrors_and_never_sends_live_traffic() -> None:
+    decisions = run_ticks(
+        spec(strategy="Shadow"),
+        [Tick(0, canary="absent"), Tick(5), Tick(66, analysis="pass"), Tick(127, analysis="pass"), Tick(130)],
+    )
+    assert all(d.split.canary_weight == 0 for d in decisions)
+    assert decisions[1].split.mirror
+    assert decisions[-1].status.phase == Phase.STABLE
+
+
+def test_a_b_match_is_part_of_every_split_during_the_rollout() -> None:
+    target = spec(match=[{"headers": {"x-cohort": {"exact": "beta"}}}])
+    decisions = run_ticks(target, [Tick(0, canary="absent"), Tick(5, weight=10)])
+    assert decisions[1].split.match == tuple(target.rollout.match)
+
+
+def test_a_change_mid_rollout_restarts_on_the_newest_revision() -> None:
+    first = run_ticks(spec("2"), [Tick(0, canary="absent"), Tick(5, weight=10)])
+    status = first[-1].status
+    later = decide(spec("3"), PARENT, status, Observations(primary=_deployment(revision(V1), 4, True)), T0)
+    assert later.status.canary_revision == revision(spec("3"))
+    assert later.status.step == 0
+    assert later.status.history[0].result == "Superseded"
+    # The primary keeps the stable revision all along.
+    assert {p.track: p.revision for p in later.tracks}[Track.PRIMARY] == revision(V1)
+
+
+def test_the_primary_keeps_the_stable_revision_for_the_whole_rollout() -> None:
+    decisions = run_ticks(spec(), [Tick(0, canary="absent"), Tick(5), Tick(66, analysis="pass"), Tick(70)])
+    for d in decisions:
+        primary = next(p for p in d.tracks if p.track == Track.PRIMARY)
+        assert primary.revision == revision(V1)
+        assert primary.spec.model.version == "1"
+
+
+def test_reverting_the_spec_to_the_stable_revision_ends_the_rollout() -> None:
+    first = run_ticks(spec("2"), [Tick(0, canary="absent"), Tick(5, weight=10)])
+    back = decide(V1, PARENT, first[-1].status, Observations(primary=_deployment(revision(V1), 4, True)), T0)
+    assert back.status.phase == Phase.STABLE
+    assert back.status.canary_revision is None
+    assert [p.track for p in back.tracks] == [Track.PRIMARY]
+
+
+def test_a_restart_resumes_at_the_same_step() -> None:
+    # Same status in, same decision out: nothing lives in memory.
+    decisions = run_ticks(spec(), [Tick(0, canary="absent"), Tick(5), Tick(66, analysis="pass")])
+    status = decisions[-1].status
+    seen = Observations(
+        primary=_deployment(revision(V1), 4, True), canary=_deployment(revision(spec()), 2, False)
+    )
+    again = decide(spec(), PARENT, status, seen, T0 + datetime.timedelta(seconds=67))
+    assert again.status.step == 1
+    assert again.status.phase == Phase.PROGRESSING
+
+
+def test_an_unchanged_world_yields_an_identical_status() -> None:
+    decisions = run_ticks(spec(), [Tick(0, canary="absent"), Tick(5), Tick(30)])
+    seen = Observations(primary=_deployment(revision(V1), 4, True), canary=_deployment(revision(spec()), 1, True))
+    now = T0 + datetime.timedelta(seconds=31)
+    assert decide(spec(), PARENT, decisions[-1].status, seen, now).status == decisions[-1].status
