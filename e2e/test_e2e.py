@@ -372,11 +372,8 @@ def manifest(namespace: str, version: str) -> dict[str, Any]:
             },
             "scaling": {"minReplicas": 1, "maxReplicas": 1},
             "traffic": {
-                # HTTP only: the suite queries Triton's HTTP port; gRPC would need an HTTPS listener.
-                "gatewayAPI": {
-                    "parentRefs": [{"name": GATEWAY_NAME, "namespace": GATEWAY_NAMESPACE}],
-                    "grpc": False,
-                }
+                # HTTP only (no GRPCRoute): the suite queries Triton's HTTP port through the Gateway.
+                "gatewayAPI": {"parentRefs": [{"name": GATEWAY_NAME, "namespace": GATEWAY_NAMESPACE}]}
             },
             "rollout": {
                 "strategy": "Canary",
