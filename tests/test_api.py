@@ -1,0 +1,492 @@
+"""The API models: defaults, durations, the revision hash, conditions, and errors that name the field."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from modeldeploy.api.base import parse_duration
+from modeldeploy.api.conditions import find_condition, is_true, set_condition
+from modeldeploy.api.resource import InvalidSpecError, parse_spec, parse_status
+from modeldeploy.api.spec import DEFAULT_TRITON_IMAGE, ModelDeploymentSpec
+from modeldeploy.api.status import Condition
+from modeldeploy.render.revision import revision
+
+MODEL = {"name": "fraud_scorer", "version": "7", "storageUri": "s3://models/fraud_scorer/7"}
+MINIMAL: dict[str, Any] = {"model": MODEL}
+
+
+def spec_with(**sections: Any) -> dict[str, Any]:
+    """MINIMAL with whole sections replaced (model sections are merged into MODEL)."""
+    out = copy.deepcopy(MINIMAL)
+    for name, value in sections.items():
+        out[name] = {**MODEL, **value} if name == "model" else value
+    return out
+
+
+def attr(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+# ------------------------------------------------------------------------------------ defaults
+
+
+DEFAULTS = [
+    ("model.backend", "onnxruntime"),
+    ("model.config", None),
+    ("model.storage_secret_ref", None),
+    ("runtime.image", DEFAULT_TRITON_IMAGE),
+    ("runtime.image_pull_policy", "IfNotPresent"),
+    ("runtime.gpus", 1),
+    ("runtime.gpu_resource", None),
+    ("runtime.effective_gpu_resource", "nvidia.com/gpu"),
+    ("runtime.model_load_timeout", "20m"),
+    ("runtime.args", []),
+    ("runtime.tolerations", []),
+    ("scaling.min_replicas", 1),
+    ("scaling.max_replicas", 1),
+    ("scaling.autoscaled", False),
+    ("scaling.metrics", []),
+    ("traffic.router", "replicaRatio"),
+    ("rollout.strategy", "Canary"),
+    ("rollout.interval", "1m"),
+    ("rollout.failure_threshold", 3),
+    ("rollout.progress_deadline", "15m"),
+    ("rollout.match", []),
+    ("rollout.analysis.min_sample_count", 100),
+    ("rollout.analysis.inconclusive.limit", 5),
+    ("rollout.analysis.inconclusive.action", "Hold"),
+    ("rollout.analysis.metrics", []),
+]
+
+
+@pytest.mark.parametrize(("attribute", "expected"), DEFAULTS, ids=[a for a, _ in DEFAULTS])
+def test_defaults(attribute: str, expected: Any) -> None:
+    assert attr(parse_spec(MINIMAL), attribute) == expected
+
+
+def test_default_steps_increase() -> None:
+    assert [s.weight for s in parse_spec(MINIMAL).rollout.steps] == [10, 50]
+
+
+@pytest.mark.parametrize(
+    ("runtime", "expected"),
+    [
+        ({"gpus": 0}, None),
+        ({"gpus": 2}, "nvidia.com/gpu"),
+        ({"gpus": 1, "gpuResource": "nvidia.com/mig-1g.10gb"}, "nvidia.com/mig-1g.10gb"),
+        ({"gpus": 1, "gpuResource": "amd.com/gpu"}, "amd.com/gpu"),
+    ],
+    ids=["cpu-only", "default-resource", "mig-profile", "other-vendor"],
+)
+def test_effective_gpu_resource(runtime: dict[str, Any], expected: str | None) -> None:
+    assert parse_spec(spec_with(runtime=runtime)).runtime.effective_gpu_resource == expected
+
+
+@pytest.mark.parametrize(
+    ("scaling", "autoscaled"),
+    [({"minReplicas": 2, "maxReplicas": 2}, False), ({"minReplicas": 2, "maxReplicas": 3}, True)],
+    ids=["fixed", "range"],
+)
+def test_autoscaled_only_with_a_range(scaling: dict[str, Any], autoscaled: bool) -> None:
+    assert parse_spec(spec_with(scaling=scaling)).scaling.autoscaled is autoscaled
+
+
+@pytest.mark.parametrize(
+    ("traffic", "router"),
+    [
+        ({}, "replicaRatio"),
+        ({"gatewayAPI": {"parentRefs": [{"name": "gw"}]}}, "gatewayAPI"),
+        ({"istio": {}}, "istio"),
+    ],
+    ids=["none", "gateway-api", "istio"],
+)
+def test_router(traffic: dict[str, Any], router: str) -> None:
+    assert parse_spec(spec_with(traffic=traffic)).traffic.router == router
+
+
+def test_spec_is_immutable() -> None:
+    spec = parse_spec(MINIMAL)
+    with pytest.raises(ValueError, match="frozen"):
+        spec.runtime.gpus = 4  # type: ignore[misc]
+
+
+def test_rollout_accepts_max_extra_gpus_as_spelled_in_the_contract() -> None:
+    # DESIGN.md's resource contract spells the GPU budget `maxExtraGPUs` (as `gatewayAPI`); the
+    # generated camelCase name is `maxExtraGpus`, so a manifest written from the contract is rejected.
+    spec = parse_spec(spec_with(rollout={"maxExtraGPUs": 2}))
+    assert spec.rollout.max_extra_gpus == 2
+
+
+# ------------------------------------------------------------------------------------ durations
+
+
+DURATIONS = [
+    ("500ms", 0.5),
+    ("90s", 90),
+    ("5m", 300),
+    ("1h", 3600),
+    ("1m30s", 90),
+    ("1h30m", 5400),
+    ("2h0m5s", 7205),
+    ("0s", 0),
+    ("1s500ms", 1.5),
+]
+
+
+@pytest.mark.parametrize(("text", "seconds"), DURATIONS, ids=[t for t, _ in DURATIONS])
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "5", "m", "1.5m", "-1s", "5 m", "1d", "PT5M", "5M", " 5m"],
+    ids=[
+        "empty",
+        "no-unit",
+        "no-number",
+        "decimal",
+        "negative",
+        "space",
+        "days",
+        "iso-8601",
+        "upper",
+        "lead",
+    ],
+)
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration(text)
+
+
+# ------------------------------------------------------------------------------------- revision
+
+FULL: dict[str, Any] = {
+    "model": {
+        **MODEL,
+        "storageSecretRef": {"name": "creds"},
+        "config": {
+            "maxBatchSize": 8,
+            "dynamicBatching": {"maxQueueDelayMicroseconds": 100},
+            "instanceGroups": [{"kind": "KIND_GPU", "count": 2}],
+        },
+    },
+    "runtime": {"gpus": 1, "resources": {"limits": {"memory": "8Gi"}}, "nodeSelector": {"a": "1", "b": "2"}},
+    "scaling": {"minReplicas": 2, "maxReplicas": 5},
+}
+
+
+def reordered(value: Any) -> Any:
+    """The same data with every mapping's keys in reverse order."""
+    if isinstance(value, dict):
+        return {k: reordered(value[k]) for k in reversed(list(value))}
+    if isinstance(value, list):
+        return [reordered(v) for v in value]
+    return value
+
+
+def rev(raw: dict[str, Any]) -> str:
+    return revision(parse_spec(raw))
+
+
+def test_revision_is_a_short_hex_hash() -> None:
+    value = rev(FULL)
+    assert len(value) == 10
+    assert int(value, 16) >= 0  # a DNS-label-safe suffix for ConfigMap names
+
+
+def test_revision_ignores_key_order() -> None:
+    assert rev(reordered(FULL)) == rev(FULL)
+
+
+def test_revision_is_stable_across_parses() -> None:
+    # A frozen value: a restarted operator computes the same revision for the same spec.
+    assert rev(FULL) == rev(copy.deepcopy(FULL))
+
+
+@pytest.mark.parametrize(
+    "explicit",
+    [
+        spec_with(model={"backend": "onnxruntime"}),
+        spec_with(runtime={"gpus": 1}),
+        spec_with(runtime={"image": DEFAULT_TRITON_IMAGE, "imagePullPolicy": "IfNotPresent"}),
+        spec_with(runtime={"modelLoadTimeout": "20m"}),
+        spec_with(runtime={"resources": {"requests": {}, "limits": {}}, "args": [], "tolerations": []}),
+        spec_with(runtime={"nodeSelector": {}}),
+        spec_with(runtime={"gpuResource": "nvidia.com/gpu"}),
+        spec_with(scaling={"minReplicas": 1, "maxReplicas": 1, "metrics": []}),
+        spec_with(
+            rollout={"strategy": "Canary", "steps": [{"weight": 10}, {"weight": 50}], "interval": "1m"}
+        ),
+        spec_with(traffic={}),
+    ],
+    ids=[
+        "backend",
+        "gpus",
+        "image",
+        "model-load-timeout",
+        "empty-resources-args-tolerations",
+        "empty-node-selector",
+        "gpu-resource",
+        "scaling",
+        "rollout",
+        "traffic",
+    ],
+)
+def test_explicit_default_gives_the_same_revision(explicit: dict[str, Any]) -> None:
+    assert rev(explicit) == rev(MINIMAL)
+
+
+def test_explicit_config_defaults_give_the_same_revision() -> None:
+    omitted = spec_with(model={"config": {"maxBatchSize": 4, "instanceGroups": [{}]}})
+    explicit = spec_with(
+        model={
+            "config": {
+                "maxBatchSize": 4,
+                "instanceGroups": [{"kind": "KIND_GPU", "count": 1}],
+                "parameters": {},
+            }
+        }
+    )
+    assert rev(explicit) == rev(omitted)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"model": {**FULL["model"], "version": "8"}},
+        {"model": {**FULL["model"], "storageUri": "s3://models/fraud_scorer/8"}},
+        {"model": {**FULL["model"], "backend": "tensorrt"}},
+        {"model": {**FULL["model"], "config": {**FULL["model"]["config"], "maxBatchSize": 16}}},
+        {"model": {**FULL["model"], "storageSecretRef": {"name": "other-creds"}}},
+        {"runtime": {**FULL["runtime"], "image": "nvcr.io/nvidia/tritonserver:25.11-py3"}},
+        {"runtime": {**FULL["runtime"], "gpus": 2}},
+        {"runtime": {**FULL["runtime"], "args": ["--log-verbose=1"]}},
+        {"runtime": {**FULL["runtime"], "resources": {"limits": {"memory": "16Gi"}}}},
+        {"runtime": {**FULL["runtime"], "gpuResource": "nvidia.com/mig-1g.10gb"}},
+        {"runtime": {**FULL["runtime"], "nodeSelector": {"a": "1"}}},
+    ],
+    ids=[
+        "model-version",
+        "storage-uri",
+        "backend",
+        "config",
+        "storage-secret",
+        "image",
+        "gpus",
+        "triton-args",
+        "resources",
+        "gpu-resource",
+        "node-selector",
+    ],
+)
+def test_pod_changes_give_a_new_revision(change: dict[str, Any]) -> None:
+    assert rev({**FULL, **change}) != rev(FULL)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"scaling": {"minReplicas": 3, "maxReplicas": 30, "metrics": [{"cpu": {"averageUtilization": 50}}]}},
+        {"scaling": {"minReplicas": 2, "maxReplicas": 5, "behavior": {"scaleDown": {}}}},
+        {"traffic": {"gatewayAPI": {"parentRefs": [{"name": "gw"}]}}},
+        {"traffic": {"istio": {"hosts": ["m.example.com"]}}},
+        {"rollout": {"steps": [{"weight": 5}, {"weight": 20, "pause": "5m"}], "interval": "30s"}},
+        {"rollout": {"strategy": "BlueGreen", "failureThreshold": 5, "analysis": {"minSampleCount": 10}}},
+    ],
+    ids=["scaling", "hpa-behavior", "gateway-api", "istio", "canary-steps", "strategy-and-analysis"],
+)
+def test_scaling_traffic_and_rollout_changes_keep_the_revision(change: dict[str, Any]) -> None:
+    # Editing how a model is scaled, routed or rolled out must not start a canary of itself.
+    assert rev({**FULL, **change}) == rev(FULL)
+
+
+# ----------------------------------------------------------------------------------- conditions
+
+T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
+
+
+def ready(status: str, reason: str = "Serving", at: str = T0) -> Condition:
+    return Condition(
+        type="Ready", status=status, reason=reason, message="", last_transition_time=at, observed_generation=1
+    )
+
+
+@pytest.mark.parametrize(
+    ("before", "status", "expected_time"),
+    [
+        ([], "True", T1),
+        ([ready("True")], "True", T0),
+        ([ready("False", "Loading")], "False", T0),
+        ([ready("True")], "False", T1),
+        ([ready("False", "Loading")], "True", T1),
+        ([ready("Unknown", "Starting")], "True", T1),
+    ],
+    ids=["new", "still-true", "still-false", "true-to-false", "false-to-true", "unknown-to-true"],
+)
+def test_last_transition_time_moves_only_when_status_flips(
+    before: list[Condition], status: str, expected_time: str
+) -> None:
+    after = set_condition(
+        before, type="Ready", status=status, reason="Changed", message="m", now=T1, observed_generation=2
+    )
+    found = find_condition(after, "Ready")
+    assert found is not None
+    assert found.last_transition_time == expected_time
+    # Reason, message and observedGeneration are always current, even when the time stays.
+    assert (found.status, found.reason, found.message, found.observed_generation) == (
+        status,
+        "Changed",
+        "m",
+        2,
+    )
+
+
+def test_set_condition_keeps_other_conditions_sorted_and_does_not_mutate() -> None:
+    degraded = Condition(type="Degraded", status="False", reason="AsExpected", last_transition_time=T0)
+    before = [ready("True"), degraded]
+    after = set_condition(
+        before, type="Progressing", status="True", reason="Rolling", message="", now=T1, observed_generation=1
+    )
+    assert [c.type for c in after] == ["Degraded", "Progressing", "Ready"]
+    assert after[0] == degraded
+    assert [c.type for c in before] == ["Ready", "Degraded"]
+    assert (
+        len(
+            set_condition(
+                after, type="Ready", status="True", reason="R", message="", now=T1, observed_generation=1
+            )
+        )
+        == 3
+    )
+
+
+@pytest.mark.parametrize(
+    ("conditions", "expected"),
+    [([], False), ([ready("True")], True), ([ready("False")], False), ([ready("Unknown")], False)],
+    ids=["absent", "true", "false", "unknown"],
+)
+def test_is_true(conditions: list[Condition], expected: bool) -> None:
+    assert is_true(conditions, "Ready") is expected
+
+
+def test_condition_serialises_as_metav1_condition() -> None:
+    dumped = ready("True").model_dump(by_alias=True, exclude_none=True)
+    assert set(dumped) == {"type", "status", "reason", "message", "lastTransitionTime", "observedGeneration"}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [None, {}, {"phase": "Exploded"}, {"conditions": "nope"}],
+    ids=["none", "empty", "unknown-phase", "malformed-conditions"],
+)
+def test_unreadable_status_is_treated_as_empty(raw: dict[str, Any] | None) -> None:
+    assert parse_status(raw) == parse_status({})
+
+
+def test_status_tolerates_fields_from_a_newer_operator() -> None:
+    assert parse_status({"phase": "Stable", "futureField": 1}).phase == "Stable"
+
+
+# ------------------------------------------------------------------------- errors name the field
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (None, "spec: required"),
+        ({}, "spec: required"),
+        (
+            spec_with(scaling={"minReplicas": 3, "maxReplicas": 2}),
+            "spec.scaling.minReplicas: minReplicas must be less than or equal to maxReplicas",
+        ),
+        (spec_with(runtime={"gpus": 1, "gpu": 1}), "spec.runtime.gpu: unknown field"),
+        (spec_with(model={"config": {"maxBatch": 3}}), "spec.model.config.maxBatch: unknown field"),
+        (spec_with(extra={"a": 1}), "spec.extra: unknown field"),
+        (
+            spec_with(scaling={"maxReplicas": 3, "metrics": [{"cpu": {"averageUtilization": 50}}, {}]}),
+            "spec.scaling.metrics[1]: set exactly one of cpu, memory, queueTimeMicroseconds or raw",
+        ),
+        (
+            spec_with(rollout={"steps": [{"weight": 5}, {"weight": 101}]}),
+            "spec.rollout.steps[1].weight: Input should be less than or equal to 100",
+        ),
+        (
+            spec_with(traffic={"gatewayAPI": {"parentRefs": [{"port": 80}]}}),
+            "spec.traffic.gatewayAPI.parentRefs[0].name: Field required",
+        ),
+        (
+            spec_with(traffic={"istio": {}}, rollout={"match": [{"headers": {"x-cohort": {}}}]}),
+            "spec.rollout.match[0].headers.x-cohort: set exactly one of exact, prefix or regex",
+        ),
+        (
+            spec_with(rollout={"steps": [{"weight": 50}, {"weight": 20}]}),
+            "spec.rollout.steps: weights must increase step by step: step 1 has weight 20, step 0 has 50",
+        ),
+        (
+            spec_with(runtime={"gpus": 0, "gpuResource": "nvidia.com/gpu"}),
+            "spec.runtime.gpus: gpuResource is set but gpus is 0: "
+            "ask for at least one GPU or drop gpuResource",
+        ),
+        (
+            spec_with(runtime={"modelLoadTimeout": "2s"}),
+            "spec.runtime.modelLoadTimeout: must be between 10s and 6h",
+        ),
+    ],
+    ids=[
+        "no-spec",
+        "empty-spec",
+        "min-above-max-names-min-replicas",
+        "unknown-field",
+        "unknown-nested-field",
+        "unknown-section",
+        "list-index",
+        "nested-list-index",
+        "required-in-list",
+        "map-key",
+        "steps-not-increasing",
+        "gpu-resource-names-gpus",
+        "duration-bounds",
+    ],
+)
+def test_error_names_the_field(raw: dict[str, Any] | None, expected: str) -> None:
+    with pytest.raises(InvalidSpecError) as caught:
+        parse_spec(raw)
+    assert expected in caught.value.problems
+
+
+def test_union_members_never_appear_in_paths() -> None:
+    # A quantity is int | str: pydantic reports both members, tagged "int" and "constrained-str".
+    with pytest.raises(InvalidSpecError) as caught:
+        parse_spec(spec_with(runtime={"resources": {"limits": {"memory": "lots"}}}))
+    paths = {p.split(": ", 1)[0] for p in caught.value.problems}
+    assert paths == {"spec.runtime.resources.limits.memory"}
+
+
+def test_every_problem_is_reported_once_each_naming_its_field() -> None:
+    raw = {"model": {"version": 7}, "runtime": {"gpus": -1}, "scaling": {"minReplicas": 0}}
+    with pytest.raises(InvalidSpecError) as caught:
+        parse_spec(raw)
+    problems = caught.value.problems
+    assert [p.split(": ", 1)[0] for p in problems] == [
+        "spec.model.name",
+        "spec.model.storageUri",
+        "spec.model.version",
+        "spec.runtime.gpus",
+        "spec.scaling.minReplicas",
+    ]
+    assert len(set(problems)) == len(problems)
+    assert str(caught.value) == "; ".join(problems)
+
+
+def test_valid_spec_round_trips_through_its_wire_form() -> None:
+    spec = parse_spec(FULL)
+    wire = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert ModelDeploymentSpec.model_validate(wire) == spec
+    assert "storageUri" in wire["model"]
+    assert "storage_uri" not in wire["model"]

@@ -1,0 +1,138 @@
+"""Golden manifests: what `modeldeploy render -f examples/<each>.yaml` prints, reviewed in git.
+
+A change to any renderer shows up here as a diff of real manifests, the way a GitOps reviewer sees it.
+Regenerate after an intended change with `make golden` (UPDATE_GOLDEN=1 pytest tests/test_golden.py),
+then read the diff before committing it.
+
+Every rendered object is also validated: built-in kinds against the official schemas of the newest
+Kubernetes that kubernetes-validate knows (strict), custom resources (PodMonitor, HTTPRoute, ...)
+against their upstream CRDs in ../shared/third-party-crds/.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from modeldeploy.cli import main, render_document
+from modeldeploy.render.options import RenderOptions
+from validation import K8S_VERSION, REPO_ROOT, is_third_party, validate_k8s, validate_third_party
+
+EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.yaml"))
+GOLDEN_DIR = Path(__file__).with_name("golden")
+UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
+REGENERATE = "make golden   (or: UPDATE_GOLDEN=1 .venv/bin/pytest -q tests/test_golden.py)"
+
+
+def render(example: Path) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for doc in yaml.safe_load_all(example.read_text()):
+        if doc:
+            out += render_document(doc, RenderOptions())
+    return out
+
+
+def rendered_text(example: Path) -> str:
+    # Exactly what `modeldeploy render -f` prints, so `diff <(modeldeploy render -f ...) golden` is empty.
+    return yaml.safe_dump_all(render(example), sort_keys=False)
+
+
+def golden_path(example: Path) -> Path:
+    return GOLDEN_DIR / example.name
+
+
+def rendered_objects() -> list[Any]:
+    params = []
+    for example in EXAMPLES:
+        for obj in render(example):
+            name = f"{example.stem}:{obj['kind']}/{obj['metadata']['name']}"
+            params.append(pytest.param(obj, id=name))
+    return params
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e.stem for e in EXAMPLES])
+def test_render_matches_golden(example: Path) -> None:
+    text = rendered_text(example)
+    golden = golden_path(example)
+    if UPDATE:
+        GOLDEN_DIR.mkdir(exist_ok=True)
+        golden.write_text(text)
+        return
+    assert golden.exists(), f"no golden file for {example.name}; create it with:\n    {REGENERATE}"
+    expected = golden.read_text()
+    if text != expected:
+        diff = difflib.unified_diff(
+            expected.splitlines(), text.splitlines(), f"golden/{golden.name}", "rendered", lineterm="", n=3
+        )
+        shown = "\n".join(list(diff)[:80])
+        pytest.fail(
+            f"rendering examples/{example.name} changed; if intended, regenerate and review the diff:\n"
+            f"    {REGENERATE}\n{shown}",
+            pytrace=False,
+        )
+
+
+def test_every_golden_file_has_an_example() -> None:
+    stale = sorted(
+        p.name for p in GOLDEN_DIR.glob("*.yaml") if not (REPO_ROOT / "examples" / p.name).exists()
+    )
+    if UPDATE:
+        for name in stale:
+            (GOLDEN_DIR / name).unlink()
+        return
+    assert not stale, f"golden files without an example: {stale}; regenerate with:\n    {REGENERATE}"
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e.stem for e in EXAMPLES])
+def test_cli_render_prints_the_golden(example: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["render", "-f", str(example)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert captured.out == rendered_text(example)
+
+
+def test_examples_render_the_expected_kinds() -> None:
+    kinds = {obj["kind"] for example in EXAMPLES for obj in render(example)}
+    assert {"Deployment", "Service", "ConfigMap", "HorizontalPodAutoscaler", "PodMonitor"} <= kinds
+
+
+@pytest.mark.parametrize("obj", rendered_objects())
+def test_rendered_object_is_valid(obj: dict[str, Any]) -> None:
+    if is_third_party(obj):
+        validate_third_party(obj)
+    else:
+        validate_k8s(obj, K8S_VERSION)
+
+
+def test_validation_catches_a_broken_deployment() -> None:
+    # The validators must be able to fail: an unknown field and a wrong type are both caught.
+    (deployment,) = [
+        o for o in render(REPO_ROOT / "examples" / "fraud-scorer.yaml") if o["kind"] == "Deployment"
+    ]
+    broken = yaml.safe_load(yaml.safe_dump(deployment))
+    broken["spec"]["template"]["spec"]["containers"][0]["gpus"] = 1
+    with pytest.raises(AssertionError, match="gpus"):
+        validate_k8s(broken)
+    broken = yaml.safe_load(yaml.safe_dump(deployment))
+    broken["spec"]["replicas"] = "two"
+    with pytest.raises(AssertionError, match="replicas"):
+        validate_k8s(broken)
+
+
+def test_validation_catches_a_broken_pod_monitor() -> None:
+    (monitor,) = [
+        o for o in render(REPO_ROOT / "examples" / "fraud-scorer.yaml") if o["kind"] == "PodMonitor"
+    ]
+    broken = yaml.safe_load(yaml.safe_dump(monitor))
+    broken["spec"]["podMetricsEndpoints"][0]["relabelings"][0]["action"] = "rename"
+    with pytest.raises(AssertionError, match="action"):
+        validate_third_party(broken)
+    broken = yaml.safe_load(yaml.safe_dump(monitor))
+    broken["spec"]["podMetricsEndpoint"] = broken["spec"].pop("podMetricsEndpoints")
+    with pytest.raises(AssertionError, match="podMetricsEndpoint: unknown field"):
+        validate_third_party(broken)
