@@ -468,6 +468,15 @@ def test_union_members_never_appear_in_paths() -> None:
     assert paths == {"spec.runtime.resources.limits.memory"}
 
 
+def test_a_bad_map_key_is_named_by_the_key() -> None:
+    # pydantic locates a dict-key error at (..., key, "[key]"); users wrote no "[key]".
+    raw = spec_with(traffic={"istio": {}}, rollout={"match": [{"headers": {"x cohort": {"exact": "b"}}}]})
+    with pytest.raises(InvalidSpecError) as caught:
+        parse_spec(raw)
+    (problem,) = caught.value.problems
+    assert problem.startswith("spec.rollout.match[0].headers.x cohort: ")
+
+
 def test_every_problem_is_reported_once_each_naming_its_field() -> None:
     raw = {"model": {"version": 7}, "runtime": {"gpus": -1}, "scaling": {"minReplicas": 0}}
     with pytest.raises(InvalidSpecError) as caught:
