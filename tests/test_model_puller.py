@@ -4,13 +4,16 @@
   serving good and malicious tar.gz/zip archives; the puller runs in-process, loaded from its path.
 - pvc: a temporary directory stands in for the claim's mount (--pvc-mount-root).
 - s3 and gs: moto's S3 server and gcp-storage-emulator on loopback, with the puller run as a
-  subprocess by the Python of a separate virtualenv that mirrors the image (requirements.txt):
-  boto3's botocore pins python-dateutil<3, which the operator's kubernetes client cannot share.
+  subprocess by the Python of a separate virtualenv (.tools/puller-venv, built on first use) that
+  mirrors the image (requirements.txt) plus the two emulators: boto3's botocore pins
+  python-dateutil<3, which the operator's kubernetes client (>=3) cannot share.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import importlib.util
 import io
 import json
@@ -35,9 +38,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PULLER_PATH = ROOT / "runtime-images" / "model-puller" / "puller.py"
-PULLER_VENV_PYTHON = Path(
-    os.environ.get("MODELDEPLOY_PULLER_PYTHON", ROOT / ".tools" / "puller-venv" / "bin" / "python")
-)
+PULLER_REQUIREMENTS = PULLER_PATH.parent / "requirements.txt"
+PULLER_VENV = ROOT / ".tools" / "puller-venv"
+# The emulators the s3/gs tests run, installed beside the image's own requirements.
+PULLER_TEST_DEPS = ("moto[server]==5.2.5", "gcp-storage-emulator==2026.7.19")
 
 TOKEN = "s3cr3t-bearer-token-value"  # a test token that must never be printed
 SIGNATURE = "X-Amz-Signature=deadbeefcafe0123"
@@ -702,15 +706,31 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60
 
 @pytest.fixture(scope="session")
 def puller_python() -> Path:
-    if not PULLER_VENV_PYTHON.exists():
-        message = (
-            f"{PULLER_VENV_PYTHON} is missing: the puller's own virtualenv "
-            "(runtime-images/model-puller/requirements.txt + moto[server] + gcp-storage-emulator)"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(message)  # in CI the Makefile builds it: a missing one is a bug, not a skip
-        pytest.skip(message)
-    return PULLER_VENV_PYTHON
+    """The Python of .tools/puller-venv, built on first use (about 40 s) and whenever its pins change.
+
+    MODELDEPLOY_PULLER_PYTHON points at another interpreter that has the same packages instead."""
+    override = os.environ.get("MODELDEPLOY_PULLER_PYTHON")
+    if override:
+        return Path(override)
+    pins = PULLER_REQUIREMENTS.read_bytes() + "\n".join(PULLER_TEST_DEPS).encode()
+    stamp = PULLER_VENV / f".installed-{hashlib.sha256(pins).hexdigest()[:12]}"
+    python = PULLER_VENV / "bin" / "python"
+    PULLER_VENV.parent.mkdir(parents=True, exist_ok=True)
+    with open(PULLER_VENV.parent / "puller-venv.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time (pytest-xdist, parallel runs)
+        if not stamp.exists():
+            shutil.rmtree(PULLER_VENV, ignore_errors=True)
+            steps = [
+                [sys.executable, "-m", "venv", str(PULLER_VENV)],
+                [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                 "-r", str(PULLER_REQUIREMENTS), *PULLER_TEST_DEPS],
+            ]  # fmt: skip
+            for step in steps:
+                done = subprocess.run(step, capture_output=True, text=True, timeout=900)
+                if done.returncode != 0:
+                    pytest.fail(f"building {PULLER_VENV} failed: {' '.join(step)}\n{done.stderr[-3000:]}")
+            stamp.touch()
+    return python
 
 
 @contextlib.contextmanager
