@@ -136,3 +136,21 @@ def test_validation_catches_a_broken_pod_monitor() -> None:
     broken["spec"]["podMetricsEndpoint"] = broken["spec"].pop("podMetricsEndpoints")
     with pytest.raises(AssertionError, match="podMetricsEndpoint: unknown field"):
         validate_third_party(broken)
+
+
+@pytest.mark.parametrize(
+    ("namespaces", "valid"),
+    [(("a", "b"), True), (("a", "a"), False)],
+    ids=["same-name-two-namespaces", "same-parent-twice"],
+)
+def test_cel_rules_see_escaped_property_names(namespaces: tuple[str, str], valid: bool) -> None:
+    # Gateway API's parentRefs rules read p.__namespace__ (namespace is a CEL reserved word): only with
+    # Kubernetes' property-name escaping do two Gateways of the same name in two namespaces differ.
+    (route,) = [o for o in render(REPO_ROOT / "examples" / "gateway-canary.yaml") if o["kind"] == "HTTPRoute"]
+    route = yaml.safe_load(yaml.safe_dump(route))
+    route["spec"]["parentRefs"] = [{"name": "gw", "namespace": ns} for ns in namespaces]
+    if valid:
+        validate_third_party(route)
+    else:
+        with pytest.raises(AssertionError, match=r"\[cel\] spec"):
+            validate_third_party(route)

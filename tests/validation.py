@@ -335,18 +335,41 @@ def _field_path(field_path: str) -> str:
     return field_path.replace("['", ".").replace("']", "")
 
 
+# Kubernetes hands CEL an object's declared properties under escaped names (apiserver/pkg/cel/escaping.go):
+# a CEL reserved word becomes __word__ (`p.__namespace__`), and in other names "__", ".", "-" and "/"
+# become __underscores__, __dot__, __dash__ and __slash__. Map keys (additionalProperties) are not escaped.
+_CEL_RESERVED = {
+    "true", "false", "null", "in", "as", "break", "const", "continue", "else", "for", "function", "if",
+    "import", "let", "loop", "package", "namespace", "return", "var", "void", "while",
+}  # fmt: skip
+_CEL_ESCAPES = (("__", "__underscores__"), (".", "__dot__"), ("-", "__dash__"), ("/", "__slash__"))
+
+
+def cel_property_name(name: str) -> str:
+    """The name under which CEL rules see the declared property `name`."""
+    if name in _CEL_RESERVED:
+        return f"__{name}__"
+    for raw, escaped in _CEL_ESCAPES:
+        name = name.replace(raw, escaped)
+    return name
+
+
 def cel_value(value: Any, schema: Mapping[str, Any] | None) -> Any:
-    """`value` typed as Kubernetes hands it to CEL: `type: number` fields are doubles even when the
-    YAML says 2, so that `self.ratio > 1` behaves as on the API server."""
+    """`value` as Kubernetes hands it to CEL: declared property names escaped (cel_property_name), and
+    `type: number` fields as doubles even when the YAML says 2, so that `self.ratio > 1` behaves as on
+    the API server."""
     if not schema:
         return value
     if isinstance(value, Mapping):
         props = schema.get("properties", {})
         extra = schema.get("additionalProperties")
-        return {
-            k: cel_value(v, props.get(k) or (extra if isinstance(extra, Mapping) else None))
-            for k, v in value.items()
-        }
+        out = {}
+        for key, sub in value.items():
+            if key in props:
+                out[cel_property_name(key)] = cel_value(sub, props[key])
+            else:
+                out[key] = cel_value(sub, extra if isinstance(extra, Mapping) else None)
+        return out
     if isinstance(value, list):
         return [cel_value(v, schema.get("items")) for v in value]
     if schema.get("type") == "number" and isinstance(value, int) and not isinstance(value, bool):
