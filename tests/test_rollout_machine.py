@@ -104,7 +104,9 @@ def run_ticks(target: Any, ticks: list[Tick], status: ModelDeploymentStatus | No
             canary = _deployment(new_rev, canary_size or 0, tick.canary == "ready")
         pods = PodsSummary(
             crashed="pod c-1: container triton CrashLoopBackOff" if tick.canary == "crashed" else None,
-            unschedulable="pod c-1: 0/3 nodes: Insufficient nvidia.com/gpu" if tick.canary == "unschedulable" else None,
+            unschedulable="pod c-1: 0/3 nodes: Insufficient nvidia.com/gpu"
+            if tick.canary == "unschedulable"
+            else None,
             loading="pod c-1: triton still loading the model" if tick.canary == "loading" else None,
         )
         primary_rev = plan[Track.PRIMARY].revision if Track.PRIMARY in plan else revision(V1)
@@ -114,9 +116,15 @@ def run_ticks(target: Any, ticks: list[Tick], status: ModelDeploymentStatus | No
         decision = decide(target, PARENT, status, seen, now)
         asked = decision.wants_analysis
         if asked:
-            assert tick.analysis is not None, f"t={tick.at}: the machine asked for analysis, the tick has none"
+            assert tick.analysis is not None, (
+                f"t={tick.at}: the machine asked for analysis, the tick has none"
+            )
             seen = Observations(
-                primary=primary, canary=canary, canary_pods=pods, commands=tick.commands, analysis=_verdict(tick.analysis)
+                primary=primary,
+                canary=canary,
+                canary_pods=pods,
+                commands=tick.commands,
+                analysis=_verdict(tick.analysis),
             )
             decision = decide(target, PARENT, status, seen, now)
             assert not decision.wants_analysis
@@ -135,7 +143,9 @@ def run_ticks(target: Any, ticks: list[Tick], status: ModelDeploymentStatus | No
             if tick.canary_replicas == -1:
                 assert Track.CANARY not in tracks, f"{where}: canary still planned"
             else:
-                assert tracks[Track.CANARY].replicas == tick.canary_replicas, f"{where}: {tracks[Track.CANARY]}"
+                assert tracks[Track.CANARY].replicas == tick.canary_replicas, (
+                    f"{where}: {tracks[Track.CANARY]}"
+                )
         if tick.reason is not None:
             reasons = {c.reason for c in got.conditions}
             assert tick.reason in reasons, f"{where}: reasons {reasons}"
@@ -167,26 +177,48 @@ CASES: dict[str, tuple[Any, list[Tick]]] = {
             Tick(0, canary="absent"),
             Tick(5, weight=10),
             Tick(66, analysis="fail", phase=Phase.PROGRESSING, weight=10, step=0),
-            Tick(127, analysis="fail", phase=Phase.ROLLED_BACK, weight=0, canary_replicas=0, history="RolledBack",
-                 reason="AnalysisFailed"),
+            Tick(
+                127,
+                analysis="fail",
+                phase=Phase.ROLLED_BACK,
+                weight=0,
+                canary_replicas=0,
+                history="RolledBack",
+                reason="AnalysisFailed",
+            ),
             Tick(200, phase=Phase.ROLLED_BACK, weight=0, asked_analysis=False),  # stays until spec or retry
         ],
     ),
     "inconclusive holds and never promotes, then holds at the limit": (
-        spec(analysis={"metrics": [{"name": "ok", "template": "successRate", "min": 0.99}],
-                       "inconclusive": {"limit": 2, "action": "Hold"}}),
+        spec(
+            analysis={
+                "metrics": [{"name": "ok", "template": "successRate", "min": 0.99}],
+                "inconclusive": {"limit": 2, "action": "Hold"},
+            }
+        ),
         [
             Tick(0, canary="absent"),
             Tick(5, weight=10),
             Tick(66, analysis="inconclusive", phase=Phase.PROGRESSING, step=0, reason="AnalysisInconclusive"),
-            Tick(127, analysis="inconclusive", phase=Phase.PAUSED, step=0, weight=10, reason="InconclusiveLimit"),
+            Tick(
+                127,
+                analysis="inconclusive",
+                phase=Phase.PAUSED,
+                step=0,
+                weight=10,
+                reason="InconclusiveLimit",
+            ),
             Tick(400, phase=Phase.PAUSED, step=0, asked_analysis=False),
             Tick(401, commands=Commands(resume="r1"), phase=Phase.PROGRESSING, step=0),
         ],
     ),
     "inconclusive limit with Rollback rolls back": (
-        spec(analysis={"metrics": [{"name": "ok", "template": "successRate", "min": 0.99}],
-                       "inconclusive": {"limit": 1, "action": "Rollback"}}),
+        spec(
+            analysis={
+                "metrics": [{"name": "ok", "template": "successRate", "min": 0.99}],
+                "inconclusive": {"limit": 1, "action": "Rollback"},
+            }
+        ),
         [
             Tick(0, canary="absent"),
             Tick(5, weight=10),
@@ -213,8 +245,15 @@ CASES: dict[str, tuple[Any, list[Tick]]] = {
         [
             Tick(0, canary="absent", phase=Phase.PROGRESSING, canary_replicas=1),
             Tick(5, weight=10),
-            Tick(66, analysis="pass", phase=Phase.BLOCKED, step=1, weight=10, canary_replicas=1,
-                 reason="GPUBudgetExceeded"),
+            Tick(
+                66,
+                analysis="pass",
+                phase=Phase.BLOCKED,
+                step=1,
+                weight=10,
+                canary_replicas=1,
+                reason="GPUBudgetExceeded",
+            ),
             Tick(200, phase=Phase.BLOCKED, weight=10),
         ],
     ),
@@ -224,7 +263,9 @@ CASES: dict[str, tuple[Any, list[Tick]]] = {
             Tick(0, canary="absent"),
             Tick(5, weight=10),
             Tick(10, commands=Commands(promote="p1"), phase=Phase.PROMOTING),
-            Tick(20, commands=Commands(promote="p1"), primary="ready", phase=Phase.STABLE, history="Promoted"),
+            Tick(
+                20, commands=Commands(promote="p1"), primary="ready", phase=Phase.STABLE, history="Promoted"
+            ),
         ],
     ),
     "abort by hand rolls back": (
@@ -233,7 +274,13 @@ CASES: dict[str, tuple[Any, list[Tick]]] = {
             Tick(0, canary="absent"),
             Tick(5, weight=10),
             Tick(10, commands=Commands(abort="a1"), phase=Phase.ROLLED_BACK, weight=0, reason="Aborted"),
-            Tick(20, commands=Commands(abort="a1", retry="r1"), phase=Phase.PROGRESSING, step=0, canary="absent"),
+            Tick(
+                20,
+                commands=Commands(abort="a1", retry="r1"),
+                phase=Phase.PROGRESSING,
+                step=0,
+                canary="absent",
+            ),
         ],
     ),
     "pause holds the step and its timers": (
@@ -340,6 +387,8 @@ def test_a_restart_resumes_at_the_same_step() -> None:
 
 def test_an_unchanged_world_yields_an_identical_status() -> None:
     decisions = run_ticks(spec(), [Tick(0, canary="absent"), Tick(5), Tick(30)])
-    seen = Observations(primary=_deployment(revision(V1), 4, True), canary=_deployment(revision(spec()), 1, True))
+    seen = Observations(
+        primary=_deployment(revision(V1), 4, True), canary=_deployment(revision(spec()), 1, True)
+    )
     now = T0 + datetime.timedelta(seconds=31)
     assert decide(spec(), PARENT, decisions[-1].status, seen, now).status == decisions[-1].status

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
 import os
@@ -14,7 +15,15 @@ from typing import Any
 import yaml
 
 from modeldeploy import __version__
-from modeldeploy.api.base import API_VERSION, KIND
+from modeldeploy.api.base import (
+    ABORT_ANNOTATION,
+    API_VERSION,
+    KIND,
+    PAUSED_ANNOTATION,
+    PROMOTE_ANNOTATION,
+    RESUME_ANNOTATION,
+    RETRY_ANNOTATION,
+)
 from modeldeploy.api.crd import CRD_FILENAME, crd_yaml
 from modeldeploy.api.resource import InvalidSpecError, ObjectRef, parse_spec
 from modeldeploy.render.names import MAX_NAME_LENGTH
@@ -138,6 +147,108 @@ def cmd_crd(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------ manual control
+
+# verb -> (annotation, value or None for a fresh token, what it does)
+CONTROL: dict[str, tuple[str, str | None, str]] = {
+    "promote": (PROMOTE_ANNOTATION, None, "promote the canary now, skipping the remaining analysis"),
+    "abort": (ABORT_ANNOTATION, None, "roll the canary back now"),
+    "retry": (RETRY_ANNOTATION, None, "start a rolled-back revision's rollout again"),
+    "pause": (PAUSED_ANNOTATION, "true", "hold the rollout at its current step"),
+    "resume": (PAUSED_ANNOTATION, None, "continue a paused or held rollout"),
+}
+
+
+def _client() -> Any:
+    from modeldeploy.adapters.kube import KubeClient, configuration
+
+    return KubeClient(configuration(os.environ.get("MODELDEPLOY_SERVER")))
+
+
+def _namespace(args: argparse.Namespace) -> str:
+    if args.namespace:
+        return str(args.namespace)
+    from modeldeploy.adapters.kube import default_namespace
+
+    return default_namespace()
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    from modeldeploy.adapters.kube import KubeError
+
+    annotation, value, _ = CONTROL[args.command]
+    token = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if args.command == "resume":
+        # Clear the pause, and hand a token to a rollout held by inconclusive analysis.
+        changes: dict[str, str | None] = {PAUSED_ANNOTATION: None, RESUME_ANNOTATION: token}
+    else:
+        changes = {annotation: value if value is not None else token}
+    namespace = _namespace(args)
+    client = _client()
+    try:
+        client.annotate(namespace, args.name, changes)
+    except KubeError as error:
+        print(f"error: {KIND} {namespace}/{args.name}: {error.message or error.reason}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    print(f"{KIND} {namespace}/{args.name}: {args.command} requested")
+    return 0
+
+
+def format_status(obj: dict[str, Any]) -> str:
+    meta, spec, status = obj.get("metadata", {}), obj.get("spec", {}), obj.get("status") or {}
+    lines = [
+        f"{KIND} {meta.get('namespace')}/{meta.get('name')}  model {spec.get('model', {}).get('name')} "
+        f"version {spec.get('model', {}).get('version')}",
+        f"  phase:     {status.get('phase', '-')}  {status.get('message', '')}",
+        f"  stable:    {status.get('stableRevision', '-')} (version {status.get('stableModelVersion', '-')})",
+    ]
+    if status.get("canaryRevision"):
+        lines.append(
+            f"  canary:    {status['canaryRevision']}  step {int(status.get('step') or 0) + 1}, "
+            f"weight {status.get('canaryWeight', 0)}%, failed checks {status.get('failedChecks', 0)}"
+        )
+    lines.append(
+        f"  ready:     {status.get('readyReplicas', 0)}/{status.get('replicas', 0)}  {status.get('url', '')}"
+    )
+    for result in status.get("analysis") or []:
+        primary = result.get("primaryValue")
+        vs = f" (primary {primary:.4g})" if isinstance(primary, int | float) else ""
+        value = result.get("value")
+        shown = f"{value:.4g}" if isinstance(value, int | float) else "no data"
+        lines.append(
+            f"  analysis:  {result['name']} = {shown}{vs}: {result['verdict']} {result.get('reason', '')}"
+        )
+    for cond in status.get("conditions") or []:
+        lines.append(f"  {cond['type']:<10} {cond['status']:<5} {cond['reason']}: {cond.get('message', '')}")
+    for entry in status.get("history") or []:
+        lines.append(
+            f"  history:   {entry['at']} {entry['result']} {entry['revision']} "
+            f"v{entry.get('modelVersion', '')}: {entry.get('reason', '')}"
+        )
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from modeldeploy.adapters.kube import MODEL_DEPLOYMENT, KubeError
+
+    namespace = _namespace(args)
+    client = _client()
+    try:
+        obj = client.get(MODEL_DEPLOYMENT, namespace, args.name)
+    except KubeError as error:
+        print(f"error: {error.message or error.reason}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    if obj is None:
+        print(f"error: {KIND} {namespace}/{args.name} not found", file=sys.stderr)
+        return 1
+    print(format_status(obj))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from modeldeploy.demo import main as demo_main
 
@@ -183,6 +294,16 @@ def parser() -> argparse.ArgumentParser:
     crd = sub.add_parser("crd", help="print the CustomResourceDefinition, or write it with --output")
     crd.add_argument("-o", "--output", help="a file, or a directory to write " + CRD_FILENAME + " into")
     crd.set_defaults(func=cmd_crd)
+
+    for verb, (_, _, what) in CONTROL.items():
+        control = sub.add_parser(verb, help=what)
+        control.add_argument("name", help="the ModelDeployment")
+        control.add_argument("-n", "--namespace", help="default: the current kubeconfig context's")
+        control.set_defaults(func=cmd_control)
+    status = sub.add_parser("status", help="show a ModelDeployment's rollout, analysis and history")
+    status.add_argument("name")
+    status.add_argument("-n", "--namespace")
+    status.set_defaults(func=cmd_status)
 
     demo = sub.add_parser("demo", help="run the real operator against a local Kubernetes API emulator")
     demo.add_argument("--examples", default="examples", help="directory of ModelDeployment YAML files")

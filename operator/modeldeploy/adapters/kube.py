@@ -7,6 +7,7 @@ KubeError so that the shell above never imports `kubernetes`.
 
 from __future__ import annotations
 
+import datetime
 import json
 import threading
 from collections.abc import Mapping
@@ -106,6 +107,20 @@ def configuration(server: str | None = None, token: str | None = None) -> Config
     return config
 
 
+def default_namespace() -> str:
+    """The namespace of the current kubeconfig context, as kubectl uses it; in a pod, the pod's own."""
+    try:
+        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as handle:
+            return handle.read().strip() or "default"
+    except OSError:
+        pass
+    try:
+        _, current = kubernetes.config.list_kube_config_contexts()
+    except (kubernetes.config.ConfigException, OSError):
+        return "default"
+    return str((current or {}).get("context", {}).get("namespace") or "default")
+
+
 class KubeClient:
     """Synchronous and thread-safe: kopf runs our sync handlers in its thread pool."""
 
@@ -193,6 +208,43 @@ class KubeClient:
             "PATCH", path, body={"status": dict(status)}, content_type="application/merge-patch+json"
         )
         return result
+
+    def annotate(self, namespace: str, name: str, annotations: Mapping[str, str | None]) -> dict[str, Any]:
+        """Merge-patch a ModelDeployment's annotations: the CLI's manual control, never the operator."""
+        path = f"{MODEL_DEPLOYMENT.collection(namespace)}/{name}"
+        body = {"metadata": {"annotations": dict(annotations)}}
+        result: dict[str, Any] = self._call(
+            "PATCH", path, body=body, content_type="application/merge-patch+json"
+        )
+        return result
+
+    def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event about `involved` (a ModelDeployment body), as `kubectl describe` shows them."""
+        meta = involved.get("metadata", {})
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        namespace = str(meta.get("namespace") or "default")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta.get('name', 'modeldeployment')}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion", MODEL_DEPLOYMENT.api_version),
+                "kind": involved.get("kind", MODEL_DEPLOYMENT.kind),
+                "name": meta.get("name"),
+                "namespace": namespace,
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": self._field_manager},
+            "reportingComponent": self._field_manager,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self._call("POST", f"/api/v1/namespaces/{namespace}/events", body=event)
 
     def crd_installed(self, name: str) -> bool:
         return self.get(CRD, None, name) is not None

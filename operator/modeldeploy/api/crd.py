@@ -80,6 +80,11 @@ def _structural(node: Any) -> Any:
     if node.get(PRESERVE_KEY):
         node.pop("additionalProperties", None)
         node.setdefault("type", "object")
+    if "patternProperties" in node:
+        # A CRD cannot constrain map keys (the API server forbids patternProperties): the value schema
+        # becomes additionalProperties, and the key pattern stays with the operator's own validation.
+        (value_schema,) = node.pop("patternProperties").values()
+        node["additionalProperties"] = value_schema
     if "properties" in node:
         node.pop("additionalProperties", None)
         node["properties"] = {k: _structural(v) for k, v in node["properties"].items()}

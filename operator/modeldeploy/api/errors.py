@@ -19,6 +19,17 @@ def field_path(loc: Sequence[int | str], root: str = "spec") -> str:
     return path
 
 
+class FieldError(ValueError):
+    """A cross-field problem blamed on one field, the one the twin CEL rule's fieldPath names.
+
+    Raise it from a model validator; `at` is the field's path relative to that model, spelled as a
+    CEL fieldPath (".minReplicas", ".rollout.strategy")."""
+
+    def __init__(self, at: str, message: str) -> None:
+        super().__init__(message)
+        self.at = tuple(part for part in at.split(".") if part)
+
+
 def _clean(msg: str) -> str:
     # pydantic prefixes messages from our own validators with "Value error, ".
     return msg.removeprefix("Value error, ")
@@ -28,7 +39,10 @@ def describe(error: ValidationError, root: str = "spec") -> list[str]:
     """One line per problem, each naming the field: "spec.scaling.minReplicas: ..."."""
     lines: list[str] = []
     for item in error.errors(include_url=False):
-        loc = [p for p in item["loc"] if not _is_union_tag(p)]
+        loc = [p for p in item["loc"] if not _is_union_tag(p) and p != "[key]"]
+        cause = (item.get("ctx") or {}).get("error")
+        if isinstance(cause, FieldError):
+            loc += cause.at
         message = _clean(str(item["msg"]))
         if item["type"] == "extra_forbidden":
             message = "unknown field"

@@ -22,6 +22,7 @@ from modeldeploy.api.base import (
     cel,
     parse_duration,
 )
+from modeldeploy.api.errors import FieldError
 
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
 DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
@@ -114,8 +115,9 @@ class ModelConfig(Model):
     @model_validator(mode="after")
     def _batching_needs_batches(self) -> ModelConfig:
         if self.dynamic_batching is not None and self.max_batch_size == 0:
-            raise ValueError(
-                "dynamicBatching needs maxBatchSize > 0: Triton cannot batch a model that does not batch"
+            raise FieldError(
+                ".dynamicBatching",
+                "dynamicBatching needs maxBatchSize > 0: Triton cannot batch a model that does not batch",
             )
         return self
 
@@ -173,7 +175,9 @@ class Runtime(Model):
     @model_validator(mode="after")
     def _gpu_resource_needs_gpus(self) -> Runtime:
         if self.gpu_resource is not None and self.gpus == 0:
-            raise ValueError("gpuResource is set but gpus is 0: ask for at least one GPU or drop gpuResource")
+            raise FieldError(
+                ".gpus", "gpuResource is set but gpus is 0: ask for at least one GPU or drop gpuResource"
+            )
         return self
 
     @field_validator("model_load_timeout")
@@ -269,7 +273,7 @@ class Scaling(Model):
     @model_validator(mode="after")
     def _bounds(self) -> Scaling:
         if self.min_replicas > self.max_replicas:
-            raise ValueError("minReplicas must be less than or equal to maxReplicas")
+            raise FieldError(".minReplicas", "minReplicas must be less than or equal to maxReplicas")
         return self
 
     @property
@@ -317,9 +321,10 @@ class GatewayAPI(Model):
     @model_validator(mode="after")
     def _distinct_hostnames(self) -> GatewayAPI:
         if self.grpc is not None and set(self.grpc.hostnames) & set(self.hostnames):
-            raise ValueError(
+            raise FieldError(
+                ".grpc.hostnames",
                 "grpc.hostnames must not repeat the HTTPRoute's hostnames: Gateway API rejects a GRPCRoute "
-                "that shares a hostname with an HTTPRoute on the same listener"
+                "that shares a hostname with an HTTPRoute on the same listener",
             )
         return self
 
@@ -521,7 +526,7 @@ class Rollout(Model):
     @model_validator(mode="after")
     def _canary_has_steps(self) -> Rollout:
         if self.strategy == Strategy.CANARY and not self.steps:
-            raise ValueError("a Canary rollout needs at least one step")
+            raise FieldError(".steps", "a Canary rollout needs at least one step")
         return self
 
     @field_validator("interval", "progress_deadline")
@@ -576,16 +581,20 @@ class ModelDeploymentSpec(Model):
             and self.runtime.gpus == 0
             and any(g.kind == InstanceKind.KIND_GPU for g in config.instance_groups)
         ):
-            raise ValueError("model.config.instanceGroups asks for KIND_GPU but runtime.gpus is 0")
+            raise FieldError(
+                ".runtime.gpus", "model.config.instanceGroups asks for KIND_GPU but runtime.gpus is 0"
+            )
         routed = self.traffic.router != "replicaRatio"
         if not routed and self.rollout.strategy == Strategy.SHADOW:
-            raise ValueError(
+            raise FieldError(
+                ".rollout.strategy",
                 "rollout.strategy Shadow mirrors traffic and needs traffic.gatewayAPI or traffic.istio; "
-                "the replica-ratio fallback cannot mirror"
+                "the replica-ratio fallback cannot mirror",
             )
         if not routed and self.rollout.match:
-            raise ValueError(
+            raise FieldError(
+                ".rollout.match",
                 "rollout.match pins requests by header and needs traffic.gatewayAPI or traffic.istio; "
-                "the replica-ratio fallback cannot match headers"
+                "the replica-ratio fallback cannot match headers",
             )
         return self

@@ -13,9 +13,9 @@ import asyncio
 import contextlib
 import logging
 import threading
-from dataclasses import dataclass
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any
 
 import kopf
 
@@ -84,10 +84,6 @@ class Coalescer:
             raise
 
 
-def post_event(body: Mapping[str, Any], event: Event) -> None:
-    kopf.event(cast(Any, body), type=event.type, reason=event.reason, message=event.message[:1024])
-
-
 def _owner(body: Mapping[str, Any]) -> str | None:
     for ref in body.get("metadata", {}).get("ownerReferences") or []:
         if ref.get("kind") == KIND and ref.get("apiVersion", "").startswith(f"{GROUP}/"):
@@ -109,6 +105,15 @@ def register(
 ) -> Registration:
     """Register every handler into `registry`."""
     client = kube or KubeClient(configuration(config.server, config.token))
+
+    def post_event(body: Mapping[str, Any], event: Event) -> None:
+        # Posted with our own client rather than kopf.event(): passes also run from timers and the
+        # resync loop, outside kopf's handler context, and an Event must not be lost there.
+        try:
+            client.post_event(body, event.type, event.reason, event.message)
+        except KubeError as error:
+            log.warning("could not post event %s: %s", event.reason, error)
+
     reconciler = Reconciler(
         client, RenderOptions(puller_image=config.puller_image), post_event, config.prometheus_url
     )
@@ -116,6 +121,7 @@ def register(
     resync: dict[str, asyncio.Task[None]] = {}
     timers: dict[Key, asyncio.TimerHandle] = {}
     loop_ref: dict[str, asyncio.AbstractEventLoop] = {}
+    pending: set[asyncio.Task[None]] = set()
 
     def wake_later(key: Key, delay: float) -> None:
         """A timed pass (an analysis interval, a pause, a deadline): kept in memory only, because
@@ -132,7 +138,8 @@ def register(
 
         def fire() -> None:
             timers.pop(key, None)
-            loop.run_in_executor(None, safe_pass, key)
+            pending.add(task := loop.create_task(asyncio.to_thread(safe_pass, key)))
+            task.add_done_callback(pending.discard)
 
         loop.call_soon_threadsafe(arm)
 

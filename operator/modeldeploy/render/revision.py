@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from modeldeploy.api.spec import ModelDeploymentSpec
+from modeldeploy.api.spec import DEFAULT_GPU_RESOURCE, ModelDeploymentSpec
 
 
 def revision(spec: ModelDeploymentSpec) -> str:
@@ -14,7 +14,14 @@ def revision(spec: ModelDeploymentSpec) -> str:
     # explicitly yields the same revision as omitting it.
     material = {
         "model": spec.model.model_dump(mode="json", by_alias=True),
-        "runtime": spec.runtime.model_dump(mode="json", by_alias=True),
+        "runtime": {
+            **spec.runtime.model_dump(mode="json", by_alias=True),
+            # Unset means nvidia.com/gpu: writing that out must not start a canary (nor may this
+            # normalisation change the revision of objects that leave it unset).
+            "gpuResource": None
+            if spec.runtime.effective_gpu_resource == DEFAULT_GPU_RESOURCE
+            else spec.runtime.gpu_resource,
+        },
     }
     encoded = json.dumps(material, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(encoded).hexdigest()[:10]

@@ -19,10 +19,11 @@ from typing import Any
 
 import kopf
 
-from modeldeploy.api.base import GROUP, PLURAL, VERSION
+from modeldeploy.api.base import GROUP, KIND, PLURAL, VERSION
 from modeldeploy.api.crd import crd
 from modeldeploy.handlers.config import OperatorConfig
 from modeldeploy.handlers.operator import Registration, register
+from modeldeploy.sim import APPLY_PATCH
 from modeldeploy.sim.emulator import ClusterEmulator
 from modeldeploy.sim.serving import EmulatorThread
 
@@ -157,8 +158,28 @@ class LocalCluster:
     # ------------------------------------------------------------------------------- objects
 
     def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        """Create or replace an object, as `kubectl apply` would (status is the server's)."""
-        return self.emulator.put_object(manifest)
+        """`kubectl apply --server-side`: create, or apply over the existing object; its status,
+        which belongs to the operator, is left alone."""
+        meta = manifest.get("metadata") or {}
+        if manifest.get("kind") != KIND:
+            return self.emulator.put_object(manifest)
+        # Server-side apply creates a missing object too; status is never the applier's to set.
+        return self.emulator.patch_object(
+            GROUP,
+            VERSION,
+            PLURAL,
+            str(meta.get("namespace")),
+            str(meta.get("name")),
+            {k: v for k, v in manifest.items() if k != "status"},
+            content_type=APPLY_PATCH,
+            manager="kubectl",
+        )
+
+    def annotate(self, namespace: str, name: str, annotations: Mapping[str, str | None]) -> dict[str, Any]:
+        """What `modeldeploy promote|abort|retry|pause|resume` does: a merge patch of annotations."""
+        return self.emulator.patch_object(
+            GROUP, VERSION, PLURAL, namespace, name, {"metadata": {"annotations": dict(annotations)}}
+        )
 
     def model_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.emulator.get_object(GROUP, VERSION, PLURAL, namespace, name)
