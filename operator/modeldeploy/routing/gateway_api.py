@@ -224,7 +224,10 @@ class GatewayAPIRouter:
         out = [_route(parent, config, HTTP_ROUTE, parent.name, split, HTTP_PORT)]
         if config.grpc is not None:
             grpc = config.model_copy(
-                update={"parent_refs": config.grpc.parent_refs or config.parent_refs, "hostnames": config.grpc.hostnames}
+                update={
+                    "parent_refs": config.grpc.parent_refs or config.parent_refs,
+                    "hostnames": config.grpc.hostnames,
+                }
             )
             out.append(_route(parent, grpc, GRPC_ROUTE, grpc_route_name(parent), split, GRPC_PORT))
         return out
