@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test lint unit crd golden bench tools clean
+.PHONY: demo test lint unit crd golden bench tools clean e2e
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,21 +17,28 @@ $(STAMP): pyproject.toml
 # Debian packages and binaries the tests need, installed by the project, never by hand.
 tools: $(STAMP)
 	@bash scripts/install-tools.sh
+	@bash scripts/install-prometheus.sh
 
-demo: $(STAMP)
-	$(BIN)/modeldeploy demo
+demo: tools
+	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/modeldeploy demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check operator tests bench e2e
-	$(BIN)/ruff format --check operator tests bench e2e
+	$(BIN)/ruff check operator tests bench e2e runtime-images
+	$(BIN)/ruff format --check operator tests bench e2e runtime-images
 	$(BIN)/mypy
+	$(BIN)/mypy --strict --ignore-missing-imports runtime-images/model-puller/puller.py
 	$(BIN)/lint-imports
 
 unit: $(STAMP)
 	$(BIN)/pytest -q
 
 test: tools lint
-	$(BIN)/pytest -q
+	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/pytest -q
+
+# Opt-in: a real cluster (kind) made by e2e/setup-kind.sh; see docs/e2e.md.
+e2e: $(STAMP)
+	$(BIN)/pip install --quiet '.[e2e]'
+	$(BIN)/pytest e2e/ -v --kubeconfig $${MODELDEPLOY_E2E_KUBECONFIG:-.tools/e2e/kubeconfig}
 
 crd: $(STAMP)
 	$(BIN)/modeldeploy crd --output crds/

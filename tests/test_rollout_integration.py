@@ -14,7 +14,7 @@ import pytest
 from modeldeploy.handlers.config import OperatorConfig
 from modeldeploy.rollout import clock
 from modeldeploy.sim.cluster import LocalCluster
-from prometheus_fixture import PrometheusServer, pod_target
+from prometheus_fixture import PrometheusServer, pod_target, require_prometheus
 from triton_exporter import Traffic, TritonExporter
 
 pytestmark = pytest.mark.integration
@@ -72,7 +72,7 @@ def prometheus(exporters: tuple[TritonExporter, TritonExporter]) -> Iterator[Pro
         pod_target(primary.address, namespace=NS, name=NAME, track="primary"),
         pod_target(canary.address, namespace=NS, name=NAME, track="canary"),
     ]
-    with PrometheusServer(targets) as server:
+    with PrometheusServer(targets, binary=require_prometheus()) as server:
         yield server
 
 

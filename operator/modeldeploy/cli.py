@@ -25,10 +25,10 @@ from modeldeploy.api.base import (
     RETRY_ANNOTATION,
 )
 from modeldeploy.api.crd import CRD_FILENAME, crd_yaml
-from modeldeploy.api.resource import InvalidSpecError, ObjectRef, parse_spec
-from modeldeploy.render.names import MAX_NAME_LENGTH
+from modeldeploy.api.resource import InvalidSpecError, ObjectRef
 from modeldeploy.render.options import DEFAULT_PULLER_IMAGE, RenderOptions
 from modeldeploy.rollout.plan import steady_children
+from modeldeploy.rollout.validate import validate
 
 OFFLINE_UID = "00000000-0000-0000-0000-000000000000"  # the API server assigns the real one
 
@@ -93,22 +93,14 @@ def load_documents(path: str) -> list[dict[str, Any]]:
 
 
 def render_document(doc: dict[str, Any], options: RenderOptions) -> list[dict[str, Any]]:
-    """The children of one ModelDeployment manifest; raises InvalidSpecError naming the field."""
+    """The children of one ModelDeployment at rest; raises InvalidSpecError as the operator would."""
+    spec = validate(doc)
     meta = doc.get("metadata") or {}
-    name = str(meta.get("name") or "")
-    problems = []
-    if not name:
-        problems.append("metadata.name: required")
-    elif len(name) > MAX_NAME_LENGTH:
-        problems.append(f"metadata.name: at most {MAX_NAME_LENGTH} characters")
-    try:
-        spec = parse_spec(doc.get("spec"))
-    except InvalidSpecError as error:
-        problems += error.problems
-    if problems:
-        raise InvalidSpecError(problems)
     parent = ObjectRef(
-        name=name, namespace=str(meta.get("namespace") or "default"), uid=OFFLINE_UID, generation=1
+        name=str(meta["name"]),
+        namespace=str(meta.get("namespace") or "default"),
+        uid=OFFLINE_UID,
+        generation=1,
     )
     return steady_children(parent, spec, options)
 

@@ -16,15 +16,15 @@ from typing import Any
 
 from modeldeploy.adapters.kube import KINDS, Kind, KubeClient, KubeError, kind_of
 from modeldeploy.adapters.prometheus import PrometheusProvider, run
-from modeldeploy.analysis.templates import TemplateError, context_for, plan
+from modeldeploy.analysis.templates import context_for, plan
 from modeldeploy.analysis.verdicts import evaluate
 from modeldeploy.api.base import GROUP, VERSION
-from modeldeploy.api.resource import InvalidSpecError, ObjectRef, object_ref, parse_spec, parse_status
+from modeldeploy.api.resource import InvalidSpecError, ObjectRef, object_ref, parse_status
 from modeldeploy.api.spec import ModelDeploymentSpec
 from modeldeploy.api.status import MetricResult, ModelDeploymentStatus
 from modeldeploy.handlers import metrics
 from modeldeploy.render.compare import needs_apply, stamped
-from modeldeploy.render.names import MAX_NAME_LENGTH, NAME_LABEL, TRACK_LABEL, Track, deployment_name
+from modeldeploy.render.names import NAME_LABEL, TRACK_LABEL, Track, deployment_name
 from modeldeploy.render.options import RenderOptions
 from modeldeploy.rollout import clock
 from modeldeploy.rollout.events import Event, transition_events
@@ -32,6 +32,7 @@ from modeldeploy.rollout.machine import Decision, decide
 from modeldeploy.rollout.observe import Observations, commands, deployment_state, pods_summary
 from modeldeploy.rollout.plan import children
 from modeldeploy.rollout.steady import invalid_status
+from modeldeploy.rollout.validate import validate
 
 log = logging.getLogger("modeldeploy.reconciler")
 
@@ -172,25 +173,6 @@ class Reconciler:
         metrics.RECONCILES.labels(result=result).inc()
         return requeue
 
-    def _validate(self, body: Mapping[str, Any]) -> ModelDeploymentSpec:
-        name = str(body.get("metadata", {}).get("name", ""))
-        problems = []
-        if len(name) > MAX_NAME_LENGTH:
-            problems.append(f"metadata.name: at most {MAX_NAME_LENGTH} characters (children append -primary)")
-        try:
-            spec = parse_spec(body.get("spec"))
-        except InvalidSpecError as error:
-            raise InvalidSpecError(problems + error.problems) from None
-        try:
-            plan(
-                spec.rollout.analysis, context_for("ns", name or "x", spec.rollout.interval, spec.model.name)
-            )
-        except (TemplateError, ValueError) as error:
-            problems.append(f"spec.rollout.analysis.metrics: {error}")
-        if problems:
-            raise InvalidSpecError(problems)
-        return spec
-
     def _reconcile(self, body: Mapping[str, Any]) -> tuple[str, float | None]:
         meta = body.get("metadata", {})
         if meta.get("deletionTimestamp"):
@@ -199,7 +181,7 @@ class Reconciler:
         old = parse_status(body.get("status"))
         now = self._clock()
         try:
-            spec = self._validate(body)
+            spec = validate(body)
         except InvalidSpecError as error:
             # Children are left exactly as they are: a bad edit must not take a serving model down.
             new = invalid_status(parent, old, error.problems, clock.iso(now))

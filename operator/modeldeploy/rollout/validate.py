@@ -1,0 +1,34 @@
+"""Everything the operator checks before acting on a ModelDeployment, shared by the reconciler
+and `modeldeploy render`, so that an offline render rejects exactly what the operator would."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from modeldeploy.analysis.templates import TemplateError, check_custom
+from modeldeploy.api.resource import InvalidSpecError, parse_spec
+from modeldeploy.api.spec import ModelDeploymentSpec
+from modeldeploy.render.names import MAX_NAME_LENGTH
+
+
+def validate(body: Mapping[str, Any]) -> ModelDeploymentSpec:
+    """The parsed spec, or InvalidSpecError listing every problem, each naming its field."""
+    name = str((body.get("metadata") or {}).get("name") or "")
+    problems: list[str] = []
+    if not name:
+        problems.append("metadata.name: required")
+    elif len(name) > MAX_NAME_LENGTH:
+        problems.append(f"metadata.name: at most {MAX_NAME_LENGTH} characters (children append -primary)")
+    try:
+        spec = parse_spec(body.get("spec"))
+    except InvalidSpecError as error:
+        raise InvalidSpecError(problems + error.problems) from None
+    for index, metric in enumerate(spec.rollout.analysis.metrics):
+        try:
+            check_custom(metric)
+        except TemplateError as error:
+            problems.append(f"spec.rollout.analysis.metrics[{index}].query: {error}")
+    if problems:
+        raise InvalidSpecError(problems)
+    return spec
