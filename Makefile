@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
+PY_DIRS := $(wildcard operator tests bench e2e runtime-images)
+
 .PHONY: demo test lint unit crd golden bench tools clean e2e
 
 $(STAMP): pyproject.toml
@@ -23,8 +25,8 @@ demo: tools
 	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/modeldeploy demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check operator tests bench e2e runtime-images
-	$(BIN)/ruff format --check operator tests bench e2e runtime-images
+	$(BIN)/ruff check $(PY_DIRS)
+	$(BIN)/ruff format --check $(PY_DIRS)
 	$(BIN)/mypy
 	$(BIN)/mypy --strict --ignore-missing-imports runtime-images/model-puller/puller.py
 	$(BIN)/lint-imports
