@@ -4,7 +4,7 @@ Deliberately no create/update/delete handlers and no timers or daemons: those ma
 bookkeeping on the object (a last-handled-configuration annotation, progress in status, and a
 finalizer for timers and daemons), which shows up in GitOps diffs and blocks deletion while the
 operator is down. Instead every watch event and a periodic resync run the same level-triggered
-pass, and kopf writes nothing to a ModelDeployment at all. docs/operations.md says more.
+pass, and kopf writes nothing to a ModelDeployment at all (README: "GitOps with Argo CD").
 """
 
 from __future__ import annotations
