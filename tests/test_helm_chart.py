@@ -548,7 +548,10 @@ def test_pod_disruption_budget_never_blocks_drains_by_default() -> None:
 # ---------------------------------------------------------------------------------------------------
 # RBAC
 
-CHILD_VERBS = ("get", "list", "watch", "create", "patch", "delete")
+# Children kopf watches (a change wakes their owner); children only the resync repairs; the PodMonitor,
+# which is always wanted while its CRD exists, so never deleted. No get: the operator reads children by list.
+WATCHED_CHILD_VERBS = ("list", "watch", "create", "patch", "delete")
+ROUTE_VERBS = ("list", "create", "patch", "delete")
 NAMESPACED_RULES: set[Rule] = {
     ("modeldeploy.io", "modeldeployments", "get"),
     ("modeldeploy.io", "modeldeployments", "list"),
@@ -561,18 +564,23 @@ NAMESPACED_RULES: set[Rule] = {
             ("", "services"),
             ("", "configmaps"),
             ("autoscaling", "horizontalpodautoscalers"),
-            ("monitoring.coreos.com", "podmonitors"),
+        ]
+        for verb in WATCHED_CHILD_VERBS
+    ),
+    *(
+        (group, resource, verb)
+        for group, resource in [
             ("gateway.networking.k8s.io", "httproutes"),
             ("gateway.networking.k8s.io", "grpcroutes"),
             ("networking.istio.io", "virtualservices"),
         ]
-        for verb in CHILD_VERBS
+        for verb in ROUTE_VERBS
     ),
+    ("monitoring.coreos.com", "podmonitors", "list"),
+    ("monitoring.coreos.com", "podmonitors", "create"),
+    ("monitoring.coreos.com", "podmonitors", "patch"),
     ("", "pods", "list"),
     ("", "events", "create"),
-    ("", "events", "patch"),
-    ("events.k8s.io", "events", "create"),
-    ("events.k8s.io", "events", "patch"),
 }
 CRD_RULES: set[Rule] = {
     ("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")
@@ -594,7 +602,7 @@ def test_no_rbac_rule_has_a_wildcard(case: tuple[str, dict[str, Any], list[Manif
 def test_cluster_mode_rbac_is_exact() -> None:
     manifests = render_chart({})
     scopes = rbac_rules_by_scope(manifests)
-    assert scopes == {None: NAMESPACED_RULES | CRD_RULES | NAMESPACE_RULES}
+    assert scopes == {None: NAMESPACED_RULES | CRD_RULES}
     assert find(manifests, "Role") == []
     assert find(manifests, "RoleBinding") == []
 
@@ -603,12 +611,12 @@ def test_cluster_mode_rbac_is_exact() -> None:
 def test_namespaced_mode_rbac_is_exact() -> None:
     manifests = render_chart(VALUE_CASES["namespaced"])
     assert rbac_rules_by_scope(manifests) == {
-        None: CRD_RULES,
+        None: CRD_RULES | NAMESPACE_RULES,
         "team-a": NAMESPACED_RULES,
         "team-b": NAMESPACED_RULES,
     }
-    assert rules_in_namespace(manifests, "team-a") == NAMESPACED_RULES | CRD_RULES
-    assert rules_in_namespace(manifests, "elsewhere") == CRD_RULES
+    assert rules_in_namespace(manifests, "team-a") == NAMESPACED_RULES | CRD_RULES | NAMESPACE_RULES
+    assert rules_in_namespace(manifests, "elsewhere") == CRD_RULES | NAMESPACE_RULES
 
 
 def test_operator_never_gets_secrets(case: tuple[str, dict[str, Any], list[Manifest]]) -> None:
@@ -625,7 +633,7 @@ def test_rbac_binds_the_operator_service_account() -> None:
     assert find(manifests, "ServiceAccount") == []
     pod = operator_deployment(manifests)["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "existing-operator-sa"
-    assert rbac_rules(manifests) == NAMESPACED_RULES | CRD_RULES | NAMESPACE_RULES
+    assert rbac_rules(manifests) == NAMESPACED_RULES | CRD_RULES
 
 
 @needs_helm

@@ -85,39 +85,41 @@ pod spec and never reads the Secret, so it cannot leak the model store's credent
 - apiGroups: [modeldeploy.io]
   resources: [modeldeployments/status]
   verbs: [patch]
-# The children of a ModelDeployment, applied with server-side apply (a patch) and owned by it, so the
-# garbage collector deletes them with it. delete: children no longer wanted (e.g. a finished canary).
+# The children of a ModelDeployment, applied with server-side apply (a patch; create when the apply
+# makes the object) and owned by it, so the garbage collector deletes them with it. list: the
+# reconciler reads its children by label; watch: kopf wakes the owner when one of these changes;
+# delete: children no longer wanted (a finished canary, the HPA turned off). No get: never read singly.
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [services, configmaps]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [list, watch, create, patch, delete]
+# Scrape config for analysis: always wanted while its CRD is installed, so never deleted (the garbage
+# collector removes it with its owner). Not watched: the periodic resync repairs hand edits.
 - apiGroups: [monitoring.coreos.com]
   resources: [podmonitors]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [list, create, patch]
 # A canary that is not ready: the operator lists its pods to tell a crash or an unschedulable pod
 # (fail fast) from a model that is still loading (wait). Read-only, and list only.
 - apiGroups: [""]
   resources: [pods]
   verbs: [list]
-# Canary traffic routing, whichever router spec.traffic names.
+# Canary traffic routing, whichever router spec.traffic names; pruned when the router changes. Not
+# watched: the periodic resync repairs hand edits.
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes, grpcroutes]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [list, create, patch, delete]
 - apiGroups: [networking.istio.io]
   resources: [virtualservices]
-  verbs: [get, list, watch, create, patch, delete]
-# Events that explain each rollout step, in both event APIs.
+  verbs: [list, create, patch, delete]
+# Events that explain each rollout step: always a new core/v1 Event (never patched, never events.k8s.io).
 - apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
-- apiGroups: [events.k8s.io]
-  resources: [events]
-  verbs: [create, patch]
+  verbs: [create]
 {{- end }}
 
 {{/* Cluster-scoped access, needed in both modes: kopf discovers resources through CRDs, and the operator
