@@ -19,10 +19,15 @@ MINIMAL: dict[str, Any] = {"model": MODEL}
 
 
 def spec_with(**sections: Any) -> dict[str, Any]:
-    """MINIMAL with whole sections replaced (model sections are merged into MODEL)."""
+    """MINIMAL with whole sections replaced (model sections are merged into MODEL).
+
+    An autoscaled spec with no runtime gets CPU and memory requests, which utilization targets need."""
     out = copy.deepcopy(MINIMAL)
     for name, value in sections.items():
         out[name] = {**MODEL, **value} if name == "model" else value
+    scaling = out.get("scaling") or {}
+    if scaling.get("maxReplicas", 1) > scaling.get("minReplicas", 1) and "runtime" not in out:
+        out["runtime"] = {"resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}
     return out
 
 
@@ -44,7 +49,7 @@ DEFAULTS = [
     ("runtime.gpus", 1),
     ("runtime.gpu_resource", None),
     ("runtime.effective_gpu_resource", "nvidia.com/gpu"),
-    ("runtime.model_load_timeout", "20m"),
+    ("runtime.model_load_timeout", "15m"),
     ("runtime.args", []),
     ("runtime.tolerations", []),
     ("scaling.min_replicas", 1),
@@ -176,7 +181,11 @@ FULL: dict[str, Any] = {
             "instanceGroups": [{"kind": "KIND_GPU", "count": 2}],
         },
     },
-    "runtime": {"gpus": 1, "resources": {"limits": {"memory": "8Gi"}}, "nodeSelector": {"a": "1", "b": "2"}},
+    "runtime": {
+        "gpus": 1,
+        "resources": {"requests": {"cpu": "2"}, "limits": {"memory": "8Gi"}},
+        "nodeSelector": {"a": "1", "b": "2"},
+    },
     "scaling": {"minReplicas": 2, "maxReplicas": 5},
 }
 
@@ -215,7 +224,7 @@ def test_revision_is_stable_across_parses() -> None:
         spec_with(model={"backend": "onnxruntime"}),
         spec_with(runtime={"gpus": 1}),
         spec_with(runtime={"image": DEFAULT_TRITON_IMAGE, "imagePullPolicy": "IfNotPresent"}),
-        spec_with(runtime={"modelLoadTimeout": "20m"}),
+        spec_with(runtime={"modelLoadTimeout": "15m"}),
         spec_with(runtime={"resources": {"requests": {}, "limits": {}}, "args": [], "tolerations": []}),
         spec_with(runtime={"nodeSelector": {}}),
         spec_with(runtime={"gpuResource": "nvidia.com/gpu"}),
@@ -267,7 +276,12 @@ def test_explicit_config_defaults_give_the_same_revision() -> None:
         {"runtime": {**FULL["runtime"], "image": "nvcr.io/nvidia/tritonserver:25.11-py3"}},
         {"runtime": {**FULL["runtime"], "gpus": 2}},
         {"runtime": {**FULL["runtime"], "args": ["--log-verbose=1"]}},
-        {"runtime": {**FULL["runtime"], "resources": {"limits": {"memory": "16Gi"}}}},
+        {
+            "runtime": {
+                **FULL["runtime"],
+                "resources": {"requests": {"cpu": "2"}, "limits": {"memory": "16Gi"}},
+            }
+        },
         {"runtime": {**FULL["runtime"], "gpuResource": "nvidia.com/mig-1g.10gb"}},
         {"runtime": {**FULL["runtime"], "nodeSelector": {"a": "1"}}},
     ],

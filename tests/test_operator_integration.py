@@ -25,7 +25,7 @@ def manifest(name: str = "scorer", **spec_overrides: Any) -> dict[str, Any]:
             "storageSecretRef": {"name": "store-creds"},
             "config": {"maxBatchSize": 8, "dynamicBatching": {}},
         },
-        "runtime": {"gpus": 1},
+        "runtime": {"gpus": 1, "resources": {"requests": {"cpu": "2"}}},
         "scaling": {"minReplicas": 1, "maxReplicas": 3},
     }
     spec.update(spec_overrides)
@@ -221,3 +221,20 @@ async def test_a_malformed_object_goes_degraded_with_the_field_named(cluster: Lo
     # Fixing the spec recovers without a restart.
     cluster.apply(manifest())
     await stable(cluster)
+
+
+async def test_handing_replicas_to_the_hpa_keeps_the_current_size(cluster: LocalCluster) -> None:
+    # Server-side apply drops a field its only manager stops applying: without a handover, the
+    # Deployment would fall back to 1 replica until the HPA caught up.
+    cluster.apply(manifest(scaling={"minReplicas": 3, "maxReplicas": 3}))
+    await stable(cluster)
+    cluster.apply(manifest(scaling={"minReplicas": 2, "maxReplicas": 9}))
+    await cluster.wait_for(
+        lambda: cluster.emulator.get_object("autoscaling", "v2", "horizontalpodautoscalers", NS, "scorer"),
+        what="the HPA",
+    )
+    deployment = cluster.emulator.get_object("apps", "v1", "deployments", NS, "scorer-primary")
+    assert deployment is not None
+    assert deployment["spec"].get("replicas") == 3
+    managers = {m["manager"] for m in deployment["metadata"]["managedFields"] if "f:replicas" in str(m)}
+    assert "modeldeploy" not in managers

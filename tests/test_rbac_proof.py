@@ -180,7 +180,7 @@ def model_deployment(
             # A config.pbtxt, so every revision gets a ConfigMap and a promotion prunes the old one.
             "config": {"maxBatchSize": 8},
         },
-        "runtime": {"gpus": 1},
+        "runtime": {"gpus": 1, "resources": {"requests": {"cpu": "1"}}},  # the HPA measures against it
         "scaling": scaling or {"minReplicas": 1, "maxReplicas": 1},
     }
     if traffic is not None:
@@ -290,7 +290,13 @@ class Scenario:
         invalid = copy.deepcopy(fixed)
         invalid["spec"]["runtime"]["gpus"] = "two"
         self.cluster.apply(invalid)
-        await self.phase(name, "Failed")
+        await self.until(
+            f"{name} to be Degraded with InvalidSpec",
+            lambda: any(
+                c.get("type") == "Degraded" and c.get("reason") == "InvalidSpec"
+                for c in self.status(name).get("conditions") or []
+            ),
+        )
         await self.until(
             "an InvalidSpec event",
             lambda: any(

@@ -39,6 +39,10 @@ def spec_of(**sections: Any) -> ModelDeploymentSpec:
     raw: dict[str, Any] = {"model": dict(MODEL)}
     for name, value in sections.items():
         raw[name] = {**MODEL, **value} if name == "model" else value
+    scaling = raw.get("scaling") or {}
+    if scaling.get("maxReplicas", 1) > scaling.get("minReplicas", 1) and "runtime" not in raw:
+        # Utilization targets need requests to measure against.
+        raw["runtime"] = {"resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}
     return parse_spec(raw)
 
 
@@ -568,13 +572,20 @@ def test_config_map_is_immutable_and_named_by_revision() -> None:
     [
         ({"model": {"version": "8", "config": {"maxBatchSize": 8}}}, False),
         ({"model": {"config": {"maxBatchSize": 16}}}, False),
-        ({"model": {"config": {"maxBatchSize": 8}}, "scaling": {"minReplicas": 2, "maxReplicas": 9}}, True),
+        (
+            {
+                "model": {"config": {"maxBatchSize": 8}},
+                "scaling": {"minReplicas": 2, "maxReplicas": 9},
+                "runtime": {"resources": {"requests": {"cpu": "1"}}},
+            },
+            True,
+        ),
     ],
     ids=["new-version-new-config-map", "new-config-new-config-map", "scaling-keeps-config-map"],
 )
 def test_config_map_name_follows_the_revision(change: dict[str, Any], same_name: bool) -> None:
     # An immutable ConfigMap per revision: the primary keeps its own while a canary runs the next.
-    base = spec_of(model={"config": {"maxBatchSize": 8}})
+    base = spec_of(model={"config": {"maxBatchSize": 8}}, runtime={"resources": {"requests": {"cpu": "1"}}})
     other = spec_of(**change)
     name_of = config_map_name(PARENT, revision(base)), config_map_name(PARENT, revision(other))
     assert (name_of[0] == name_of[1]) is same_name
@@ -893,6 +904,7 @@ PARENT_MANIFEST = {
     },
     "spec": {
         "model": {**MODEL, "config": {"maxBatchSize": 4}},
+        "runtime": {"resources": {"requests": {"cpu": "1"}}},
         "scaling": {"minReplicas": 1, "maxReplicas": 3},
         "traffic": {"gatewayAPI": {"parentRefs": [{"name": "gw"}]}},
     },

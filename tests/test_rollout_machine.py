@@ -392,3 +392,59 @@ def test_an_unchanged_world_yields_an_identical_status() -> None:
     )
     now = T0 + datetime.timedelta(seconds=31)
     assert decide(spec(), PARENT, decisions[-1].status, seen, now).status == decisions[-1].status
+
+
+def test_a_command_given_when_it_cannot_act_is_spent_not_kept_for_later() -> None:
+    # `promote` typed while Stable must not promote the next rollout without analysis.
+    steady = decide(
+        V1,
+        PARENT,
+        stable_status(),
+        Observations(primary=_deployment(revision(V1), 4, True), commands=Commands(promote="p-old")),
+        T0,
+    )
+    assert steady.status.handled is not None and steady.status.handled.promote == "p-old"
+    later = run_ticks(
+        spec(),
+        [
+            Tick(0, canary="absent", commands=Commands(promote="p-old")),
+            Tick(5, commands=Commands(promote="p-old")),
+        ],
+        status=steady.status,
+    )
+    assert all(d.status.phase == Phase.PROGRESSING for d in later)
+
+
+def test_steps_shortened_mid_rollout_continue_from_the_last_step() -> None:
+    decisions = run_ticks(
+        spec(steps=[{"weight": 10}, {"weight": 30}, {"weight": 60}]),
+        [Tick(0, canary="absent"), Tick(5), Tick(66, analysis="pass"), Tick(70), Tick(131, analysis="pass")],
+    )
+    assert decisions[-1].status.step == 2
+    shorter = spec(steps=[{"weight": 10}])
+    seen = Observations(
+        primary=_deployment(revision(V1), 4, True), canary=_deployment(revision(shorter), 3, True)
+    )
+    after = decide(shorter, PARENT, decisions[-1].status, seen, T0 + datetime.timedelta(seconds=140))
+    assert after.status.phase in (Phase.PROGRESSING, Phase.PROMOTING)
+
+
+def test_apply_errors_during_a_rollout_degrade_without_losing_the_step() -> None:
+    decisions = run_ticks(spec(), [Tick(0, canary="absent"), Tick(5, weight=10)])
+    seen = Observations(
+        primary=_deployment(revision(V1), 4, True),
+        canary=_deployment(revision(spec()), 1, True),
+        apply_errors=["HTTPRoute/scorer: admission webhook denied the request"],
+    )
+    after = decide(spec(), PARENT, decisions[-1].status, seen, T0 + datetime.timedelta(seconds=6))
+    degraded = {c.type: c for c in after.status.conditions}["Degraded"]
+    assert (degraded.status, degraded.reason) == ("True", "ApplyFailed")
+    assert after.status.phase == Phase.PROGRESSING
+    assert after.status.step == 0
+
+
+def test_the_a_b_cohort_waits_for_a_ready_canary() -> None:
+    target = spec(match=[{"headers": {"x-cohort": {"exact": "beta"}}}])
+    decisions = run_ticks(target, [Tick(0, canary="absent"), Tick(2, canary="loading"), Tick(5)])
+    assert decisions[0].split.match == () and decisions[1].split.match == ()
+    assert decisions[2].split.match == tuple(target.rollout.match)

@@ -181,12 +181,12 @@ class KubeClient:
         items: list[dict[str, Any]] = result.get("items") or []
         return items
 
-    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+    def apply(self, obj: Mapping[str, Any], field_manager: str | None = None) -> dict[str, Any]:
         """Server-side apply under our field manager; force, because the operator owns its children."""
         kind = kind_of(obj)
         meta = obj["metadata"]
         path = f"{kind.collection(meta.get('namespace'))}/{meta['name']}"
-        query = [("fieldManager", self._field_manager), ("force", "true")]
+        query = [("fieldManager", field_manager or self._field_manager), ("force", "true")]
         result: dict[str, Any] = self._call(
             "PATCH", path, query=query, body=dict(obj), content_type="application/apply-patch+yaml"
         )

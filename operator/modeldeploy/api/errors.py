@@ -27,7 +27,8 @@ class FieldError(ValueError):
 
     def __init__(self, at: str, message: str) -> None:
         super().__init__(message)
-        self.at = tuple(part for part in at.split(".") if part)
+        # Digits are list indices: ".scaling.metrics.0.cpu" names spec.scaling.metrics[0].cpu.
+        self.at = tuple(int(part) if part.isdigit() else part for part in at.split(".") if part)
 
 
 def _clean(msg: str) -> str:

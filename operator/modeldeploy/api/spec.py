@@ -170,7 +170,7 @@ class Runtime(Model):
     runtime_class_name: str | None = Field(default=None, pattern=DNS1123_SUBDOMAIN, max_length=253)
     args: list[Annotated[str, Field(max_length=1024)]] = Field(default_factory=list, max_length=64)
     # Large models take minutes to load; the startup probe allows this long before restarting.
-    model_load_timeout: Duration = "20m"
+    model_load_timeout: Duration = "15m"
 
     @model_validator(mode="after")
     def _gpu_resource_needs_gpus(self) -> Runtime:
@@ -569,6 +569,29 @@ class ModelDeploymentSpec(Model):
 
     model: ModelSource
     runtime: Runtime = Field(default_factory=Runtime)
+
+    def _utilization_needs_requests(self) -> None:
+        """The HPA computes utilization against the container's request: without one it cannot
+        scale at all (it reports "missing request for cpu"), so say so before it is deployed."""
+        if not self.scaling.autoscaled:
+            return
+        requests = self.runtime.resources.requests
+        metrics = self.scaling.metrics
+        if not metrics and "cpu" not in requests:
+            raise FieldError(
+                ".runtime.resources.requests",
+                "autoscaling on CPU utilization (the default when scaling.metrics is empty) needs "
+                "runtime.resources.requests.cpu",
+            )
+        for index, metric in enumerate(metrics):
+            for resource, target in (("cpu", metric.cpu), ("memory", metric.memory)):
+                utilization = getattr(target, "average_utilization", None)
+                if utilization is not None and resource not in requests:
+                    raise FieldError(
+                        f".scaling.metrics.{index}.{resource}.averageUtilization",
+                        f"a {resource} utilization target needs runtime.resources.requests.{resource}",
+                    )
+
     scaling: Scaling = Field(default_factory=Scaling)
     traffic: Traffic = Field(default_factory=Traffic)
     rollout: Rollout = Field(default_factory=Rollout)
@@ -584,6 +607,7 @@ class ModelDeploymentSpec(Model):
             raise FieldError(
                 ".runtime.gpus", "model.config.instanceGroups asks for KIND_GPU but runtime.gpus is 0"
             )
+        self._utilization_needs_requests()
         routed = self.traffic.router != "replicaRatio"
         if not routed and self.rollout.strategy == Strategy.SHADOW:
             raise FieldError(

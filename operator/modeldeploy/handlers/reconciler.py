@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from modeldeploy.adapters.kube import KINDS, Kind, KubeClient, KubeError, kind_of
+from modeldeploy.adapters.kube import FIELD_MANAGER, KINDS, Kind, KubeClient, KubeError, kind_of
 from modeldeploy.adapters.prometheus import PrometheusProvider, run
 from modeldeploy.analysis.templates import context_for, plan
 from modeldeploy.analysis.verdicts import evaluate
@@ -217,6 +217,8 @@ class Reconciler:
                 continue
             if needs_apply(obj, live.get(key)):
                 try:
+                    if hands_replicas_over(obj, live.get(key)):
+                        self._kube.apply(replicas_handover(obj, live[key]), field_manager=HANDOVER_MANAGER)
                     live[key] = self._kube.apply(obj)
                     metrics.WRITES.labels(verb="apply").inc()
                 except KubeError as error:
@@ -250,6 +252,34 @@ class Reconciler:
         for event in transition_events(old, new):
             self._post_event(body, event)
         return result
+
+
+HANDOVER_MANAGER = "modeldeploy-replicas-handover"
+
+
+def hands_replicas_over(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> bool:
+    """A Deployment whose replicas we set (fixed size) and now leave to the HPA.
+
+    Server-side apply resets a field to its default when its only manager stops applying it:
+    dropping `replicas` would scale the Deployment to 1 until the HPA acts. So another manager
+    first takes the field over at its current value, as the Kubernetes docs advise for HPAs."""
+    if live is None or desired.get("kind") != "Deployment" or "replicas" in desired.get("spec", {}):
+        return False
+    for entry in live.get("metadata", {}).get("managedFields") or []:
+        fields = (entry.get("fieldsV1") or {}).get("f:spec") or {}
+        if entry.get("manager") == FIELD_MANAGER and "f:replicas" in fields:
+            return True
+    return False
+
+
+def replicas_handover(desired: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any]:
+    meta = desired["metadata"]
+    return {
+        "apiVersion": desired["apiVersion"],
+        "kind": desired["kind"],
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+        "spec": {"replicas": live.get("spec", {}).get("replicas", 1)},
+    }
 
 
 def fetch_parent(kube: KubeClient, namespace: str, name: str) -> dict[str, Any] | None:

@@ -13,7 +13,7 @@ go to RolledBack; a GPU budget that cannot fit goes to Blocked; the paused annot
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from modeldeploy.api.base import parse_duration
 from modeldeploy.api.conditions import find_condition, set_condition
@@ -147,16 +147,20 @@ class _Machine:
 
     def step_weight(self, step: int) -> int:
         """The live traffic share of a step: BlueGreen and Shadow analyse with none."""
-        if self.spec.rollout.strategy != Strategy.CANARY or not self.spec.rollout.steps:
+        steps = self.spec.rollout.steps
+        if self.spec.rollout.strategy != Strategy.CANARY or not steps:
             return 0
-        return self.spec.rollout.steps[step].weight
+        return steps[min(step, len(steps) - 1)].weight
 
     def split_for(self, weight: int) -> Split:
         rollout = self.spec.rollout
+        # The header-matched cohort and the mirror go to the canary only once it has been ready:
+        # before that its Service has no endpoints, and pinned users would get errors.
+        ready_once = self.status.weight_set_at is not None or (self.status.step or 0) > 0
         return Split(
             canary_weight=weight,
-            mirror=rollout.strategy == Strategy.SHADOW,
-            match=tuple(rollout.match),
+            mirror=rollout.strategy == Strategy.SHADOW and ready_once,
+            match=tuple(rollout.match) if ready_once else (),
         )
 
     def canary_replicas(self, step_weight: int) -> int:
@@ -185,13 +189,34 @@ class _Machine:
     def service_track(self, weight: int) -> Track | None:
         if _routed(self.spec):
             return Track.PRIMARY
+        if weight >= 100:
+            return Track.CANARY
         if self.spec.rollout.strategy == Strategy.CANARY and weight > 0:
             return None  # both tracks behind one Service: the split is the share of pods
-        return Track.CANARY if weight >= 100 else Track.PRIMARY
+        return Track.PRIMARY
 
     # ------------------------------------------------------------------------- decisions
 
     def decide(self) -> Decision:
+        decision = self._decide()
+        status = decision.status
+        # Every command token seen is now spent, acted on or not: a `promote` typed while Stable,
+        # or a `resume` after a plain pause, must not fire later at a rollout it was not meant for.
+        commands = self.seen.commands
+        tokens = {k: getattr(commands, k) for k in ("promote", "abort", "retry", "resume")}
+        handled = status.handled or Handled()
+        spent = handled.model_copy(update={k: v for k, v in tokens.items() if v is not None})
+        if spent != handled or (status.handled is None and any(tokens.values())):
+            status = status.model_copy(update={"handled": spent})
+        if self.seen.apply_errors and status.phase != Phase.FAILED:
+            # The API server refused a child: the rollout state stands, the object says what failed.
+            message = "; ".join(self.seen.apply_errors)
+            self.status = status
+            self.cond(ConditionType.DEGRADED, "True", "ApplyFailed", message)
+            status = self.status
+        return replace(decision, status=status)
+
+    def _decide(self) -> Decision:
         stable = self.status.stable_spec
         if self.status.stable_revision is None or stable is None:
             return self.first_deployment()
@@ -325,7 +350,9 @@ class _Machine:
     # ----------------------------------------------------------------------------- steps
 
     def progress(self) -> Decision:
-        step = self.status.step or 0
+        # The steps may have been shortened mid-rollout (rollout settings are not part of the
+        # revision): carry on from the last step that still exists.
+        step = min(self.status.step or 0, self.steps_count() - 1)
         target = self.step_weight(step)
         replicas = self.canary_replicas(target)
         budget = self.spec.rollout.max_extra_gpus
@@ -576,7 +603,8 @@ class _Machine:
         return Decision(
             self.status,
             [new_primary, self.canary_plan(canary_size)],
-            Split(canary_weight=weight),
+            # The A/B cohort stays on the canary until the primary runs the same revision.
+            Split(canary_weight=weight, match=tuple(self.spec.rollout.match)),
             self.service_track(weight),
             requeue_after=min(POLL_SECONDS, deadline - waited),
         )

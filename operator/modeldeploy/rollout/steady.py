@@ -118,8 +118,11 @@ def invalid_status(
 ) -> ModelDeploymentStatus:
     """A spec the operator cannot act on: children stay as they are, the object says why."""
     message = "invalid spec: " + "; ".join(problems)
+    # A rollout in flight keeps its phase (RolledBack must not turn into a fresh start once the
+    # spec is fixed); only an object never acted on gets phase Failed.
+    phase = status.phase if status.phase is not None else Phase.FAILED
     out = status.model_copy(
-        update={"observed_generation": parent.generation, "phase": Phase.FAILED, "message": message}
+        update={"observed_generation": parent.generation, "phase": phase, "message": message}
     )
     return _conditions(
         out,
