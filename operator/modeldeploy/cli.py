@@ -82,9 +82,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         resync_seconds=args.resync_seconds,
         prometheus_url=args.prometheus_url,
         puller_image=args.puller_image,
+        pod_monitor_labels=tuple(_label(item) for item in args.pod_monitor_label or ()),
     )
     run(config)
     return 0
+
+
+def _label(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"error: --pod-monitor-label wants KEY=VALUE, got {item!r}")
+    return key, value
 
 
 def load_documents(path: str) -> list[dict[str, Any]]:
@@ -272,6 +280,12 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--puller-image", default=os.environ.get("MODELDEPLOY_PULLER_IMAGE", DEFAULT_PULLER_IMAGE)
+    )
+    run.add_argument(
+        "--pod-monitor-label",
+        action="append",
+        metavar="KEY=VALUE",
+        help="label for every rendered PodMonitor, for your Prometheus's podMonitorSelector (repeatable)",
     )
     run.add_argument("--server", help="API server URL (development: the local emulator)")
     run.add_argument("-v", "--verbose", action="store_true")

@@ -18,4 +18,5 @@ class OperatorConfig:
     resync_seconds: float = 60.0
     prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
     puller_image: str = DEFAULT_PULLER_IMAGE
+    pod_monitor_labels: tuple[tuple[str, str], ...] = ()
     workers: int = 16

@@ -115,7 +115,10 @@ def register(
             log.warning("could not post event %s: %s", event.reason, error)
 
     reconciler = Reconciler(
-        client, RenderOptions(puller_image=config.puller_image), post_event, config.prometheus_url
+        client,
+        RenderOptions(puller_image=config.puller_image, pod_monitor_labels=config.pod_monitor_labels),
+        post_event,
+        config.prometheus_url,
     )
     coalescer = Coalescer()
     resync: dict[str, asyncio.Task[None]] = {}

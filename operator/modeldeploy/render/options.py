@@ -13,3 +13,5 @@ class RenderOptions:
     # The PodMonitor is rendered only where the Prometheus Operator's CRD is installed.
     pod_monitor: bool = True
     scrape_interval: str = "15s"
+    # Labels a Prometheus podMonitorSelector matches on (kube-prometheus-stack: release=<name>).
+    pod_monitor_labels: tuple[tuple[str, str], ...] = ()

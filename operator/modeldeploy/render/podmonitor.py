@@ -39,7 +39,7 @@ def pod_monitor(parent: ObjectRef, options: RenderOptions) -> dict[str, Any] | N
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PodMonitor",
-        "metadata": metadata(parent, parent.name),
+        "metadata": metadata(parent, parent.name, dict(options.pod_monitor_labels)),
         "spec": {
             "selector": {"matchLabels": selector_labels(parent)},
             "podMetricsEndpoints": [
