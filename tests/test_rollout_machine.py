@@ -103,7 +103,10 @@ def run_ticks(target: Any, ticks: list[Tick], status: ModelDeploymentStatus | No
         if tick.canary != "absent" and canary_size:
             canary = _deployment(new_rev, canary_size or 0, tick.canary == "ready")
         pods = PodsSummary(
-            crashed="pod c-1: container triton CrashLoopBackOff" if tick.canary == "crashed" else None,
+            crashed="pod c-1: container triton CrashLoopBackOff"
+            if tick.canary in ("crashed", "looping")
+            else None,
+            crash_looping=tick.canary == "looping",
             unschedulable="pod c-1: 0/3 nodes: Insufficient nvidia.com/gpu"
             if tick.canary == "unschedulable"
             else None,
@@ -231,6 +234,13 @@ CASES: dict[str, tuple[Any, list[Tick]]] = {
             Tick(0, canary="absent"),
             Tick(60, canary="crashed", phase=Phase.PROGRESSING, weight=0, reason="CanaryStarting"),
             Tick(301, canary="crashed", phase=Phase.ROLLED_BACK, reason="CanaryCrashed"),
+        ],
+    ),
+    "a crash-looping canary rolls back at once, not at the deadline": (
+        spec(),
+        [
+            Tick(0, canary="absent"),
+            Tick(40, canary="looping", phase=Phase.ROLLED_BACK, reason="CanaryCrashed", history="RolledBack"),
         ],
     ),
     "a slow model load rolls back at the deadline, named a slow load": (
@@ -448,3 +458,12 @@ def test_the_a_b_cohort_waits_for_a_ready_canary() -> None:
     decisions = run_ticks(target, [Tick(0, canary="absent"), Tick(2, canary="loading"), Tick(5)])
     assert decisions[0].split.match == () and decisions[1].split.match == ()
     assert decisions[2].split.match == tuple(target.rollout.match)
+
+
+def test_history_names_the_version_that_was_rolled_back_or_superseded() -> None:
+    first = run_ticks(spec("2"), [Tick(0, canary="absent"), Tick(5, weight=10)])
+    later = decide(
+        spec("3"), PARENT, first[-1].status, Observations(primary=_deployment(revision(V1), 4, True)), T0
+    )
+    assert later.status.history[0].result == "Superseded"
+    assert later.status.history[0].model_version == "2"

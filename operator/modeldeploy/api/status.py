@@ -99,6 +99,7 @@ class ModelDeploymentStatus(Model):
     message: str | None = None
     stable_revision: str | None = None
     canary_revision: str | None = None
+    canary_model_version: str | None = None
     # What the primary runs, so that the stable revision survives a spec change mid-rollout.
     stable_model_version: str | None = None
     stable_spec: StableSpec | None = None

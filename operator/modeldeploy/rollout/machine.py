@@ -309,6 +309,7 @@ class _Machine:
     def clear_rollout(self) -> None:
         self.update(
             canary_revision=None,
+            canary_model_version=None,
             canary_weight=None,
             step=None,
             rollout_started_at=None,
@@ -324,7 +325,7 @@ class _Machine:
     def record(self, result: str, reason: str) -> None:
         entry = HistoryEntry(
             revision=self.status.canary_revision or "",
-            model_version=self.spec.model.version if self.status.canary_revision == self.rev else "",
+            model_version=self.status.canary_model_version or "",
             result=result,
             reason=reason,
             at=self.now_s,
@@ -334,6 +335,7 @@ class _Machine:
     def start(self) -> Decision:
         self.update(
             canary_revision=self.rev,
+            canary_model_version=self.spec.model.version,
             step=0,
             canary_weight=0,
             rollout_started_at=self.now_ms,
@@ -424,6 +426,10 @@ class _Machine:
         pods = self.seen.canary_pods
         canary = self.seen.canary
         ready = canary.ready if canary is not None and canary.revision == self.rev else 0
+        if pods.crash_looping and pods.crashed:
+            # Triton runs with --exit-on-error: a pod that keeps restarting will not load the model
+            # by waiting longer, so there is no point holding out until the deadline.
+            return self.rollback("CanaryCrashed", f"canary crash-looping: {pods.crashed}")
         if waited >= deadline:
             if pods.crashed:
                 return self.rollback(

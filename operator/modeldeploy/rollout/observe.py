@@ -70,6 +70,8 @@ class PodsSummary:
     """Why a track's pods are not ready: crashing, unschedulable, or just slow to load the model."""
 
     crashed: str | None = None  # "pod x: container triton CrashLoopBackOff (exit 1)"
+    # Restarted again and again: waiting out the deadline would not help (exit on error is on).
+    crash_looping: bool = False
     unschedulable: str | None = None
     loading: str | None = None  # "pod x: model-puller still running"
 
@@ -92,8 +94,13 @@ def _container_problem(pod: str, status: Mapping[str, Any]) -> str | None:
     return None
 
 
+# Restarts after which a canary counts as crash-looping and is rolled back before its deadline.
+CRASH_LOOP_RESTARTS = 3
+
+
 def pods_summary(pods: Sequence[Mapping[str, Any]]) -> PodsSummary:
     crashed = unschedulable = loading = None
+    looping = False
     for pod in pods:
         name = pod.get("metadata", {}).get("name", "?")
         status = pod.get("status") or {}
@@ -104,10 +111,11 @@ def pods_summary(pods: Sequence[Mapping[str, Any]]) -> PodsSummary:
             problem = _container_problem(name, cs)
             if problem:
                 crashed = crashed or problem
+                looping = looping or int(cs.get("restartCount") or 0) >= CRASH_LOOP_RESTARTS
             elif not cs.get("ready") and loading is None:
                 what = "downloading the model" if cs.get("name") == "model-puller" else "loading the model"
                 loading = f"pod {name}: {cs.get('name')} still {what}"
-    return PodsSummary(crashed=crashed, unschedulable=unschedulable, loading=loading)
+    return PodsSummary(crashed=crashed, unschedulable=unschedulable, loading=loading, crash_looping=looping)
 
 
 @dataclass(frozen=True)

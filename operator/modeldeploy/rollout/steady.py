@@ -52,6 +52,7 @@ def steady_status(
         "replicas": primary.replicas if primary else 0,
         "ready_replicas": ready,
         "canary_revision": None,
+        "canary_model_version": None,
         "canary_weight": None,
         "step": None,
     }
