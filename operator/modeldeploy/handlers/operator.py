@@ -10,6 +10,7 @@ pass, and kopf writes nothing to a ModelDeployment at all (README: "GitOps with 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -198,25 +199,36 @@ def register(
                 log.exception("resync failed")
 
     def _resync_once() -> None:
-        namespaces = config.namespaces or (None,)
-        for namespace in namespaces:
-            for body in client.list(MODEL_DEPLOYMENT, namespace):
-                meta = body["metadata"]
-                try:
-                    pass_for(meta["namespace"], meta["name"], body)
-                except Exception:
-                    log.exception("reconcile of %s/%s failed", meta["namespace"], meta["name"])
+        bodies = [
+            body
+            for namespace in config.namespaces or (None,)
+            for body in client.list(MODEL_DEPLOYMENT, namespace)
+        ]
+
+        def one(body: Mapping[str, Any]) -> None:
+            meta = body["metadata"]
+            try:
+                pass_for(meta["namespace"], meta["name"], body)
+            except Exception:
+                log.exception("reconcile of %s/%s failed", meta["namespace"], meta["name"])
+
+        # In parallel, as the event-driven passes run: one object after another, the period would
+        # stop covering a few thousand objects (each pass waits on a few API round trips).
+        with concurrent.futures.ThreadPoolExecutor(
+            max_workers=config.workers, thread_name_prefix="resync"
+        ) as pool:
+            list(pool.map(one, bodies))
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     def model_deployment_event(body: kopf.Body, type: str | None, **_: Any) -> None:
-        if type == "DELETED":
-            return
+        if type == "DELETED" or (type is not None and reconciler.echoes.is_echo(body)):
+            return  # gone, or only the echo of our own status write
         pass_for(body.metadata.namespace or "", body.metadata.name or "", body)
 
     def child_event(body: kopf.Body, type: str | None, **_: Any) -> None:
         owner = _owner(body)
-        if owner is None:
-            return
+        if owner is None or (type is not None and reconciler.echoes.is_echo(body)):
+            return  # not ours, or exactly what our own apply just wrote
         try:
             pass_for(body.metadata.namespace or "", owner, None)
         except KubeError as error:

@@ -23,6 +23,7 @@ from modeldeploy.api.resource import InvalidSpecError, ObjectRef, object_ref, pa
 from modeldeploy.api.spec import ModelDeploymentSpec
 from modeldeploy.api.status import MetricResult, ModelDeploymentStatus
 from modeldeploy.handlers import metrics
+from modeldeploy.handlers.echoes import Echoes
 from modeldeploy.render.compare import needs_apply, stamped
 from modeldeploy.render.names import NAME_LABEL, TRACK_LABEL, Track, deployment_name
 from modeldeploy.render.options import RenderOptions
@@ -92,6 +93,7 @@ class Reconciler:
         self._crds_checked_at = -_CRD_TTL_SECONDS
         self._lock = threading.Lock()
         self._providers: dict[str, PrometheusProvider] = {}
+        self.echoes = Echoes()
 
     def close(self) -> None:
         for provider in self._providers.values():
@@ -220,6 +222,7 @@ class Reconciler:
                     if hands_replicas_over(obj, live.get(key)):
                         self._kube.apply(replicas_handover(obj, live[key]), field_manager=HANDOVER_MANAGER)
                     live[key] = self._kube.apply(obj)
+                    self.echoes.wrote(live[key])
                     metrics.WRITES.labels(verb="apply").inc()
                 except KubeError as error:
                     errors.append(f"{key[1]}/{key[2]}: {error.message or error.reason}")
@@ -243,7 +246,7 @@ class Reconciler:
         patch: dict[str, Any] = {**{k: None for k in before if k not in after}, **after}
         meta = body["metadata"]
         try:
-            self._kube.patch_status(meta["namespace"], meta["name"], patch)
+            self.echoes.wrote(self._kube.patch_status(meta["namespace"], meta["name"], patch), acted_on=body)
         except KubeError as error:
             if error.not_found:
                 return "gone"  # deleted while this pass ran; the garbage collector takes the rest
