@@ -95,6 +95,9 @@ async def test_create_makes_owned_children_and_a_stable_status(cluster: LocalClu
 
     status = await cluster.wait_for(lambda: cluster.status(NS, "scorer").get("phase"), what="a phase")
     assert status == "Progressing"
+    # Written once, from the children as the pass left them: the Deployment it just created is
+    # counted (the echo of that write wakes no second pass to fix a "0/0").
+    assert cluster.status(NS, "scorer")["message"].startswith("0/1 replicas ready")
     final = await stable(cluster)
     assert final["url"] == "http://scorer.ml.svc:8000"
     assert final["observedGeneration"] == md["metadata"]["generation"]

@@ -200,9 +200,15 @@ class Reconciler:
             decision = decide(spec, parent, old, seen, now)
 
         desired = [stamped(obj) for obj in children(parent, spec, options, decision)]
+        before = {key: obj.get("metadata", {}).get("resourceVersion") for key, obj in live.items()}
         errors = self._apply(parent, desired, live, kinds)
-        if errors:
-            decision = decide(spec, parent, old, replace(seen, apply_errors=errors), now)
+        after = {key: obj.get("metadata", {}).get("resourceVersion") for key, obj in live.items()}
+        if errors or after != before:
+            # The status is decided from the children as they are now, after this pass's writes:
+            # the watch echo of those writes does not wake another pass to correct it.
+            fresh = self._observe(parent, body, old, live)
+            fresh = replace(fresh, analysis=seen.analysis, apply_errors=errors)
+            decision = replace(decision, status=decide(spec, parent, old, fresh, now).status)
         return self._finish(body, old, decision.status, "applied" if errors else "ok"), decision.requeue_after
 
     # ---------------------------------------------------------------------------------- act
