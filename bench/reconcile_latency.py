@@ -38,7 +38,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
-import aiohttp.web
 import attrs
 import kmock
 import yaml
@@ -53,7 +52,6 @@ from modeldeploy.render.names import NAME_LABEL
 from modeldeploy.render.options import RenderOptions
 from modeldeploy.rollout.plan import steady_children
 from modeldeploy.sim import ApiRequest, ClusterEmulator, EmulatorThread
-from modeldeploy.sim import emulator as sim_emulator
 from modeldeploy.sim.cluster import OPTIONAL_CRDS, crd_stub
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,20 +88,6 @@ class TimedEmulator(ClusterEmulator):
     request_times: dict[int, float] = attrs.field(factory=dict, init=False)
     # What each committed update of a ModelDeployment changed in its status: (name, "field,...").
     status_changes: list[tuple[str, str]] = attrs.field(factory=list, init=False)
-
-    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
-        # kmock's DSL serves a request only if its root holds it (``request in view`` scans the
-        # root's request list by identity), and ClusterEmulator stores requests there only with
-        # keep_history=True: then every request pays a scan of all earlier ones, O(n) and growing.
-        # Without history, hold just the requests in flight, so matching stays O(in flight).
-        if self.keep_history:
-            return await super()._handle(request)
-        self._requests.append(request)
-        try:
-            return await super()._handle(request)
-        finally:
-            index = next(i for i, held in enumerate(self._requests) if held is request)
-            del self._requests[index]
 
     def _record(self, request: kmock.Request) -> ApiRequest:
         record = super()._record(request)
@@ -329,21 +313,6 @@ def manifest(name: str) -> dict[str, Any]:
     doc["metadata"]["name"] = name
     doc["metadata"]["namespace"] = NAMESPACE
     return doc
-
-
-def json_first_decode() -> None:
-    """Emulate the proposed emulator fix: parse bodies as JSON first (all YAML-typed bodies the
-    kubernetes client sends are JSON), and as YAML only if that fails. Stock, ClusterEmulator parses
-    every application/apply-patch+yaml body with pure-Python PyYAML: ~21 ms for one object's five."""
-    stock = sim_emulator._decode
-
-    def decode(body: bytes, content_type: str) -> Any:
-        if body.strip():
-            with contextlib.suppress(ValueError):
-                return json.loads(body)
-        return stock(body, content_type)
-
-    sim_emulator._decode = decode
 
 
 def wait_until(
@@ -870,7 +839,7 @@ def markdown(results: dict[str, Any]) -> str:
         ),
         row("requests per resync pass", f"{noop['requests_per_pass']:g}"),
         row(
-            "duration of one resync pass (p50; one thread, object after object)",
+            "duration of one resync pass (p50; the objects' passes run on the worker pool)",
             ms(noop["pass_duration_s"]["p50"]),
         ),
         row(
@@ -895,8 +864,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"Machine: {facts['nproc']} CPUs ({facts['cpu']}), Linux {facts['kernel']}, "
         f"Python {facts['python']}, kopf {facts['kopf']}, kmock {facts['kmock']}, "
         f"kubernetes client {facts['kubernetes']}. "
-        f"Optional CRDs installed: {', '.join(results['optional_crds'])}. Emulator request bodies: "
-        + ("JSON first (--json-first-decode)." if results["json_first_decode"] else "as shipped (PyYAML)."),
+        f"Optional CRDs installed: {', '.join(results['optional_crds'])}.",
         "",
         f"Command: `{results['command']}` ({results['total_s']:.0f} s in all). "
         f"The operator ran as `{op['command_latency']}` for the latencies, "
@@ -929,11 +897,6 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="install only the PodMonitor CRD (default: every optional CRD, as LocalCluster does)",
     )
-    parser.add_argument(
-        "--json-first-decode",
-        action="store_true",
-        help="let the emulator parse request bodies as JSON before trying YAML (a proposed emulator fix)",
-    )
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds allowed for each wait")
     args = parser.parse_args(argv)
     # A SIGTERM unwinds like Ctrl-C, so that every `finally` stops the processes started here.
@@ -949,12 +912,9 @@ def main(argv: list[str] | None = None) -> int:
         "workers": workers,
         "machine": machine(),
         "optional_crds": list(optional_crds),
-        "json_first_decode": args.json_first_decode,
         "command": shlex.join([".venv/bin/python", "bench/reconcile_latency.py", *(argv or sys.argv[1:])]),
     }
     log(f"operator: {args.count} ModelDeployments, then {args.passes} no-op resync passes")
-    if args.json_first_decode:
-        json_first_decode()
     results["operator"] = operator_phases(args, optional_crds)
     gc.collect()
     log("floor: the same child writes from a bare HTTP client")
