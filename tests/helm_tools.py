@@ -254,6 +254,19 @@ def helm_required_in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("true", "1", "yes")
 
 
+def require_helm() -> Path:
+    """The helm binary; a missing one skips on a developer machine and fails under CI=true."""
+    import pytest
+
+    path = find_helm()
+    if path is None:
+        message = "helm not found: run `make tools` (scripts/install-tools.sh)"
+        if helm_required_in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
 def strict_openapi(schema: Any) -> Any:
     """An openAPIV3Schema as the API server applies it with strict field validation: an object schema
     that declares properties rejects unknown ones, unless it preserves unknown fields. Branches of

@@ -29,12 +29,11 @@ from helm_tools import (
     Rule,
     crd_schema,
     find,
-    find_helm,
-    helm_required_in_ci,
     rbac_rules,
     rbac_rules_by_scope,
     render_chart,
     request_attributes,
+    require_helm,
     rules_in_namespace,
     run_helm,
     template,
@@ -48,13 +47,7 @@ DIGEST = "sha256:" + "0123456789abcdef" * 4
 
 @pytest.fixture(scope="session")
 def helm() -> Path:
-    path = find_helm()
-    if path is None:
-        message = "helm not found: run `make tools` (scripts/install-tools.sh)"
-        if helm_required_in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return require_helm()
 
 
 # Tests that run helm; the rest (the checkers themselves, the schema through jsonschema) run anywhere.

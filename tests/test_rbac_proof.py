@@ -34,12 +34,11 @@ from helm_tools import (
     RequestAttributes,
     Rule,
     find,
-    find_helm,
-    helm_required_in_ci,
     rbac_rules,
     rbac_rules_by_scope,
     render_chart,
     request_attributes,
+    require_helm,
     rules_in_namespace,
 )
 from modeldeploy.handlers.config import OperatorConfig
@@ -425,13 +424,7 @@ async def run_scenario(mode: str, config: OperatorConfig) -> ScenarioRun:
 
 @pytest.fixture(scope="module")
 def helm() -> Path:
-    path = find_helm()
-    if path is None:
-        message = "helm not found: run `make tools` (scripts/install-tools.sh)"
-        if helm_required_in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return require_helm()
 
 
 @pytest.fixture(scope="module")
