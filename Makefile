@@ -39,7 +39,7 @@ test: tools lint
 
 # Opt-in: a real cluster (kind) made by e2e/setup-kind.sh; see docs/e2e.md.
 e2e: $(STAMP)
-	$(BIN)/pip install --quiet '.[e2e]'
+	$(BIN)/pip install --quiet -e '.[dev,e2e]'
 	$(BIN)/pytest e2e/ -v --kubeconfig $${MODELDEPLOY_E2E_KUBECONFIG:-.tools/e2e/kubeconfig}
 
 crd: $(STAMP)
