@@ -241,3 +241,16 @@ async def test_handing_replicas_to_the_hpa_keeps_the_current_size(cluster: Local
     assert deployment["spec"].get("replicas") == 3
     managers = {m["manager"] for m in deployment["metadata"]["managedFields"] if "f:replicas" in str(m)}
     assert "modeldeploy" not in managers
+
+
+async def test_children_are_watched_through_a_server_side_label_selector(cluster: LocalCluster) -> None:
+    # Watching every Deployment, Service and ConfigMap of a cluster to keep a few would not scale.
+    cluster.apply(manifest())
+    await stable(cluster)
+    watched = {
+        r.rbac_resource: r.query.get("labelSelector")
+        for r in cluster.emulator.request_log
+        if r.verb == "watch"
+    }
+    for resource in ("deployments", "services", "configmaps", "horizontalpodautoscalers"):
+        assert watched[resource] == "app.kubernetes.io/managed-by=modeldeploy", watched

@@ -174,6 +174,13 @@ def register(
         settings.posting.level = logging.WARNING  # our Events are explicit, on transitions only
         settings.execution.max_workers = config.workers
         settings.watching.inactivity_timeout = max(70.0, config.resync_seconds * 2)
+        for group, version, plural in CHILD_RESOURCES:
+            # Filtered by the API server, not in the operator: watching every Deployment,
+            # Service and ConfigMap of a large cluster only to drop most of them would cost
+            # memory and bandwidth (the handler's `labels=` filter alone is client-side).
+            settings.watching.label_selectors[group, version, plural] = (
+                "app.kubernetes.io/managed-by=modeldeploy"
+            )
         loop_ref["loop"] = asyncio.get_running_loop()
         resync["task"] = asyncio.create_task(_resync_loop())
 
