@@ -209,7 +209,8 @@ class Reconciler:
             fresh = self._observe(parent, body, old, live)
             fresh = replace(fresh, analysis=seen.analysis, apply_errors=errors)
             decision = replace(decision, status=decide(spec, parent, old, fresh, now).status)
-        return self._finish(body, old, decision.status, "apply-error" if errors else "ok"), decision.requeue_after
+        result = self._finish(body, old, decision.status, "apply-error" if errors else "ok")
+        return result, decision.requeue_after
 
     # ---------------------------------------------------------------------------------- act
 
