@@ -16,7 +16,7 @@ import datetime
 from dataclasses import dataclass, field, replace
 
 from modeldeploy.api.base import parse_duration
-from modeldeploy.api.conditions import find_condition, set_condition
+from modeldeploy.api.conditions import find_condition
 from modeldeploy.api.resource import ObjectRef
 from modeldeploy.api.spec import InconclusiveAction, ModelDeploymentSpec, Strategy
 from modeldeploy.api.status import (
@@ -41,7 +41,7 @@ from modeldeploy.rollout.replicas import (
     ratio_canary_replicas,
     routed_canary_replicas,
 )
-from modeldeploy.rollout.steady import steady_status
+from modeldeploy.rollout.steady import steady_status, with_conditions
 from modeldeploy.routing.base import Split
 
 STEADY = Split(canary_weight=0)
@@ -118,16 +118,7 @@ class _Machine:
     # --------------------------------------------------------------------------- helpers
 
     def cond(self, type_: ConditionType, value: ConditionStatus, reason: str, message: str) -> None:
-        conditions = set_condition(
-            self.status.conditions,
-            type=type_.value,
-            status=value,
-            reason=reason,
-            message=message,
-            now=self.now_s,
-            observed_generation=self.parent.generation,
-        )
-        self.update(conditions=conditions)
+        self.status = with_conditions(self.status, self.parent, self.now_s, (type_, value, reason, message))
 
     def update(self, **fields: object) -> None:
         self.status = self.status.model_copy(update=fields)

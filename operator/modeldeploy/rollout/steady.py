@@ -16,12 +16,13 @@ from modeldeploy.render.revision import revision
 from modeldeploy.rollout.observe import Observations
 
 
-def _conditions(
+def with_conditions(
     status: ModelDeploymentStatus,
     parent: ObjectRef,
     now: str,
     *entries: tuple[ConditionType, ConditionStatus, str, str],
 ) -> ModelDeploymentStatus:
+    """`status` with each (type, status, reason, message) condition set, observed at this generation."""
     conditions = list(status.conditions)
     for type_, value, reason, message in entries:
         conditions = set_condition(
@@ -60,7 +61,7 @@ def steady_status(
     if seen.apply_errors:
         message = "; ".join(seen.apply_errors)
         out = out.model_copy(update={"phase": Phase.FAILED, "message": message})
-        return _conditions(
+        return with_conditions(
             out,
             parent,
             now,
@@ -79,7 +80,7 @@ def steady_status(
                 "stable_model_version": spec.model.version,
             }
         )
-        return _conditions(
+        return with_conditions(
             out,
             parent,
             now,
@@ -94,7 +95,7 @@ def steady_status(
             "check the pods' events and the model-puller and triton logs"
         )
         out = out.model_copy(update={"phase": Phase.FAILED, "message": message})
-        return _conditions(
+        return with_conditions(
             out,
             parent,
             now,
@@ -104,7 +105,7 @@ def steady_status(
         )
     message = f"{ready}/{desired} replicas ready: loading {spec.model.name} version {spec.model.version}"
     out = out.model_copy(update={"phase": Phase.PROGRESSING, "message": message})
-    return _conditions(
+    return with_conditions(
         out,
         parent,
         now,
@@ -125,7 +126,7 @@ def invalid_status(
     out = status.model_copy(
         update={"observed_generation": parent.generation, "phase": phase, "message": message}
     )
-    return _conditions(
+    return with_conditions(
         out,
         parent,
         now,
