@@ -96,7 +96,7 @@ def _rollout_literals() -> tuple[set[str], set[str]]:
     """(condition reasons, history results) written as literals in the rollout code.
 
     Reasons appear as arguments of `cond` and `rollback` (REASON_ARGUMENT) and as the third item of
-    the `(type, status, reason, message)` tuples given to `_conditions`; history results as the
+    the `(type, status, reason, message)` tuples given to `with_conditions`; history results as the
     first argument of `record(result, reason)`.
     """
     reasons: set[str] = set()
@@ -111,7 +111,7 @@ def _rollout_literals() -> tuple[set[str], set[str]]:
                 reasons.add(reason)
             elif name == "record" and (result := _string_arg(node, 0)):
                 results.add(result)
-            elif name == "_conditions":
+            elif name == "with_conditions":
                 for entry in node.args[3:]:
                     if isinstance(entry, ast.Tuple) and len(entry.elts) == 4:
                         value = entry.elts[2]
@@ -178,6 +178,8 @@ def test_every_verdict_is_documented(value: str) -> None:
 
 def test_the_rollout_code_sets_condition_reasons() -> None:
     assert len(REASONS) >= 15, REASONS
+    # One from each way the code sets a reason: the steady path's tuples, cond() and rollback().
+    assert {"ModelReady", "InvalidSpec", "PrimaryServing", "AnalysisFailed"} <= REASONS, REASONS
     assert {"Promoted", "RolledBack", "Superseded"} <= HISTORY_RESULTS
 
 
