@@ -1,102 +1,152 @@
-"""`modeldeploy run` as a process, as the chart runs it: /healthz, /metrics, JSON logs."""
+"""`modeldeploy run` as a process, logging in the three ways users run it, on the real API server.
+
+No `--server`: the operator finds its cluster as kubectl does (in-cluster files, else $KUBECONFIG),
+and kopf and the operator's own client log in with the same credentials.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Callable, Iterator
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from modeldeploy.api.crd import crd
-from modeldeploy.sim import ClusterEmulator, EmulatorThread
-from prometheus_fixture import free_port
+from modeldeploy.sim.controlplane import ControlPlane, Credentials
+from modeldeploy.sim.operator_process import OperatorProcess
 
 pytestmark = pytest.mark.integration
 
-MODELDEPLOY = Path(sys.executable).parent / "modeldeploy"
-MANIFEST = {
-    "apiVersion": "modeldeploy.io/v1alpha1",
-    "kind": "ModelDeployment",
-    "metadata": {"name": "scorer", "namespace": "ml"},
-    "spec": {"model": {"name": "scorer", "version": "1", "storageUri": "s3://models/scorer/1"}},
-}
+
+def manifest(namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "modeldeploy.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "scorer", "namespace": namespace},
+        "spec": {"model": {"name": "scorer", "version": "1", "storageUri": "s3://models/scorer/1"}},
+    }
 
 
-def get(url: str) -> tuple[int, str]:
-    with urllib.request.urlopen(url, timeout=2) as response:  # our own 127.0.0.1
-        return int(response.status), response.read().decode()
+def grant_cluster_admin(cp: ControlPlane, subject: dict[str, str], name: str) -> None:
+    cp.admin.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "cluster-admin",
+            },
+            "subjects": [subject],
+        }
+    )
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError("timed out")
+def reconciles_to_stable(cp: ControlPlane, namespace: str, operator: OperatorProcess) -> None:
+    api = cp.admin
+    api.apply(manifest(namespace))
+
+    def phase() -> Any:
+        obj = api.get("modeldeploy.io/v1alpha1", "ModelDeployment", namespace, "scorer") or {}
+        return (obj.get("status") or {}).get("phase") == "Stable"
+
+    try:
+        api.wait_for(phase, timeout=60, what="phase Stable")
+    except TimeoutError:
+        raise AssertionError(f"not Stable; operator log:\n{operator.tail()}") from None
+    deployment = api.get("apps/v1", "Deployment", namespace, "scorer-primary")
+    assert deployment is not None
+    assert deployment["status"]["readyReplicas"] == 1  # computed by the real Deployment controller
 
 
-@pytest.fixture
-def operator_process(tmp_path: Path) -> Iterator[tuple[ClusterEmulator, int, int, Path]]:
-    emulator = ClusterEmulator()
-    emulator.declare_builtin_resources()
-    emulator.put_object(crd())
-    health, metrics = free_port(), free_port()
+def served_by(cp: ControlPlane, since: int, user: str) -> set[str]:
+    return {event["verb"] for event in cp.audit_events(since, user=user)}
+
+
+def test_kubeconfig_with_ca_and_bearer_token(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    cp = control_plane
+    cp.admin.create(
+        f"/api/v1/namespaces/{namespace}/serviceaccounts",
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "operator"}},
+    )
+    grant_cluster_admin(
+        cp, {"kind": "ServiceAccount", "name": "operator", "namespace": namespace}, f"token-{namespace}"
+    )
+    creds = cp.service_account_token(namespace, "operator")
+    kubeconfig = cp.kubeconfig(creds, tmp_path / "kubeconfig")
+    since = cp.audit_position()
     log = tmp_path / "operator.log"
-    with EmulatorThread(emulator) as server, log.open("wb") as out:
-        command = [
-            str(MODELDEPLOY),
-            "run",
-            f"--server={server.url}",
-            f"--health-port={health}",
-            f"--metrics-port={metrics}",
-            "--log-format=json",
-            "--resync-seconds=1",
-        ]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-        try:
-            yield emulator, health, metrics, log
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def test_health_metrics_and_json_logs(operator_process: tuple[ClusterEmulator, int, int, Path]) -> None:
-    emulator, health, metrics, log = operator_process
-    wait_for(lambda: get(f"http://127.0.0.1:{health}/healthz")[0] == 200)
-    emulator.put_object(MANIFEST)
-
-    def reconciled() -> bool:
-        _, text = get(f"http://127.0.0.1:{metrics}/metrics")
-        return 'modeldeploy_reconcile_total{result="ok"}' in text
-
-    wait_for(reconciled)
-    _, text = get(f"http://127.0.0.1:{metrics}/metrics")
+    with OperatorProcess(kubeconfig=kubeconfig, log=log, args=[f"--namespace={namespace}"]) as operator:
+        reconciles_to_stable(cp, namespace, operator)
+        text = operator.metrics()
+    # kopf's watches and the operator's own writes both came as this user.
+    verbs = served_by(cp, since, creds.user)
+    assert {"watch", "patch"} <= verbs, verbs
     for family in (
         "modeldeploy_reconcile_total",
         "modeldeploy_reconcile_duration_seconds_bucket",
-        "modeldeploy_reconcile_errors_total",
         'modeldeploy_api_writes_total{verb="apply"}',
         'modeldeploy_api_writes_total{verb="status"}',
     ):
         assert family in text, family
-    assert emulator.get_object("apps", "v1", "deployments", "ml", "scorer-primary") is not None
     lines = [line for line in log.read_text().splitlines() if line.strip()]
     assert lines, "the operator logged nothing"
     for line in lines:
         entry = json.loads(line)  # every line is one JSON object with the fields log shippers want
         assert {"time", "level", "logger", "message"} <= set(entry)
+    assert creds.token not in log.read_text()
+
+
+def test_kubeconfig_with_client_certificate(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    cp = control_plane
+    creds = cp.client_certificate(f"operator-{namespace}")
+    grant_cluster_admin(
+        cp, {"kind": "User", "name": creds.user, "apiGroup": "rbac.authorization.k8s.io"}, creds.user
+    )
+    kubeconfig = cp.kubeconfig(creds, tmp_path / "kubeconfig")
+    since = cp.audit_position()
+    with OperatorProcess(
+        kubeconfig=kubeconfig, log=tmp_path / "operator.log", args=[f"--namespace={namespace}"]
+    ) as operator:
+        reconciles_to_stable(cp, namespace, operator)
+    assert {"watch", "patch"} <= served_by(cp, since, creds.user)
+
+
+def test_in_cluster_service_account(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> None:
+    """The pod's view: a token file, a CA file and KUBERNETES_SERVICE_HOST/PORT, no kubeconfig.
+
+    The files go where the kubelet mounts them, in a mount namespace of the operator's own."""
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is missing: it gives the operator in-cluster files")
+    cp = control_plane
+    cp.admin.create(
+        f"/api/v1/namespaces/{namespace}/serviceaccounts",
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "operator"}},
+    )
+    grant_cluster_admin(
+        cp, {"kind": "ServiceAccount", "name": "operator", "namespace": namespace}, f"incluster-{namespace}"
+    )
+    creds: Credentials = cp.service_account_token(namespace, "operator")
+    mounted = tmp_path / "serviceaccount"
+    mounted.mkdir()
+    (mounted / "token").write_text(creds.token or "")
+    (mounted / "namespace").write_text(namespace)
+    shutil.copy(cp.ca_file, mounted / "ca.crt")
+    target = "/run/secrets/kubernetes.io/serviceaccount"  # /var/run is a link to /run
+    script = f'mount -t tmpfs tmpfs /run && mkdir -p {target} && mount --bind {mounted} {target} && exec "$@"'
+    host, _, port = cp.url.removeprefix("https://").rpartition(":")
+    since = cp.audit_position()
+    with OperatorProcess(
+        log=tmp_path / "operator.log",
+        prefix=["unshare", "-m", "sh", "-c", script, "sh"],
+        env={"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port},
+        args=[f"--namespace={namespace}"],
+    ) as operator:
+        reconciles_to_stable(cp, namespace, operator)
+    assert {"watch", "patch"} <= served_by(cp, since, creds.user)

@@ -84,7 +84,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         puller_image=args.puller_image,
         pod_monitor_labels=tuple(_label(item) for item in args.pod_monitor_label or ()),
     )
-    run(config)
+    from modeldeploy.adapters.kube import KubeError
+
+    try:
+        run(config)
+    except KubeError as error:
+        print(f"error: cannot reach a cluster: {error.message or error.reason}", file=sys.stderr)
+        return 1
     return 0
 
 

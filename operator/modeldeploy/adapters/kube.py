@@ -93,18 +93,52 @@ def _error(exc: ApiException) -> KubeError:
 
 
 def configuration(server: str | None = None, token: str | None = None) -> Configuration:
-    """An explicit server (the local emulator), else in-cluster, else the user's kubeconfig."""
+    """An explicit server (the demo's local emulator), else in-cluster, else the user's kubeconfig.
+
+    In a pod, the client re-reads the service-account token file as the kubelet rotates it."""
     if server:
         config = Configuration(host=server)
         if token:
-            config.api_key = {"authorization": f"Bearer {token}"}
+            config.api_key = {"BearerToken": token}
+            config.api_key_prefix = {"BearerToken": "Bearer"}
         return config
     config = Configuration()
     try:
         kubernetes.config.load_incluster_config(client_configuration=config)
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config(client_configuration=config)
+        try:
+            kubernetes.config.load_kube_config(client_configuration=config)
+        except (kubernetes.config.ConfigException, OSError, ValueError) as error:
+            raise KubeError(
+                0, "NoConfiguration", f"no in-cluster configuration and no usable kubeconfig: {error}"
+            ) from None
     return config
+
+
+@dataclass(frozen=True)
+class Connection:
+    """The credentials of a Configuration, for a second client (kopf) to log in exactly as ours does."""
+
+    server: str
+    ca_path: str | None
+    insecure: bool
+    token: str | None
+    certificate_path: str | None
+    private_key_path: str | None
+
+
+def connection(config: Configuration) -> Connection:
+    # The header comes through the client's own hook, which refreshes a rotated token first.
+    header = config.get_api_key_with_prefix("BearerToken") or config.get_api_key_with_prefix("authorization")
+    token = header.split(" ", 1)[-1] if header else None
+    return Connection(
+        server=str(config.host),
+        ca_path=config.ssl_ca_cert or None,
+        insecure=not config.verify_ssl,
+        token=token or None,
+        certificate_path=config.cert_file or None,
+        private_key_path=config.key_file or None,
+    )
 
 
 def default_namespace() -> str:
@@ -126,6 +160,7 @@ class KubeClient:
 
     def __init__(self, config: Configuration, field_manager: str = FIELD_MANAGER) -> None:
         config.connection_pool_maxsize = max(config.connection_pool_maxsize or 0, 32)
+        self.configuration = config
         self._api = ApiClient(config)
         self._field_manager = field_manager
         self._lock = threading.Lock()

@@ -117,11 +117,14 @@ def _add_factory_defaults(schema: dict[str, Any], model: type[BaseModel]) -> Non
 def _factory_default(field: FieldInfo) -> Any:
     factory: Callable[[], Any] = field.default_factory  # type: ignore[assignment]
     value = factory()
+    # Written out in full: the API server checks a default as written (CEL rules included)
+    # before it fills in the defaults nested inside it.
     if isinstance(value, BaseModel):
-        return {}
+        return value.model_dump(mode="json", by_alias=True, exclude_none=True)
     if isinstance(value, list):
         return [
-            v.model_dump(by_alias=True, exclude_none=True) if isinstance(v, BaseModel) else v for v in value
+            v.model_dump(mode="json", by_alias=True, exclude_none=True) if isinstance(v, BaseModel) else v
+            for v in value
         ]
     return value
 

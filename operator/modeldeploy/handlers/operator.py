@@ -20,7 +20,7 @@ from typing import Any
 
 import kopf
 
-from modeldeploy.adapters.kube import MODEL_DEPLOYMENT, KubeClient, KubeError, configuration
+from modeldeploy.adapters.kube import MODEL_DEPLOYMENT, KubeClient, KubeError, configuration, connection
 from modeldeploy.api.base import GROUP, KIND, PLURAL, VERSION
 from modeldeploy.handlers import metrics
 from modeldeploy.handlers.config import OperatorConfig
@@ -162,11 +162,20 @@ def register(
     def pass_for(namespace: str, name: str, body: Mapping[str, Any] | None) -> None:
         coalescer.run((namespace, name), body, lambda: fetch_parent(client, namespace, name), work)
 
-    if config.server:
-
-        @kopf.on.login(registry=registry)
-        def login(**_: Any) -> kopf.ConnectionInfo:
-            return kopf.ConnectionInfo(server=config.server or "", token=config.token)
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        # kopf logs in with the very credentials our client uses: one source, so the two never
+        # disagree. kopf calls this again on a 401, and the client's hook re-reads a rotated
+        # service-account token, so a refreshed token reaches both.
+        conn = connection(client.configuration)
+        return kopf.ConnectionInfo(
+            server=conn.server,
+            ca_path=conn.ca_path,
+            insecure=conn.insecure,
+            token=conn.token,
+            certificate_path=conn.certificate_path,
+            private_key_path=conn.private_key_path,
+        )
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:

@@ -1,0 +1,130 @@
+"""The real-API tier: one real control plane per test session, one namespace per test.
+
+`KUBEBUILDER_ASSETS` names the folder with etcd, kube-apiserver and kube-controller-manager (the
+Makefile and .ci/run default it to ../shared/k8s/bin). Without them the tier is skipped with one
+line saying what is missing; with CI=true that is a failure instead.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from modeldeploy.sim.controlplane import ControlPlane, ControlPlaneMissing, find_assets
+from modeldeploy.sim.kubeapi import KubeApi
+from modeldeploy.sim.kubelet import Kubelet, PodReport, Policy, always_ready
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+THIRD_PARTY_CRDS = Path(
+    os.environ.get("MODELDEPLOY_THIRD_PARTY_CRDS", REPO_ROOT.parent / "shared" / "third-party-crds")
+)
+REAL_API = "real_api"
+
+
+def ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("true", "1", "yes")
+
+
+def require_assets() -> Path:
+    try:
+        return find_assets()
+    except ControlPlaneMissing as error:
+        if ci():
+            pytest.fail(f"{error} -- CI=true, so this is a failure, not a skip")
+        pytest.skip(f"real API server tier: {error}")
+
+
+class Policies:
+    """The kubelet stand-in's behaviour, per namespace: a test says how its Pods fare."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_namespace: dict[str, Policy] = {}
+
+    def set(self, namespace: str, policy: Policy) -> None:
+        with self._lock:
+            self._by_namespace[namespace] = policy
+
+    def __call__(self, pod: Mapping[str, Any]) -> PodReport:
+        with self._lock:
+            policy = self._by_namespace.get(pod.get("metadata", {}).get("namespace", ""), always_ready)
+        return policy(pod)
+
+
+def install_crds(api: KubeApi, paths: list[Path]) -> None:
+    names = []
+    for path in paths:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
+                api.apply(doc)
+                names.append(doc["metadata"]["name"])
+
+    def established() -> bool:
+        for name in names:
+            crd = api.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", None, name) or {}
+            conditions = {c["type"]: c["status"] for c in crd.get("status", {}).get("conditions", [])}
+            if conditions.get("Established") != "True":
+                return False
+        return True
+
+    api.wait_for(established, what="the CRDs to be established")
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """etcd + kube-apiserver + kube-controller-manager, with our CRD and the upstream ones installed."""
+    assets = require_assets()
+    with ControlPlane(assets=assets, workdir=tmp_path_factory.mktemp("controlplane")) as cp:
+        crds = sorted((REPO_ROOT / "crds").glob("*.yaml"))
+        if THIRD_PARTY_CRDS.is_dir():
+            crds += sorted(THIRD_PARTY_CRDS.glob("*.yaml"))
+        elif ci():
+            pytest.fail(f"{THIRD_PARTY_CRDS} is missing (set MODELDEPLOY_THIRD_PARTY_CRDS)")
+        install_crds(cp.admin, crds)
+        yield cp
+
+
+@pytest.fixture(scope="session")
+def kubelet_policies(control_plane: ControlPlane) -> Iterator[Policies]:
+    policies = Policies()
+    with Kubelet(control_plane.admin, policies):
+        yield policies
+
+
+@pytest.fixture
+def namespace(
+    control_plane: ControlPlane, kubelet_policies: Policies, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A fresh namespace for one test; deleted (in the background) after it."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    api = control_plane.admin
+    api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    # Pods need the namespace's default ServiceAccount, which the controller manager creates.
+    api.wait_for(
+        lambda: api.get("v1", "ServiceAccount", name, "default"), what=f"the default ServiceAccount of {name}"
+    )
+    yield name
+    api.delete("v1", "Namespace", None, name)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "control_plane" in getattr(item, "fixturenames", ()):
+            item.add_marker(REAL_API)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    ran = [
+        report
+        for key in ("passed", "failed", "error")
+        for report in terminalreporter.stats.get(key, [])
+        if getattr(report, "when", "call") == "call" and REAL_API in getattr(report, "keywords", {})
+    ]
+    terminalreporter.write_line(f"{len(ran)} tests ran on the real API server (kube-apiserver v1.36.2)")
