@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 PY_DIRS := $(wildcard operator tests bench e2e runtime-images)
+# The real control plane (etcd, kube-apiserver, kube-controller-manager), the envtest convention.
+KUBEBUILDER_ASSETS ?= $(abspath ../shared/k8s/bin)
+export KUBEBUILDER_ASSETS
 
 .PHONY: demo test lint unit crd golden bench tools clean e2e
 

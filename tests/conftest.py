@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,8 @@ import yaml
 from modeldeploy.sim.controlplane import ControlPlane, ControlPlaneMissing, find_assets
 from modeldeploy.sim.kubeapi import KubeApi
 from modeldeploy.sim.kubelet import Kubelet, PodReport, Policy, always_ready
+from modeldeploy.sim.operator_process import OperatorProcess
+from operator_bed import OperatorBed
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 THIRD_PARTY_CRDS = Path(
@@ -128,3 +130,45 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         if getattr(report, "when", "call") == "call" and REAL_API in getattr(report, "keywords", {})
     ]
     terminalreporter.write_line(f"{len(ran)} tests ran on the real API server (kube-apiserver v1.36.2)")
+
+
+@pytest.fixture
+def operator(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> Iterator[Callable[..., OperatorBed]]:
+    """A factory: `operator(resync_seconds=1, prometheus_url=...)` starts `modeldeploy run
+    --namespace=<this test's>` as a process, logged in by a kubeconfig with a client certificate of a
+    user bound to cluster-admin (least privilege is proven in test_rbac_proof.py). Stopped after."""
+    started: list[OperatorBed] = []
+
+    def start(**kwargs: Any) -> OperatorBed:
+        user = f"operator-{namespace}"
+        creds = control_plane.client_certificate(user)
+        control_plane.admin.apply(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": user},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "cluster-admin",
+                },
+                "subjects": [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}],
+            }
+        )
+        args = [f"--namespace={namespace}", *kwargs.pop("args", ())]
+        process = OperatorProcess(
+            kubeconfig=control_plane.kubeconfig(creds, tmp_path / f"kubeconfig-{len(started)}"),
+            log=tmp_path / f"operator-{len(started)}.log",
+            args=args,
+            **kwargs,
+        )
+        process.start()
+        bed = OperatorBed(control_plane, namespace, process, user)
+        started.append(bed)
+        return bed
+
+    yield start
+    for bed in started:
+        bed.process.stop()
