@@ -15,6 +15,9 @@ KIND = "ModelDeployment"
 PLURAL = "modeldeployments"
 SINGULAR = "modeldeployment"
 SHORT_NAMES = ["mdep"]
+# Children are named <name>-primary, <name>-canary, and pods append more: the API server refuses
+# a longer name (the CRD's metadata.name.maxLength).
+MAX_NAME_LENGTH = 50
 
 # Go's time.ParseDuration subset that users write in YAML: "500ms", "90s", "5m", "1h30m".
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
@@ -51,6 +54,26 @@ class Model(BaseModel):
         frozen=True,
         use_enum_values=True,
     )
+
+
+def duration_between(low: str, high: str | None = None) -> dict[str, Any]:
+    """json_schema_extra for a Duration field bounded by the API server (CEL's duration())."""
+    rule = f"duration(self) >= duration('{low}')"
+    if high is not None:
+        rule += f" && duration(self) <= duration('{high}')"
+    return cel((rule, _bounds_message(low, high), ""))
+
+
+def check_duration_between(value: str, low: str, high: str | None = None) -> str:
+    """The operator's twin of duration_between, with the same message."""
+    seconds = parse_duration(value)
+    if seconds < parse_duration(low) or (high is not None and seconds > parse_duration(high)):
+        raise ValueError(_bounds_message(low, high))
+    return value
+
+
+def _bounds_message(low: str, high: str | None) -> str:
+    return f"must be between {low} and {high}" if high is not None else f"must be at least {low}"
 
 
 _DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h)")

@@ -20,6 +20,7 @@ from modeldeploy.api.base import (
     CEL_KEY,
     GROUP,
     KIND,
+    MAX_NAME_LENGTH,
     PLURAL,
     PRESERVE_KEY,
     SHORT_NAMES,
@@ -34,6 +35,7 @@ CRD_FILENAME = f"{GROUP}_{PLURAL}.yaml"
 INT_OR_STRING = "x-kubernetes-int-or-string"
 
 _DROP = {"title", "$defs"}
+_INT_OR_STRING_KEEP = ("description", "maxLength", CEL_KEY)
 
 
 def _deref(node: Any, defs: dict[str, Any]) -> Any:
@@ -56,11 +58,8 @@ def _structural(node: Any) -> Any:
         return node
     node = dict(node)
     if node.get(INT_OR_STRING):
-        # Value checks on quantities live in the operator; the CRD only needs the int-or-string shape.
-        return {
-            INT_OR_STRING: True,
-            **({"description": node["description"]} if "description" in node else {}),
-        }
+        # A quantity: the int-or-string shape, a length bound, and the CEL rule that parses it.
+        return {INT_OR_STRING: True, **{k: node[k] for k in _INT_OR_STRING_KEEP if k in node}}
     if "anyOf" in node:
         branches = [b for b in node.pop("anyOf") if b.get("type") != "null"]
         if len(branches) == 1:
@@ -186,7 +185,11 @@ def crd() -> dict[str, Any]:
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
+                                # name is the one part of metadata a CRD may constrain.
+                                "metadata": {
+                                    "type": "object",
+                                    "properties": {"name": {"type": "string", "maxLength": MAX_NAME_LENGTH}},
+                                },
                                 "spec": spec_schema,
                                 "status": status_schema,
                             },

@@ -2,25 +2,28 @@
 
 These models are the single source of truth: the CRD's OpenAPI schema is generated from them
 (see crd.py), and the operator validates every object it receives with them, so an object that
-slipped past the API server (stored before validation existed) still gets a precise error.
-Rules Kubernetes can enforce carry a CEL twin in `cel(...)`; the model validators below mirror
-them for the operator, and add the checks CEL cannot express.
+slipped past the API server (stored before a rule existed) still gets a precise error.
+Every cross-field rule carries a CEL twin in `cel(...)` that the API server evaluates, with the
+same message; the model validators below repeat them for the operator (defence in depth).
 """
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PlainValidator, WithJsonSchema, field_validator, model_validator
 
 from modeldeploy.api.base import (
+    CEL_KEY,
     DNS1123_SUBDOMAIN,
     PRESERVE_KEY,
     Duration,
     Model,
     cel,
-    parse_duration,
+    check_duration_between,
+    duration_between,
 )
 from modeldeploy.api.errors import FieldError
 
@@ -33,10 +36,31 @@ MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 # Extended resource names: "nvidia.com/gpu", "nvidia.com/mig-1g.10gb", "amd.com/gpu".
 RESOURCE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-z0-9]([-a-z0-9._]*[a-z0-9])?$"
 QUANTITY_PATTERN = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(([KMGTPE]i)|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
-# A quantity is an int or a string in Kubernetes; the CRD marks it x-kubernetes-int-or-string.
+QUANTITY_MAX_LENGTH = 64
+QUANTITY_MESSAGE = "must be a Kubernetes quantity, such as 500m, 2, 1.5 or 8Gi"
+
+
+def _quantity(value: object) -> int | str:
+    # One check, one message: a union of int and a constrained str would report both branches.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and len(value) <= QUANTITY_MAX_LENGTH and re.fullmatch(QUANTITY_PATTERN, value):
+        return value
+    raise ValueError(QUANTITY_MESSAGE)
+
+
+# A quantity is an int or a string in Kubernetes. The API server checks the string with its own
+# parser (CEL isQuantity); maxLength keeps that rule within the CEL cost budget.
 Quantity = Annotated[
-    int | Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=64)],
-    Field(json_schema_extra={"x-kubernetes-int-or-string": True}),
+    int | str,
+    PlainValidator(_quantity),
+    WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            "maxLength": QUANTITY_MAX_LENGTH,
+            CEL_KEY: [{"rule": "type(self) == int || isQuantity(self)", "message": QUANTITY_MESSAGE}],
+        }
+    ),
 ]
 FreeForm = Annotated[dict[str, Any], Field(json_schema_extra={PRESERVE_KEY: True})]
 
@@ -135,8 +159,9 @@ class ModelSource(Model):
 
 
 class ResourceRequirements(Model):
-    requests: dict[str, Quantity] = Field(default_factory=dict)
-    limits: dict[str, Quantity] = Field(default_factory=dict)
+    # Bounded so that the API server's cost estimate for the quantity rule stays within budget.
+    requests: dict[str, Quantity] = Field(default_factory=dict, max_length=16)
+    limits: dict[str, Quantity] = Field(default_factory=dict, max_length=16)
 
 
 class Toleration(Model):
@@ -170,7 +195,7 @@ class Runtime(Model):
     runtime_class_name: str | None = Field(default=None, pattern=DNS1123_SUBDOMAIN, max_length=253)
     args: list[Annotated[str, Field(max_length=1024)]] = Field(default_factory=list, max_length=64)
     # Large models take minutes to load; the startup probe allows this long before restarting.
-    model_load_timeout: Duration = "15m"
+    model_load_timeout: Duration = Field(default="15m", json_schema_extra=duration_between("10s", "6h"))
 
     @model_validator(mode="after")
     def _gpu_resource_needs_gpus(self) -> Runtime:
@@ -183,9 +208,7 @@ class Runtime(Model):
     @field_validator("model_load_timeout")
     @classmethod
     def _load_timeout_bounds(cls, value: str) -> str:
-        if not 10 <= parse_duration(value) <= 6 * 3600:
-            raise ValueError("must be between 10s and 6h")
-        return value
+        return check_duration_between(value, "10s", "6h")
 
     @property
     def effective_gpu_resource(self) -> str | None:
@@ -394,21 +417,39 @@ class StringMatch(Model):
 
 
 HEADER_NAME_PATTERN = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,256}$"
+HEADER_NAME_MESSAGE = "header names must be HTTP tokens: 1 to 256 letters, digits or !#$%&'*+-.^_`|~"
+HEADER_CASE_MESSAGE = "header names are case-insensitive: two of them differ only in case"
+
+
+def _cel_string(value: str) -> str:
+    """`value` as a single-quoted CEL string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 class Match(Model):
-    # Keys are HTTP header names (RFC 9110 tokens), compared without regard to case.
-    headers: dict[Annotated[str, Field(pattern=HEADER_NAME_PATTERN)], StringMatch] = Field(
-        min_length=1, max_length=16
+    # Keys are HTTP header names (RFC 9110 tokens), compared without regard to case. A CRD cannot
+    # constrain map keys in its schema (no patternProperties), so CEL checks them.
+    headers: dict[str, StringMatch] = Field(
+        min_length=1,
+        max_length=16,
+        json_schema_extra=cel(
+            (f"self.all(k, k.matches({_cel_string(HEADER_NAME_PATTERN)}))", HEADER_NAME_MESSAGE, ""),
+            (
+                "self.all(k, self.filter(j, j.lowerAscii() == k.lowerAscii()).size() == 1)",
+                HEADER_CASE_MESSAGE,
+                "",
+            ),
+        ),
     )
 
     @field_validator("headers")
     @classmethod
-    def _unique_ignoring_case(cls, headers: dict[str, StringMatch]) -> dict[str, StringMatch]:
-        lowered = [name.lower() for name in headers]
-        dupes = sorted({n for n in lowered if lowered.count(n) > 1})
-        if dupes:
-            raise ValueError(f"header names are case-insensitive, repeated: {', '.join(dupes)}")
+    def _header_names(cls, headers: dict[str, StringMatch]) -> dict[str, StringMatch]:
+        if not all(re.fullmatch(HEADER_NAME_PATTERN, name) for name in headers):
+            raise ValueError(HEADER_NAME_MESSAGE)
+        # CEL's lowerAscii folds ASCII only; so does this (the names are ASCII tokens by now).
+        if len({name.lower() for name in headers}) != len(headers):
+            raise ValueError(HEADER_CASE_MESSAGE)
         return headers
 
 
@@ -435,6 +476,14 @@ class RelativeToPrimary(Model):
         return self
 
 
+# A custom query compared with the primary must tell the tracks apart: {{target}} or {{track}}.
+TRACK_VARIABLE_PATTERN = r"\{\{\s*(target|track)\s*\}\}"
+RELATIVE_QUERY_MESSAGE = (
+    "relativeToPrimary needs the query to measure the track under test: "
+    "use {{target}} (the Deployment name) or {{track}} (primary|canary) in it"
+)
+
+
 class AnalysisMetric(Model):
     model_config = Model.model_config | {
         "json_schema_extra": cel(
@@ -443,6 +492,14 @@ class AnalysisMetric(Model):
                 "has(self.min) || has(self.max) || has(self.relativeToPrimary)",
                 "set at least one of min, max or relativeToPrimary",
                 "",
+            ),
+            # The operator's twin is analysis.templates.check_custom (rollout/validate.py runs it). Its
+            # other check, unknown {{variables}}, needs findAll over every query: over CEL's cost budget.
+            (
+                "!has(self.query) || !has(self.relativeToPrimary) || "
+                + f"self.query.matches({_cel_string(TRACK_VARIABLE_PATTERN)})",
+                RELATIVE_QUERY_MESSAGE,
+                ".query",
             ),
         )
     }
@@ -468,21 +525,30 @@ class Inconclusive(Model):
     action: InconclusiveAction = InconclusiveAction.HOLD
 
 
+METRIC_NAMES_MESSAGE = "metric names must be unique"
+
+
 class Analysis(Model):
     min_sample_count: int = Field(default=100, ge=0)
     inconclusive: Inconclusive = Field(default_factory=Inconclusive)
     # Per-object override of the operator's --prometheus-url.
     prometheus_url: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=2048)
-    metrics: list[AnalysisMetric] = Field(default_factory=list, max_length=32)
+    metrics: list[AnalysisMetric] = Field(
+        default_factory=list,
+        max_length=32,
+        json_schema_extra=cel(("self.all(m, self.exists_one(n, n.name == m.name))", METRIC_NAMES_MESSAGE, "")),
+    )
 
     @field_validator("metrics")
     @classmethod
     def _unique_names(cls, metrics: list[AnalysisMetric]) -> list[AnalysisMetric]:
         names = [m.name for m in metrics]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"metric names must be unique, repeated: {', '.join(dupes)}")
+        if len(set(names)) != len(names):
+            raise ValueError(METRIC_NAMES_MESSAGE)
         return metrics
+
+
+STEPS_MESSAGE = "weights must increase step by step: each step's weight must be greater than the one before"
 
 
 def _default_steps() -> list[Step]:
@@ -501,10 +567,14 @@ class Rollout(Model):
     }
 
     strategy: Strategy = Strategy.CANARY
-    steps: list[Step] = Field(default_factory=_default_steps, max_length=32)
-    interval: Duration = "1m"
+    steps: list[Step] = Field(
+        default_factory=_default_steps,
+        max_length=32,
+        json_schema_extra=cel(("self.all(i, s, i == 0 || s.weight > self[i - 1].weight)", STEPS_MESSAGE, "")),
+    )
+    interval: Duration = Field(default="1m", json_schema_extra=duration_between("1s"))
     failure_threshold: int = Field(default=3, ge=1, le=100)
-    progress_deadline: Duration = "15m"
+    progress_deadline: Duration = Field(default="15m", json_schema_extra=duration_between("1s"))
     match: list[Match] = Field(default_factory=list, max_length=8)
     # Canary replicas follow the weight unless fixed here.
     canary_replicas: int | None = Field(default=None, ge=1, le=1000)
@@ -514,13 +584,8 @@ class Rollout(Model):
     @field_validator("steps")
     @classmethod
     def _increasing(cls, steps: list[Step]) -> list[Step]:
-        # CEL cannot compare neighbours in a list, so this one is caught by the operator only.
-        for i in range(1, len(steps)):
-            if steps[i].weight <= steps[i - 1].weight:
-                raise ValueError(
-                    f"weights must increase step by step: step {i} has weight {steps[i].weight}, "
-                    f"step {i - 1} has {steps[i - 1].weight}"
-                )
+        if any(later.weight <= earlier.weight for earlier, later in zip(steps, steps[1:], strict=False)):
+            raise ValueError(STEPS_MESSAGE)
         return steps
 
     @model_validator(mode="after")
@@ -532,14 +597,29 @@ class Rollout(Model):
     @field_validator("interval", "progress_deadline")
     @classmethod
     def _positive(cls, value: str) -> str:
-        if parse_duration(value) < 1:
-            raise ValueError("must be at least 1s")
-        return value
+        return check_duration_between(value, "1s")
 
 
 # ----------------------------------------------------------------------------------------- spec
 
 _ROUTER = "has(self.traffic) && (has(self.traffic.gatewayAPI) || has(self.traffic.istio))"
+# The HPA computes utilization against the container's request: without one it cannot scale at all
+# (it reports "missing request for cpu"), so the API server refuses such an object.
+_NOT_AUTOSCALED = "self.scaling.minReplicas >= self.scaling.maxReplicas"
+DEFAULT_CPU_REQUEST_MESSAGE = (
+    "autoscaling on CPU utilization (the default when scaling.metrics is empty) needs "
+    "runtime.resources.requests.cpu"
+)
+
+
+def utilization_request_message(resource: str) -> str:
+    return f"a {resource} utilization target in scaling.metrics needs runtime.resources.requests.{resource}"
+
+
+_UTILIZATION_TARGET = {
+    "cpu": "has(m.cpu)",
+    "memory": "has(m.memory) && has(m.memory.averageUtilization)",
+}
 
 
 class ModelDeploymentSpec(Model):
@@ -564,6 +644,20 @@ class ModelDeploymentSpec(Model):
                 "the replica-ratio fallback cannot match headers",
                 ".rollout.match",
             ),
+            (
+                f"{_NOT_AUTOSCALED} || size(self.scaling.metrics) > 0 || 'cpu' in self.runtime.resources.requests",
+                DEFAULT_CPU_REQUEST_MESSAGE,
+                ".runtime.resources.requests",
+            ),
+            *(
+                (
+                    f"{_NOT_AUTOSCALED} || '{resource}' in self.runtime.resources.requests || "
+                    f"!self.scaling.metrics.exists(m, {target})",
+                    utilization_request_message(resource),
+                    ".runtime.resources.requests",
+                )
+                for resource, target in _UTILIZATION_TARGET.items()
+            ),
         )
     }
 
@@ -571,26 +665,17 @@ class ModelDeploymentSpec(Model):
     runtime: Runtime = Field(default_factory=Runtime)
 
     def _utilization_needs_requests(self) -> None:
-        """The HPA computes utilization against the container's request: without one it cannot
-        scale at all (it reports "missing request for cpu"), so say so before it is deployed."""
         if not self.scaling.autoscaled:
             return
         requests = self.runtime.resources.requests
         metrics = self.scaling.metrics
         if not metrics and "cpu" not in requests:
-            raise FieldError(
-                ".runtime.resources.requests",
-                "autoscaling on CPU utilization (the default when scaling.metrics is empty) needs "
-                "runtime.resources.requests.cpu",
-            )
-        for index, metric in enumerate(metrics):
-            for resource, target in (("cpu", metric.cpu), ("memory", metric.memory)):
-                utilization = getattr(target, "average_utilization", None)
-                if utilization is not None and resource not in requests:
-                    raise FieldError(
-                        f".scaling.metrics.{index}.{resource}.averageUtilization",
-                        f"a {resource} utilization target needs runtime.resources.requests.{resource}",
-                    )
+            raise FieldError(".runtime.resources.requests", DEFAULT_CPU_REQUEST_MESSAGE)
+        for resource in _UTILIZATION_TARGET:
+            targets = [getattr(metric, resource) for metric in metrics]
+            wanted = any(getattr(t, "average_utilization", None) is not None for t in targets)
+            if wanted and resource not in requests:
+                raise FieldError(".runtime.resources.requests", utilization_request_message(resource))
 
     scaling: Scaling = Field(default_factory=Scaling)
     traffic: Traffic = Field(default_factory=Traffic)

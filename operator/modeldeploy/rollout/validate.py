@@ -1,5 +1,8 @@
 """Everything the operator checks before acting on a ModelDeployment, shared by the reconciler
-and `modeldeploy render`, so that an offline render rejects exactly what the operator would."""
+and `modeldeploy render`, so that an offline render rejects exactly what the operator would.
+
+The API server already refuses most of this (the CRD's schema and CEL rules, with the same
+messages); the operator checks again for objects stored before a rule existed."""
 
 from __future__ import annotations
 
@@ -7,9 +10,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from modeldeploy.analysis.templates import TemplateError, check_custom
+from modeldeploy.api.base import MAX_NAME_LENGTH
 from modeldeploy.api.resource import InvalidSpecError, parse_spec
 from modeldeploy.api.spec import ModelDeploymentSpec
-from modeldeploy.render.names import MAX_NAME_LENGTH
+
+NAME_TOO_LONG = f"at most {MAX_NAME_LENGTH} characters (children append -primary)"
 
 
 def validate(body: Mapping[str, Any]) -> ModelDeploymentSpec:
@@ -19,7 +24,7 @@ def validate(body: Mapping[str, Any]) -> ModelDeploymentSpec:
     if not name:
         problems.append("metadata.name: required")
     elif len(name) > MAX_NAME_LENGTH:
-        problems.append(f"metadata.name: at most {MAX_NAME_LENGTH} characters (children append -primary)")
+        problems.append(f"metadata.name: {NAME_TOO_LONG}")
     try:
         spec = parse_spec(body.get("spec"))
     except InvalidSpecError as error:
@@ -28,7 +33,9 @@ def validate(body: Mapping[str, Any]) -> ModelDeploymentSpec:
         try:
             check_custom(metric)
         except TemplateError as error:
-            problems.append(f"spec.rollout.analysis.metrics[{index}].query: {error}")
+            # The path names the metric already; the rest is what the CEL twin (if any) says.
+            message = str(error).removeprefix(f"analysis metric {error.metric!r}: ")
+            problems.append(f"spec.rollout.analysis.metrics[{index}].query: {message}")
     if problems:
         raise InvalidSpecError(problems)
     return spec
