@@ -1,61 +1,95 @@
 """Bad input is rejected at the right layer, and every layer names the field.
 
-Each case of tests/invalid_specs.yaml says which layer of a real API server rejects it (the structural
-schema, a CEL rule, or none: only the operator). For every case:
-1. the operator's parse_spec rejects it with a problem that starts with the field's path;
-2. `schema`: the CRD's schema (strict, as `kubectl apply` validates) fails at that field;
-3. `cel`: the schema accepts it, and after the API server's defaulting a CEL rule evaluates to false at
-   that field with the expected message (which the operator repeats);
-4. `operator`: the schema and every CEL rule accept it, so the operator is the only line of defence,
-   and the corpus says so honestly.
-And every example in examples/ passes all three.
+Each case of tests/invalid_specs.yaml says which layer of the real API server rejects it: the
+structural schema, a CEL rule, or none (only the operator). For every case:
+1. the operator's validate (rollout/validate.py) rejects it with a problem that starts with the
+   field's path, and for a `cel` case with the rule's own message;
+2. `schema` and `cel`: the real kube-apiserver, with the CRD from crds/, refuses it both ways a
+   client sends it with strict field validation (server-side apply as `kubectl apply --server-side`
+   does, and create), with 422 and a cause at that field; a `cel` case with the rule's message
+   and nothing else;
+3. `operator`: the real API server stores it, so the operator is the only line of defence, and
+   the corpus says so honestly.
 """
 
 from __future__ import annotations
 
+import re
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from modeldeploy.api.base import API_VERSION, KIND
-from modeldeploy.api.crd import CRD_FILENAME
-from modeldeploy.api.resource import InvalidSpecError, parse_spec
-from validation import (
-    REPO_ROOT,
-    apply_defaults,
-    cel_violations,
-    check_custom_resource,
-    list_type_violations,
-    schema_violations,
-)
+from modeldeploy.api.base import API_VERSION, CEL_KEY, KIND
+from modeldeploy.api.crd import crd
+from modeldeploy.api.resource import InvalidSpecError
+from modeldeploy.rollout.validate import validate
+from modeldeploy.sim.controlplane import ControlPlane
+from modeldeploy.sim.kubeapi import ApiError, KubeApi
 
 CORPUS_PATH = Path(__file__).with_name("invalid_specs.yaml")
 CORPUS: list[dict[str, Any]] = yaml.safe_load(CORPUS_PATH.read_text())
 LAYERS = ("schema", "cel", "operator")
-EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.yaml"))
+DECODING = ("unknown-field", "wrong-type")
+# What the API server adds when schema errors stopped it from evaluating the CEL rules.
+NOT_CHECKED = "some validation rules were not checked because the object was invalid"
 
 
-@pytest.fixture(scope="module")
-def schema() -> dict[str, Any]:
-    crd = yaml.safe_load((REPO_ROOT / "crds" / CRD_FILENAME).read_text())
-    (version,) = crd["spec"]["versions"]
-    return dict(version["schema"]["openAPIV3Schema"])
+def _cel_messages(node: Any) -> set[str]:
+    found: set[str] = set()
+    if isinstance(node, dict):
+        found |= {rule["message"] for rule in node.get(CEL_KEY, [])}
+        for value in node.values():
+            found |= _cel_messages(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= _cel_messages(value)
+    return found
 
 
-def manifest(spec: dict[str, Any]) -> dict[str, Any]:
+CEL_MESSAGES = _cel_messages(crd())
+
+
+def manifest(case: dict[str, Any], namespace: str = "ml") -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
-        "metadata": {"name": "bad", "namespace": "ml"},
-        "spec": spec,
+        "metadata": {"name": "bad", "namespace": namespace, **case.get("metadata", {})},
+        "spec": case["spec"],
     }
 
 
-def cases(layer: str | None = None) -> list[Any]:
-    chosen = [c for c in CORPUS if layer is None or c["kubernetes"] == layer]
+def cases(*layers: str) -> list[Any]:
+    chosen = [c for c in CORPUS if not layers or c["kubernetes"] in layers]
     return [pytest.param(c, id=c["name"]) for c in chosen]
+
+
+def server_field(field: str) -> str:
+    """The API server's spelling of a path, in the corpus's: map keys `[key]` become `.key`."""
+    return re.sub(r"\[([^\]0-9][^\]]*)\]", r".\1", field)
+
+
+def causes(error: ApiError) -> list[tuple[str, str]]:
+    """(field, message) of each cause, the field in the corpus's spelling."""
+    found = error.body.get("details", {}).get("causes", [])
+    return [(server_field(str(c.get("field", ""))), str(c.get("message", ""))) for c in found]
+
+
+@pytest.fixture(scope="module")
+def api(control_plane: ControlPlane) -> KubeApi:
+    return control_plane.admin
+
+
+@pytest.fixture(scope="module")
+def corpus_namespace(api: KubeApi) -> Iterator[str]:
+    # One namespace for the module: a rejected case stores nothing, an accepted one is deleted.
+    name = f"corpus-{uuid.uuid4().hex[:8]}"
+    api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    yield name
+    api.delete("v1", "Namespace", None, name)
 
 
 # --------------------------------------------------------------------------------- the corpus
@@ -63,22 +97,24 @@ def cases(layer: str | None = None) -> list[Any]:
 
 def test_corpus_shape() -> None:
     names = [c["name"] for c in CORPUS]
-    assert len(names) >= 24
+    assert len(names) >= 60
     assert len(set(names)) == len(names), "case names must be unique"
     for case in CORPUS:
         assert case["kubernetes"] in LAYERS, case["name"]
-        assert case["field"].startswith("spec"), case["name"]
-        assert ("message" in case) == (case["kubernetes"] == "cel"), (
-            f"{case['name']}: message is for cel cases"
-        )
-    for layer in LAYERS:
+        assert case["field"].startswith(("spec", "metadata.name")), case["name"]
+        assert ("message" in case) == (case["kubernetes"] == "cel"), f"{case['name']}: message is for cel cases"
+        if "decoding" in case:
+            assert case["kubernetes"] == "schema" and case["decoding"] in DECODING, case["name"]
+        if case["kubernetes"] == "cel":
+            assert case["message"] in CEL_MESSAGES, f"{case['name']}: no CEL rule of the CRD says that"
+    for layer in ("schema", "cel"):
         assert any(c["kubernetes"] == layer for c in CORPUS), f"no case for the {layer} layer"
 
 
 @pytest.mark.parametrize("case", cases())
 def test_operator_rejects_naming_the_field(case: dict[str, Any]) -> None:
     with pytest.raises(InvalidSpecError) as caught:
-        parse_spec(case["spec"])
+        validate(manifest(case))
     problems = caught.value.problems
     assert any(p.startswith(f"{case['field']}: ") for p in problems), (
         f"expected a problem naming {case['field']}, got {problems}"
@@ -88,49 +124,64 @@ def test_operator_rejects_naming_the_field(case: dict[str, Any]) -> None:
         assert f"{case['field']}: {case['message']}" in problems
 
 
-@pytest.mark.parametrize("case", cases("schema"))
-def test_schema_rejects_at_the_field(case: dict[str, Any], schema: dict[str, Any]) -> None:
-    defaulted = apply_defaults(manifest(case["spec"]), schema)
-    found = schema_violations(defaulted, schema)
-    assert found, "the structural schema accepts it: is it really a schema case?"
-    assert case["field"] in {v.path for v in found}, f"schema errors name other fields: {found}"
+def _rejected(send: Any) -> ApiError:
+    with pytest.raises(ApiError) as caught:
+        send()
+    return caught.value
 
 
-@pytest.mark.parametrize("case", cases("cel"))
-def test_cel_rule_rejects_at_the_field(case: dict[str, Any], schema: dict[str, Any]) -> None:
-    defaulted = apply_defaults(manifest(case["spec"]), schema)
-    assert schema_violations(defaulted, schema) == [], "the schema already rejects it: make it a schema case"
-    found = cel_violations(defaulted, schema)
-    assert found, "every CEL rule accepts it"
-    assert (case["field"], case["message"]) in {(v.path, v.message) for v in found}, found
+def _check_validation_error(case: dict[str, Any], error: ApiError) -> None:
+    assert error.status == 422, error
+    assert error.reason == "Invalid", error
+    found = causes(error)
+    at_field = [message for field, message in found if field == case["field"]]
+    assert at_field, f"no cause names {case['field']}: {found}"
+    if case["kubernetes"] == "cel":
+        # Exactly the one rule the case breaks, and its message as the operator words it.
+        assert all(
+            field == case["field"] and message.endswith(f": {case['message']}") for field, message in found
+        ), found
+    else:
+        assert not any(m.endswith(tuple(f": {c}" for c in CEL_MESSAGES)) for m in at_field), (
+            f"a CEL rule rejects it, not the schema: make it a cel case: {at_field}"
+        )
+        others = [(f, m) for f, m in found if f != case["field"]]
+        assert all(NOT_CHECKED in m for _, m in others), f"the case breaks more than one rule: {others}"
+
+
+@pytest.mark.parametrize("case", cases("schema", "cel"))
+def test_api_server_applies_nothing_and_names_the_field(
+    case: dict[str, Any], api: KubeApi, corpus_namespace: str
+) -> None:
+    """Server-side apply with strict field validation: what `kubectl apply --server-side` sends."""
+    error = _rejected(lambda: api.apply(manifest(case, corpus_namespace)))
+    if "decoding" in case:
+        # Server-side apply builds a typed object first, and answers 500 when it cannot.
+        assert error.status == 500, error
+        assert "failed to create typed patch object" in error.message
+        spelled = "field not declared in schema" if case["decoding"] == "unknown-field" else "expected"
+        assert f".{case['field']}: {spelled}" in error.message, error
+    else:
+        _check_validation_error(case, error)
+
+
+@pytest.mark.parametrize("case", cases("schema", "cel"))
+def test_api_server_creates_nothing_and_names_the_field(
+    case: dict[str, Any], api: KubeApi, corpus_namespace: str
+) -> None:
+    """Create with fieldValidation=Strict, as `kubectl create` sends it."""
+    path = api.path(API_VERSION, KIND, corpus_namespace)
+    error = _rejected(lambda: api.create(path, manifest(case, corpus_namespace)))
+    if case.get("decoding") == "unknown-field":
+        assert error.status == 400, error
+        assert f'strict decoding error: unknown field "{case["field"]}"' in error.message, error
+    else:
+        _check_validation_error(case, error)
 
 
 @pytest.mark.parametrize("case", cases("operator"))
-def test_only_the_operator_rejects(case: dict[str, Any], schema: dict[str, Any]) -> None:
-    assert check_custom_resource(manifest(case["spec"]), schema) == [], (
-        "Kubernetes rejects it already: move the case to the layer that does"
-    )
-
-
-# ------------------------------------------------------------------------------- the examples
-
-
-def test_there_are_examples() -> None:
-    assert len(EXAMPLES) >= 8
-
-
-@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_example_passes_every_layer(path: Path, schema: dict[str, Any]) -> None:
-    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-    assert docs, f"{path.name} is empty"
-    for doc in docs:
-        assert doc["apiVersion"] == API_VERSION
-        assert doc["kind"] == KIND
-        assert doc["metadata"]["namespace"] == "ml"
-        defaulted = apply_defaults(doc, schema)
-        assert schema_violations(defaulted, schema) == []
-        assert list_type_violations(defaulted, schema) == []
-        assert cel_violations(defaulted, schema) == []
-        parse_spec(doc["spec"])
-        # The operator reads what the API server stored: the defaulted object must parse the same.
-        assert parse_spec(defaulted["spec"]) == parse_spec(doc["spec"])
+def test_only_the_operator_rejects(case: dict[str, Any], api: KubeApi, corpus_namespace: str) -> None:
+    obj = manifest(case, corpus_namespace)
+    stored = api.apply(obj)
+    api.delete(API_VERSION, KIND, corpus_namespace, obj["metadata"]["name"])
+    assert stored["metadata"]["uid"], "Kubernetes rejects it already: move the case to the layer that does"
