@@ -102,7 +102,9 @@ def test_corpus_shape() -> None:
     for case in CORPUS:
         assert case["kubernetes"] in LAYERS, case["name"]
         assert case["field"].startswith(("spec", "metadata.name")), case["name"]
-        assert ("message" in case) == (case["kubernetes"] == "cel"), f"{case['name']}: message is for cel cases"
+        assert ("message" in case) == (case["kubernetes"] == "cel"), (
+            f"{case['name']}: message is for cel cases"
+        )
         if "decoding" in case:
             assert case["kubernetes"] == "schema" and case["decoding"] in DECODING, case["name"]
         if case["kubernetes"] == "cel":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from itertools import pairwise
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, PlainValidator, WithJsonSchema, field_validator, model_validator
@@ -536,7 +537,9 @@ class Analysis(Model):
     metrics: list[AnalysisMetric] = Field(
         default_factory=list,
         max_length=32,
-        json_schema_extra=cel(("self.all(m, self.exists_one(n, n.name == m.name))", METRIC_NAMES_MESSAGE, "")),
+        json_schema_extra=cel(
+            ("self.all(m, self.exists_one(n, n.name == m.name))", METRIC_NAMES_MESSAGE, "")
+        ),
     )
 
     @field_validator("metrics")
@@ -584,7 +587,7 @@ class Rollout(Model):
     @field_validator("steps")
     @classmethod
     def _increasing(cls, steps: list[Step]) -> list[Step]:
-        if any(later.weight <= earlier.weight for earlier, later in zip(steps, steps[1:], strict=False)):
+        if any(later.weight <= earlier.weight for earlier, later in pairwise(steps)):
             raise ValueError(STEPS_MESSAGE)
         return steps
 
@@ -645,7 +648,8 @@ class ModelDeploymentSpec(Model):
                 ".rollout.match",
             ),
             (
-                f"{_NOT_AUTOSCALED} || size(self.scaling.metrics) > 0 || 'cpu' in self.runtime.resources.requests",
+                f"{_NOT_AUTOSCALED} || size(self.scaling.metrics) > 0 || "
+                "'cpu' in self.runtime.resources.requests",
                 DEFAULT_CPU_REQUEST_MESSAGE,
                 ".runtime.resources.requests",
             ),
