@@ -4,15 +4,20 @@ A change to any renderer shows up here as a diff of real manifests, the way a Gi
 Regenerate after an intended change with `make golden` (UPDATE_GOLDEN=1 pytest tests/test_golden.py),
 then read the diff before committing it.
 
-Every rendered object is also validated: built-in kinds against the official schemas of the newest
+Every rendered object is also validated: sent to the real API server as a server-side apply dry
+run (dryRun=All, strict field validation, so admission and every schema and CEL rule run and
+nothing is stored), and offline, built-in kinds against the official schemas of the newest
 Kubernetes that kubernetes-validate knows (strict), custom resources (PodMonitor, HTTPRoute, ...)
 against their upstream CRDs in ../shared/third-party-crds/.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +25,10 @@ import pytest
 import yaml
 
 from modeldeploy.cli import main, render_document
+from modeldeploy.render.names import FIELD_MANAGER
 from modeldeploy.render.options import RenderOptions
+from modeldeploy.sim.controlplane import ControlPlane
+from modeldeploy.sim.kubeapi import APPLY, ApiError, KubeApi
 from validation import K8S_VERSION, REPO_ROOT, is_third_party, validate_k8s, validate_third_party
 
 EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.yaml"))
@@ -99,6 +107,47 @@ def test_cli_render_prints_the_golden(example: Path, capsys: pytest.CaptureFixtu
 def test_examples_render_the_expected_kinds() -> None:
     kinds = {obj["kind"] for example in EXAMPLES for obj in render(example)}
     assert {"Deployment", "Service", "ConfigMap", "HorizontalPodAutoscaler", "PodMonitor"} <= kinds
+
+
+@pytest.fixture(scope="module")
+def api(control_plane: ControlPlane) -> KubeApi:
+    return control_plane.admin
+
+
+@pytest.fixture(scope="module")
+def dry_run_namespace(api: KubeApi) -> Iterator[str]:
+    # Admission refuses objects in a namespace that does not exist, even in a dry run.
+    name = f"golden-{uuid.uuid4().hex[:8]}"
+    api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    yield name
+    api.delete("v1", "Namespace", None, name)
+
+
+@pytest.mark.parametrize("obj", rendered_objects())
+def test_api_server_accepts_the_rendered_object(
+    obj: dict[str, Any], api: KubeApi, dry_run_namespace: str
+) -> None:
+    """A server-side apply as the operator sends it (its field manager, strict), as a dry run."""
+    sent = copy.deepcopy(obj)
+    sent["metadata"]["namespace"] = dry_run_namespace
+    query = {"fieldManager": FIELD_MANAGER, "force": "true", "fieldValidation": "Strict", "dryRun": "All"}
+    answer = api.request("PATCH", api.path_of(sent), sent, query=query, content_type=APPLY)
+    assert (answer["kind"], answer["metadata"]["name"]) == (obj["kind"], obj["metadata"]["name"])
+    # Nothing was stored.
+    assert api.get(obj["apiVersion"], obj["kind"], dry_run_namespace, obj["metadata"]["name"]) is None
+
+
+def test_the_dry_run_can_fail(api: KubeApi, dry_run_namespace: str) -> None:
+    # A dry run that accepted anything would prove nothing: a bad port is refused like a real apply.
+    (service,) = [o for o in render(REPO_ROOT / "examples" / "fraud-scorer.yaml") if o["kind"] == "Service"]
+    sent = copy.deepcopy(service)
+    sent["metadata"]["namespace"] = dry_run_namespace
+    sent["spec"]["ports"][0]["port"] = 70000
+    query = {"fieldManager": FIELD_MANAGER, "force": "true", "fieldValidation": "Strict", "dryRun": "All"}
+    with pytest.raises(ApiError) as caught:
+        api.request("PATCH", api.path_of(sent), sent, query=query, content_type=APPLY)
+    assert caught.value.status == 422
+    assert "spec.ports[0].port" in caught.value.message
 
 
 @pytest.mark.parametrize("obj", rendered_objects())

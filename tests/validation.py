@@ -1,16 +1,16 @@
-"""Validate objects the way a real API server would, without one.
+"""Validate rendered objects offline, for the pure tests that run without an API server.
 
-Shared by the test modules that check rendered manifests or specs:
+Our own CRD is not judged here: the ModelDeployment schema, defaults and CEL rules are checked by
+the real kube-apiserver (tests/test_crd.py, tests/test_invalid_specs.py), and the golden manifests
+are dry-run there too (tests/test_golden.py). What stays, for the fast table-driven render tests:
 
 - `validate_k8s(obj)`: a built-in kind (Deployment, Service, ...) against the official OpenAPI schemas of
   the newest Kubernetes version the installed kubernetes-validate knows, in strict mode (unknown fields
   are errors, as with `kubectl apply`'s strict field validation).
 - `validate_third_party(obj)`: a custom resource (PodMonitor, HTTPRoute, VirtualService, ...) against the
-  upstream CRD kept in ../shared/third-party-crds/, found by API group, version and kind.
-- `validate_object(obj)`: whichever of the two fits.
-- `check_custom_resource(obj, openapi_schema)`: the building block of the above for any CRD schema,
-  ours included: defaulting, structural schema, list-type keys, and the CEL rules
-  (x-kubernetes-validations) evaluated with the `cel` library (PyPI: common-expression-language).
+  upstream CRD kept in ../shared/third-party-crds/, found by API group, version and kind: defaulting,
+  structural schema, list-type keys, and the CEL rules (x-kubernetes-validations) evaluated with the
+  `cel` library (PyPI: common-expression-language).
 - `crd_jsonschema(openapi_schema)`: a CRD's OpenAPI v3.0 schema as JSON Schema for `jsonschema`.
 
 Where these differ from a real API server (a short list, kept honest):
@@ -286,7 +286,7 @@ def cel_violations(instance: Any, openapi_schema: Mapping[str, Any], path: PathP
     """Evaluate every x-kubernetes-validations rule at every node present in `instance`.
 
     Pass the *defaulted* object (apply_defaults): the API server evaluates rules after defaulting,
-    and rules rely on that (`self.rollout.match` exists because it has a default). A rule that
+    and rules may rely on fields that have a default. A rule that
     evaluates to false is reported at its node plus its `fieldPath`, with its `message`; a rule that
     errors (no such key) is reported too, as the API server rejects the object then as well.
     """
@@ -380,7 +380,7 @@ def cel_value(value: Any, schema: Mapping[str, Any] | None) -> Any:
 # -------------------------------------------------------------------------- whole custom objects
 
 
-def check_custom_resource(obj: Mapping[str, Any], openapi_schema: Mapping[str, Any]) -> list[Violation]:
+def _check_custom_resource(obj: Mapping[str, Any], openapi_schema: Mapping[str, Any]) -> list[Violation]:
     """Everything the API server checks on a custom resource, after defaulting it.
 
     CEL rules are evaluated only when the structural schema passes: a rule over a value of the
@@ -461,21 +461,13 @@ def validate_third_party(obj: Mapping[str, Any], *, cel_rules: bool = True) -> N
     group, _, version = str(obj.get("apiVersion", "")).rpartition("/")
     schema = crd_version_schema(third_party_crd(group, str(obj.get("kind"))), version)
     if cel_rules:
-        problems = check_custom_resource(obj, schema)
+        problems = _check_custom_resource(obj, schema)
     else:
         defaulted = apply_defaults(dict(obj), schema)
         problems = schema_violations(defaulted, schema) + list_type_violations(defaulted, schema)
     if problems:
         lines = "\n  ".join(map(str, problems))
         raise AssertionError(f"{_describe(obj)} is invalid against its upstream CRD:\n  {lines}")
-
-
-def validate_object(obj: Mapping[str, Any]) -> None:
-    """Validate a built-in or a third-party object, whichever it is."""
-    if is_third_party(obj):
-        validate_third_party(obj)
-    else:
-        validate_k8s(obj)
 
 
 def _describe(obj: Mapping[str, Any]) -> str:
