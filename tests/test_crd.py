@@ -407,3 +407,31 @@ def test_api_server_defaults_agree_with_the_operator(
     stored = api.apply({**obj, "spec": minimal})
     api.delete(API_VERSION, KIND, namespace, "minimal")
     assert stored["spec"] == parse_spec(minimal).model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+# ------------------------------------------------------------------------------------ the docs
+
+
+def _rules(node: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(documented path of the field a rule blames, rule): the docs' `[]`/`{}` path convention."""
+    for rule in node.get("x-kubernetes-validations", []):
+        yield path + rule.get("fieldPath", ""), rule
+    for name, sub in node.get("properties", {}).items():
+        yield from _rules(sub, f"{path}.{name}")
+    for key, marker in (("items", "[]"), ("additionalProperties", "{}")):
+        if isinstance(node.get(key), dict):
+            yield from _rules(node[key], path + marker)
+
+
+def test_every_cel_rule_is_documented_where_it_blames(schema: dict[str, Any]) -> None:
+    """docs/reference.md says "CEL" on the line of each field a rule blames (a rule on a list item or
+    map value is documented at the list or map), so the docs follow a rule that moves to CEL."""
+    lines = (REPO_ROOT / "docs" / "reference.md").read_text().splitlines()
+    found = list(_rules(schema["properties"]["spec"], "spec"))
+    assert len(found) >= 25
+    for path, rule in found:
+        documented = path.removesuffix("{}").removesuffix("[]")
+        rows = [line for line in lines if f"`{documented}`" in line and "CEL" in line]
+        assert rows, (
+            f"docs/reference.md: no line documents {documented} as checked by CEL ({rule['message']})"
+        )
