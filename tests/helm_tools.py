@@ -289,4 +289,7 @@ def crd_schema(path: Path, version: str) -> dict[str, Any]:
     crd = yaml.safe_load(path.read_text())
     (served,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
     schema: dict[str, Any] = strict_openapi(served["schema"]["openAPIV3Schema"])
+    # The API server checks ObjectMeta itself: a CRD that bounds metadata.name never makes it strict.
+    if "metadata" in schema.get("properties", {}):
+        schema["properties"]["metadata"] = served["schema"]["openAPIV3Schema"]["properties"]["metadata"]
     return schema
