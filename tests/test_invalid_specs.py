@@ -10,6 +10,8 @@ structural schema, a CEL rule, or none (only the operator). For every case:
    and nothing else;
 3. `operator`: the real API server stores it, so the operator is the only line of defence, and
    the corpus says so honestly.
+And on edge values of the rules both layers check (quantities, duration bounds, step weights), the
+API server and the operator accept and refuse the same ones.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from modeldeploy.api.crd import crd
 from modeldeploy.api.resource import InvalidSpecError
 from modeldeploy.rollout.validate import validate
 from modeldeploy.sim.controlplane import ControlPlane
-from modeldeploy.sim.kubeapi import ApiError, KubeApi
+from modeldeploy.sim.kubeapi import APPLY, ApiError, KubeApi
 
 CORPUS_PATH = Path(__file__).with_name("invalid_specs.yaml")
 CORPUS: list[dict[str, Any]] = yaml.safe_load(CORPUS_PATH.read_text())
@@ -187,3 +189,71 @@ def test_only_the_operator_rejects(case: dict[str, Any], api: KubeApi, corpus_na
     stored = api.apply(obj)
     api.delete(API_VERSION, KIND, corpus_namespace, obj["metadata"]["name"])
     assert stored["metadata"]["uid"], "Kubernetes rejects it already: move the case to the layer that does"
+
+
+# ------------------------------------------------------------------- the two layers agree
+
+
+def _with(section: str, value: dict[str, Any]) -> dict[str, Any]:
+    return {"model": {"name": "m", "version": "1", "storageUri": "s3://models/m/1"}, section: value}
+
+
+def _limits(memory: Any) -> dict[str, Any]:
+    return _with("runtime", {"resources": {"limits": {"memory": memory}}})
+
+
+# Edge cases on both sides of each rule the operator and CEL both check: the operator's regex and
+# arithmetic against the API server's quantity parser and CEL durations.
+AGREEMENT = [
+    *(
+        pytest.param(_limits(v), id=f"quantity-{v!r}")
+        for v in (
+            "1e3",
+            ".5",
+            "5.",
+            "+1",
+            "1Ki",
+            "0.5Gi",
+            "1n",
+            "1e-3",
+            "1k",
+            "1K",
+            "1e",
+            "0x10",
+            "1Gi ",
+            "1e400",
+        )
+    ),
+    pytest.param(_limits("9" * 64), id="quantity-64-characters"),
+    pytest.param(_limits("9" * 65), id="quantity-65-characters"),
+    *(
+        pytest.param(_with("runtime", {"modelLoadTimeout": v}), id=f"load-timeout-{v}")
+        for v in ("10s", "9s999ms", "6h", "6h1ms", "359m60s", "1h300m")
+    ),
+    *(pytest.param(_with("rollout", {"interval": v}), id=f"interval-{v}") for v in ("1s", "999ms", "1000ms")),
+    pytest.param(_with("rollout", {"steps": [{"weight": 0}, {"weight": 100}]}), id="steps-0-then-100"),
+    pytest.param(_with("rollout", {"steps": [{"weight": 100}]}), id="steps-one"),
+]
+
+
+@pytest.mark.parametrize("spec", AGREEMENT)
+def test_the_api_server_and_the_operator_agree(
+    spec: dict[str, Any], api: KubeApi, corpus_namespace: str
+) -> None:
+    case = {"spec": spec, "metadata": {"name": "edge"}}
+    try:
+        validate(manifest(case))
+        operator_accepts = True
+    except InvalidSpecError:
+        operator_accepts = False
+    obj = manifest(case, corpus_namespace)
+    query = {"fieldManager": "kubectl", "force": "true", "fieldValidation": "Strict", "dryRun": "All"}
+    status = 200
+    try:
+        api.request("PATCH", api.path_of(obj), obj, query=query, content_type=APPLY)
+    except ApiError as error:
+        status = error.status
+    assert status in (200, 422)
+    assert (status == 200) == operator_accepts, (
+        f"the operator {'accepts' if operator_accepts else 'rejects'} it"
+    )
