@@ -53,7 +53,7 @@ from helm_tools import (
     require_helm,
     rules_in_namespace,
 )
-from modeldeploy.sim.controlplane import ADMIN_USER, ControlPlane, Credentials, verb_counts
+from modeldeploy.sim.controlplane import ADMIN_USER, ControlPlane, Credentials
 from modeldeploy.sim.kubeapi import KubeApi
 from modeldeploy.sim.kubelet import PodReport, PodState
 from modeldeploy.sim.operator_process import OperatorProcess
@@ -663,8 +663,14 @@ def scenario_runs(
     runs = [run for run, _ in results.values()]
     print(f"\nAPI rules the operator used:\n{verb_table(runs)}")
     for run in runs:
-        counts = ", ".join(f"{verb} {n}" for verb, n in sorted(verb_counts(list(run.events)).items()))
-        print(f"{run.mode}: {len(run.events)} requests in {run.seconds:.0f}s: {counts}")
+        verbs = Counter(str(e["verb"]) for e in run.events)
+        codes = Counter(code(e) for e in run.events)
+        print(
+            f"{run.mode}: {len(run.events)} requests in {run.seconds:.0f}s; by verb: "
+            + ", ".join(f"{verb} {n}" for verb, n in sorted(verbs.items()))
+            + "; by response code: "
+            + ", ".join(f"{status} {n}" for status, n in sorted(codes.items()))
+        )
     yield results
     for name, mode in modes.items():
         uninstall(control_plane, mode, results[name][1])
@@ -810,11 +816,19 @@ def test_the_namespaced_operator_used_nothing_cluster_wide_beyond_the_small_clus
     assert not beyond, "cluster-wide requests of the namespaced operator, not in its ClusterRole:\n" + (
         "\n".join(c.describe() for c in beyond.values())
     )
-    # ...and it stayed in its own namespace.
+    # ...and it stayed in its own namespace (the cluster-wide one had nothing elsewhere to do).
     elsewhere = {
         c.namespace for c in namespaced_run.checks if c.namespace not in (None, namespaced_run.namespace)
     }
     assert not elsewhere, f"the namespaced operator reached into {elsewhere}"
+
+
+def test_the_cluster_wide_operator_worked_only_where_the_scenario_ran(cluster_wide_run: ScenarioRun) -> None:
+    """Other tests' objects were gone before it started, so every namespaced request is the scenario's."""
+    elsewhere = {
+        c.namespace for c in cluster_wide_run.checks if c.namespace not in (None, cluster_wide_run.namespace)
+    }
+    assert not elsewhere, f"the cluster-wide operator reconciled objects in {elsewhere}"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -963,14 +977,12 @@ def test_the_chart_installs_with_kubectl_apply_as_rendered(
             )
             assert found is not None, f"{mode}: {manifest['kind']}/{meta['name']} is not on the server"
         (deployment,) = find(manifests, "Deployment")
-        meta = deployment["metadata"]
+        namespace, name = deployment["metadata"]["namespace"], deployment["metadata"]["name"]
+
+        def available(namespace: str = namespace, name: str = name) -> bool:
+            found = control_plane.admin.get("apps/v1", "Deployment", namespace, name) or {}
+            return bool(found.get("status", {}).get("availableReplicas") == 1)
+
         control_plane.admin.wait_for(
-            lambda meta=meta: (
-                (control_plane.admin.get("apps/v1", "Deployment", meta["namespace"], meta["name"]) or {})
-                .get("status", {})
-                .get("availableReplicas")
-                == 1
-            ),
-            timeout=STEP_TIMEOUT,
-            what=f"the {mode} operator Deployment to be available",
+            available, timeout=STEP_TIMEOUT, what=f"the {mode} operator Deployment to be available"
         )
