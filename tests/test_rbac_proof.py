@@ -208,6 +208,73 @@ def verb_table(runs: Iterable[ScenarioRun]) -> str:
     )
 
 
+def audit_event(verb: str, status: int, **ref: str) -> dict[str, Any]:
+    """An audit event as kube-apiserver writes it at level Metadata (only the fields read here)."""
+    event: dict[str, Any] = {"verb": verb, "requestURI": "/x", "responseStatus": {"code": status}}
+    if ref:
+        event["objectRef"] = {"apiVersion": "v1", **ref}
+    return event
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        pytest.param(audit_event("get", 200), [], id="discovery"),
+        pytest.param(
+            audit_event("list", 200, resource="modeldeployments", apiGroup="modeldeploy.io"),
+            [(("modeldeploy.io", "modeldeployments", "list"), None, "request")],
+            id="list-all-namespaces",
+        ),
+        pytest.param(
+            audit_event("watch", 200, resource="namespaces"),
+            [(("", "namespaces", "watch"), None, "request")],
+            id="watch-namespaces",
+        ),
+        pytest.param(
+            audit_event(
+                "patch",
+                200,
+                resource="modeldeployments",
+                subresource="status",
+                namespace="ml",
+                apiGroup="modeldeploy.io",
+                name="m",
+            ),
+            [(STATUS_PATCH, "ml", "request")],
+            id="status-patch",
+        ),
+        pytest.param(
+            audit_event("patch", 200, resource="deployments", apiGroup="apps", namespace="ml", name="m"),
+            [(("apps", "deployments", "patch"), "ml", "request")],
+            id="apply-existing",
+        ),
+        pytest.param(
+            audit_event("patch", 201, resource="deployments", apiGroup="apps", namespace="ml", name="m"),
+            [
+                (("apps", "deployments", "patch"), "ml", "request"),
+                (("apps", "deployments", "create"), "ml", "apply-create"),
+                (FINALIZERS_UPDATE, "ml", "admission"),
+            ],
+            id="apply-creates-a-child",
+        ),
+        pytest.param(
+            audit_event("create", 201, resource="events", namespace="ml"),
+            [(("", "events", "create"), "ml", "request")],
+            id="event-owns-nothing",
+        ),
+        pytest.param(
+            audit_event("patch", 403, resource="services", namespace="ml", name="m"),
+            [(("", "services", "patch"), "ml", "request")],
+            id="forbidden-creates-nothing",
+        ),
+    ],
+)
+def test_checks_of_an_audit_event(
+    event: dict[str, Any], expected: list[tuple[Rule, str | None, str]]
+) -> None:
+    assert [(c.rule, c.namespace, c.how) for c in checks(event)] == expected
+
+
 # ---------------------------------------------------------------------------------------------------
 # The chart, installed as `helm template | kubectl apply`
 
@@ -821,6 +888,13 @@ def test_the_namespaced_operator_used_nothing_cluster_wide_beyond_the_small_clus
         c.namespace for c in namespaced_run.checks if c.namespace not in (None, namespaced_run.namespace)
     }
     assert not elsewhere, f"the namespaced operator reached into {elsewhere}"
+
+
+def test_the_finalizers_grant_is_used_by_admission_only(runs: list[ScenarioRun]) -> None:
+    """Counted as used because children were created with blockOwnerDeletion; never a request."""
+    for run in runs:
+        hows = {c.how for c in run.checks if c.rule == FINALIZERS_UPDATE}
+        assert hows == {"admission"}, f"{run.mode}: {hows}"
 
 
 def test_the_cluster_wide_operator_worked_only_where_the_scenario_ran(cluster_wide_run: ScenarioRun) -> None:
