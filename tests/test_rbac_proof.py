@@ -52,6 +52,7 @@ from helm_tools import (
     render_chart,
     require_helm,
     rules_in_namespace,
+    template,
 )
 from modeldeploy.sim.controlplane import ADMIN_USER, ControlPlane, Credentials
 from modeldeploy.sim.kubeapi import KubeApi
@@ -297,6 +298,10 @@ class Mode:
             return {"watchNamespaces": [self.workload_namespace]}
         return {}
 
+    def template(self) -> str:
+        """`helm template` of the chart in this mode: the text a user pipes into kubectl."""
+        return template(self.values, release=self.release, namespace=self.release_namespace).stdout
+
     def render(self) -> list[Manifest]:
         return render_chart(self.values, release=self.release, namespace=self.release_namespace)
 
@@ -327,11 +332,11 @@ def create_namespace(api: KubeApi, name: str) -> None:
     api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
 
 
-def install_chart(cp: ControlPlane, mode: Mode, manifests: list[Manifest], workdir: Path) -> str:
-    """The release namespace, then the chart's objects with kubectl; returns kubectl's output."""
+def install_chart(cp: ControlPlane, mode: Mode, rendered: str, workdir: Path) -> str:
+    """The release namespace, then `rendered` (helm's output) with kubectl; returns kubectl's output."""
     create_namespace(cp.admin, mode.release_namespace)
     admin = cp.kubeconfig(Credentials(user=ADMIN_USER, token=cp.admin_token), workdir / "admin.kubeconfig")
-    return kubectl_apply(cp, yaml.safe_dump_all(manifests), admin)
+    return kubectl_apply(cp, rendered, admin)
 
 
 def uninstall(cp: ControlPlane, mode: Mode, manifests: list[Manifest]) -> None:
@@ -648,8 +653,9 @@ def run_scenario(
     cp: ControlPlane, policies: Policies, mode: Mode, prometheus: PrometheusServer, workdir: Path
 ) -> tuple[ScenarioRun, list[Manifest]]:
     """Install the chart in `mode`, run the operator as its ServiceAccount through the scenario."""
-    manifests = mode.render()
-    install_chart(cp, mode, manifests, workdir)
+    rendered = mode.template()
+    manifests: list[Manifest] = [doc for doc in yaml.safe_load_all(rendered) if doc]
+    install_chart(cp, mode, rendered, workdir)
     sa_namespace, sa_name = operator_service_account(manifests)
     creds = cp.service_account_token(sa_namespace, sa_name)
     if mode.name == CLUSTER_WIDE:
@@ -738,6 +744,9 @@ def scenario_runs(
             + "; by response code: "
             + ", ".join(f"{status} {n}" for status, n in sorted(codes.items()))
         )
+        for event in [e for e in run.events if code(e) >= 400][:10]:  # 403s fail a test below
+            message = event.get("responseStatus", {}).get("message", "")
+            print(f"  {code(event)} {event['verb']} {event.get('requestURI')}: {message}")
     yield results
     for name, mode in modes.items():
         uninstall(control_plane, mode, results[name][1])
@@ -1008,7 +1017,7 @@ def test_without_the_finalizers_grant_the_server_forbids_every_child(
     mode = new_mode(NAMESPACED)
     prepare_namespace(cp, kubelet_policies, mode.workload_namespace)
     manifests = mode.render()
-    install_chart(cp, mode, without_rule(manifests, FINALIZERS_UPDATE), tmp_path)
+    install_chart(cp, mode, yaml.safe_dump_all(without_rule(manifests, FINALIZERS_UPDATE)), tmp_path)
     sa_namespace, sa_name = operator_service_account(manifests)
     creds = cp.service_account_token(sa_namespace, sa_name)
     since = cp.audit_position()
