@@ -1,13 +1,10 @@
 """Run the real helm binary on the chart, and read the RBAC it grants.
 
-The RBAC helpers let a test compare the chart's rules with the API requests the operator really made
-(recorded by the Kubernetes emulator in the integration tests), in a few lines:
+The RBAC helpers expand the rendered roles into rules, by where they apply, so that a test can compare
+them with what the operator did (tests/test_rbac_proof.py reads that from the API server's audit log):
 
-    manifests = render_chart({})
-    for method, path, query in recorded_requests:
-        attrs = request_attributes(method, path, query)
-        if attrs is not None:
-            assert attrs.rule in rules_in_namespace(manifests, attrs.namespace)
+    manifests = render_chart({"watchNamespaces": ["ml"]})
+    assert ("apps", "deployments", "patch") in rules_in_namespace(manifests, "ml")
 
 A rule is the triple (apiGroup, resource, verb), with subresources written "resource/subresource" and
 the core group as "", exactly as RBAC spells them.
@@ -20,10 +17,8 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 import yaml
 
@@ -80,20 +75,27 @@ def template(
     include_crds: bool = False,
     check: bool = True,
     namespace: str = RELEASE_NAMESPACE,
+    release: str = RELEASE_NAME,
 ) -> subprocess.CompletedProcess[str]:
     """`helm template` of the chart with `values` (a values file, so YAML types arrive unchanged)."""
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="values-") as f:
         yaml.safe_dump(dict(values or {}), f)
         f.flush()
-        args = ["template", RELEASE_NAME, str(CHART_DIR), "--namespace", namespace, "--values", f.name]
+        args = ["template", release, str(CHART_DIR), "--namespace", namespace, "--values", f.name]
         if include_crds:
             args.append("--include-crds")
         return run_helm(*args, check=check)
 
 
-def render_chart(values: Mapping[str, Any] | None = None, *, include_crds: bool = False) -> list[Manifest]:
+def render_chart(
+    values: Mapping[str, Any] | None = None,
+    *,
+    include_crds: bool = False,
+    release: str = RELEASE_NAME,
+    namespace: str = RELEASE_NAMESPACE,
+) -> list[Manifest]:
     """Every manifest the chart renders with `values`, parsed, in helm's order."""
-    out = template(values, include_crds=include_crds).stdout
+    out = template(values, include_crds=include_crds, release=release, namespace=namespace).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
@@ -173,80 +175,6 @@ def rules_in_namespace(manifests: Iterable[Manifest], namespace: str | None) -> 
     if namespace is None:
         return scopes[None]
     return scopes[None] | scopes.get(namespace, set())
-
-
-# Subresources of a namespace itself; any other segment after /namespaces/<ns>/ is a resource in it.
-_NAMESPACE_SUBRESOURCES = {"status", "finalize"}
-
-
-@dataclass(frozen=True)
-class RequestAttributes:
-    """What RBAC authorizes for one API request (mirrors the API server's RequestInfo)."""
-
-    group: str
-    resource: str  # "resource" or "resource/subresource"
-    verb: str
-    namespace: str | None  # None: cluster-scoped, or across all namespaces
-
-    @property
-    def rule(self) -> Rule:
-        return (self.group, self.resource, self.verb)
-
-
-def request_attributes(
-    method: str, path: str, query: str | Mapping[str, Any] = ""
-) -> RequestAttributes | None:
-    """The RBAC attributes of an HTTP request to the Kubernetes API, or None for a non-resource path
-    (discovery such as /api, /apis/<group>/<version>, /version, /openapi/...), which every
-    authenticated client may read through the built-in system:discovery role.
-
-    Follows k8s.io/apiserver's RequestInfoFactory: GET on a collection is list, or watch with
-    ?watch=true; GET on an object is get; DELETE on a collection is deletecollection.
-    """
-    params = parse_qs(query) if isinstance(query, str) else {k: [str(v)] for k, v in query.items()}
-    parts = [p for p in path.split("?", 1)[0].split("/") if p]
-    if len(parts) >= 2 and parts[0] == "api":
-        group, rest = "", parts[2:]
-    elif len(parts) >= 3 and parts[0] == "apis":
-        group, rest = parts[1], parts[3:]
-    else:
-        return None
-    if not rest:
-        return None
-
-    watch = False
-    if rest[0] == "watch":  # the deprecated /watch/ path prefix
-        watch, rest = True, rest[1:]
-    namespace: str | None = None
-    if rest and rest[0] == "namespaces" and len(rest) > 1:
-        namespace = rest[1]
-        if len(rest) > 2 and rest[2] not in _NAMESPACE_SUBRESOURCES:
-            rest = rest[2:]
-        # else: the namespace object itself (/namespaces/<name>[/status]). Like the API server, keep its
-        # name as the request's namespace: a RoleBinding there can grant access to it.
-    if not rest:
-        return None
-    resource = rest[0]
-    name = rest[1] if len(rest) > 1 else None
-    if len(rest) > 2:
-        resource = f"{resource}/{rest[2]}"
-
-    if params.get("watch", ["false"])[0].lower() in ("true", "1"):
-        watch = True
-    method = method.upper()
-    if method in ("GET", "HEAD"):
-        verb = "watch" if watch else ("get" if name else "list")
-    elif method == "POST":
-        verb = "create"
-    elif method == "PUT":
-        verb = "update"
-    elif method == "PATCH":
-        verb = "patch"
-    elif method == "DELETE":
-        verb = "delete" if name else "deletecollection"
-    else:
-        raise ValueError(f"no RBAC verb for HTTP method {method}")
-    return RequestAttributes(group=group, resource=resource, verb=verb, namespace=namespace)
 
 
 def helm_required_in_ci() -> bool:

@@ -25,14 +25,12 @@ from helm_tools import (
     RELEASE_NAMESPACE,
     REPO_ROOT,
     Manifest,
-    RequestAttributes,
     Rule,
     crd_schema,
     find,
     rbac_rules,
     rbac_rules_by_scope,
     render_chart,
-    request_attributes,
     require_helm,
     rules_in_namespace,
     run_helm,
@@ -550,6 +548,8 @@ NAMESPACED_RULES: set[Rule] = {
     ("modeldeploy.io", "modeldeployments", "list"),
     ("modeldeploy.io", "modeldeployments", "watch"),
     ("modeldeploy.io", "modeldeployments/status", "patch"),
+    # Checked by OwnerReferencesPermissionEnforcement on each child create (blockOwnerDeletion).
+    ("modeldeploy.io", "modeldeployments/finalizers", "update"),
     *(
         (group, resource, verb)
         for group, resource in [
@@ -653,88 +653,6 @@ def test_user_facing_roles_aggregate_into_builtin_roles() -> None:
     }
     assert "modeldeploy-edit" not in bound
     assert "modeldeploy-view" not in bound
-
-
-@pytest.mark.parametrize(
-    ("method", "path", "query", "expected"),
-    [
-        pytest.param("GET", "/api", "", None, id="discovery-core"),
-        pytest.param("GET", "/apis/modeldeploy.io/v1alpha1", "", None, id="discovery-group"),
-        pytest.param("GET", "/version", "", None, id="version"),
-        pytest.param(
-            "GET",
-            "/api/v1/namespaces",
-            "",
-            RequestAttributes("", "namespaces", "list", None),
-            id="list-namespaces",
-        ),
-        pytest.param(
-            "GET",
-            "/api/v1/namespaces",
-            "watch=true&resourceVersion=1",
-            RequestAttributes("", "namespaces", "watch", None),
-            id="watch-namespaces",
-        ),
-        pytest.param(
-            "GET",
-            "/api/v1/namespaces/ml",
-            "",
-            RequestAttributes("", "namespaces", "get", "ml"),
-            id="get-namespace",
-        ),
-        pytest.param(
-            "GET",
-            "/apis/modeldeploy.io/v1alpha1/modeldeployments",
-            "watch=1",
-            RequestAttributes("modeldeploy.io", "modeldeployments", "watch", None),
-            id="watch-all-namespaces",
-        ),
-        pytest.param(
-            "GET",
-            "/apis/modeldeploy.io/v1alpha1/watch/namespaces/ml/modeldeployments",
-            "",
-            RequestAttributes("modeldeploy.io", "modeldeployments", "watch", "ml"),
-            id="legacy-watch-path",
-        ),
-        pytest.param(
-            "PATCH",
-            "/apis/modeldeploy.io/v1alpha1/namespaces/ml/modeldeployments/fraud/status",
-            "",
-            RequestAttributes("modeldeploy.io", "modeldeployments/status", "patch", "ml"),
-            id="patch-status",
-        ),
-        pytest.param(
-            "PATCH",
-            "/apis/apps/v1/namespaces/ml/deployments/fraud",
-            "fieldManager=modeldeploy&force=true",
-            RequestAttributes("apps", "deployments", "patch", "ml"),
-            id="server-side-apply",
-        ),
-        pytest.param(
-            "POST",
-            "/api/v1/namespaces/ml/events",
-            "",
-            RequestAttributes("", "events", "create", "ml"),
-            id="event",
-        ),
-        pytest.param(
-            "DELETE",
-            "/api/v1/namespaces/ml/configmaps",
-            "",
-            RequestAttributes("", "configmaps", "deletecollection", "ml"),
-            id="delete-collection",
-        ),
-        pytest.param(
-            "PUT",
-            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/x.example.com",
-            "",
-            RequestAttributes("apiextensions.k8s.io", "customresourcedefinitions", "update", None),
-            id="update-cluster-scoped",
-        ),
-    ],
-)
-def test_request_attributes(method: str, path: str, query: str, expected: RequestAttributes | None) -> None:
-    assert request_attributes(method, path, query) == expected
 
 
 # ---------------------------------------------------------------------------------------------------

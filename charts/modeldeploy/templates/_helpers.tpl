@@ -85,6 +85,13 @@ pod spec and never reads the Secret, so it cannot leak the model store's credent
 - apiGroups: [modeldeploy.io]
   resources: [modeldeployments/status]
   verbs: [patch]
+# Never requested: the children's ownerReferences set blockOwnerDeletion (so a foreground deletion of a
+# ModelDeployment waits for them), and the OwnerReferencesPermissionEnforcement admission plugin lets
+# only a user who may update the owner's finalizers set it. It checks this on every child create. The
+# operator adds no finalizer (it makes no request to this subresource at all).
+- apiGroups: [modeldeploy.io]
+  resources: [modeldeployments/finalizers]
+  verbs: [update]
 # The children of a ModelDeployment, applied with server-side apply (a patch; create when the apply
 # makes the object) and owned by it, so the garbage collector deletes them with it. list: the
 # reconciler reads its children by label; watch: kopf wakes the owner when one of these changes;
