@@ -4,7 +4,9 @@ server's audit log -- never from the operator's own account of itself."""
 
 from __future__ import annotations
 
+import collections
 import copy
+import importlib.util
 import time
 import urllib.parse
 import uuid
@@ -116,8 +118,15 @@ def query_of(event: dict[str, Any]) -> dict[str, str]:
     return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(event["requestURI"]).query))
 
 
-def described(events: list[dict[str, Any]]) -> list[str]:
-    return [f"{e['verb']} {e['requestURI']} -> {e.get('responseStatus', {}).get('code')}" for e in events]
+def described(events: list[dict[str, Any]]) -> dict[str, int]:
+    """How many of each request (verb, path, answer): what an assertion on writes prints."""
+    return dict(
+        collections.Counter(
+            f"{e['verb']} {urllib.parse.urlsplit(e['requestURI']).path} -> "
+            f"{e.get('responseStatus', {}).get('code')}"
+            for e in events
+        )
+    )
 
 
 def reconciles(bed: OperatorBed) -> float:
@@ -381,12 +390,23 @@ def idle(
         api.delete("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", None, user)
 
 
+# Known defect (issue 11, "Quantities"): the operator renders `nvidia.com/gpu: 1` and an HPA's
+# `averageValue: 5000` as numbers, the server stores "1" and "5k", and the no-op check re-applies
+# the Deployment and the HPA on every pass. The fix adds modeldeploy.render.quantity; until it is
+# merged these two must fail (strict), and after it they must pass.
+QUANTITY_DEFECT = pytest.mark.xfail(
+    importlib.util.find_spec("modeldeploy.render.quantity") is None,
+    strict=True,
+    reason="defect: GPU and HPA-target quantities re-applied every pass (render/compare.py)",
+)
+
+
 @pytest.mark.parametrize(
     "name",
     [
-        pytest.param("fraud-scorer", id="gpu"),
+        pytest.param("fraud-scorer", id="gpu", marks=QUANTITY_DEFECT),
         pytest.param("sentiment-cpu", id="cpu"),
-        pytest.param("recommender", id="routed"),
+        pytest.param("recommender", id="routed", marks=QUANTITY_DEFECT),
     ],
 )
 def test_an_idle_pass_writes_nothing(idle: IdleWindow, name: str) -> None:
@@ -394,7 +414,7 @@ def test_an_idle_pass_writes_nothing(idle: IdleWindow, name: str) -> None:
     # The passes ran: each one lists the object's children, at least one kind per pass.
     passes = len(idle.lists_of(name))
     assert passes >= 10, f"only {passes} child lists of {name} in {idle.seconds:.0f}s"
-    assert writes(idle.about(name)) == [], described(writes(idle.about(name)))
+    assert described(writes(idle.about(name))) == {}
 
 
 def test_idle_passes_ran_and_wrote_nothing_else(idle: IdleWindow) -> None:
@@ -408,7 +428,7 @@ def test_idle_passes_ran_and_wrote_nothing_else(idle: IdleWindow) -> None:
         for e in writes(idle.events)
         if not any(e["objectRef"].get("name", "").startswith(n) for n in IDLE_EXAMPLES)
     ]
-    assert others == [], described(others)
+    assert described(others) == {}
 
 
 # ---------------------------------------------------------------------------------------- deletion
