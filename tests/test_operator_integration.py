@@ -335,7 +335,9 @@ class IdleWindow:
 
 @pytest.fixture(scope="module")
 def idle(
-    control_plane: ControlPlane, kubelet_policies: Any, tmp_path_factory: pytest.TempPathFactory
+    control_plane: ControlPlane,
+    kubelet_policies: Any,  # requested for its side effect: the kubelet stand-in runs
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[IdleWindow]:
     """Three examples in one namespace under one operator, settled; then one window of idle passes.
 
