@@ -1,19 +1,34 @@
-"""The real operator (kopf + every modeldeploy handler) against the emulated API, over HTTP."""
+"""The operator as a process (`modeldeploy run`) on the real API server: what it makes, heals, hands
+over and leaves alone. Every fact is read back by the admin, from watch history, or from the API
+server's audit log -- never from the operator's own account of itself."""
 
 from __future__ import annotations
 
+import collections
 import copy
-from collections.abc import AsyncIterator
+import importlib.util
+import time
+import urllib.parse
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from modeldeploy.handlers.config import OperatorConfig
-from modeldeploy.sim.cluster import LocalCluster
+from modeldeploy.sim.controlplane import ControlPlane, writes
+from modeldeploy.sim.kubeapi import ApiError, KubeApi
+from modeldeploy.sim.operator_process import OperatorProcess
+from operator_bed import CHILD_KINDS, MD, OperatorBed
 
 pytestmark = pytest.mark.integration
 
-NS = "ml"
+REPO = Path(__file__).resolve().parent.parent
+CRD_FILE = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
+MANAGED_SELECTOR = "app.kubernetes.io/managed-by=modeldeploy"
+RESYNC = 2.0  # seconds: small, so that many idle passes run in a window
 
 
 def manifest(name: str = "scorer", **spec_overrides: Any) -> dict[str, Any]:
@@ -34,7 +49,6 @@ def manifest(name: str = "scorer", **spec_overrides: Any) -> dict[str, Any]:
         "kind": "ModelDeployment",
         "metadata": {
             "name": name,
-            "namespace": NS,
             "labels": {"argocd.argoproj.io/instance": "ml-models", "team": "fraud"},
             "annotations": {
                 "argocd.argoproj.io/tracking-id": "ml-models:modeldeploy.io/ModelDeployment:ml/x"
@@ -44,213 +58,548 @@ def manifest(name: str = "scorer", **spec_overrides: Any) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-async def cluster() -> AsyncIterator[LocalCluster]:
-    async with LocalCluster(config=OperatorConfig(resync_seconds=0.3)) as running:
-        yield running
+def example(file: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((REPO / "examples" / file).read_text())
+    return loaded
 
 
 def kinds(children: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {f"{c['kind']}/{c['metadata']['name']}": c for c in children}
 
 
-async def stable(cluster: LocalCluster, name: str = "scorer") -> dict[str, Any]:
-    await cluster.wait_for(lambda: cluster.make_ready(NS, name), what="the Deployment to exist")
-    result: dict[str, Any] = await cluster.wait_for(
-        lambda: cluster.status(NS, name).get("phase") == "Stable" and cluster.status(NS, name),
-        what="phase Stable",
+def conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in status.get("conditions", [])}
+
+
+def stable(bed: OperatorBed, name: str = "scorer", ready: int = 1) -> dict[str, Any]:
+    """Stable, with `ready` pods counted by the real Deployment controller (the kubelet stand-in
+    reports them Ready)."""
+    result: dict[str, Any] = bed.wait(
+        lambda: (s := bed.status(name)).get("phase") == "Stable" and s.get("readyReplicas") == ready and s,
+        what=f"{name} Stable with {ready} ready",
     )
     return result
 
 
-async def test_create_makes_owned_children_and_a_stable_status(cluster: LocalCluster) -> None:
-    md = cluster.apply(manifest())
-    uid = md["metadata"]["uid"]
-    children = await cluster.wait_for(
-        lambda: len(cluster.children(NS, "scorer")) >= 5 and cluster.children(NS, "scorer")
+def resource_version(api: KubeApi, path: str) -> str:
+    """The collection's resourceVersion now: a watch from it replays every later change."""
+    version: str = api.request("GET", path)["metadata"]["resourceVersion"]
+    return version
+
+
+def history(
+    api: KubeApi,
+    path: str,
+    since: str,
+    name: str,
+    until: Callable[[dict[str, Any]], bool],
+    timeout: float = 60,
+) -> list[dict[str, Any]]:
+    """Every stored version of object `name` at `path` after `since`, oldest first, up to the first
+    one that satisfies `until`. The watch replays the server's history, so nothing is sampled."""
+    seen: list[dict[str, Any]] = []
+    version = since
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for event in api.watch(path, version, timeout_seconds=10):
+            obj = event["object"]
+            if event["type"] == "ERROR":
+                raise AssertionError(f"watch of {path} failed: {obj}")
+            version = obj["metadata"]["resourceVersion"]
+            if event["type"] == "BOOKMARK" or obj["metadata"]["name"] != name:
+                continue
+            seen.append(obj)
+            if until(obj):
+                return seen
+    raise AssertionError(f"no version of {name} at {path} satisfied the condition in {timeout:.0f}s: {seen}")
+
+
+def query_of(event: dict[str, Any]) -> dict[str, str]:
+    return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(event["requestURI"]).query))
+
+
+def described(events: list[dict[str, Any]]) -> dict[str, int]:
+    """How many of each request (verb, path, answer): what an assertion on writes prints."""
+    return dict(
+        collections.Counter(
+            f"{e['verb']} {urllib.parse.urlsplit(e['requestURI']).path} -> "
+            f"{e.get('responseStatus', {}).get('code')}"
+            for e in events
+        )
     )
+
+
+def reconciles(bed: OperatorBed) -> float:
+    """modeldeploy_reconcile_total, summed over results."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in bed.process.metrics().splitlines()
+        if line.startswith("modeldeploy_reconcile_total{")
+    )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def storage_ready(control_plane: ControlPlane) -> None:
+    """Right after a CRD is Established its storage may still be initializing (429, "storage is
+    (re)initializing"): wait until every kind this file reads can be listed."""
+    api = control_plane.admin
+
+    def listable() -> bool:
+        try:
+            for api_version, kind in (MD, *CHILD_KINDS):
+                api.list(api_version, kind)
+        except ApiError as error:
+            if error.status == 429:
+                return False
+            raise
+        return True
+
+    api.wait_for(listable, timeout=60, what="the storage of every kind to be ready")
+
+
+# ------------------------------------------------------------------------------------------ create
+
+
+def test_create_makes_owned_children_and_a_stable_status(operator: Callable[..., OperatorBed]) -> None:
+    bed = operator(resync_seconds=RESYNC)
+    api = bed.api
+    mds = api.path(*MD, bed.namespace)
+    since = resource_version(api, mds)
+    md = bed.apply(manifest())
+    uid = md["metadata"]["uid"]
+    children = bed.wait(lambda: len(found := bed.children("scorer")) >= 5 and found, what="the children")
     found = kinds(children)
     assert {
         "Deployment/scorer-primary",
         "Service/scorer",
         "HorizontalPodAutoscaler/scorer",
         "PodMonitor/scorer",
-    } <= set(found)
-    assert any(k.startswith("ConfigMap/scorer-config-") for k in found)
-    for child in children:
+    } <= set(found), sorted(found)
+    assert any(k.startswith("ConfigMap/scorer-config-") for k in found), sorted(found)
+    for key, child in found.items():
         refs = child["metadata"]["ownerReferences"]
-        assert refs == [
-            {
-                "apiVersion": "modeldeploy.io/v1alpha1",
-                "kind": "ModelDeployment",
-                "name": "scorer",
-                "uid": uid,
-                "controller": True,
-                "blockOwnerDeletion": True,
-            }
-        ]
+        assert len(refs) == 1, (key, refs)
+        ref = refs[0]
+        assert (ref["apiVersion"], ref["kind"], ref["name"], ref["uid"]) == (*MD, "scorer", uid), key
+        assert ref["controller"] is True, key
         # GitOps tracking metadata of the parent must never reach a child, or Argo CD prunes it.
-        assert "argocd.argoproj.io/instance" not in child["metadata"].get("labels", {})
-        assert "argocd.argoproj.io/tracking-id" not in child["metadata"].get("annotations", {})
+        assert "argocd.argoproj.io/instance" not in child["metadata"].get("labels", {}), key
+        assert "argocd.argoproj.io/tracking-id" not in child["metadata"].get("annotations", {}), key
 
-    status = await cluster.wait_for(lambda: cluster.status(NS, "scorer").get("phase"), what="a phase")
-    assert status == "Progressing"
-    # Written once, from the children as the pass left them: the Deployment it just created is
-    # counted (the echo of that write wakes no second pass to fix a "0/0").
-    assert cluster.status(NS, "scorer")["message"].startswith("0/1 replicas ready")
-    final = await stable(cluster)
-    assert final["url"] == "http://scorer.ml.svc:8000"
+    final = stable(bed)
+    # Every status the server stored, in order: the first is written once, from the children as the
+    # pass left them -- the Deployment it had just created is counted (its echo wakes no second
+    # pass to fix a "0/0").
+    versions = history(api, mds, since, "scorer", lambda o: (o.get("status") or {}).get("phase") == "Stable")
+    phases = [(v.get("status") or {}).get("phase") for v in versions]
+    first = next(v["status"] for v in versions if (v.get("status") or {}).get("phase"))
+    assert first["phase"] == "Progressing", phases
+    assert first["message"].startswith("0/1 replicas ready"), first["message"]
+
+    assert final["url"] == f"http://scorer.{bed.namespace}.svc:8000"
     assert final["observedGeneration"] == md["metadata"]["generation"]
-    conditions = {c["type"]: c for c in final["conditions"]}
-    assert conditions["Ready"]["status"] == "True"
-    assert conditions["Progressing"]["status"] == "False"
-    assert conditions["Degraded"]["status"] == "False"
-    assert final["readyReplicas"] == 1
+    by_type = conditions(final)
+    assert by_type["Ready"]["status"] == "True"
+    assert by_type["Progressing"]["status"] == "False"
+    assert by_type["Degraded"]["status"] == "False"
+    deployment = bed.child("apps/v1", "Deployment", "scorer-primary")
+    assert deployment is not None
+    assert deployment["status"]["readyReplicas"] == 1  # the real Deployment controller's count
     # The operator never writes the spec, labels or annotations of what the user owns.
-    after = cluster.model_deployment(NS, "scorer")
+    after = bed.get("scorer")
     assert after is not None
-    assert after["spec"] == md["spec"]
+    assert after["spec"] == md["spec"]  # the server's defaults, as the apply stored them
     assert after["metadata"]["labels"] == md["metadata"]["labels"]
     assert after["metadata"]["annotations"] == md["metadata"]["annotations"]
     assert not after["metadata"].get("finalizers")
 
 
-async def test_a_spec_change_updates_the_children(cluster: LocalCluster) -> None:
-    cluster.apply(manifest())
-    await stable(cluster)
-    changed = manifest(
-        scaling={"minReplicas": 2, "maxReplicas": 9, "metrics": [{"cpu": {"averageUtilization": 50}}]}
+# ------------------------------------------------------------------------------------------ change
+
+
+def test_a_spec_change_updates_the_children(operator: Callable[..., OperatorBed]) -> None:
+    bed = operator(resync_seconds=RESYNC)
+    bed.apply(manifest())
+    stable(bed)
+    bed.apply(
+        manifest(
+            scaling={"minReplicas": 2, "maxReplicas": 9, "metrics": [{"cpu": {"averageUtilization": 50}}]}
+        )
     )
-    cluster.apply(changed)
-
-    def hpa() -> dict[str, Any] | None:
-        found = cluster.emulator.get_object("autoscaling", "v2", "horizontalpodautoscalers", NS, "scorer")
-        return found if found and found["spec"]["maxReplicas"] == 9 else None
-
-    updated = await cluster.wait_for(hpa, what="the HPA to follow the spec")
-    assert updated["spec"]["minReplicas"] == 2
-    assert updated["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 50
+    hpa = bed.wait(
+        lambda: (
+            (h := bed.child("autoscaling/v2", "HorizontalPodAutoscaler", "scorer"))
+            and h["spec"]["maxReplicas"] == 9
+            and h
+        ),
+        what="the HPA to follow the spec",
+    )
+    assert hpa["spec"]["minReplicas"] == 2
+    assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 50
 
     # Back to a fixed size: the HPA is no longer wanted, so it is pruned.
-    cluster.apply(manifest(scaling={"minReplicas": 2, "maxReplicas": 2}))
-    await cluster.wait_for(
-        lambda: (
-            cluster.emulator.get_object("autoscaling", "v2", "horizontalpodautoscalers", NS, "scorer") is None
-        ),
+    bed.apply(manifest(scaling={"minReplicas": 2, "maxReplicas": 2}))
+    bed.wait(
+        lambda: bed.child("autoscaling/v2", "HorizontalPodAutoscaler", "scorer") is None,
         what="the HPA to be pruned",
     )
-    deployment = cluster.emulator.get_object("apps", "v1", "deployments", NS, "scorer-primary")
-    assert deployment is not None and deployment["spec"]["replicas"] == 2
+    deployment = bed.wait(
+        lambda: (
+            (d := bed.child("apps/v1", "Deployment", "scorer-primary")) and d["spec"]["replicas"] == 2 and d
+        ),
+        what="the Deployment at 2 replicas",
+    )
+    assert deployment["spec"]["replicas"] == 2
+    stable(bed, ready=2)
 
 
-async def test_a_child_deleted_or_edited_by_hand_is_restored(cluster: LocalCluster) -> None:
-    cluster.apply(manifest())
-    await stable(cluster)
-    cluster.emulator.delete_object("", "v1", "services", NS, "scorer")
-    restored = await cluster.wait_for(
-        lambda: cluster.emulator.get_object("", "v1", "services", NS, "scorer"),
+# ----------------------------------------------------------------------------------------- healing
+
+
+def test_a_child_deleted_or_edited_by_hand_is_restored(operator: Callable[..., OperatorBed]) -> None:
+    bed = operator(resync_seconds=RESYNC)
+    api = bed.api
+    bed.apply(manifest())
+    stable(bed)
+    service = bed.child("v1", "Service", "scorer")
+    assert service is not None
+    assert api.delete("v1", "Service", bed.namespace, "scorer")
+    restored = bed.wait(
+        lambda: (
+            (s := bed.child("v1", "Service", "scorer"))
+            and s["metadata"]["uid"] != service["metadata"]["uid"]
+            and s
+        ),
         what="the Service to come back",
     )
     assert [p["port"] for p in restored["spec"]["ports"]] == [8000, 8001, 8002]
 
-    edited = cluster.emulator.get_object("apps", "v1", "deployments", NS, "scorer-primary")
-    assert edited is not None
-    original_image = edited["spec"]["template"]["spec"]["containers"][0]["image"]
-    tampered = copy.deepcopy(edited)
-    tampered["spec"]["template"]["spec"]["containers"][0]["image"] = "example.invalid/tampered:1"
-    cluster.emulator.put_object(tampered)
-
-    def healed() -> bool:
-        now = cluster.emulator.get_object("apps", "v1", "deployments", NS, "scorer-primary")
-        return bool(now) and now["spec"]["template"]["spec"]["containers"][0]["image"] == original_image  # type: ignore[index]
-
-    await cluster.wait_for(healed, what="the Deployment edit to be reverted")
-
-
-async def test_a_no_op_pass_writes_nothing(cluster: LocalCluster) -> None:
-    cluster.apply(manifest())
-    await stable(cluster)
-    await cluster.wait_for(
-        lambda: not cluster.emulator.write_requests(cluster.emulator.log_position() - 50)[-1:] or True
+    deployment = bed.child("apps/v1", "Deployment", "scorer-primary")
+    assert deployment is not None
+    original = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]["name"]
+    # `kubectl edit`: a strategic merge patch by another field manager.
+    api.request(
+        "PATCH",
+        api.path("apps/v1", "Deployment", bed.namespace, "scorer-primary"),
+        {
+            "spec": {
+                "template": {"spec": {"containers": [{"name": container, "image": "example.invalid/x:1"}]}}
+            }
+        },
+        query={"fieldManager": "kubectl-edit"},
+        content_type="application/strategic-merge-patch+json",
     )
-    # Let the dust settle, then watch several resync passes (0.3 s apart) go by.
-    import asyncio
-
-    await asyncio.sleep(1.0)
-    mark = cluster.emulator.log_position()
-    reads_before = len(cluster.emulator.request_log)
-    await asyncio.sleep(1.5)
-    writes = cluster.emulator.write_requests(since=mark)
-    assert writes == [], [f"{w.method} {w.path}" for w in writes]
-    # ...and the passes did run: they read the world.
-    assert len(cluster.emulator.request_log) > reads_before
-
-
-async def test_deleting_the_model_deployment_removes_its_children(cluster: LocalCluster) -> None:
-    cluster.apply(manifest())
-    await stable(cluster)
-    assert cluster.children(NS, "scorer")
-    cluster.emulator.delete_object("modeldeploy.io", "v1alpha1", "modeldeployments", NS, "scorer")
-    await cluster.wait_for(lambda: not cluster.children(NS, "scorer"), what="garbage collection")
-    assert cluster.model_deployment(NS, "scorer") is None
-
-
-async def test_a_malformed_object_goes_degraded_with_the_field_named(cluster: LocalCluster) -> None:
-    # Stored before validation existed: the API server never checked it.
-    bad = manifest(scaling={"minReplicas": 5, "maxReplicas": 2})
-    bad["spec"]["runtime"] = {"gpus": "two"}
-    cluster.apply(bad)
-    status = await cluster.wait_for(
-        lambda: cluster.status(NS, "scorer").get("phase") == "Failed" and cluster.status(NS, "scorer"),
-        what="phase Failed",
+    tampered = bed.child("apps/v1", "Deployment", "scorer-primary")
+    assert tampered is not None
+    assert tampered["spec"]["template"]["spec"]["containers"][0]["image"] == "example.invalid/x:1"
+    bed.wait(
+        lambda: (
+            (d := bed.child("apps/v1", "Deployment", "scorer-primary"))
+            and d["spec"]["template"]["spec"]["containers"][0]["image"] == original
+        ),
+        what="the Deployment edit to be reverted",
     )
-    degraded = {c["type"]: c for c in status["conditions"]}["Degraded"]
-    assert degraded["status"] == "True"
-    assert degraded["reason"] == "InvalidSpec"
-    assert "spec.runtime.gpus" in degraded["message"]
-    assert "spec.scaling" in degraded["message"]
-    assert not cluster.children(NS, "scorer")
 
-    def warning_event() -> list[dict[str, Any]]:
+
+# ------------------------------------------------------------------------------------- idle passes
+
+
+IDLE_EXAMPLES = {
+    # name -> (file, pods the example asks for)
+    "fraud-scorer": ("fraud-scorer.yaml", 2),  # runtime.gpus: 1, cpu/memory quantities, an HPA
+    "sentiment-cpu": ("cpu-onnx-https.yaml", 2),  # gpus: 0, cpu/memory requests and limits
+    "recommender": ("gateway-canary.yaml", 3),  # traffic.gatewayAPI: an HTTPRoute and a GRPCRoute
+}
+IDLE_WINDOW = 60.0  # seconds, at RESYNC-second passes
+
+
+@dataclass
+class IdleWindow:
+    events: list[dict[str, Any]]  # the operator's requests during the window
+    reconciles: float  # passes counted by the operator in the window
+    seconds: float
+
+    def about(self, name: str) -> list[dict[str, Any]]:
+        """Requests on `name` or one of its children, Events included (all are named after it)."""
+        return [e for e in self.events if (e.get("objectRef") or {}).get("name", "").startswith(name)]
+
+    def lists_of(self, name: str) -> list[dict[str, Any]]:
+        """The per-pass reads of `name`'s children (selected by its name label)."""
         return [
             e
-            for e in cluster.emulator.list_objects("", "v1", "events", NS)
-            if e.get("reason") == "InvalidSpec" and e.get("type") == "Warning"
+            for e in self.events
+            if e["verb"] == "list" and query_of(e).get("labelSelector") == f"modeldeploy.io/name={name}"
         ]
 
-    events = await cluster.wait_for(warning_event, what="an InvalidSpec event")
-    assert "spec.runtime.gpus" in events[0]["message"]
 
-    # Fixing the spec recovers without a restart.
-    cluster.apply(manifest())
-    await stable(cluster)
+@pytest.fixture(scope="module")
+def idle(
+    control_plane: ControlPlane,
+    kubelet_policies: Any,  # requested for its side effect: the kubelet stand-in runs
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[IdleWindow]:
+    """Three examples in one namespace under one operator, settled; then one window of idle passes.
+
+    Module-scoped (so built here, not with the per-test `operator` fixture): one window serves
+    the three examples' tests."""
+    api = control_plane.admin
+    namespace = f"t-idle-{uuid.uuid4().hex[:6]}"
+    api.create(
+        "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+    )
+    api.wait_for(
+        lambda: api.get("v1", "ServiceAccount", namespace, "default"), what="the default ServiceAccount"
+    )
+    user = f"operator-{namespace}"
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": user},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}],
+    }
+    api.apply(binding)
+    folder = tmp_path_factory.mktemp("idle")
+    process = OperatorProcess(
+        kubeconfig=control_plane.kubeconfig(control_plane.client_certificate(user), folder / "kubeconfig"),
+        log=folder / "operator.log",
+        args=[f"--namespace={namespace}"],
+        resync_seconds=RESYNC,
+    )
+    process.start()
+    bed = OperatorBed(control_plane, namespace, process, user)
+    try:
+        for file, _ in IDLE_EXAMPLES.values():
+            bed.apply(example(file))
+        for name, (_, pods) in IDLE_EXAMPLES.items():
+            stable(bed, name, ready=pods)
+        # Settled: a few passes in a row wrote nothing (the HPA controller's first status writes,
+        # the last readyReplicas). Bounded: a pass that writes every time is what the window shows.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            mark = control_plane.audit_position()
+            time.sleep(3 * RESYNC)
+            if not writes(bed.audit(mark)):
+                break
+        mark, before, started = control_plane.audit_position(), reconciles(bed), time.monotonic()
+        time.sleep(IDLE_WINDOW)
+        after, seconds = reconciles(bed), time.monotonic() - started
+        yield IdleWindow(bed.audit(mark), after - before, seconds)
+    finally:
+        process.stop()
+        api.delete("v1", "Namespace", None, namespace)
+        api.delete("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", None, user)
 
 
-async def test_handing_replicas_to_the_hpa_keeps_the_current_size(cluster: LocalCluster) -> None:
+# Known defect (issue 11, "Quantities"): the operator renders `nvidia.com/gpu: 1` and an HPA's
+# `averageValue: 5000` as numbers, the server stores "1" and "5k", and the no-op check re-applies
+# the Deployment and the HPA on every pass. The fix adds modeldeploy.render.quantity; until it is
+# merged these two must fail (strict), and after it they must pass.
+QUANTITY_DEFECT = pytest.mark.xfail(
+    importlib.util.find_spec("modeldeploy.render.quantity") is None,
+    strict=True,
+    reason="defect: GPU and HPA-target quantities re-applied every pass (render/compare.py)",
+)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("fraud-scorer", id="gpu", marks=QUANTITY_DEFECT),
+        pytest.param("sentiment-cpu", id="cpu"),
+        pytest.param("recommender", id="routed", marks=QUANTITY_DEFECT),
+    ],
+)
+def test_an_idle_pass_writes_nothing(idle: IdleWindow, name: str) -> None:
+    assert idle.seconds >= IDLE_WINDOW
+    # The passes ran: each one lists the object's children, at least one kind per pass.
+    passes = len(idle.lists_of(name))
+    assert passes >= 10, f"only {passes} child lists of {name} in {idle.seconds:.0f}s"
+    assert described(writes(idle.about(name))) == {}
+
+
+def test_idle_passes_ran_and_wrote_nothing_else(idle: IdleWindow) -> None:
+    resyncs = [
+        e for e in idle.events if e["verb"] == "list" and e["objectRef"]["resource"] == "modeldeployments"
+    ]
+    assert len(resyncs) >= 10, described(resyncs)
+    assert idle.reconciles >= 3 * 10, idle.reconciles
+    others = [
+        e
+        for e in writes(idle.events)
+        if not any(e["objectRef"].get("name", "").startswith(n) for n in IDLE_EXAMPLES)
+    ]
+    assert described(others) == {}
+
+
+# ---------------------------------------------------------------------------------------- deletion
+
+
+def test_deleting_the_model_deployment_removes_its_children(operator: Callable[..., OperatorBed]) -> None:
+    bed = operator(resync_seconds=RESYNC)
+    bed.apply(manifest())
+    stable(bed)
+    assert len(bed.children("scorer")) >= 5
+    assert bed.api.delete(*MD, bed.namespace, "scorer")  # kubectl delete: background propagation
+    assert bed.wait(lambda: bed.get("scorer") is None, what="the ModelDeployment to go") is True
+    # The real garbage collector follows the ownerReferences.
+    bed.wait(lambda: not bed.children("scorer"), timeout=120, what="garbage collection of the children")
+    assert bed.wait(lambda: not bed.api.list("v1", "Pod", bed.namespace), timeout=120, what="the pods to go")
+
+
+# --------------------------------------------------------------------------------------- malformed
+
+
+def loose_crd() -> dict[str, Any]:
+    """Our CRD as an early release might have shipped it: spec not validated at all."""
+    crd: dict[str, Any] = yaml.safe_load(CRD_FILE.read_text())
+    for version in crd["spec"]["versions"]:
+        schema = version["schema"]["openAPIV3Schema"]
+        schema["properties"]["spec"] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    return crd
+
+
+def accepted(api: KubeApi, path: str, body: dict[str, Any]) -> bool:
+    try:
+        api.request("POST", path, body, query={"dryRun": "All", "fieldValidation": "Strict"})
+    except ApiError as error:
+        if error.status == 422:
+            return False
+        raise
+    return True
+
+
+def test_a_malformed_stored_object_goes_degraded_with_the_field_named(
+    control_plane: ControlPlane, namespace: str, operator: Callable[..., OperatorBed]
+) -> None:
+    # How a malformed object gets stored for real: it was created while an older, looser CRD was
+    # installed, and the upgrade that tightened the schema does not re-check stored objects.
+    api = control_plane.admin
+    path = api.path(*MD, namespace)
+    bad = manifest(scaling={"minReplicas": 5, "maxReplicas": 2})
+    bad["spec"]["runtime"] = {"gpus": "two"}
+    bad["metadata"]["namespace"] = namespace
+    probe = copy.deepcopy(bad)
+    probe["metadata"]["name"] = "probe"
+    strict = yaml.safe_load(CRD_FILE.read_text())
+    try:
+        api.apply(loose_crd())
+        api.wait_for(lambda: accepted(api, path, probe), what="the looser CRD to be served")
+        api.apply(bad)
+    finally:
+        api.apply(strict)  # the session's CRD, as installed
+        api.wait_for(lambda: not accepted(api, path, probe), what="the strict CRD to be served again")
+    with pytest.raises(ApiError) as rejected:
+        api.apply({**bad, "metadata": {**bad["metadata"], "name": "new"}})
+    assert "spec.runtime.gpus" in rejected.value.message  # today's CRD would refuse it
+
+    bed = operator(resync_seconds=RESYNC)
+    status = bed.wait_phase("scorer", "Failed")
+    degraded = conditions(status)["Degraded"]
+    assert degraded["status"] == "True"
+    assert degraded["reason"] == "InvalidSpec"
+    assert "spec.runtime.gpus" in degraded["message"], degraded["message"]
+    assert "spec.scaling" in degraded["message"], degraded["message"]
+    assert not bed.children("scorer")
+
+    def warnings() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in api.list("v1", "Event", namespace)
+            if e.get("reason") == "InvalidSpec"
+            and e.get("type") == "Warning"
+            and e["involvedObject"].get("name") == "scorer"
+        ]
+
+    events = bed.wait(warnings, what="an InvalidSpec Warning Event")
+    assert "spec.runtime.gpus" in events[0]["message"], events[0]["message"]
+
+    # Fixing the spec recovers without a restart. Not with a server-side apply: the server cannot
+    # track fields of an object its schema no longer types ("failed to create manager for existing
+    # fields ... .spec.runtime.gpus: expected numeric"), so the user edits it (`kubectl edit`).
+    with pytest.raises(ApiError) as refused:
+        bed.apply(manifest())
+    assert "spec.runtime.gpus" in refused.value.message
+    good = manifest()["spec"]
+    api.patch(*MD, namespace, "scorer", {"spec": {"runtime": good["runtime"], "scaling": good["scaling"]}})
+    stable(bed)
+
+
+# ---------------------------------------------------------------------------------------- handover
+
+
+def test_handing_replicas_to_the_hpa_keeps_the_current_size(operator: Callable[..., OperatorBed]) -> None:
     # Server-side apply drops a field its only manager stops applying: without a handover, the
     # Deployment would fall back to 1 replica until the HPA caught up.
-    cluster.apply(manifest(scaling={"minReplicas": 3, "maxReplicas": 3}))
-    await stable(cluster)
-    cluster.apply(manifest(scaling={"minReplicas": 2, "maxReplicas": 9}))
-    await cluster.wait_for(
-        lambda: cluster.emulator.get_object("autoscaling", "v2", "horizontalpodautoscalers", NS, "scorer"),
-        what="the HPA",
+    bed = operator(resync_seconds=RESYNC)
+    api = bed.api
+    bed.apply(manifest(scaling={"minReplicas": 3, "maxReplicas": 3}))
+    stable(bed, ready=3)
+    deployments = api.path("apps/v1", "Deployment", bed.namespace)
+    since = resource_version(api, deployments)
+    bed.apply(manifest(scaling={"minReplicas": 2, "maxReplicas": 9}))
+    bed.wait(lambda: bed.child("autoscaling/v2", "HorizontalPodAutoscaler", "scorer"), what="the HPA")
+    # The HPA controller has looked at it (it keeps 3: no metrics, and 3 is within 2..9), and a
+    # few more passes ran.
+    bed.wait(
+        lambda: (
+            (bed.child("autoscaling/v2", "HorizontalPodAutoscaler", "scorer") or {}).get("status") or {}
+        ).get("currentReplicas"),
+        what="the HPA controller's first look",
     )
-    deployment = cluster.emulator.get_object("apps", "v1", "deployments", NS, "scorer-primary")
-    assert deployment is not None
-    assert deployment["spec"].get("replicas") == 3
-    managers = {m["manager"] for m in deployment["metadata"]["managedFields"] if "f:replicas" in str(m)}
-    assert "modeldeploy" not in managers
-
-
-async def test_children_are_watched_through_a_server_side_label_selector(cluster: LocalCluster) -> None:
-    # Watching every Deployment, Service and ConfigMap of a cluster to keep a few would not scale.
-    cluster.apply(manifest())
-    await stable(cluster)
-    watched = {
-        r.rbac_resource: r.query.get("labelSelector")
-        for r in cluster.emulator.request_log
-        if r.verb == "watch"
+    passes = reconciles(bed)
+    bed.wait(lambda: reconciles(bed) >= passes + 2, what="two more passes")
+    now = bed.child("apps/v1", "Deployment", "scorer-primary")
+    assert now is not None
+    versions = history(
+        api, deployments, since, "scorer-primary",
+        lambda o: o["metadata"]["resourceVersion"] == now["metadata"]["resourceVersion"],
+    )  # fmt: skip
+    sizes = [v["spec"].get("replicas") for v in versions]
+    assert min(sizes) == 3, sizes  # every stored version, not a sample
+    assert now["spec"]["replicas"] == 3
+    managers = {
+        m["manager"] for m in now["metadata"]["managedFields"] if "f:replicas" in str(m.get("fieldsV1"))
     }
-    for resource in ("deployments", "services", "configmaps", "horizontalpodautoscalers"):
-        assert watched[resource] == "app.kubernetes.io/managed-by=modeldeploy", watched
+    assert "modeldeploy" not in managers, managers
+
+
+# --------------------------------------------------------------------------------------- selectors
+
+
+def test_children_are_watched_through_a_server_side_label_selector(
+    control_plane: ControlPlane, operator: Callable[..., OperatorBed]
+) -> None:
+    # Watching every Deployment, Service and ConfigMap of a cluster to keep a few would not scale.
+    since = control_plane.audit_position()
+    bed = operator(resync_seconds=RESYNC)
+    bed.apply(manifest())
+    stable(bed)
+    # A watch is audited when it ends: stop the operator to close its streams.
+    bed.process.stop()
+    resources = ("deployments", "services", "configmaps", "horizontalpodautoscalers")
+
+    def watches() -> dict[str, list[dict[str, Any]]]:
+        found: dict[str, list[dict[str, Any]]] = {r: [] for r in resources}
+        for event in bed.audit(since):
+            resource = (event.get("objectRef") or {}).get("resource")
+            if resource in found and event["verb"] in ("watch", "list"):
+                found[resource].append(event)
+        return found
+
+    def every_kind_watched() -> dict[str, list[dict[str, Any]]] | None:
+        found = watches()
+        return found if all(any(e["verb"] == "watch" for e in es) for es in found.values()) else None
+
+    seen = bed.wait(every_kind_watched, what="the operator's watches in the audit log")
+    for resource, events in seen.items():
+        for event in events:
+            selector = query_of(event).get("labelSelector", "")
+            if event["verb"] == "watch":
+                assert selector == MANAGED_SELECTOR, (resource, event["requestURI"])
+            else:  # kopf's initial lists, or a pass's reads of one object's children
+                assert selector in (MANAGED_SELECTOR, "modeldeploy.io/name=scorer"), (
+                    resource,
+                    event["requestURI"],
+                )
