@@ -558,6 +558,6 @@ def main(examples: str = "examples", rollouts: bool = True) -> int:
         return run(Path(examples), rollouts=rollouts)
     except KeyboardInterrupt:
         return 130
-    except (DemoFailed, TimeoutError, RuntimeError) as error:
+    except (DemoFailed, ApiError, OSError, RuntimeError) as error:
         print(f"demo failed: {error}", file=sys.stderr)
         return 1
