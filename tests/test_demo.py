@@ -41,7 +41,7 @@ def test_demo_falls_back_to_the_emulator(tmp_path: Path) -> None:
     empty.mkdir()
     out = run_demo(tmp_path, empty, "--no-rollouts")
     assert "kmock's EMULATOR" in out
-    assert f"no etcd, kube-apiserver, kube-controller-manager in {empty}" in out
+    assert "no etcd, kube-apiserver, kube-controller-manager in" in out
     assert "--server=" not in out  # how the operator finds the emulator is the demo's business
     assert "ml/recommender: ConfigMap/recommender-config-" in out
     assert re.search(r"^  recommender +Stable +recommender +12 +1/1 ", out, re.MULTILINE), out

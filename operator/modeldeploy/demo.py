@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import shutil
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -174,13 +176,22 @@ class EmulatedCluster(Cluster):
             thread.join(timeout=10)
 
 
-def third_party_crds(assets: Path) -> list[dict[str, Any]]:
-    """The upstream CRDs (../shared/third-party-crds beside the binaries), else minimal stand-ins."""
-    for folder in (assets.parent.parent / "third-party-crds", Path.cwd().parent / "shared/third-party-crds"):
+def third_party_crds(assets: Path) -> tuple[list[dict[str, Any]], str]:
+    """The upstream CRDs ($MODELDEPLOY_THIRD_PARTY_CRDS, else ../shared/third-party-crds beside the
+    binaries or the checkout), else schemaless stand-ins; and a line saying which."""
+    named = os.environ.get("MODELDEPLOY_THIRD_PARTY_CRDS")
+    candidates = [Path(named)] if named else []
+    candidates += [assets.parent.parent / "third-party-crds", Path.cwd().parent / "shared/third-party-crds"]
+    for folder in candidates:
         if folder.is_dir():
             docs = [yaml.safe_load_all(path.read_text()) for path in sorted(folder.glob("*.yaml"))]
-            return [doc for group in docs for doc in group if isinstance(doc, dict)]
-    return [stub_crd(name, kind, version) for name, kind, version in THIRD_PARTY]
+            found = [doc for group in docs for doc in group if isinstance(doc, dict)]
+            return (
+                found,
+                f" Gateway API, Istio and Prometheus Operator CRDs: the upstream ones, from {folder}.",
+            )
+    stubs = [stub_crd(name, kind, version) for name, kind, version in THIRD_PARTY]
+    return stubs, " Gateway API, Istio and Prometheus Operator CRDs: schemaless stand-ins."
 
 
 def stub_crd(name: str, kind: str, version: str) -> dict[str, Any]:
@@ -231,13 +242,15 @@ def real_cluster(assets: Path, workdir: Path) -> Iterator[Cluster]:
     (workdir / "controlplane").mkdir()
     with ControlPlane(assets=assets, workdir=workdir / "controlplane") as plane:
         version = plane.admin.request("GET", "/version").get("gitVersion", "?")
-        install_crds(plane.admin, [crd(), *third_party_crds(assets)])
+        upstream, which = third_party_crds(assets)
+        install_crds(plane.admin, [crd(), *upstream])
         yield RealCluster(
             plane,
             workdir,
             [
                 f" API server: a REAL kube-apiserver {version} with etcd and kube-controller-manager,",
                 f" from {assets} (TLS, RBAC, audit log).",
+                which,
                 " No kubelet: a stand-in binds the Pods and reports them Ready; no container runs.",
             ],
         )
@@ -257,8 +270,14 @@ def emulated_cluster(workdir: Path, missing: str) -> Iterator[Cluster]:
             server,
             workdir,
             [
-                " API server: kmock's EMULATOR in this process, a FALLBACK -- the real control plane",
-                f" is missing ({missing}).",
+                " API server: kmock's EMULATOR in this process, a FALLBACK: the real control plane",
+                *textwrap.wrap(
+                    f"is missing: {missing}.",
+                    78,
+                    initial_indent=" ",
+                    subsequent_indent="   ",
+                    break_on_hyphens=False,
+                ),
                 " The demo marks Deployments ready itself; there are no pods.",
             ],
         )
