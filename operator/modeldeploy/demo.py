@@ -540,6 +540,26 @@ def cluster_for_demo(workdir: Path) -> Iterator[Cluster]:
         yield cluster
 
 
+def demo(cluster: Cluster, docs: list[dict[str, Any]], examples: Path, rollouts: bool) -> None:
+    banner(cluster)
+    if isinstance(cluster, EmulatedCluster):
+        cluster.namespaces = [*namespaces_of(docs), ROLLOUT_NAMESPACE]
+    prepare_namespaces(cluster, docs)
+    operator = cluster.start_operator(namespaces_of(docs), resync_seconds=5.0)
+    pid = operator.process.pid if operator.process else "?"
+    say(f"\nAPI server: {cluster.api.url}  (the operator: `modeldeploy run`, pid {pid})")
+    part_one(cluster, docs)
+    with cluster.pods_become_ready():
+        part_two(cluster, docs)
+        if not rollouts:
+            say("\n[3/3] skipped (--no-rollouts)")
+            return
+        try:
+            part_three(cluster, examples)
+        except PrometheusMissing as error:
+            say(f"  skipped: {error}")
+
+
 def run(examples: Path, rollouts: bool = True) -> int:
     docs = load_examples(examples)
     if not docs:
@@ -548,24 +568,10 @@ def run(examples: Path, rollouts: bool = True) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="modeldeploy-demo-"))
     try:
         with cluster_for_demo(workdir) as cluster:
-            banner(cluster)
-            if isinstance(cluster, EmulatedCluster):
-                cluster.namespaces = [*namespaces_of(docs), ROLLOUT_NAMESPACE]
-            prepare_namespaces(cluster, docs)
-            operator = cluster.start_operator(namespaces_of(docs), resync_seconds=5.0)
-            pid = operator.process.pid if operator.process else "?"
-            say(f"\nAPI server: {cluster.api.url}  (the operator: `modeldeploy run`, pid {pid})")
-            part_one(cluster, docs)
-            with cluster.pods_become_ready():
-                part_two(cluster, docs)
-                if rollouts:
-                    try:
-                        part_three(cluster, examples)
-                    except PrometheusMissing as error:
-                        say(f"  skipped: {error}")
-                else:
-                    say("\n[3/3] skipped (--no-rollouts)")
-            cluster.stop_operator()
+            try:
+                demo(cluster, docs, examples, rollouts)
+            finally:
+                cluster.stop_operator()  # also when a step failed or on Ctrl-C: no process is left
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     say("\nDone: everything above ran locally and has been torn down.")
