@@ -258,7 +258,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from modeldeploy.demo import main as demo_main
 
-    return demo_main(examples=args.examples)
+    return demo_main(examples=args.examples, rollouts=args.rollouts)
 
 
 # ----------------------------------------------------------------------------------------- main
@@ -293,7 +293,9 @@ def parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="label for every rendered PodMonitor, for your Prometheus's podMonitorSelector (repeatable)",
     )
-    run.add_argument("--server", help="API server URL (development: the local emulator)")
+    run.add_argument(
+        "--server", help="an API server URL without credentials: only for `modeldeploy demo`'s emulator"
+    )
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=cmd_run)
 
@@ -317,8 +319,14 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("-n", "--namespace")
     status.set_defaults(func=cmd_status)
 
-    demo = sub.add_parser("demo", help="run the real operator against a local Kubernetes API emulator")
+    demo = sub.add_parser(
+        "demo",
+        help="run the operator on a local control plane (KUBEBUILDER_ASSETS), else on an emulator",
+    )
     demo.add_argument("--examples", default="examples", help="directory of ModelDeployment YAML files")
+    demo.add_argument(
+        "--no-rollouts", dest="rollouts", action="store_false", help="skip part three, the two rollouts"
+    )
     demo.set_defaults(func=cmd_demo)
     return top
 

@@ -1,46 +1,299 @@
-"""`modeldeploy demo`: the real operator against a local Kubernetes API emulator, then two rollouts.
+"""`modeldeploy demo`: the operator, as a process, reconciles the examples; then two rollouts.
 
-A local simulation, and it says so: the Kubernetes API is kmock's emulator in this process, pods
-"become ready" because the demo says so, and Triton's metrics come from simulated exporters. The
-operator, its reconcile passes, the analysis queries and the Prometheus server are all real.
+It runs on the real control plane (etcd, kube-apiserver, kube-controller-manager from
+$KUBEBUILDER_ASSETS, else ../shared/k8s/bin) when the binaries are there, and on kmock's emulator
+otherwise; the banner says which. Either way it is a local simulation and says so: no container
+runs (a kubelet stand-in reports the pods Ready) and Triton's metrics come from simulated
+exporters. The operator (`modeldeploy run`), its reconcile passes, the analysis queries and the
+Prometheus server are all real.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import copy
-import logging
+import os
+import shutil
 import sys
+import tempfile
+import textwrap
+import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from modeldeploy.api.base import API_VERSION, KIND
-from modeldeploy.handlers.config import OperatorConfig
-from modeldeploy.sim.cluster import LocalCluster
+from modeldeploy.api.base import API_VERSION, GROUP, KIND
+from modeldeploy.api.crd import crd
+from modeldeploy.sim.controlplane import (
+    ADMIN_USER,
+    ControlPlane,
+    ControlPlaneMissing,
+    Credentials,
+    find_assets,
+)
+from modeldeploy.sim.kubeapi import ApiError, KubeApi
+from modeldeploy.sim.kubelet import Kubelet
+from modeldeploy.sim.operator_process import OperatorProcess
 from modeldeploy.sim.prometheus import PrometheusMissing, PrometheusServer, find_prometheus, pod_target
 from modeldeploy.sim.triton_exporter import Traffic, TritonExporter
 
-ROLLOUT_EXAMPLE = "gateway-canary.yaml"
+if TYPE_CHECKING:  # kmock, a development dependency, only for the fallback
+    from modeldeploy.sim.serving import EmulatorThread
+
+ROLLOUT_EXAMPLE = "recommender"  # examples/gateway-canary.yaml
+ROLLOUT_NAMESPACE = "ml-rollouts"  # its own namespace: part three's operator watches only it
 DEMO_INTERVAL = 2  # seconds; a real rollout analyses every minute or so
+CHILD_KINDS = (
+    ("v1", "ConfigMap"),
+    ("apps/v1", "Deployment"),
+    ("v1", "Service"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("monitoring.coreos.com/v1", "PodMonitor"),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+    ("gateway.networking.k8s.io/v1", "GRPCRoute"),
+    ("networking.istio.io/v1", "VirtualService"),
+)
+# The CRDs of other projects whose objects the operator renders: (plural.group, kind, version).
+THIRD_PARTY = (
+    ("podmonitors.monitoring.coreos.com", "PodMonitor", "v1"),
+    ("httproutes.gateway.networking.k8s.io", "HTTPRoute", "v1"),
+    ("grpcroutes.gateway.networking.k8s.io", "GRPCRoute", "v1"),
+    ("virtualservices.networking.istio.io", "VirtualService", "v1"),
+)
 
 
 def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def banner() -> None:
+class DemoFailed(Exception):
+    """A step did not happen in time; the message says which, with the operator's log tail."""
+
+
+# ------------------------------------------------------------------------------------ clusters
+
+
+class Cluster:
+    """What the demo needs of a cluster: a client, an operator process, and pods becoming ready."""
+
+    def __init__(self, api: KubeApi, workdir: Path, description: list[str]) -> None:
+        self.api = api
+        self.workdir = workdir
+        self.description = description  # the banner's lines about the API server
+        self.operator: OperatorProcess | None = None
+        self._started = 0
+
+    def connection(self) -> tuple[Path | None, list[str]]:
+        """How the operator finds the API server: a kubeconfig, or arguments."""
+        raise NotImplementedError
+
+    def start_operator(
+        self, namespaces: list[str], *, resync_seconds: float, prometheus_url: str | None = None
+    ) -> OperatorProcess:
+        self.stop_operator()
+        kubeconfig, args = self.connection()
+        self._started += 1
+        self.operator = OperatorProcess(
+            kubeconfig=kubeconfig,
+            log=self.workdir / f"operator-{self._started}.log",
+            args=[*args, *(f"--namespace={ns}" for ns in namespaces)],
+            resync_seconds=resync_seconds,
+            prometheus_url=prometheus_url,
+        )
+        self.operator.start(timeout=60)
+        return self.operator
+
+    def stop_operator(self) -> None:
+        if self.operator is not None:
+            self.operator.stop()
+            self.operator = None
+
+    def pods_become_ready(self) -> contextlib.AbstractContextManager[None]:
+        raise NotImplementedError
+
+    def create_namespace(self, name: str) -> None:
+        with contextlib.suppress(ApiError):  # it exists already
+            self.api.create(
+                "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+            )
+
+
+class RealCluster(Cluster):
+    def __init__(self, plane: ControlPlane, workdir: Path, description: list[str]) -> None:
+        super().__init__(plane.admin, workdir, description)
+        self.plane = plane
+
+    def connection(self) -> tuple[Path | None, list[str]]:
+        # As a user runs it: a kubeconfig, no --server. The admin's (system:masters): the chart's
+        # least-privilege RBAC is proven by the test suite, not by the demo.
+        admin = Credentials(user=ADMIN_USER, token=self.plane.admin_token)
+        return self.plane.kubeconfig(admin, self.workdir / "kubeconfig"), []
+
+    def create_namespace(self, name: str) -> None:
+        super().create_namespace(name)
+        # Pods need the namespace's default ServiceAccount, which the controller manager creates.
+        self.api.wait_for(
+            lambda: self.api.get("v1", "ServiceAccount", name, "default"),
+            timeout=60,
+            what=f"the default ServiceAccount of {name}",
+        )
+
+    @contextlib.contextmanager
+    def pods_become_ready(self) -> Iterator[None]:
+        with Kubelet(self.plane.admin):  # binds every Pod and reports it Running and Ready
+            yield
+
+
+class EmulatedCluster(Cluster):
+    def __init__(self, server: EmulatorThread, workdir: Path, description: list[str]) -> None:
+        super().__init__(KubeApi(server.url), workdir, description)
+        self.emulator = server.emulator
+        self.namespaces: list[str] = []  # where Deployments become ready
+
+    def connection(self) -> tuple[Path | None, list[str]]:
+        return None, [f"--server={self.api.url}"]  # the one use of --server
+
+    @contextlib.contextmanager
+    def pods_become_ready(self) -> Iterator[None]:
+        """Play kubelet and the Deployment controller: every Deployment becomes ready."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(0.2):
+                for namespace in self.namespaces:
+                    for obj in self.emulator.list_objects("apps", "v1", "deployments", namespace):
+                        self.emulator.mark_deployment_ready(namespace, obj["metadata"]["name"])
+
+        thread = threading.Thread(target=loop, name="demo-kubelet", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+
+
+def third_party_crds(assets: Path) -> tuple[list[dict[str, Any]], str]:
+    """The upstream CRDs ($MODELDEPLOY_THIRD_PARTY_CRDS, else ../shared/third-party-crds beside the
+    binaries or the checkout), else schemaless stand-ins; and a line saying which."""
+    named = os.environ.get("MODELDEPLOY_THIRD_PARTY_CRDS")
+    candidates = [Path(named)] if named else []
+    candidates += [assets.parent.parent / "third-party-crds", Path.cwd().parent / "shared/third-party-crds"]
+    for folder in candidates:
+        if folder.is_dir():
+            docs = [yaml.safe_load_all(path.read_text()) for path in sorted(folder.glob("*.yaml"))]
+            found = [doc for group in docs for doc in group if isinstance(doc, dict)]
+            return (
+                found,
+                f" Gateway API, Istio and Prometheus Operator CRDs: the upstream ones, from {folder}.",
+            )
+    stubs = [stub_crd(name, kind, version) for name, kind, version in THIRD_PARTY]
+    return stubs, " Gateway API, Istio and Prometheus Operator CRDs: schemaless stand-ins."
+
+
+def stub_crd(name: str, kind: str, version: str) -> dict[str, Any]:
+    """A schemaless CRD: enough for the operator to find the kind and apply its objects."""
+    plural, _, group = name.partition(".")
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": name},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"plural": plural, "singular": kind.lower(), "kind": kind, "listKind": f"{kind}List"},
+            "versions": [
+                {
+                    "name": version,
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                    },
+                }
+            ],
+        },
+    }
+
+
+def install_crds(api: KubeApi, docs: list[dict[str, Any]]) -> None:
+    names = []
+    for doc in docs:
+        if doc.get("kind") == "CustomResourceDefinition":
+            api.apply(doc)
+            names.append(doc["metadata"]["name"])
+
+    def established() -> bool:
+        for name in names:
+            found = api.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", None, name) or {}
+            conditions = {c["type"]: c["status"] for c in found.get("status", {}).get("conditions", [])}
+            if conditions.get("Established") != "True":
+                return False
+        return True
+
+    api.wait_for(established, timeout=60, what="the CRDs to be established")
+
+
+@contextlib.contextmanager
+def real_cluster(assets: Path, workdir: Path) -> Iterator[Cluster]:
+    (workdir / "controlplane").mkdir()
+    with ControlPlane(assets=assets, workdir=workdir / "controlplane") as plane:
+        version = plane.admin.request("GET", "/version").get("gitVersion", "?")
+        upstream, which = third_party_crds(assets)
+        install_crds(plane.admin, [crd(), *upstream])
+        yield RealCluster(
+            plane,
+            workdir,
+            [
+                f" API server: a REAL kube-apiserver {version} with etcd and kube-controller-manager,",
+                f" from {assets} (TLS, RBAC, audit log).",
+                which,
+                " No kubelet: a stand-in binds the Pods and reports them Ready; no container runs.",
+            ],
+        )
+
+
+@contextlib.contextmanager
+def emulated_cluster(workdir: Path, missing: str) -> Iterator[Cluster]:
+    from modeldeploy.sim.emulator import ClusterEmulator  # kmock: a development dependency
+    from modeldeploy.sim.serving import EmulatorThread
+
+    emulator = ClusterEmulator()
+    emulator.declare_builtin_resources()
+    for doc in (crd(), *(stub_crd(*names) for names in THIRD_PARTY)):
+        emulator.put_object(doc)
+    with EmulatorThread(emulator) as server:
+        yield EmulatedCluster(
+            server,
+            workdir,
+            [
+                " API server: kmock's EMULATOR in this process, a FALLBACK: the real control plane",
+                *textwrap.wrap(
+                    f"is missing: {missing}.",
+                    78,
+                    initial_indent=" ",
+                    subsequent_indent="   ",
+                    break_on_hyphens=False,
+                ),
+                " The demo marks Deployments ready itself; there are no pods.",
+            ],
+        )
+
+
+# ------------------------------------------------------------------------------------ the demo
+
+
+def banner(cluster: Cluster) -> None:
     line = "=" * 78
     say(line)
     say(" modeldeploy demo -- a LOCAL SIMULATION, not a cluster")
-    say(" The real operator (kopf + every modeldeploy handler) talks HTTP to an in-process")
-    say(" Kubernetes API emulator (kmock). There are no pods, GPUs or Triton servers: the demo")
-    say(" marks Deployments ready, and Triton's metrics come from simulated exporters scraped by")
-    say(" a real Prometheus on 127.0.0.1.")
+    for text in cluster.description:
+        say(text)
+    say(" The operator is `modeldeploy run`, a process of its own. There are no GPUs or Triton")
+    say(" servers: Triton's metrics come from simulated exporters scraped by a real Prometheus.")
     say(" On a real cluster: helm install modeldeploy charts/modeldeploy  (docs/install.md)")
     say(line)
 
@@ -54,21 +307,49 @@ def load_examples(directory: Path) -> list[dict[str, Any]]:
     return docs
 
 
-def status_table(cluster: LocalCluster, docs: list[dict[str, Any]]) -> None:
+def wait(cluster: Cluster, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            tail = cluster.operator.tail(2000) if cluster.operator else ""
+            raise DemoFailed(
+                f"timed out after {timeout:.0f}s waiting for {what}; operator log (tail):\n{tail}"
+            )
+        time.sleep(0.1)
+
+
+def status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    obj = cluster.api.get(API_VERSION, KIND, namespace, name) or {}
+    result: dict[str, Any] = obj.get("status") or {}
+    return result
+
+
+def children(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for api_version, kind in CHILD_KINDS:
+        with contextlib.suppress(ApiError):  # a kind this cluster does not serve
+            found += cluster.api.list(api_version, kind, namespace, f"{GROUP}/name={name}")
+    return found
+
+
+def status_table(cluster: Cluster, docs: list[dict[str, Any]]) -> None:
     rows = [("NAME", "PHASE", "MODEL", "VERSION", "READY", "URL")]
     for doc in docs:
         meta = doc["metadata"]
-        status = cluster.status(meta["namespace"], meta["name"])
+        current = status(cluster, meta["namespace"], meta["name"])
         model = doc["spec"]["model"]
-        ready = f"{status.get('readyReplicas', 0)}/{status.get('replicas', 0)}"
+        ready = f"{current.get('readyReplicas', 0)}/{current.get('replicas', 0)}"
         rows.append(
             (
                 meta["name"],
-                status.get("phase", "-"),
+                current.get("phase", "-"),
                 model["name"],
                 model["version"],
                 ready,
-                status.get("url", ""),
+                current.get("url", ""),
             )
         )
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
@@ -76,76 +357,81 @@ def status_table(cluster: LocalCluster, docs: list[dict[str, Any]]) -> None:
         say("  " + "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
 
 
-async def wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(0.1)
+def namespaces_of(docs: list[dict[str, Any]]) -> list[str]:
+    return sorted({doc["metadata"]["namespace"] for doc in docs})
 
 
-@contextlib.asynccontextmanager
-async def kubelet(cluster: LocalCluster, names: list[tuple[str, str]]) -> AsyncIterator[None]:
-    """Play kubelet and the Deployment controller: every Deployment becomes ready."""
+def prepare_namespaces(cluster: Cluster, docs: list[dict[str, Any]]) -> None:
+    """What the examples expect a cluster to have: their namespaces, the RuntimeClasses that a GPU
+    cluster's NVIDIA toolkit installs (admission rejects a Pod naming a missing one), and the
+    storage Secrets they name (placeholders: nothing is pulled)."""
+    for namespace in namespaces_of(docs):
+        cluster.create_namespace(namespace)
+    for handler in sorted({doc["spec"].get("runtime", {}).get("runtimeClassName") for doc in docs} - {None}):
+        cluster.api.apply(
+            {
+                "apiVersion": "node.k8s.io/v1",
+                "kind": "RuntimeClass",
+                "metadata": {"name": handler},
+                "handler": handler,
+            }
+        )
+    secrets = {
+        (doc["metadata"]["namespace"], ref["name"])
+        for doc in docs
+        if (ref := doc["spec"]["model"].get("storageSecretRef"))
+    }
+    for namespace, name in sorted(secrets):
+        cluster.api.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": name, "namespace": namespace},
+                "stringData": {"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo"},
+            }
+        )
 
-    async def loop() -> None:
-        while True:
-            for namespace, name in names:
-                cluster.make_ready(namespace, name)
-            await asyncio.sleep(0.2)
 
-    task = asyncio.create_task(loop())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def part_one(cluster: LocalCluster, docs: list[dict[str, Any]]) -> None:
-    say(f"\n[1/3] kubectl apply: {len(docs)} ModelDeployments from examples/")
+def part_one(cluster: Cluster, docs: list[dict[str, Any]]) -> None:
+    say(f"\n[1/3] kubectl apply --server-side: {len(docs)} ModelDeployments from examples/")
     for doc in docs:
-        cluster.apply(doc)
+        cluster.api.apply(doc)
     for doc in docs:
         meta = doc["metadata"]
         namespace, name = meta["namespace"], meta["name"]
 
         def created(namespace: str = namespace, name: str = name) -> list[dict[str, Any]]:
             # The status is written after every child was applied: then the list is complete.
-            done = bool(cluster.status(namespace, name).get("phase"))
-            return cluster.children(namespace, name) if done else []
+            done = bool(status(cluster, namespace, name).get("phase"))
+            return children(cluster, namespace, name) if done else []
 
-        children = await wait(created, 30, f"the children of {name}")
-        listing = ", ".join(sorted(f"{c['kind']}/{c['metadata']['name']}" for c in children))
-        say(f"  {meta['namespace']}/{meta['name']}: {listing}")
+        found = wait(cluster, created, 60, f"the children of {name}")
+        listing = ", ".join(sorted(f"{c['kind']}/{c['metadata']['name']}" for c in found))
+        say(f"  {namespace}/{name}: {listing}")
     say("\n  Status while the models load (no pod is ready yet):")
     status_table(cluster, docs)
 
 
-async def part_two(cluster: LocalCluster, docs: list[dict[str, Any]]) -> None:
+def part_two(cluster: Cluster, docs: list[dict[str, Any]]) -> None:
     say("\n[2/3] The pods become ready (simulated); the operator reports Stable:")
     for doc in docs:
         meta = doc["metadata"]
         namespace, name = meta["namespace"], meta["name"]
 
         def stable(namespace: str = namespace, name: str = name) -> bool:
-            return cluster.status(namespace, name).get("phase") == "Stable"
+            return status(cluster, namespace, name).get("phase") == "Stable"
 
-        await wait(stable, 30, f"{name} to be Stable")
+        wait(cluster, stable, 90, f"{name} to be Stable")
     status_table(cluster, docs)
     first = docs[0]["metadata"]
-    conditions = cluster.status(first["namespace"], first["name"]).get("conditions", [])
     say(f"\n  Conditions of {first['name']}:")
-    for cond in conditions:
+    for cond in status(cluster, first["namespace"], first["name"]).get("conditions", []):
         say(f"    {cond['type']:<11} {cond['status']:<5} {cond['reason']}: {cond['message']}")
 
 
 def rollout_manifest(doc: dict[str, Any], version: str) -> dict[str, Any]:
     out = copy.deepcopy(doc)
+    out["metadata"] = {"name": doc["metadata"]["name"], "namespace": ROLLOUT_NAMESPACE}
     out["spec"]["model"]["version"] = version
     base = out["spec"]["model"]["storageUri"].rsplit("/", 1)[0]
     out["spec"]["model"]["storageUri"] = f"{base}/{version}"
@@ -166,29 +452,28 @@ def rollout_manifest(doc: dict[str, Any], version: str) -> dict[str, Any]:
     return out
 
 
-async def follow(cluster: LocalCluster, namespace: str, name: str, timeout: float = 90) -> dict[str, Any]:
+def follow(cluster: Cluster, namespace: str, name: str, timeout: float = 120) -> dict[str, Any]:
     """Print each change of phase, step, weight and analysis until the rollout ends."""
     seen: tuple[Any, ...] = ()
-    outcomes = len(cluster.status(namespace, name).get("history") or [])
-    deadline = time.monotonic() + timeout
+    outcomes = len(status(cluster, namespace, name).get("history") or [])
     start = time.monotonic()
-    while time.monotonic() < deadline:
-        status = cluster.status(namespace, name)
-        phase = status.get("phase")
-        key = (phase, status.get("step"), status.get("canaryWeight"), status.get("lastAnalysisAt"))
+    while time.monotonic() < start + timeout:
+        current = status(cluster, namespace, name)
+        phase = current.get("phase")
+        key = (phase, current.get("step"), current.get("canaryWeight"), current.get("lastAnalysisAt"))
         if key != seen:
             seen = key
-            elapsed = time.monotonic() - start
-            say(f"  +{elapsed:4.1f}s  {phase or '-':<11} {status.get('message', '')}")
-            for result in status.get("analysis") or []:
+            say(f"  +{time.monotonic() - start:4.1f}s  {phase or '-':<11} {current.get('message', '')}")
+            for result in current.get("analysis") or []:
                 value = result.get("value")
                 shown = f"{value:.4g}" if isinstance(value, int | float) else "no data"
                 verdict, reason = result["verdict"], result.get("reason", "")
                 say(f"           analysis {result['name']} = {shown}: {verdict} ({reason})")
-        if phase in ("Stable", "RolledBack") and len(status.get("history") or []) > outcomes:
-            return status
-        await asyncio.sleep(0.1)
-    raise TimeoutError(f"the rollout of {name} did not end within {timeout:.0f}s")
+        if phase in ("Stable", "RolledBack") and len(current.get("history") or []) > outcomes:
+            return current
+        time.sleep(0.1)
+    tail = cluster.operator.tail(2000) if cluster.operator else ""
+    raise DemoFailed(f"the rollout of {name} did not end within {timeout:.0f}s; operator log (tail):\n{tail}")
 
 
 @contextlib.contextmanager
@@ -205,72 +490,99 @@ def metrics(namespace: str, name: str, model: str) -> Iterator[tuple[TritonExpor
             yield canary, prometheus
 
 
-async def part_three(docs: list[dict[str, Any]], examples: Path) -> None:
+def part_three(cluster: Cluster, examples: Path) -> None:
     say("\n[3/3] Two rollouts of the Gateway API example, gated by Prometheus analysis")
     if find_prometheus() is None:
         say("  skipped: the prometheus binary is missing (`make demo` installs it via `make tools`)")
         return
-    doc = next((d for d in load_examples(examples) if d["metadata"]["name"] == "recommender"), None)
+    doc = next((d for d in load_examples(examples) if d["metadata"]["name"] == ROLLOUT_EXAMPLE), None)
     if doc is None:
-        say(f"  skipped: examples/{ROLLOUT_EXAMPLE} not found")
+        say(f"  skipped: no ModelDeployment {ROLLOUT_EXAMPLE} (examples/gateway-canary.yaml) in {examples}/")
         return
-    meta = doc["metadata"]
-    namespace, name, model = meta["namespace"], meta["name"], doc["spec"]["model"]["name"]
-    say(f"  (demo speed: analysis every {DEMO_INTERVAL}s instead of every minute; 2 steps: 10%, 50%)")
+    namespace, name, model = ROLLOUT_NAMESPACE, doc["metadata"]["name"], doc["spec"]["model"]["name"]
+    say(f"  (demo speed: analysis every {DEMO_INTERVAL}s instead of every minute; 2 steps: 10%, 50%;")
+    say(f"   in namespace {namespace}, watched by an operator restarted with --resync-seconds=1)")
     say("  Starting a real Prometheus and simulated Triton metrics for the primary and the canary...")
+    first = rollout_manifest(doc, doc["spec"]["model"]["version"])
+    prepare_namespaces(cluster, [first])
     with metrics(namespace, name, model) as (canary, prometheus):
-        config = OperatorConfig(resync_seconds=1.0, prometheus_url=prometheus.url)
-        async with LocalCluster(config=config) as cluster, kubelet(cluster, [(namespace, name)]):
-            cluster.apply(rollout_manifest(doc, doc["spec"]["model"]["version"]))
-            await wait(lambda: cluster.status(namespace, name).get("phase") == "Stable", 30, "Stable")
-            good = str(int(doc["spec"]["model"]["version"]) + 1)
-            say(f"\n  Version {good}: a healthy canary (0% errors, latency like the primary's)")
-            cluster.apply(rollout_manifest(doc, good))
-            final = await follow(cluster, namespace, name)
-            entry = final["history"][0]
-            say(f"  => {entry['result']}: {entry['reason']}")
+        cluster.start_operator([namespace], resync_seconds=1.0, prometheus_url=prometheus.url)
+        cluster.api.apply(first)
+        wait(cluster, lambda: status(cluster, namespace, name).get("phase") == "Stable", 90, "Stable")
+        good = str(int(doc["spec"]["model"]["version"]) + 1)
+        say(f"\n  Version {good}: a healthy canary (0% errors, latency like the primary's)")
+        cluster.api.apply(rollout_manifest(doc, good))
+        entry = follow(cluster, namespace, name)["history"][0]
+        say(f"  => {entry['result']}: {entry['reason']}")
 
-            bad = str(int(good) + 1)
-            canary.set_traffic(failure_ratio=0.10)
-            say(f"\n  Version {bad}: a bad canary (10% of its requests fail)")
-            cluster.apply(rollout_manifest(doc, bad))
-            final = await follow(cluster, namespace, name)
-            entry = final["history"][0]
-            say(f"  => {entry['result']}: {entry['reason']}")
-            serving = final.get("stableModelVersion")
-            say(f"     The spec still says version {bad}; the primary keeps serving version {serving}.")
-            say("     Change the spec or run `modeldeploy retry recommender -n ml` to try again.")
+        bad = str(int(good) + 1)
+        canary.set_traffic(failure_ratio=0.10)
+        say(f"\n  Version {bad}: a bad canary (10% of its requests fail)")
+        cluster.api.apply(rollout_manifest(doc, bad))
+        final = follow(cluster, namespace, name)
+        entry = final["history"][0]
+        say(f"  => {entry['result']}: {entry['reason']}")
+        serving = final.get("stableModelVersion")
+        say(f"     The spec still says version {bad}; the primary keeps serving version {serving}.")
+        say(f"     Change the spec or run `modeldeploy retry {name} -n {namespace}` to try again.")
 
 
-async def run(examples: Path) -> int:
-    # Only problems are worth a line here; kopf's shutdown notes are not.
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("kopf").setLevel(logging.ERROR)
-    logging.getLogger("aiohttp.access").setLevel(logging.ERROR)
-    banner()
+@contextlib.contextmanager
+def cluster_for_demo(workdir: Path) -> Iterator[Cluster]:
+    """The real control plane if its binaries are there, else the emulator."""
+    try:
+        assets = find_assets()
+    except ControlPlaneMissing as missing:
+        with emulated_cluster(workdir, str(missing)) as cluster:
+            yield cluster
+        return
+    with real_cluster(assets, workdir) as cluster:
+        yield cluster
+
+
+def demo(cluster: Cluster, docs: list[dict[str, Any]], examples: Path, rollouts: bool) -> None:
+    banner(cluster)
+    if isinstance(cluster, EmulatedCluster):
+        cluster.namespaces = [*namespaces_of(docs), ROLLOUT_NAMESPACE]
+    prepare_namespaces(cluster, docs)
+    operator = cluster.start_operator(namespaces_of(docs), resync_seconds=5.0)
+    pid = operator.process.pid if operator.process else "?"
+    say(f"\nAPI server: {cluster.api.url}  (the operator: `modeldeploy run`, pid {pid})")
+    part_one(cluster, docs)
+    with cluster.pods_become_ready():
+        part_two(cluster, docs)
+        if not rollouts:
+            say("\n[3/3] skipped (--no-rollouts)")
+            return
+        try:
+            part_three(cluster, examples)
+        except PrometheusMissing as error:
+            say(f"  skipped: {error}")
+
+
+def run(examples: Path, rollouts: bool = True) -> int:
     docs = load_examples(examples)
     if not docs:
         say(f"no ModelDeployment manifests in {examples}/")
         return 1
-    names = [(d["metadata"]["namespace"], d["metadata"]["name"]) for d in docs]
-    async with LocalCluster(config=OperatorConfig(resync_seconds=5.0)) as cluster:
-        say(f"\nEmulated API server: {cluster.url}  (operator running: kopf, standalone)")
-        await part_one(cluster, docs)
-        async with kubelet(cluster, names):
-            await part_two(cluster, docs)
+    workdir = Path(tempfile.mkdtemp(prefix="modeldeploy-demo-"))
     try:
-        await part_three(docs, examples)
-    except PrometheusMissing as error:
-        say(f"  skipped: {error}")
+        with cluster_for_demo(workdir) as cluster:
+            try:
+                demo(cluster, docs, examples, rollouts)
+            finally:
+                cluster.stop_operator()  # also when a step failed or on Ctrl-C: no process is left
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     say("\nDone: everything above ran locally and has been torn down.")
     return 0
 
 
-def main(examples: str = "examples") -> int:
+def main(examples: str = "examples", rollouts: bool = True) -> int:
     try:
-        return asyncio.run(run(Path(examples)))
+        return run(Path(examples), rollouts=rollouts)
     except KeyboardInterrupt:
         return 130
-    except TimeoutError as error:
+    except (DemoFailed, ApiError, OSError, RuntimeError) as error:
         print(f"demo failed: {error}", file=sys.stderr)
         return 1

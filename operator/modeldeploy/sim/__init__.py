@@ -1,41 +1,10 @@
+"""Local stand-ins for what the operator runs against, for the test suite, the benchmark and the demo.
+
+- `controlplane`, `kubeapi`, `kubelet`, `operator_process`: the real control plane (etcd,
+  kube-apiserver, kube-controller-manager from $KUBEBUILDER_ASSETS), a small REST client, a
+  kubelet stand-in, and `modeldeploy run` as a process.
+- `prometheus`, `triton_exporter`: a real Prometheus and Triton-format metrics.
+- `emulator`, `serving` (and the modules they use): kmock's Kubernetes API emulator, the demo's
+  fallback when the control plane's binaries are missing. kmock is a development dependency, so
+  nothing here imports them eagerly.
 """
-A Kubernetes API emulator for the test suite and ``modeldeploy demo``, built on kmock.
-
-kmock is a development (optional) dependency: only the CLI's demo command imports this package,
-lazily. Start it with::
-
-    emulator = ClusterEmulator()
-    emulator.declare_builtin_resources()
-    async with serve_emulator(emulator) as url:
-        ...  # point kopf (kopf.ConnectionInfo(server=url)) or a client at url
-"""
-
-from modeldeploy.sim.emulator import (
-    APPLY_PATCH,
-    JSON_PATCH,
-    MERGE_PATCH,
-    STRATEGIC_MERGE_PATCH,
-    ApiRequest,
-    ClusterEmulator,
-)
-from modeldeploy.sim.errors import ApiError
-from modeldeploy.sim.resources import BUILTIN_RESOURCES, ResourceSpec
-from modeldeploy.sim.selectors import FieldSelector, LabelSelector
-from modeldeploy.sim.serving import EmulatorThread, serve_emulator, serve_emulator_in_thread
-
-__all__ = [
-    "APPLY_PATCH",
-    "BUILTIN_RESOURCES",
-    "JSON_PATCH",
-    "MERGE_PATCH",
-    "STRATEGIC_MERGE_PATCH",
-    "ApiError",
-    "ApiRequest",
-    "ClusterEmulator",
-    "EmulatorThread",
-    "FieldSelector",
-    "LabelSelector",
-    "ResourceSpec",
-    "serve_emulator",
-    "serve_emulator_in_thread",
-]

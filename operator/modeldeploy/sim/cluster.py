@@ -23,8 +23,7 @@ from modeldeploy.api.base import GROUP, KIND, PLURAL, VERSION
 from modeldeploy.api.crd import crd
 from modeldeploy.handlers.config import OperatorConfig
 from modeldeploy.handlers.operator import Registration, register
-from modeldeploy.sim import APPLY_PATCH
-from modeldeploy.sim.emulator import ClusterEmulator
+from modeldeploy.sim.emulator import APPLY_PATCH, ClusterEmulator
 from modeldeploy.sim.serving import EmulatorThread
 
 log = logging.getLogger("modeldeploy.sim")

@@ -1,34 +1,32 @@
 """
-``ClusterEmulator``: kmock's ``KubernetesEmulator`` made closer to a real Kubernetes API server.
+``ClusterEmulator``: kmock's ``KubernetesEmulator`` with what ``modeldeploy demo`` needs of an API
+server when the real control plane's binaries are missing -- the demo's fallback, nothing else.
+The test suite, the benchmark and the RBAC proof run on the real kube-apiserver.
 
 kmock stores objects as plain dicts and merges every write into them. This subclass keeps kmock's
-object store (``emulator.objects`` with history), discovery and request DSL, and replaces the
-object semantics: metadata (uid, creationTimestamp, resourceVersion, generation), the status and
-scale subresources, the PATCH flavours incl. server-side apply with managed fields, optimistic
-concurrency, label/field selectors, pagination, garbage collection by ownerReferences,
-watches with resource versions, timeouts, bookmarks and 410 Gone, and a request log with API verbs.
+object store, discovery and serving, and replaces the object semantics with what the operator
+(kopf and its own client) and the demo use: metadata (uid, resourceVersion, generation), the
+status subresource, merge patch, JSON patch and server-side apply with managed fields, optimistic
+concurrency, label selectors, deletion (finalizers, but no garbage collector), and watches with
+resource versions, timeouts and 410 Gone. Nothing is validated: the real API server does that.
 
 All state changes are synchronous and guarded by one lock, so the synchronous helpers
-(``put_object``, ``mark_deployment_ready``...) are safe from other threads while a loop serves HTTP.
-See ``tests/README.md`` for what is still simpler than a real API server.
+(``put_object``, ``mark_deployment_ready``) are safe from other threads while a loop serves HTTP.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import collections
 import contextlib
 import copy
 import dataclasses
 import datetime
 import json
-import re
 import secrets
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 
 import aiohttp.web
@@ -43,20 +41,12 @@ from kmock._internal.rendering import Response, StreamingError
 from modeldeploy.sim import patches, ssa
 from modeldeploy.sim.errors import ApiError, bad_request, conflict, invalid, not_found
 from modeldeploy.sim.paths import ApiPath, derive_verb, parse_api_path
-from modeldeploy.sim.resources import (
-    BUILTIN_GROUPS,
-    BUILTIN_RESOURCES,
-    DEFAULT_VERBS,
-    EXTRA_FIELD_SELECTORS,
-)
-from modeldeploy.sim.selectors import FieldSelector, LabelSelector
+from modeldeploy.sim.resources import BUILTIN_RESOURCES, DEFAULT_VERBS
+from modeldeploy.sim.selectors import LabelSelector
 
 ObjectKey = tuple[kmock.resource, str | None, str]  # (resource, namespace or None, name)
 
-WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
-
 MERGE_PATCH = "application/merge-patch+json"
-STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 
@@ -87,46 +77,7 @@ _KUBE_ACTIONS = {
     "delete": kmock.action.DELETE,
     "deletecollection": kmock.action.DELETE,
 }
-_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_DNS_LABEL_RE = re.compile(rf"^{_DNS_LABEL}$")
-_DNS_SUBDOMAIN_RE = re.compile(rf"^{_DNS_LABEL}(\.{_DNS_LABEL})*$")
-_QUALIFIED_NAME_RE = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the API server's generateName alphabet
-
-
-def _utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
-@dataclasses.dataclass
-class ApiRequest:
-    """One request as the emulator saw it, with the Kubernetes API verb that RBAC would check."""
-
-    seq: int
-    method: str
-    path: str
-    query: dict[str, str]
-    content_type: str | None
-    verb: str | None  # get list watch create update patch delete deletecollection; None: discovery
-    group: str | None
-    version: str | None
-    resource: str | None  # the plural
-    subresource: str | None
-    namespace: str | None
-    name: str | None
-    field_manager: str | None
-    user_agent: str | None
-    status: int | None = None  # the HTTP status, once answered
-
-    @property
-    def is_write(self) -> bool:
-        return self.verb in WRITE_VERBS
-
-    @property
-    def rbac_resource(self) -> str:
-        """``plural`` or ``plural/subresource``, as written in RBAC rules."""
-        resource = self.resource or ""
-        return f"{resource}/{self.subresource}" if self.subresource else resource
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,10 +135,6 @@ class _Target:
     def has_status(self) -> bool:
         return "status" in self.subresources
 
-    @property
-    def builtin(self) -> bool:
-        return self.group in BUILTIN_GROUPS
-
 
 @dataclasses.dataclass(frozen=True)
 class _WatchQuery:
@@ -195,10 +142,9 @@ class _WatchQuery:
     namespace: str | None
     names: frozenset[str] | None
     labels: LabelSelector
-    fields: FieldSelector
 
     def matches(self, obj: Mapping[str, Any]) -> bool:
-        return self.labels.matches((obj.get("metadata") or {}).get("labels")) and self.fields.matches(obj)
+        return self.labels.matches((obj.get("metadata") or {}).get("labels"))
 
     def translate(self, event: _Event) -> dict[str, Any] | None:
         if event.resource != self.target.resource:
@@ -227,41 +173,18 @@ class _WatchQuery:
 @attrs.define(kw_only=True)
 class ClusterEmulator(kmock.KubernetesEmulator):
     """
-    A Kubernetes API emulator with the semantics that an operator depends on.
-
-    Serve it with ``serve_emulator()`` (async) or ``EmulatorThread`` (sync code, benchmarks).
-    Declare resources with ``declare()`` or ``declare_builtin_resources()`` before use:
-    undeclared resources answer 404, as on a real server.
-
-    kmock's DSL still takes precedence: ``emulator['patch', ...] << 500`` injects a fault,
-    and such an intercepted request changes no state (unlike in plain kmock).
+    The API server of the demo's fallback. Serve it with ``EmulatorThread``; declare resources
+    with ``declare()`` or ``declare_builtin_resources()`` first: undeclared ones answer 404.
     """
 
     watch_history: int = 10_000  # watch events kept for resuming; older resourceVersions get 410 Gone
-    bookmark_interval: float | None = None  # seconds between BOOKMARKs on watches that allow them
-    gc_delay: float = 0.0  # seconds before the garbage collector acts on a deletion
-    keep_history: bool = True  # keep every object version in kmock's ``objects`` (off for benchmarks)
-    request_log_limit: int | None = None  # keep only the latest N log records (None: all)
-    clock: Callable[[], datetime.datetime] = _utcnow
 
     _state_lock: threading.RLock = attrs.field(factory=threading.RLock, init=False)
     _rv: int = attrs.field(default=0, init=False)
     _events: collections.deque[_Event] = attrs.field(factory=collections.deque, init=False)
     _compacted_rv: int = attrs.field(default=0, init=False)
-    _uids: dict[str, ObjectKey] = attrs.field(factory=dict, init=False)
     _watchers: set[_Watcher] = attrs.field(factory=set, init=False)
-    _log: collections.deque[ApiRequest] = attrs.field(init=False)
-    _log_seq: int = attrs.field(default=0, init=False)
-    _gc_queue: collections.deque[str] = attrs.field(factory=collections.deque, init=False)
-    _gc_dangling: collections.deque[ObjectKey] = attrs.field(factory=collections.deque, init=False)
-    _gc_scheduled: bool = attrs.field(default=False, init=False)
-    _loop: asyncio.AbstractEventLoop | None = attrs.field(default=None, init=False)
     _closing: bool = attrs.field(default=False, init=False)
-    _inflight: dict[int, ApiRequest] = attrs.field(factory=dict, init=False)
-
-    @_log.default
-    def _default_log(self) -> collections.deque[ApiRequest]:
-        return collections.deque(maxlen=self.request_log_limit)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -311,47 +234,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 singular=spec.singular,
             )
 
-    # --- The request log ------------------------------------------------------------------------
-
-    @property
-    def request_log(self) -> list[ApiRequest]:
-        with self._state_lock:
-            return list(self._log)
-
-    def log_position(self) -> int:
-        """The sequence number of the next request: pass it as ``since=`` to see only later ones."""
-        with self._state_lock:
-            return self._log_seq
-
-    def write_requests(self, since: int = 0) -> list[ApiRequest]:
-        """Requests that change state (create, update, patch, delete, deletecollection)."""
-        return [record for record in self.request_log if record.seq >= since and record.is_write]
-
-    def api_verbs(self, since: int = 0) -> set[tuple[str, str, str]]:
-        """``(group, resource[/subresource], verb)`` of every resource request: what RBAC must allow."""
-        return {
-            (record.group or "", record.rbac_resource, record.verb)
-            for record in self.request_log
-            if record.seq >= since and record.verb is not None
-        }
-
-    def clear_log(self) -> None:
-        with self._state_lock:
-            self._log.clear()
-
     # --- Direct access for tests and the demo (no HTTP) -----------------------------------------
-
-    @property
-    def resource_version(self) -> int:
-        """The latest resourceVersion issued, cluster-wide."""
-        return self._rv
-
-    def get_object(
-        self, group: str, version: str, plural: str, namespace: str | None, name: str
-    ) -> dict[str, Any] | None:
-        with self._state_lock:
-            obj = self._current((kmock.resource(group, version, plural), namespace, name))
-            return copy.deepcopy(obj) if obj is not None else None
 
     def list_objects(
         self,
@@ -392,47 +275,6 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 result = self._finish_update(
                     target, key, old, body, manager="modeldeploy-sim", keep_status=True
                 )
-        self._collect_garbage_if_offline()
-        return copy.deepcopy(result)
-
-    def delete_object(
-        self,
-        group: str,
-        version: str,
-        plural: str,
-        namespace: str | None,
-        name: str,
-        *,
-        propagation: str = "Background",
-    ) -> None:
-        """Delete as the API would: finalizers are honoured, dependents are garbage-collected."""
-        target = self._known_target(group, version, plural)
-        with self._state_lock:
-            key: ObjectKey = (target.resource, namespace, name)
-            if self._current(key) is None:
-                raise KeyError(f"{target.qualified} {namespace}/{name} does not exist")
-            self._delete_key(target, key, propagation=propagation)
-        self._collect_garbage_if_offline()
-
-    def patch_object(
-        self,
-        group: str,
-        version: str,
-        plural: str,
-        namespace: str | None,
-        name: str,
-        patch: Any,
-        *,
-        content_type: str = MERGE_PATCH,
-        manager: str = "kubectl",
-    ) -> dict[str, Any]:
-        """Patch the main resource as a user would (``kubectl patch``); the status is not touched."""
-        target = self._known_target(group, version, plural)
-        api = ApiPath(group, version, plural, namespace if target.namespaced else None, name)
-        params = {"fieldManager": manager}
-        with self._state_lock:
-            _, result = self._patch(target, api, content_type, patch, params, manager=manager, dry_run=False)
-        self._collect_garbage_if_offline()
         return copy.deepcopy(result)
 
     def patch_status(
@@ -455,7 +297,6 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 raise KeyError(f"{target.qualified} {namespace}/{name} does not exist")
             candidate = patches.merge_patch(old, {"status": dict(status)})
             result = self._finish_update(target, key, old, candidate, subresource="status", manager=manager)
-        self._collect_garbage_if_offline()
         return copy.deepcopy(result)
 
     def mark_deployment_ready(self, namespace: str, name: str) -> dict[str, Any]:
@@ -507,12 +348,6 @@ class ClusterEmulator(kmock.KubernetesEmulator):
 
     # --- Serving lifecycle ----------------------------------------------------------------------
 
-    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Attach to the event loop that serves HTTP (background GC runs there)."""
-        with self._state_lock:
-            self._loop = loop
-            self._closing = False
-
     def close_watches(self) -> None:
         """End every open watch stream now, so that the HTTP server can stop without waiting."""
         with self._state_lock:
@@ -534,7 +369,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             request = await self._parse_request(raw_request)
             # kmock's DSL serves a request only while its root holds it, and finds it by scanning
             # that list: holding every request ever served made each one slower than the last.
-            # Hold only the ones in flight; the request log (request_log) keeps the history.
+            # Hold only the ones in flight.
             self._requests.append(request)
             try:
                 return await self._handle(request)
@@ -587,39 +422,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         )
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
-        record = self._record(request)
-        self._inflight[id(request)] = record
-        try:
-            # Skip KubernetesEmulator._handle(): its plain-dict writes are replaced by _serve_resource().
-            response = await kmock.RawHandler._handle(self, request)
-        finally:
-            del self._inflight[id(request)]
-        record.status = response.status
-        return response
-
-    def _record(self, request: kmock.Request) -> ApiRequest:
-        api = parse_api_path(request.url.path)
-        is_resource = api is not None and api.plural is not None
-        with self._state_lock:
-            record = ApiRequest(
-                seq=self._log_seq,
-                method=str(request.method.value),
-                path=request.url.path,
-                query=dict(request.params),
-                content_type=_content_type(request.headers) or None,
-                verb=derive_verb(str(request.method.value), api, request.params),
-                group=api.group if api is not None else None,
-                version=api.version if api is not None else None,
-                resource=api.plural if api is not None else None,
-                subresource=api.subresource if is_resource and api is not None else None,
-                namespace=api.namespace if api is not None else None,
-                name=api.name if api is not None else None,
-                field_manager=request.params.get("fieldManager"),
-                user_agent=_header(request.headers, "User-Agent"),
-            )
-            self._log_seq += 1
-            self._log.append(record)
-        return record
+        # Skip KubernetesEmulator._handle(): its plain-dict writes are replaced by _serve_resource().
+        return await kmock.RawHandler._handle(self, request)
 
     @staticmethod
     def _is_resource_request(request: kmock.Request) -> bool:
@@ -633,10 +437,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             verb = derive_verb(str(request.method.value), api, request.params)
             target = self._resolve(api)
             if verb == "watch":
-                response = self._serve_watch_stream(target, api, request.params)
-                if record := self._inflight.get(id(request)):
-                    record.status = 200  # a watch ends by cancellation more often than by completion
-                return response
+                return self._serve_watch_stream(target, api, request.params)
             with self._state_lock:
                 code, payload = self._dispatch(target, api, verb, request)
             return Response(status=code, payload=payload)
@@ -647,36 +448,26 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         self, target: _Target, api: ApiPath, verb: str | None, request: kmock.Request
     ) -> tuple[int, Any]:
         params = request.params
-        dry_run = params.get("dryRun") == "All"
         manager = params.get("fieldManager") or _manager_from_user_agent(request.headers)
         key: ObjectKey = (target.resource, api.namespace, api.name or "")
         content_type = _content_type(request.headers)
         if verb == "list":
             return 200, self._list(target, api.namespace, params)
         if verb == "get":
-            return 200, self._get(target, key, api.subresource)
+            return 200, self._require(target, key)
         if verb == "create":
             if api.name is not None or (target.namespaced and api.namespace is None):
                 raise ApiError(
                     405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
                 )
             body = _decode(request.body, content_type)
-            return 201, self._create(target, api.namespace, body, manager=manager, dry_run=dry_run)
-        if verb == "update":
-            body = _decode(request.body, content_type)
-            return 200, self._replace(target, api, body, manager=manager, dry_run=dry_run)
+            return 201, self._create(target, api.namespace, body, manager=manager)
         if verb == "patch":
             body = _decode(request.body, content_type)
-            return self._patch(target, api, content_type, body, params, manager=manager, dry_run=dry_run)
+            return self._patch(target, api, content_type, body, params, manager=manager)
         if verb == "delete":
-            body = _decode(request.body, content_type)
-            return 200, self._delete(target, key, body, params, dry_run=dry_run)
-        if verb == "deletecollection":
-            body = _decode(request.body, content_type)
-            return 200, self._delete_collection(target, api.namespace, body, params, dry_run=dry_run)
-        raise ApiError(
-            405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
-        )
+            return 200, self._delete(target, key)
+        raise ApiError(405, "MethodNotAllowed", f"the demo's emulator does not serve {verb}")
 
     # --- Discovery --------------------------------------------------------------------------------
 
@@ -709,8 +500,6 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                     "kind": target.kind,
                     "verbs": ["get", "patch", "update"],
                 }
-                if sub == "scale":
-                    entry.update({"group": "autoscaling", "version": "v1", "kind": "Scale"})
                 entries.append(entry)
         return {
             "kind": "APIResourceList",
@@ -743,7 +532,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         target = self._target_of(resource)
         if api.subresource is not None and api.subresource not in target.subresources:
             raise not_found("the server could not find the requested resource")
-        if api.subresource not in (None, "status", "scale"):
+        if api.subresource not in (None, "status"):
             raise ApiError(
                 405, "MethodNotAllowed", f"the emulator does not serve the {api.subresource} subresource"
             )
@@ -780,10 +569,6 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             if (resource is None or key[0] == resource) and not entry.deleted:
                 yield key, entry.raw
 
-    def _get(self, target: _Target, key: ObjectKey, subresource: str | None) -> dict[str, Any]:
-        obj = self._require(target, key)
-        return _scale_of(obj) if subresource == "scale" else obj
-
     def _require(self, target: _Target, key: ObjectKey) -> dict[str, Any]:
         obj = self._current(key)
         if obj is None:
@@ -796,46 +581,29 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         return obj
 
     def _list(self, target: _Target, namespace: str | None, params: Mapping[str, str]) -> dict[str, Any]:
+        # No pagination: a server may answer a `limit` with the whole list, and kopf asks none.
         labels = LabelSelector.parse(params.get("labelSelector"))
-        fields = FieldSelector.parse(params.get("fieldSelector"), self._field_selectors(target))
+        _no_field_selector(params)
         items = sorted(
             (
                 (key, obj)
                 for key, obj in self._live(target.resource)
                 if (namespace is None or key[1] == namespace)
                 and labels.matches(obj["metadata"].get("labels"))
-                and fields.matches(obj)
             ),
             key=lambda pair: (pair[0][1] or "", pair[0][2]),
         )
-        metadata: dict[str, Any] = {"resourceVersion": str(self._rv)}
-        if token := params.get("continue"):
-            start = _decode_continue(token)
-            items = [(key, obj) for key, obj in items if (key[1] or "", key[2]) > start]
-        limit_text = params.get("limit") or "0"
-        if not limit_text.isdigit():
-            raise bad_request(f"invalid limit: {limit_text!r}")
-        limit = int(limit_text)
-        if limit and len(items) > limit:
-            last = items[limit - 1][0]
-            metadata["continue"] = _encode_continue((last[1] or "", last[2]))
-            metadata["remainingItemCount"] = len(items) - limit
-            items = items[:limit]
         return {
             "apiVersion": target.api_version,
             "kind": f"{target.kind}List",
-            "metadata": metadata,
+            "metadata": {"resourceVersion": str(self._rv)},
             "items": [obj for _, obj in items],
         }
-
-    def _field_selectors(self, target: _Target) -> frozenset[str]:
-        extra = EXTRA_FIELD_SELECTORS.get((target.group, target.plural), frozenset())
-        return frozenset({"metadata.name", "metadata.namespace"}) | extra
 
     # --- Writing ----------------------------------------------------------------------------------
 
     def _now(self) -> str:
-        return self.clock().astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def _create(
         self,
@@ -844,7 +612,6 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         body: Any,
         *,
         manager: str,
-        dry_run: bool = False,
         entries: list[ssa.ManagedEntry] | None = None,
         keep_status: bool = False,
     ) -> dict[str, Any]:
@@ -873,7 +640,6 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             if not prefix:
                 raise invalid("metadata.name: Required value: name or generateName is required")
             name = self._generate_name(target, namespace, str(prefix))
-        _validate_name(target, name)
         key: ObjectKey = (target.resource, namespace, name)
         if self._current(key) is not None:
             raise ApiError(
@@ -890,15 +656,12 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             meta["namespace"] = namespace
         if target.has_status and not keep_status:
             obj.pop("status", None)  # the status subresource owns it
-        _validate(target, None, obj)
         if entries is None:
             entries = ssa.track_update([], {}, obj, manager=manager, api_version=target.api_version)
         if target.resource == NAMESPACES:  # server-side defaulting: owned by nobody
             obj.setdefault("status", {})["phase"] = "Active"
         if rendered := ssa.render_managed_fields(ssa.stamp_times([], entries, self._now())):
             meta["managedFields"] = rendered
-        if dry_run:
-            return obj
         return self._commit(key, None, obj)
 
     def _generate_name(self, target: _Target, namespace: str | None, prefix: str) -> str:
@@ -906,28 +669,6 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             name = prefix + "".join(secrets.choice(_NAME_ALPHABET) for _ in range(5))
             if self._current((target.resource, namespace, name)) is None:
                 return name
-
-    def _replace(
-        self, target: _Target, api: ApiPath, body: Any, *, manager: str, dry_run: bool
-    ) -> dict[str, Any]:
-        key: ObjectKey = (target.resource, api.namespace, api.name or "")
-        old = self._require(target, key)
-        if not isinstance(body, Mapping):
-            raise bad_request("the body of the request must be a JSON object")
-        meta = body.get("metadata") or {}
-        if meta.get("name") not in (None, api.name):
-            raise bad_request(
-                f"the name of the object ({meta.get('name')}) does not match the name on the URL ({api.name})"
-            )
-        _check_resource_version(target, old, meta.get("resourceVersion"))
-        if api.subresource == "scale":
-            result = self._finish_update(
-                target, key, old, _unscale(old, body), subresource="scale", manager=manager, dry_run=dry_run
-            )
-            return _scale_of(result)
-        return self._finish_update(
-            target, key, old, body, subresource=api.subresource, manager=manager, dry_run=dry_run
-        )
 
     def _patch(
         self,
@@ -938,53 +679,29 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         params: Mapping[str, str],
         *,
         manager: str,
-        dry_run: bool,
     ) -> tuple[int, dict[str, Any]]:
         if content_type == APPLY_PATCH:
-            return self._apply(target, api, body, params, dry_run=dry_run)
+            return self._apply(target, api, body, params)
         key: ObjectKey = (target.resource, api.namespace, api.name or "")
         old = self._require(target, key)
-        base = _scale_of(old) if api.subresource == "scale" else old
         if content_type == MERGE_PATCH:
             if not isinstance(body, Mapping):
                 raise bad_request("a merge patch must be a JSON object")
-            patched = patches.merge_patch(base, body)
-        elif content_type == STRATEGIC_MERGE_PATCH:
-            if not target.builtin:
-                raise ApiError(
-                    415,
-                    "UnsupportedMediaType",
-                    f"the body of the request was in an unknown format - accepted media types include: "
-                    f"{JSON_PATCH}, {MERGE_PATCH}, {APPLY_PATCH}",
-                )
-            if not isinstance(body, Mapping):
-                raise bad_request("a strategic merge patch must be a JSON object")
-            patched = patches.strategic_merge_patch(base, body)
-        elif content_type == JSON_PATCH:
-            patched = patches.json_patch(base, body)
+            patched = patches.merge_patch(old, body)
+        elif content_type == JSON_PATCH:  # kopf's, for finalizers (the operator adds none)
+            patched = patches.json_patch(old, body)
         else:
             raise ApiError(
-                415, "UnsupportedMediaType", f"the media type {content_type!r} is not a patch type"
+                415,
+                "UnsupportedMediaType",
+                f"the demo's emulator accepts {MERGE_PATCH}, {JSON_PATCH} and {APPLY_PATCH}",
             )
         _check_resource_version(target, old, (patched.get("metadata") or {}).get("resourceVersion"))
-        if api.subresource == "scale":
-            result = self._finish_update(
-                target,
-                key,
-                old,
-                _unscale(old, patched),
-                subresource="scale",
-                manager=manager,
-                dry_run=dry_run,
-            )
-            return 200, _scale_of(result)
-        result = self._finish_update(
-            target, key, old, patched, subresource=api.subresource, manager=manager, dry_run=dry_run
-        )
+        result = self._finish_update(target, key, old, patched, subresource=api.subresource, manager=manager)
         return 200, result
 
     def _apply(
-        self, target: _Target, api: ApiPath, body: Any, params: Mapping[str, str], *, dry_run: bool
+        self, target: _Target, api: ApiPath, body: Any, params: Mapping[str, str]
     ) -> tuple[int, dict[str, Any]]:
         manager = params.get("fieldManager")
         if not manager:
@@ -1017,9 +734,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             merged, entries = ssa.server_side_apply(
                 {}, config, [], manager=manager, api_version=target.api_version, force=force
             )
-            return 201, self._create(
-                target, api.namespace, merged, manager=manager, dry_run=dry_run, entries=entries
-            )
+            return 201, self._create(target, api.namespace, merged, manager=manager, entries=entries)
         _check_resource_version(target, old, meta.get("resourceVersion"))
         merged, entries = ssa.server_side_apply(
             old,
@@ -1037,7 +752,6 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             merged,
             subresource=api.subresource,
             manager=manager,
-            dry_run=dry_run,
             entries=entries,
         )
         return 200, result
@@ -1051,7 +765,6 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         *,
         manager: str,
         subresource: str | None = None,
-        dry_run: bool = False,
         entries: list[ssa.ManagedEntry] | None = None,
         keep_status: bool = False,
     ) -> dict[str, Any]:
@@ -1059,8 +772,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         new = copy.deepcopy(dict(candidate))
         if not isinstance(new.get("metadata") or {}, dict):
             raise bad_request("metadata must be an object")
-        if subresource != "scale":
-            _check_type(target, new)
+        _check_type(target, new)
         new["apiVersion"], new["kind"] = target.api_version, target.kind
         meta = new["metadata"] = new.get("metadata") or {}
         old_meta = old["metadata"]
@@ -1082,7 +794,6 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 new["status"] = copy.deepcopy(old["status"])
             else:
                 new.pop("status", None)
-        _validate(target, old, new)
         if _spec_of(target, old) != _spec_of(target, new):
             meta["generation"] = int(old_meta.get("generation") or 1) + 1
         old_entries = ssa.parse_managed_fields(old)
@@ -1100,8 +811,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             meta["managedFields"] = rendered
         else:
             meta.pop("managedFields", None)
-        if new == old or dry_run:
-            return old if new == old else new  # a no-op write stores nothing and notifies nobody
+        if new == old:
+            return old  # a no-op write stores nothing and notifies nobody
         new = self._commit(key, old, new)
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
             return self._remove(key, new)
@@ -1111,17 +822,11 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         self._rv += 1
         new["metadata"]["resourceVersion"] = str(self._rv)
         new = _canonical(new)
-        if key in self._objects and (self.keep_history or self._objects[key].deleted):
-            self._objects[key].history.append(new)
-        elif key in self._objects:
-            self._objects[key].history[-1] = new
+        if key in self._objects:
+            self._objects[key].history[-1] = new  # only the latest version: no history kept
         else:
             self._objects[key] = new
-        self._uids[new["metadata"]["uid"]] = key
         self._emit("ADDED" if old is None else "MODIFIED", key, new, old)
-        if any(ref.get("uid") not in self._uids for ref in new["metadata"].get("ownerReferences") or []):
-            self._gc_dangling.append(key)  # e.g. re-created by a controller after its owner went
-            self._schedule_gc()
         return new
 
     def _emit(self, kind: str, key: ObjectKey, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
@@ -1131,204 +836,44 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         for watcher in list(self._watchers):
             watcher.notify()
 
-    # --- Deleting and garbage collection ---------------------------------------------------------
+    # --- Deleting ---------------------------------------------------------------------------------
 
-    def _delete(
-        self, target: _Target, key: ObjectKey, body: Any, params: Mapping[str, str], *, dry_run: bool
-    ) -> dict[str, Any]:
-        options = body if isinstance(body, Mapping) else {}
+    def _delete(self, target: _Target, key: ObjectKey) -> dict[str, Any]:
+        """Delete now, or mark for deletion while finalizers hold it. No garbage collector: the demo
+        deletes nothing that owns anything."""
         obj = self._require(target, key)
-        preconditions = options.get("preconditions") or {}
-        if preconditions.get("uid") and preconditions["uid"] != obj["metadata"].get("uid"):
-            raise conflict(
-                f"Precondition failed: UID in precondition: {preconditions['uid']}, "
-                f"UID in object meta: {obj['metadata'].get('uid')}"
-            )
-        if preconditions.get("resourceVersion") not in (None, obj["metadata"].get("resourceVersion")):
-            raise conflict(
-                f"Precondition failed: ResourceVersion in precondition: {preconditions['resourceVersion']}, "
-                f"ResourceVersion in object meta: {obj['metadata'].get('resourceVersion')}"
-            )
-        if dry_run:
+        meta = obj["metadata"]
+        if meta.get("deletionTimestamp"):
             return obj
-        propagation = params.get("propagationPolicy") or options.get("propagationPolicy") or "Background"
-        result, gone = self._delete_key(target, key, propagation=propagation)
-        if not gone:
-            return result  # still there (finalizers): the API answers with the object
+        if meta.get("finalizers"):
+            new = copy.deepcopy(obj)
+            new["metadata"].update(deletionTimestamp=self._now(), deletionGracePeriodSeconds=0)
+            return self._commit(key, obj, new)  # still there: the API answers with the object
+        self._remove(key, obj)
         return {
             "kind": "Status",
             "apiVersion": "v1",
             "metadata": {},
             "status": "Success",
-            "details": {
-                "name": key[2],
-                "group": target.group,
-                "kind": target.plural,
-                "uid": obj["metadata"]["uid"],
-            },
+            "details": {"name": key[2], "group": target.group, "kind": target.plural, "uid": meta["uid"]},
         }
-
-    def _delete_collection(
-        self, target: _Target, namespace: str | None, body: Any, params: Mapping[str, str], *, dry_run: bool
-    ) -> dict[str, Any]:
-        listing = self._list(
-            target, namespace, {k: v for k, v in params.items() if k in ("labelSelector", "fieldSelector")}
-        )
-        options = body if isinstance(body, Mapping) else {}
-        propagation = params.get("propagationPolicy") or options.get("propagationPolicy") or "Background"
-        items = listing["items"]
-        if not dry_run:
-            items = []
-            for obj in listing["items"]:
-                key: ObjectKey = (target.resource, obj["metadata"].get("namespace"), obj["metadata"]["name"])
-                items.append(self._delete_key(target, key, propagation=propagation)[0])
-        return {**listing, "metadata": {"resourceVersion": str(self._rv)}, "items": items}
-
-    def _delete_key(
-        self, target: _Target, key: ObjectKey, *, propagation: str
-    ) -> tuple[dict[str, Any], bool]:
-        """Delete now, or mark for deletion if finalizers (or a namespace's contents) hold it back."""
-        obj = self._require(target, key)
-        meta = obj["metadata"]
-        if propagation == "Orphan":
-            self._orphan_dependents(meta["uid"])
-        if meta.get("deletionTimestamp"):
-            return obj, False
-        if meta.get("finalizers") or key[0] == NAMESPACES:
-            new = copy.deepcopy(obj)
-            new["metadata"].update(
-                deletionTimestamp=self._now(),
-                deletionGracePeriodSeconds=0,
-                generation=int(meta.get("generation") or 1) + 1,
-            )
-            if key[0] == NAMESPACES:
-                new.setdefault("status", {})["phase"] = "Terminating"
-                self._schedule_gc()  # the namespace controller empties it, then removes it
-            return self._commit(key, obj, new), False
-        return self._remove(key, obj), True
 
     def _remove(self, key: ObjectKey, obj: dict[str, Any]) -> dict[str, Any]:
         self._rv += 1
         final = {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(self._rv)}}
-        if self.keep_history:
-            self._objects[key].delete()
-        else:
-            del self._objects[key]
-        self._uids.pop(obj["metadata"].get("uid", ""), None)
+        del self._objects[key]
         self._emit("DELETED", key, final, obj)
-        self._gc_queue.append(obj["metadata"].get("uid", ""))
-        self._schedule_gc()
         return final
-
-    def _orphan_dependents(self, uid: str) -> None:
-        for key, obj in self._live():
-            refs = obj["metadata"].get("ownerReferences") or []
-            if any(ref.get("uid") == uid for ref in refs):
-                candidate = copy.deepcopy(obj)
-                candidate["metadata"]["ownerReferences"] = [
-                    ref for ref in refs if ref.get("uid") != uid
-                ] or None
-                if candidate["metadata"]["ownerReferences"] is None:
-                    del candidate["metadata"]["ownerReferences"]
-                self._finish_update(
-                    self._target_of(key[0]), key, obj, candidate, manager="kube-controller-manager"
-                )
-
-    def _schedule_gc(self) -> None:
-        # The garbage collector acts after the owner's deletion, in the background (as the real one).
-        if self._gc_scheduled:
-            return
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        loop = running or self._loop
-        if loop is None or loop.is_closed():
-            return  # offline: the synchronous helpers collect before returning
-        self._gc_scheduled = True
-
-        def start() -> None:
-            loop.call_later(self.gc_delay, self._collect_garbage)
-
-        if loop is running:
-            start()
-        else:
-            try:
-                loop.call_soon_threadsafe(start)
-            except RuntimeError:  # the serving loop closed meanwhile: collect on the next sync call
-                self._gc_scheduled = False
-
-    def _collect_garbage_if_offline(self) -> None:
-        if self._loop is None or self._loop.is_closed():
-            self._collect_garbage()
-
-    def _collect_garbage(self) -> None:
-        with self._state_lock:
-            self._gc_scheduled = False
-            progressed = True
-            while progressed:
-                progressed = False
-                while self._gc_queue:
-                    uid = self._gc_queue.popleft()
-                    for key, obj in self._live():
-                        refs = obj["metadata"].get("ownerReferences") or []
-                        if not any(ref.get("uid") == uid for ref in refs):
-                            continue
-                        progressed = True
-                        remaining = [ref for ref in refs if ref.get("uid") != uid]
-                        target = self._target_of(key[0])
-                        if any(ref.get("uid") in self._uids for ref in remaining):
-                            candidate = copy.deepcopy(obj)
-                            candidate["metadata"]["ownerReferences"] = remaining
-                            self._finish_update(
-                                target, key, obj, candidate, manager="kube-controller-manager"
-                            )
-                        elif not obj["metadata"].get("deletionTimestamp"):
-                            self._delete_key(target, key, propagation="Background")
-                while self._gc_dangling:
-                    progressed = self._collect_dangling(self._gc_dangling.popleft()) or progressed
-                for ns_key, namespace in self._live(NAMESPACES):
-                    if not namespace["metadata"].get("deletionTimestamp"):
-                        continue
-                    contents = [(key, obj) for key, obj in self._live() if key[1] == ns_key[2]]
-                    for key, obj in contents:
-                        if not obj["metadata"].get("deletionTimestamp"):
-                            self._delete_key(self._target_of(key[0]), key, propagation="Background")
-                            progressed = True
-                    emptied = not any(self._current(key) is not None for key, _ in contents)
-                    if emptied and not namespace["metadata"].get("finalizers"):
-                        self._remove(ns_key, namespace)
-                        progressed = True
-
-    def _collect_dangling(self, key: ObjectKey) -> bool:
-        """Like the real GC: all owners gone -> delete; some gone -> drop those references."""
-        obj = self._current(key)
-        if obj is None or obj["metadata"].get("deletionTimestamp"):
-            return False
-        refs = obj["metadata"].get("ownerReferences") or []
-        solid = [ref for ref in refs if ref.get("uid") in self._uids]
-        if len(solid) == len(refs):
-            return False
-        target = self._target_of(key[0])
-        if solid:
-            candidate = copy.deepcopy(obj)
-            candidate["metadata"]["ownerReferences"] = solid
-            self._finish_update(target, key, obj, candidate, manager="kube-controller-manager")
-        else:
-            self._delete_key(target, key, propagation="Background")
-        return True
 
     # --- Watching ---------------------------------------------------------------------------------
 
     def _serve_watch_stream(self, target: _Target, api: ApiPath, params: Mapping[str, str]) -> Response:
-        fields = FieldSelector.parse(params.get("fieldSelector"), self._field_selectors(target))
-        names = ({api.name} if api.name else set()) | fields.names
+        _no_field_selector(params)
         query = _WatchQuery(
             target=target,
             namespace=api.namespace,
-            names=frozenset(names) if names else None,
+            names=frozenset({api.name}) if api.name else None,
             labels=LabelSelector.parse(params.get("labelSelector")),
-            fields=fields,
         )
         since = params.get("resourceVersion") or ""
         if since and not since.isdigit():
@@ -1337,17 +882,13 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             timeout = float(params["timeoutSeconds"]) if params.get("timeoutSeconds") else None
         except ValueError:
             raise bad_request(f"invalid timeoutSeconds: {params['timeoutSeconds']!r}") from None
-        stream = self._watch_events(
-            query,
-            since=since,
-            seconds=timeout,
-            initial_events=(params.get("sendInitialEvents") or "").lower() == "true",
-            bookmarks=(params.get("allowWatchBookmarks") or "").lower() == "true",
-        )
+        # No BOOKMARK events (allowed: a client asks for them, a server may send them) and no
+        # sendInitialEvents: kopf lists first, then watches from the list's resourceVersion.
+        stream = self._watch_events(query, since=since, seconds=timeout)
         return Response(status=200, headers={"Content-Type": "application/json"}, payload=stream)
 
     async def _watch_events(
-        self, query: _WatchQuery, *, since: str, seconds: float | None, initial_events: bool, bookmarks: bool
+        self, query: _WatchQuery, *, since: str, seconds: float | None
     ) -> AsyncIterator[Any]:
         loop = asyncio.get_running_loop()
         watcher = _Watcher(loop)
@@ -1355,7 +896,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         with self._state_lock:
             self._watchers.add(watcher)
             initial: list[dict[str, Any]] = []
-            if initial_events or since in ("", "0"):  # "most recent": synthetic ADDED for what exists
+            if since in ("", "0"):  # "most recent": synthetic ADDED for what exists
                 existing = sorted(
                     self._live(query.target.resource), key=lambda pair: (pair[0][1] or "", pair[0][2])
                 )
@@ -1373,11 +914,6 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             yield b""  # send the headers now: a quiet watch must still connect
             for added in initial:
                 yield added
-            if initial_events:
-                yield _bookmark(query.target, cursor, initial_events_end=True)
-            next_bookmark = (
-                loop.time() + self.bookmark_interval if bookmarks and self.bookmark_interval else None
-            )
             while not self._closing:
                 watcher.wakeup.clear()
                 with self._state_lock:
@@ -1398,13 +934,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 now = loop.time()
                 if deadline is not None and now >= deadline:
                     return  # timeoutSeconds: end the stream cleanly; the client re-lists or resumes
-                if next_bookmark is not None and now >= next_bookmark:
-                    yield _bookmark(query.target, cursor)
-                    next_bookmark = now + (self.bookmark_interval or 0)
-                    continue
-                waits = [moment - now for moment in (deadline, next_bookmark) if moment is not None]
                 try:
-                    async with asyncio.timeout(min(waits) if waits else None):
+                    async with asyncio.timeout(deadline - now if deadline is not None else None):
                         await watcher.wakeup.wait()
                 except TimeoutError:
                     pass
@@ -1453,16 +984,6 @@ def _events_after(events: collections.deque[_Event], cursor: int) -> Iterator[_E
     return reversed(newer)
 
 
-def _bookmark(target: _Target, rv: int, *, initial_events_end: bool = False) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"resourceVersion": str(rv)}
-    if initial_events_end:
-        metadata["annotations"] = {"k8s.io/initial-events-end": "true"}
-    return {
-        "type": "BOOKMARK",
-        "object": {"kind": target.kind, "apiVersion": target.api_version, "metadata": metadata},
-    }
-
-
 def _header(headers: Mapping[str, str], name: str) -> str | None:
     lowered = name.lower()
     return next((value for key, value in headers.items() if key.lower() == lowered), None)
@@ -1494,16 +1015,9 @@ def _decode(body: bytes, content_type: str) -> Any:
         ) from e
 
 
-def _encode_continue(position: tuple[str, str]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(list(position)).encode()).decode()
-
-
-def _decode_continue(token: str) -> tuple[str, str]:
-    try:
-        namespace, name = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (ValueError, TypeError, binascii.Error) as e:
-        raise bad_request(f"continue key is not valid: {e}") from e
-    return str(namespace), str(name)
+def _no_field_selector(params: Mapping[str, str]) -> None:
+    if params.get("fieldSelector"):
+        raise bad_request("the demo's emulator does not filter by fieldSelector")
 
 
 def _guess_kind(plural: str) -> str:
@@ -1531,61 +1045,6 @@ def _check_resource_version(target: _Target, old: Mapping[str, Any], rv: Any) ->
         )
 
 
-def _validate_name(target: _Target, name: str) -> None:
-    if target.plural in ("namespaces", "services"):
-        if len(name) > 63 or not _DNS_LABEL_RE.match(name):
-            raise invalid(
-                f'metadata.name: Invalid value: "{name}": a lowercase RFC 1123 label must consist of '
-                "lower case alphanumeric characters or '-', and must start and end with an alphanumeric"
-            )
-    elif len(name) > 253 or not _DNS_SUBDOMAIN_RE.match(name):
-        raise invalid(
-            f'metadata.name: Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of '
-            "lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric"
-        )
-
-
-def _valid_qualified_name(key: str) -> bool:
-    prefix, _, name = key.rpartition("/")
-    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN_RE.match(prefix)):
-        return False
-    return 0 < len(name) <= 63 and bool(_QUALIFIED_NAME_RE.match(name))
-
-
-def _validate(target: _Target, old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> None:
-    """The admission checks that catch real operator bugs early."""
-    meta = new["metadata"]
-    for key, value in (meta.get("labels") or {}).items():
-        if not _valid_qualified_name(str(key)):
-            raise invalid(f'metadata.labels: Invalid value: "{key}": name part must be a qualified name')
-        if not isinstance(value, str) or len(value) > 63 or (value and not _QUALIFIED_NAME_RE.match(value)):
-            raise invalid(
-                f'metadata.labels: Invalid value: "{value}": a valid label must be an empty string or '
-                "consist of at most 63 alphanumeric characters, '-', '_' or '.'"
-            )
-    for key, value in (meta.get("annotations") or {}).items():
-        if not _valid_qualified_name(str(key)) or not isinstance(value, str):
-            raise invalid(
-                f'metadata.annotations: Invalid value: "{key}": annotations must be string to string'
-            )
-    for ref in meta.get("ownerReferences") or []:
-        missing = [field for field in ("apiVersion", "kind", "name", "uid") if not ref.get(field)]
-        if missing:
-            raise invalid(f"metadata.ownerReferences: Required value: {', '.join(missing)} must be set")
-    if old is None:
-        return
-    if old["metadata"].get("deletionTimestamp"):
-        added = set(meta.get("finalizers") or []) - set(old["metadata"].get("finalizers") or [])
-        if added:
-            raise invalid(
-                "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being "
-                f"deleted, found new finalizers {sorted(added)!r}"
-            )
-    old_selector = (old.get("spec") or {}).get("selector")
-    if target.resource == DEPLOYMENTS and old_selector != (new.get("spec") or {}).get("selector"):
-        raise invalid("spec.selector: Invalid value: field is immutable")
-
-
 def _spec_of(target: _Target, obj: Mapping[str, Any]) -> dict[str, Any]:
     # generation moves on changes outside metadata (and outside status, if it is a subresource).
     ignored = {"metadata", "status"} if target.has_status else {"metadata"}
@@ -1606,31 +1065,3 @@ def _scope_for_apply(target: _Target, body: Mapping[str, Any], subresource: str)
     if target.has_status:
         config.pop("status", None)
     return config
-
-
-def _scale_of(obj: Mapping[str, Any]) -> dict[str, Any]:
-    meta = obj["metadata"]
-    selector = (obj.get("spec") or {}).get("selector")
-    return {
-        "apiVersion": "autoscaling/v1",
-        "kind": "Scale",
-        "metadata": {
-            k: meta[k]
-            for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
-            if k in meta
-        },
-        "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 1)},
-        "status": {
-            "replicas": (obj.get("status") or {}).get("replicas", 0),
-            "selector": str(LabelSelector.from_dict(selector)) if isinstance(selector, Mapping) else "",
-        },
-    }
-
-
-def _unscale(obj: Mapping[str, Any], scale: Mapping[str, Any]) -> dict[str, Any]:
-    replicas = (scale.get("spec") or {}).get("replicas")
-    if not isinstance(replicas, int) or replicas < 0:
-        raise invalid(f"spec.replicas: Invalid value: {replicas!r}: must be a non-negative integer")
-    candidate = copy.deepcopy(dict(obj))
-    candidate.setdefault("spec", {})["replicas"] = replicas
-    return candidate

@@ -1,72 +1,10 @@
-"""Discovery declarations for the resources that the operator and kopf touch."""
+"""Discovery declarations for the resources that the operator, kopf and the demo touch."""
 
 from __future__ import annotations
 
 import dataclasses
 
-# API groups served by the API server itself. Everything else is a custom resource,
-# which matters: strategic merge patch is rejected for custom resources (415).
-BUILTIN_GROUPS = frozenset(
-    {
-        "",
-        "admissionregistration.k8s.io",
-        "apiextensions.k8s.io",
-        "apiregistration.k8s.io",
-        "apps",
-        "authentication.k8s.io",
-        "authorization.k8s.io",
-        "autoscaling",
-        "batch",
-        "certificates.k8s.io",
-        "coordination.k8s.io",
-        "discovery.k8s.io",
-        "events.k8s.io",
-        "flowcontrol.apiserver.k8s.io",
-        "networking.k8s.io",
-        "node.k8s.io",
-        "policy",
-        "rbac.authorization.k8s.io",
-        "resource.k8s.io",
-        "scheduling.k8s.io",
-        "storage.k8s.io",
-    }
-)
-
 DEFAULT_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
-
-# Field selectors that the API server accepts beyond metadata.name and metadata.namespace.
-# Other fields are rejected with 400 "field label not supported", as a real server does.
-EXTRA_FIELD_SELECTORS: dict[tuple[str, str], frozenset[str]] = {
-    ("", "pods"): frozenset(
-        {
-            "spec.nodeName",
-            "spec.restartPolicy",
-            "spec.schedulerName",
-            "spec.serviceAccountName",
-            "spec.hostNetwork",
-            "status.phase",
-            "status.podIP",
-            "status.nominatedNodeName",
-        }
-    ),
-    ("", "events"): frozenset(
-        {
-            "involvedObject.kind",
-            "involvedObject.namespace",
-            "involvedObject.name",
-            "involvedObject.uid",
-            "involvedObject.apiVersion",
-            "involvedObject.resourceVersion",
-            "involvedObject.fieldPath",
-            "reason",
-            "reportingComponent",
-            "source",
-            "type",
-        }
-    ),
-    ("", "secrets"): frozenset({"type"}),
-    ("", "namespaces"): frozenset({"status.phase"}),
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +46,7 @@ BUILTIN_RESOURCES: tuple[ResourceSpec, ...] = (
     ResourceSpec("", "v1", "pods", "Pod", subresources=("status",), short_names=("po",)),
     ResourceSpec("", "v1", "serviceaccounts", "ServiceAccount", short_names=("sa",)),
     ResourceSpec(
-        "apps", "v1", "deployments", "Deployment", subresources=("status", "scale"), short_names=("deploy",)
+        "apps", "v1", "deployments", "Deployment", subresources=("status",), short_names=("deploy",)
     ),
     ResourceSpec(
         "autoscaling",
@@ -119,6 +57,7 @@ BUILTIN_RESOURCES: tuple[ResourceSpec, ...] = (
         short_names=("hpa",),
     ),
     ResourceSpec("coordination.k8s.io", "v1", "leases", "Lease"),
+    ResourceSpec("node.k8s.io", "v1", "runtimeclasses", "RuntimeClass", namespaced=False),
     ResourceSpec("monitoring.coreos.com", "v1", "podmonitors", "PodMonitor", short_names=("pmon",)),
     ResourceSpec("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor", short_names=("smon",)),
     ResourceSpec("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute", subresources=("status",)),

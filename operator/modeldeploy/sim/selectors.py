@@ -1,11 +1,10 @@
-"""Label and field selectors with the grammar and semantics of the Kubernetes API server."""
+"""Label selectors with the grammar and semantics of the Kubernetes API server."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Collection, Mapping
-from typing import Any
+from collections.abc import Mapping
 
 from modeldeploy.sim.errors import bad_request
 
@@ -59,35 +58,9 @@ class LabelSelector:
         """Parse the string form; raise a 400 ``ApiError`` on syntax errors, as the API server does."""
         return cls(tuple(_parse_requirement(term) for term in _split_terms(text or "")))
 
-    @classmethod
-    def from_dict(cls, selector: Mapping[str, Any] | None) -> LabelSelector:
-        """Convert the structured form (``matchLabels`` + ``matchExpressions``) used in specs."""
-        selector = selector or {}
-        requirements = [
-            Requirement(key, "=", (str(value),)) for key, value in (selector.get("matchLabels") or {}).items()
-        ]
-        ops = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!exists"}
-        for expression in selector.get("matchExpressions") or []:
-            values = tuple(str(value) for value in expression.get("values") or ())
-            requirements.append(Requirement(expression["key"], ops[expression["operator"]], values))
-        return cls(tuple(requirements))
-
     def matches(self, labels: Mapping[str, str] | None) -> bool:
         labels = labels or {}
         return all(requirement.matches(labels) for requirement in self.requirements)
-
-    def __str__(self) -> str:
-        terms = []
-        for req in self.requirements:
-            if req.op == "exists":
-                terms.append(req.key)
-            elif req.op == "!exists":
-                terms.append(f"!{req.key}")
-            elif req.op in ("in", "notin"):
-                terms.append(f"{req.key} {req.op} ({','.join(req.values)})")
-            else:
-                terms.append(f"{req.key}{req.op}{req.values[0]}")
-        return ",".join(terms)
 
 
 def _split_terms(text: str) -> list[str]:
@@ -141,49 +114,3 @@ def _check_values(term: str, values: tuple[str, ...]) -> None:
     for value in values:
         if len(value) > 63 or not _VALUE_RE.match(value):
             raise bad_request(f"unable to parse requirement: {term!r}: invalid label value: {value!r}")
-
-
-@dataclasses.dataclass(frozen=True)
-class FieldSelector:
-    """A parsed ``fieldSelector``: ``path=value``, ``path==value``, ``path!=value`` terms (AND)."""
-
-    terms: tuple[tuple[str, str, str], ...] = ()  # (dotted path, op, value)
-
-    @classmethod
-    def parse(cls, text: str | None, supported: Collection[str] | None = None) -> FieldSelector:
-        """Parse; reject fields outside ``supported`` (None = any) with 400, as the API server does."""
-        terms: list[tuple[str, str, str]] = []
-        for raw_term in (text or "").split(","):
-            term = raw_term.strip()
-            if not term:
-                continue
-            match = re.fullmatch(r"(?P<path>[A-Za-z0-9_.\-]+)\s*(?P<op>==|=|!=)\s*(?P<value>.*)", term)
-            if match is None:
-                raise bad_request(f"invalid selector: {text!r}; can't understand {term!r}")
-            if supported is not None and match["path"] not in supported:
-                raise bad_request(f"field label not supported: {match['path']}")
-            terms.append((match["path"], "!=" if match["op"] == "!=" else "=", match["value"]))
-        return cls(tuple(terms))
-
-    def matches(self, obj: Mapping[str, Any]) -> bool:
-        for path, op, expected in self.terms:
-            actual = _dotted(obj, path)
-            if (actual == expected) != (op == "="):
-                return False
-        return True
-
-    @property
-    def names(self) -> set[str]:
-        """The object names pinned by ``metadata.name=...`` terms (used to narrow named watches)."""
-        return {value for path, op, value in self.terms if path == "metadata.name" and op == "="}
-
-
-def _dotted(obj: Mapping[str, Any], path: str) -> str:
-    value: Any = obj
-    for part in path.split("."):
-        value = value.get(part) if isinstance(value, Mapping) else None
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)

@@ -1,11 +1,10 @@
-"""Serving a ``ClusterEmulator`` over real HTTP on loopback: from asyncio, or from a thread."""
+"""Serving a ``ClusterEmulator`` over real HTTP on loopback, from a thread with its own event loop."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
 
 import kmock
@@ -13,37 +12,17 @@ import kmock
 from modeldeploy.sim.emulator import ClusterEmulator
 
 
-@contextlib.asynccontextmanager
-async def serve_emulator(
-    emulator: ClusterEmulator, *, host: str = "127.0.0.1", port: int | None = None
-) -> AsyncIterator[str]:
-    """Serve the emulator on ``host`` (a free port unless given); yields the base URL."""
-    async with emulator, kmock.Server(emulator, host=host, port=port) as server:
-        emulator.bind_loop(asyncio.get_running_loop())
-        try:
-            yield str(server.url).rstrip("/")
-        finally:
-            # Open watches would otherwise hold aiohttp's graceful shutdown for up to a minute.
-            emulator.close_watches()
-            await asyncio.sleep(0)
-
-
 class EmulatorThread:
     """
-    Serve an emulator from a background thread with its own event loop.
+    ``with EmulatorThread(emulator) as server:`` -- the emulator answers at ``server.url``.
 
-    For synchronous code (the official ``kubernetes`` client, benchmarks, the CLI demo)::
-
-        with EmulatorThread(emulator) as server:
-            client = kubernetes.client.ApiClient(kubernetes.client.Configuration(host=server.url))
+    Its own thread and loop, as a real API server is another process: the demo's code stays
+    synchronous, and the operator (a process) talks to it over HTTP.
     """
 
-    def __init__(
-        self, emulator: ClusterEmulator, *, host: str = "127.0.0.1", port: int | None = None
-    ) -> None:
+    def __init__(self, emulator: ClusterEmulator, *, host: str = "127.0.0.1") -> None:
         self.emulator = emulator
         self.host = host
-        self.port = port
         self.url = ""
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -74,10 +53,15 @@ class EmulatorThread:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         try:
-            async with serve_emulator(self.emulator, host=self.host, port=self.port) as url:
-                self.url = url
+            async with self.emulator, kmock.Server(self.emulator, host=self.host) as server:
+                self.url = str(server.url).rstrip("/")
                 self._ready.set()
-                await self._stop.wait()
+                try:
+                    await self._stop.wait()
+                finally:
+                    # Open watches would otherwise hold aiohttp's graceful shutdown for up to a minute.
+                    self.emulator.close_watches()
+                    await asyncio.sleep(0)
         except BaseException as e:
             self._error = e
             raise
@@ -92,12 +76,3 @@ class EmulatorThread:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
-
-
-@contextlib.contextmanager
-def serve_emulator_in_thread(
-    emulator: ClusterEmulator, *, host: str = "127.0.0.1", port: int | None = None
-) -> Iterator[str]:
-    """The synchronous twin of ``serve_emulator``: yields the base URL while a thread serves."""
-    with EmulatorThread(emulator, host=host, port=port) as server:
-        yield server.url

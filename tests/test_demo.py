@@ -1,0 +1,61 @@
+"""`modeldeploy demo` end to end, as `make demo` runs it: on the real control plane, and on the
+emulator fallback when the binaries are missing. One example each, to keep them short."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT, require_assets
+from prometheus_fixture import require_prometheus
+
+pytestmark = pytest.mark.integration
+
+
+def run_demo(tmp_path: Path, assets: Path, *args: str) -> str:
+    examples = tmp_path / "examples"
+    examples.mkdir()
+    shutil.copy(REPO_ROOT / "examples" / "gateway-canary.yaml", examples)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBE", "MODELDEPLOY_"))}
+    env["KUBEBUILDER_ASSETS"] = str(assets)
+    result = subprocess.run(
+        [sys.executable, "-m", "modeldeploy.cli", "demo", f"--examples={examples}", *args],
+        cwd=tmp_path,  # no ../shared/k8s/bin to fall back on
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, f"demo failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+def test_demo_falls_back_to_the_emulator(tmp_path: Path) -> None:
+    empty = tmp_path / "no-binaries"
+    empty.mkdir()
+    out = run_demo(tmp_path, empty, "--no-rollouts")
+    assert "kmock's EMULATOR" in out
+    assert "no etcd, kube-apiserver, kube-controller-manager in" in out
+    assert "--server=" not in out  # how the operator finds the emulator is the demo's business
+    assert "ml/recommender: ConfigMap/recommender-config-" in out
+    assert re.search(r"^  recommender +Stable +recommender +12 +1/1 ", out, re.MULTILINE), out
+    assert "[3/3] skipped (--no-rollouts)" in out
+
+
+@pytest.mark.real_api  # counted in the run's "tests ran on the real API server" line
+def test_demo_on_the_real_control_plane(tmp_path: Path) -> None:
+    assets = require_assets()
+    require_prometheus()
+    out = run_demo(tmp_path, assets)
+    assert "a REAL kube-apiserver v1.36" in out
+    assert "EMULATOR" not in out
+    # The real Deployment controller counted the pods the kubelet stand-in reported Ready.
+    assert re.search(r"^  recommender +Stable +recommender +12 +1/1 ", out, re.MULTILINE), out
+    assert "=> Promoted: analysis passed at every step" in out
+    assert "=> RolledBack: 2 failed checks: success-rate" in out
