@@ -221,6 +221,15 @@ class Rig:
     def statuses(self) -> list[tuple[datetime.datetime, dict[str, Any]]]:
         return [(at, obj.get("status") or {}) for at, obj in self.models.versions(NAME)]
 
+    def status_stored(self, predicate: Callable[[dict[str, Any]], bool]) -> datetime.datetime:
+        """When the watch first delivered a status satisfying `predicate` (a GET can be earlier)."""
+
+        def found() -> datetime.datetime | None:
+            return next((at for at, status in self.statuses() if predicate(status)), None)
+
+        stored: datetime.datetime = self.bed.wait(found, timeout=10, what="the watch to deliver it")
+        return stored
+
     def route_versions(self) -> list[dict[str, Any]]:
         return [obj for _, obj in self.routes.versions(NAME) if obj]
 
@@ -249,11 +258,15 @@ class Rig:
         writes (the Deployment's apply response carries its newest status) may record Promoted
         while the children it applied were rendered for Promoting; the next pass catches up.
         """
-        self.bed.wait(lambda: steady(self.route()), timeout=30, what="the route back to the primary")
-        stored = next(at for at, s in self.statuses() if s == status)
-        versions = [(at, steady(r)) for at, r in self.routes.versions(NAME) if r]
-        last_other = max(i for i, (_, ok) in enumerate(versions) if not ok)
-        lag = (versions[last_other + 1][0] - stored).total_seconds()
+
+        def settled() -> datetime.datetime | None:
+            versions = [(at, steady(r)) for at, r in self.routes.versions(NAME) if r]
+            if not versions or not versions[-1][1]:
+                return None
+            return versions[max((i for i, (_, ok) in enumerate(versions) if not ok), default=-1) + 1][0]
+
+        route_at: datetime.datetime = self.bed.wait(settled, timeout=30, what="the route's steady shape")
+        lag = (route_at - self.status_stored(lambda s: s == status)).total_seconds()
         print(f"\nthe route reached its steady shape {lag:+.2f}s after the Promoted status was stored")
         return lag
 
@@ -364,7 +377,7 @@ def test_a_bad_canary_is_rolled_back_within_the_documented_bound(rig: Rig) -> No
     final = rig.wait("rollback", lambda s: s.get("phase") == "RolledBack")
 
     traffic_at = clock.parse(weighted["weightSetAt"])
-    rolled_back_at = next(at for at, s in rig.statuses() if s.get("phase") == "RolledBack")
+    rolled_back_at = rig.status_stored(lambda s: s.get("phase") == "RolledBack")
     elapsed = (rolled_back_at - traffic_at).total_seconds()
     discovered = (rig.discovery.wait_scraped("canary") - traffic_at).total_seconds()
     route_at = next(at for at, o in rig.routes.versions(NAME) if o and split_weights(o).get(CANARY))
@@ -432,7 +445,9 @@ def test_prometheus_down_mid_analysis_holds_and_never_promotes(rig: Rig) -> None
 def test_an_operator_killed_mid_rollout_resumes_at_the_same_step(rig: Rig, tmp_path: Path) -> None:
     rig.deploy_stable()
     rig.bed.apply(manifest("5", steps=[{"weight": 20}, {"weight": 60, "pause": "6s"}]))
-    before = rig.wait("the second step, under traffic", lambda s: s.get("step") == 1 and s.get("weightSetAt"))
+    before = rig.wait(
+        "the second step, under traffic", lambda s: s.get("step") == 1 and bool(s.get("weightSetAt"))
+    )
     rig.bed.process.kill()  # SIGKILL: no clean-up, as when the node dies
     time.sleep(0.5)  # a write already on the wire when it died lands now
     dead = rig.bed.status(NAME)
