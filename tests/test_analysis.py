@@ -18,7 +18,7 @@ from modeldeploy.analysis.templates import (
     samples,
     success_rate,
 )
-from modeldeploy.analysis.verdicts import Result, evaluate, explain, overall
+from modeldeploy.analysis.verdicts import Result, canary_unmeasured, evaluate, explain, overall
 from modeldeploy.api.spec import Analysis, AnalysisMetric
 from modeldeploy.api.status import MetricResult, Verdict
 
@@ -450,3 +450,49 @@ def test_explain_names_the_deciding_metrics() -> None:
     assert explain([result(P, "a"), result(I, "b"), result(I, "c")]) == (
         "b: Inconclusive reason; c: Inconclusive reason"
     )
+
+
+# ---------------------------------------------------- rounds before the canary's series exist
+
+SR_AND_REL = (SR, {**rel(maxRatio=1.5), "name": "lat"})
+
+
+@pytest.mark.parametrize(
+    ("metrics", "results", "expected"),
+    [
+        pytest.param((SR,), sr(None, samples=None), True, id="no-canary-series-at-all"),
+        pytest.param((SR,), sr(None, samples=0.0), True, id="series-but-no-requests-yet"),
+        pytest.param((SR,), sr(math.nan), True, id="nan-from-an-idle-window"),
+        pytest.param(
+            SR_AND_REL,
+            {"metric:sr:canary": None, "metric:lat:canary": None, "metric:lat:primary": 20.0,
+             "samples:canary": None, "samples:primary": 800.0},
+            True,
+            id="every-metric-waits-for-the-canary",
+        ),
+        pytest.param((SR,), sr(0.5, samples=37.0), False, id="measured-on-too-few-requests-counts"),
+        pytest.param((SR,), sr(UNREACHABLE, samples=UNREACHABLE), False, id="unreachable-counts"),
+        pytest.param((SR,), sr(REJECTED), False, id="rejected-query-counts"),
+        pytest.param((rel(maxRatio=1.2),), both(20.0, None), False, id="primary-without-data-counts"),
+        pytest.param(
+            (rel(maxRatio=1.2),),
+            {"metric:lat:canary": None, "metric:lat:primary": 20.0, "samples:canary": 500.0,
+             "samples:primary": 3.0},
+            False,
+            id="too-few-primary-requests-counts",
+        ),
+        pytest.param(
+            SR_AND_REL,
+            {"metric:sr:canary": 0.5, "metric:lat:canary": None, "metric:lat:primary": 20.0, **ENOUGH},
+            False,
+            id="a-fail-is-never-waiting",
+        ),
+        pytest.param((SR,), sr(0.995), False, id="a-pass-is-not-waiting"),
+        pytest.param((), {}, False, id="no-metrics-is-a-pass"),
+    ],
+)  # fmt: skip
+def test_canary_unmeasured(
+    metrics: tuple[dict[str, Any], ...], results: Mapping[str, Result], expected: bool
+) -> None:
+    out = evaluate(analysis(*metrics), results, NOW)
+    assert canary_unmeasured(out) is expected, [r.reason for r in out]

@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
+from modeldeploy.analysis.verdicts import ProviderFailure, Result, evaluate
 from modeldeploy.api.resource import ObjectRef, parse_spec
+from modeldeploy.api.spec import Analysis
 from modeldeploy.api.status import MetricResult, ModelDeploymentStatus, Phase, Verdict
 from modeldeploy.render.names import Track
 from modeldeploy.render.revision import revision
@@ -60,7 +62,8 @@ class Tick:
     at: float  # seconds after T0
     canary: str = "ready"  # absent | loading | ready | crashed | unschedulable
     primary: str = "ready"  # ready | rolling (on the new revision, not ready yet) | stable-only
-    analysis: str | None = None  # pass | fail | inconclusive, when the machine asks
+    # pass | fail | inconclusive | unseen | thin | down (_RAW), when the machine asks
+    analysis: str | None = None
     commands: Commands = field(default_factory=Commands)
     # Expectations (None: not checked)
     phase: Phase | None = None
@@ -85,7 +88,23 @@ def _deployment(revision_: str, size: int, ready: bool) -> DeploymentState:
     )
 
 
+# Raw provider results for one round of the "ok" metric, as the verdicts layer judges them.
+_RAW: dict[str, dict[str, Result]] = {
+    # Prometheus has not discovered or scraped the canary's new pods: its queries match nothing.
+    "unseen": {"metric:ok:canary": None, "samples:canary": None},
+    # Measured, on too few requests: the series exist, so this counts.
+    "thin": {"metric:ok:canary": 0.9, "samples:canary": 7.0},
+    "down": {
+        "metric:ok:canary": ProviderFailure("Prometheus unreachable: connection refused", unreachable=True),
+        "samples:canary": ProviderFailure("Prometheus unreachable: connection refused", unreachable=True),
+    },
+}
+
+
 def _verdict(kind: str) -> list[MetricResult]:
+    if kind in _RAW:
+        metrics = [{"name": "ok", "template": "successRate", "min": 0.99}]
+        return evaluate(Analysis.model_validate({"metrics": metrics}), _RAW[kind], "t")
     verdict = {"pass": Verdict.PASS, "fail": Verdict.FAIL, "inconclusive": Verdict.INCONCLUSIVE}[kind]
     value = {"pass": 0.999, "fail": 0.9, "inconclusive": None}[kind]
     return [MetricResult(name="ok", value=value, verdict=verdict, reason=kind, at="t")]
@@ -159,6 +178,11 @@ def run_ticks(target: Any, ticks: list[Tick], status: ModelDeploymentStatus | No
         decisions.append(decision)
     return decisions
 
+
+ONE_INCONCLUSIVE = {
+    "metrics": [{"name": "ok", "template": "successRate", "min": 0.99}],
+    "inconclusive": {"limit": 1, "action": "Hold"},
+}
 
 CASES: dict[str, tuple[Any, list[Tick]]] = {
     "good canary walks the steps and is promoted": (
@@ -322,6 +346,55 @@ CASES: dict[str, tuple[Any, list[Tick]]] = {
             Tick(66, analysis="pass", step=1, weight=0),
             Tick(127, analysis="pass", phase=Phase.PROMOTING, weight=100),
             Tick(130, primary="ready", phase=Phase.STABLE, weight=0),
+        ],
+    ),
+    # Prometheus discovers a new pod on a 5 s tick and needs two scrapes for rate(): until then
+    # every canary query matches nothing, and those rounds must not count (limit 1 here).
+    "rounds before Prometheus has seen the canary are not counted": (
+        spec(interval="10s", analysis=ONE_INCONCLUSIVE),
+        [
+            Tick(0, canary="absent"),
+            Tick(5, weight=10),
+            Tick(16, analysis="unseen", phase=Phase.PROGRESSING, step=0, reason="AnalysisInconclusive"),
+            Tick(27, analysis="unseen", phase=Phase.PROGRESSING, step=0),
+            Tick(38, analysis="fail", phase=Phase.PROGRESSING, step=0),
+            Tick(49, analysis="fail", phase=Phase.ROLLED_BACK, reason="AnalysisFailed", history="RolledBack"),
+        ],
+    ),
+    "an unseen canary counts once the discovery grace is over": (
+        spec(interval="10s", analysis=ONE_INCONCLUSIVE),
+        [
+            Tick(0, canary="absent"),
+            Tick(5, weight=10),
+            *(Tick(t, analysis="unseen", phase=Phase.PROGRESSING) for t in (16, 27, 38, 49, 60)),
+            Tick(71, analysis="unseen", phase=Phase.PAUSED, reason="InconclusiveLimit"),  # 66 s after
+        ],
+    ),
+    "an unreachable Prometheus counts inside the discovery grace": (
+        spec(interval="10s", analysis=ONE_INCONCLUSIVE),
+        [
+            Tick(0, canary="absent"),
+            Tick(5, weight=10),
+            Tick(16, analysis="down", phase=Phase.PAUSED, step=0, reason="InconclusiveLimit"),
+        ],
+    ),
+    "a canary measured on too few requests counts inside the discovery grace": (
+        spec(interval="10s", analysis=ONE_INCONCLUSIVE),
+        [
+            Tick(0, canary="absent"),
+            Tick(5, weight=10),
+            Tick(16, analysis="thin", phase=Phase.PAUSED, step=0, reason="InconclusiveLimit"),
+        ],
+    ),
+    "the grace restarts with each step's traffic: new pods need discovering too": (
+        spec(interval="10s", analysis=ONE_INCONCLUSIVE),
+        [
+            Tick(0, canary="absent"),
+            Tick(5, weight=10),
+            Tick(16, analysis="pass", step=1, weight=10),
+            Tick(20, canary="ready", weight=50, step=1),
+            Tick(31, analysis="unseen", phase=Phase.PROGRESSING, step=1),
+            Tick(42, analysis="pass", phase=Phase.PROMOTING),
         ],
     ),
     "no metrics: readiness and the interval gate each step": (

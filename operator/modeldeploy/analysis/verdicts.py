@@ -4,7 +4,9 @@ Pure. Fail means the canary was measured, with enough traffic, and broke a thres
 that leaves the question open is Inconclusive, never Fail and never Pass: no data (an empty result
 or NaN), fewer requests than `minSampleCount` on a track being judged, and the metrics provider
 unreachable or erroring. The rollout holds the step on Inconclusive until `inconclusive.limit`,
-then runs `inconclusive.action` (docs/analysis.md).
+then runs `inconclusive.action` (docs/analysis.md). `canary_unmeasured()` tells the rounds in which
+nothing of the canary was measured yet, which the rollout does not count for a while (a new pod's
+series exist only once Prometheus has discovered and scraped it).
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ class ProviderFailure:
 
 
 Result = float | None | ProviderFailure
+
+# How the reasons of "nothing of the canary measured" begin: its series match nothing (not
+# discovered or scraped yet), hold only NaN (no traffic in the window), or count no requests.
+NO_CANARY_DATA = f"no data for the {Track.CANARY.value}"
+NO_CANARY_REQUESTS = f"only 0 requests on the {Track.CANARY.value},"
 
 
 def _number(result: Result) -> float | None:
@@ -191,6 +198,20 @@ def overall(results: Sequence[MetricResult]) -> Verdict:
     if Verdict.INCONCLUSIVE in verdicts:
         return Verdict.INCONCLUSIVE
     return Verdict.PASS
+
+
+def canary_unmeasured(results: Sequence[MetricResult]) -> bool:
+    """Whether a round is open only because nothing of the canary was measured.
+
+    True when no metric failed and every Inconclusive one has no canary value for want of canary
+    data or requests: not a provider failure, not a primary without data, not a canary measured
+    on too few requests. That is what every round looks like until Prometheus has discovered and
+    scraped a new canary pod twice (`rate()` needs two samples).
+    """
+    unsure = [r for r in results if Verdict(r.verdict) == Verdict.INCONCLUSIVE]
+    if not unsure or any(Verdict(r.verdict) == Verdict.FAIL for r in results):
+        return False
+    return all(r.value is None and r.reason.startswith((NO_CANARY_DATA, NO_CANARY_REQUESTS)) for r in unsure)
 
 
 def explain(results: Sequence[MetricResult]) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass, field, replace
 
+from modeldeploy.analysis.verdicts import canary_unmeasured
 from modeldeploy.api.base import parse_duration
 from modeldeploy.api.conditions import find_condition
 from modeldeploy.api.resource import ObjectRef
@@ -25,6 +26,7 @@ from modeldeploy.api.status import (
     ConditionType,
     Handled,
     HistoryEntry,
+    MetricResult,
     ModelDeploymentStatus,
     Phase,
     StableSpec,
@@ -47,6 +49,12 @@ from modeldeploy.routing.base import Split
 STEADY = Split(canary_weight=0)
 # How often to look again while waiting on something no watch event announces (a deadline).
 POLL_SECONDS = 10.0
+# For this long after the canary's traffic starts (`weightSetAt`), a round in which nothing of the
+# canary was measured is not counted against `inconclusive.limit`: a new pod's series exist only
+# once Prometheus has discovered it (its discovery manager hands over targets on a 5 s tick) and
+# scraped it twice for `rate()`. 60 s covers that at scrape intervals up to 25 s (the rendered
+# PodMonitor scrapes every 15 s). Provider failures and thin-but-measured traffic always count.
+DISCOVERY_GRACE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -385,6 +393,18 @@ class _Machine:
             if failed >= self.spec.rollout.failure_threshold:
                 return self.rollback("AnalysisFailed", f"{failed} failed checks: {reasons}")
             return self.hold(step, replicas, weight, interval, note=f"check failed ({failed}): {reasons}")
+        if unsure and self.awaiting_discovery(results):
+            waited = clock.since(self.status.weight_set_at, self.now)
+            reasons = "; ".join(f"{r.name}: {r.reason}" for r in unsure)
+            self.cond(
+                ConditionType.PROGRESSING,
+                "True",
+                "AnalysisInconclusive",
+                f"holding step {step + 1}: no canary measurement yet {waited:.0f}s after its traffic "
+                f"started (not counted for the first {DISCOVERY_GRACE_SECONDS:.0f}s: Prometheus may "
+                f"not have discovered the new pods): {reasons}",
+            )
+            return self.hold(step, replicas, weight, interval, keep_condition=True)
         if unsure:
             count = (self.status.inconclusive_checks or 0) + 1
             self.update(inconclusive_checks=count)
@@ -410,6 +430,15 @@ class _Machine:
             return self.begin_promotion("analysis passed at every step")
         self.update(step=step + 1, step_started_at=self.now_ms, weight_set_at=None, last_analysis_at=None)
         return self.progress()
+
+    def awaiting_discovery(self, results: list[MetricResult]) -> bool:
+        """A round before the canary's series can exist: not counted (DISCOVERY_GRACE_SECONDS).
+
+        Decided from status alone (`weightSetAt`, the round's time), so a restart changes nothing.
+        """
+        if not canary_unmeasured(results):
+            return False
+        return clock.since(self.status.weight_set_at, self.now) < DISCOVERY_GRACE_SECONDS
 
     def wait_for_canary(self, step: int, replicas: int) -> Decision:
         waited = clock.since(self.status.step_started_at, self.now)
