@@ -167,6 +167,7 @@ class Backoff:
     factor: float = 2.0
     cap: float = 5.0
     retry_after_cap: float = 30.0  # a server asking for longer is not waited on within one pass
+    budget: float = 30.0  # waited in all for one request, so that a throttled pass still ends
 
     def delay(self, retry: int, retry_after: float | None, jitter: float) -> float:
         """Seconds to wait before retry number `retry` (1 = the first); `jitter` is in [0, 1).
@@ -259,6 +260,7 @@ class KubeClient:
             body=body,
             auth_settings=["BearerToken"],
         )
+        waited = 0.0
         for attempt in range(1, self._backoff.tries + 1):
             if method != "GET":
                 with self._lock:
@@ -282,9 +284,13 @@ class KubeClient:
             if not transient or attempt == self._backoff.tries:
                 raise error
             with self._lock:
-                self.retries += 1
                 jitter = self._random.random()
             wait = self._backoff.delay(attempt, wait_hint, jitter)
+            if waited + wait > self._backoff.budget:
+                raise error
+            waited += wait
+            with self._lock:
+                self.retries += 1
             log.info("%s %s: %s; retry %d in %.2fs", method, path, error, attempt, wait)
             self._sleep(wait)
         raise AssertionError("unreachable: the last try returns or raises")
