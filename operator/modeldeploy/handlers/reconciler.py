@@ -53,7 +53,6 @@ _OPTIONAL_KINDS = {
     "grpcroutes.gateway.networking.k8s.io": [KINDS[("gateway.networking.k8s.io/v1", "GRPCRoute")]],
     "virtualservices.networking.istio.io": [KINDS[("networking.istio.io/v1", "VirtualService")]],
 }
-POD_MONITOR_CRD = "podmonitors.monitoring.coreos.com"
 _PODS = Kind("v1", "Pod", "pods")
 _CRD_TTL_SECONDS = 60.0
 # A pass whose body turned out stale reads the object again and decides again, this many times.
