@@ -8,9 +8,11 @@ import json
 import math
 import re
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
+from kubernetes.utils import parse_quantity  # test-only: render/ itself never imports kubernetes
 
 from modeldeploy.api.base import API_VERSION, KIND
 from modeldeploy.api.resource import ObjectRef, parse_spec
@@ -18,11 +20,13 @@ from modeldeploy.api.spec import ModelDeploymentSpec
 from modeldeploy.cli import render_document
 from modeldeploy.render.autoscaler import autoscaler
 from modeldeploy.render.children import desired_children, stable_plan
+from modeldeploy.render.compare import contains
 from modeldeploy.render.deployment import TRITON_FLAGS, deployment
 from modeldeploy.render.modelconfig import config_map, config_map_name, config_pbtxt
 from modeldeploy.render.names import Track, deployment_name
 from modeldeploy.render.options import RenderOptions
 from modeldeploy.render.podmonitor import pod_monitor
+from modeldeploy.render.quantity import QuantityError, canonical, parse
 from modeldeploy.render.revision import revision
 from modeldeploy.render.service import service
 from validation import validate_k8s, validate_third_party
@@ -179,12 +183,12 @@ def test_progress_deadline_outlasts_the_model_load() -> None:
 @pytest.mark.parametrize(
     ("runtime", "limits"),
     [
-        ({}, {"nvidia.com/gpu": 1}),
-        ({"gpus": 2}, {"nvidia.com/gpu": 2}),
-        ({"gpus": 1, "gpuResource": "nvidia.com/mig-1g.10gb"}, {"nvidia.com/mig-1g.10gb": 1}),
-        ({"gpus": 2, "gpuResource": "nvidia.com/mig-3g.40gb"}, {"nvidia.com/mig-3g.40gb": 2}),
-        ({"gpus": 1, "gpuResource": "amd.com/gpu"}, {"amd.com/gpu": 1}),
-        ({"gpus": 1, "resources": {"limits": {"memory": "16Gi"}}}, {"memory": "16Gi", "nvidia.com/gpu": 1}),
+        ({}, {"nvidia.com/gpu": "1"}),
+        ({"gpus": 2}, {"nvidia.com/gpu": "2"}),
+        ({"gpus": 1, "gpuResource": "nvidia.com/mig-1g.10gb"}, {"nvidia.com/mig-1g.10gb": "1"}),
+        ({"gpus": 2, "gpuResource": "nvidia.com/mig-3g.40gb"}, {"nvidia.com/mig-3g.40gb": "2"}),
+        ({"gpus": 1, "gpuResource": "amd.com/gpu"}, {"amd.com/gpu": "1"}),
+        ({"gpus": 1, "resources": {"limits": {"memory": "16Gi"}}}, {"memory": "16Gi", "nvidia.com/gpu": "1"}),
         ({"gpus": 0, "resources": {"limits": {"cpu": "4", "memory": "2Gi"}}}, {"cpu": "4", "memory": "2Gi"}),
         ({"gpus": 0}, None),
     ],
@@ -204,10 +208,10 @@ def test_gpu_limits(runtime: dict[str, Any], limits: dict[str, Any] | None) -> N
     assert resources.get("limits") == limits
 
 
-def test_requests_pass_through() -> None:
-    spec = spec_of(runtime={"resources": {"requests": {"cpu": "2", "memory": 1024}}})
+def test_requests_pass_through_as_the_server_stores_them() -> None:
+    spec = spec_of(runtime={"resources": {"requests": {"cpu": "2000m", "memory": 1024}}})
     resources = triton(render_deployment(spec))["resources"]
-    assert resources["requests"] == {"cpu": "2", "memory": 1024}
+    assert resources["requests"] == {"cpu": "2", "memory": "1024"}
 
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
@@ -691,7 +695,7 @@ METRIC_CASES = {
             "type": "Pods",
             "pods": {
                 "metric": {"name": "triton_queue_time_microseconds"},
-                "target": {"type": "AverageValue", "averageValue": "5000"},
+                "target": {"type": "AverageValue", "averageValue": "5k"},
             },
         },
     ),
@@ -934,3 +938,91 @@ def test_rendering_is_deterministic_and_does_not_mutate_the_spec() -> None:
     assert first == second
     assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
     assert spec.model_dump() == before
+
+
+# ------------------------------------------------------------------------------ quantities
+
+# (written, what the API server stores): checked here against the kubernetes client's parser, and in
+# test_real_api_defects.py against the real server itself.
+CANONICAL_QUANTITIES = [
+    pytest.param(1, "1", id="gpu-int"),
+    pytest.param(0, "0", id="zero"),
+    pytest.param(1000, "1k", id="int-thousand"),
+    pytest.param("1000m", "1", id="milli-whole"),
+    pytest.param("1500m", "1500m", id="milli"),
+    pytest.param("0.5", "500m", id="fraction"),
+    pytest.param("0.1", "100m", id="tenth"),
+    pytest.param("2", "2", id="plain"),
+    pytest.param("5000", "5k", id="thousands"),
+    pytest.param("1024", "1024", id="1024-is-decimal"),
+    pytest.param("8192Mi", "8Gi", id="mebi-to-gibi"),
+    pytest.param("1536Mi", "1536Mi", id="mebi-kept"),
+    pytest.param("2048Ki", "2Mi", id="kibi-to-mebi"),
+    pytest.param("0.5Gi", "512Mi", id="half-gibi"),
+    pytest.param("0.5Ki", "512", id="below-1ki-is-decimal"),
+    pytest.param("1.2Gi", "1288490188800m", id="fractional-bytes-are-decimal"),
+    pytest.param("1e3", "1e3", id="exponent"),
+    pytest.param("1.5e3", "1500", id="exponent-fraction"),
+    pytest.param("12e6", "12e6", id="exponent-kept"),
+    pytest.param("1500k", "1500k", id="kilo"),
+    pytest.param("129M", "129M", id="mega"),
+    pytest.param("-1", "-1", id="negative"),
+]
+
+
+@pytest.mark.parametrize(("written", "stored"), CANONICAL_QUANTITIES)
+def test_quantities_render_as_the_server_stores_them(written: int | str, stored: str) -> None:
+    assert canonical(written) == stored
+    # The client's parser does not round to a nano unit as the server does; otherwise they agree.
+    assert parse(written)[0] == parse_quantity(stored)
+    assert abs(parse_quantity(written) - parse_quantity(stored)) < Decimal("1e-9")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [pytest.param("1Qi", id="unknown-suffix"), pytest.param("one", id="word"), pytest.param("", id="empty")],
+)
+def test_a_bad_quantity_is_named(bad: str) -> None:
+    with pytest.raises(QuantityError, match="not a quantity"):
+        canonical(bad)
+
+
+def _limits(value: Any) -> dict[str, Any]:
+    return {"spec": {"containers": [{"resources": {"limits": {"nvidia.com/gpu": value}}}]}}
+
+
+@pytest.mark.parametrize(
+    ("live", "desired", "same"),
+    [
+        pytest.param(_limits("1"), _limits(1), True, id="int-vs-string"),
+        pytest.param(_limits("1"), _limits("1000m"), True, id="milli-vs-whole"),
+        pytest.param(_limits("1"), _limits("1"), True, id="equal-strings"),
+        pytest.param(_limits("2"), _limits(1), False, id="different-value"),
+        pytest.param(
+            {"resources": {"requests": {"memory": "8Gi"}}},
+            {"resources": {"requests": {"memory": "8192Mi"}}},
+            True,
+            id="binary-suffixes",
+        ),
+        pytest.param(
+            {"target": {"type": "AverageValue", "averageValue": "5k"}},
+            {"target": {"type": "AverageValue", "averageValue": "5000"}},
+            True,
+            id="hpa-target",
+        ),
+        pytest.param(
+            {"emptyDir": {"sizeLimit": "1Gi"}}, {"emptyDir": {"sizeLimit": "1024Mi"}}, True, id="size"
+        ),
+        pytest.param(
+            {"env": [{"name": "N", "value": "1k"}]},
+            {"env": [{"name": "N", "value": "1000"}]},
+            False,
+            id="env-values-are-not-quantities",
+        ),
+        pytest.param({"replicas": 1}, {"replicas": True}, False, id="bool-is-not-one"),
+    ],
+)
+def test_the_no_op_check_compares_quantities_by_value(
+    live: dict[str, Any], desired: dict[str, Any], same: bool
+) -> None:
+    assert contains(live, desired) is same

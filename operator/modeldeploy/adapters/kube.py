@@ -8,19 +8,26 @@ KubeError so that the shell above never imports `kubernetes`.
 from __future__ import annotations
 
 import datetime
+import email.utils
 import json
+import logging
+import os
+import random
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import kubernetes
+import urllib3
 from kubernetes.client import ApiClient, Configuration
 from kubernetes.client.exceptions import ApiException
 
 from modeldeploy.api.base import GROUP, PLURAL, VERSION
 
 FIELD_MANAGER = "modeldeploy"
+log = logging.getLogger("modeldeploy.kube")
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,10 @@ class KubeError(Exception):
     def not_found(self) -> bool:
         return self.status == 404
 
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
 
 def _error(exc: ApiException) -> KubeError:
     status = int(exc.status or 0)
@@ -107,7 +118,9 @@ def configuration(server: str | None = None, token: str | None = None) -> Config
         kubernetes.config.load_incluster_config(client_configuration=config)
     except kubernetes.config.ConfigException:
         try:
-            kubernetes.config.load_kube_config(client_configuration=config)
+            # $KUBECONFIG read now: the client reads it only once, when it is first imported.
+            path = os.environ.get("KUBECONFIG") or None
+            kubernetes.config.load_kube_config(config_file=path, client_configuration=config)
         except (kubernetes.config.ConfigException, OSError, ValueError) as error:
             raise KubeError(
                 0, "NoConfiguration", f"no in-cluster configuration and no usable kubeconfig: {error}"
@@ -141,6 +154,49 @@ def connection(config: Configuration) -> Connection:
     )
 
 
+# Worth another try: throttled (429), or the server or a proxy in front of it failing for a moment.
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """When to try a request again: exponential, with jitter, never sooner than Retry-After."""
+
+    tries: int = 6  # in all, the first included
+    base: float = 0.2
+    factor: float = 2.0
+    cap: float = 5.0
+    retry_after_cap: float = 30.0  # a server asking for longer is not waited on within one pass
+    budget: float = 30.0  # waited in all for one request, so that a throttled pass still ends
+
+    def delay(self, retry: int, retry_after: float | None, jitter: float) -> float:
+        """Seconds to wait before retry number `retry` (1 = the first); `jitter` is in [0, 1).
+
+        Equal jitter: half the step is fixed, half random, so that the passes a throttled server
+        turned away together do not all come back at the same moment."""
+        step = min(self.cap, self.base * self.factor ** (retry - 1))
+        wait = step / 2 + step / 2 * jitter
+        if retry_after is not None:
+            wait = max(wait, min(retry_after, self.retry_after_cap))
+        return wait
+
+
+def retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After in seconds: a number of seconds, or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
 def default_namespace() -> str:
     """The namespace of the current kubeconfig context, as kubectl uses it; in a pod, the pod's own."""
     try:
@@ -158,13 +214,28 @@ def default_namespace() -> str:
 class KubeClient:
     """Synchronous and thread-safe: kopf runs our sync handlers in its thread pool."""
 
-    def __init__(self, config: Configuration, field_manager: str = FIELD_MANAGER) -> None:
+    def __init__(
+        self,
+        config: Configuration,
+        field_manager: str = FIELD_MANAGER,
+        *,
+        backoff: Backoff = Backoff(),
+        timeout: tuple[float, float] = (5.0, 30.0),
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         config.connection_pool_maxsize = max(config.connection_pool_maxsize or 0, 32)
+        if config.retries is None:
+            config.retries = False  # one retry policy, ours, rather than urllib3's on top of it
         self.configuration = config
         self._api = ApiClient(config)
         self._field_manager = field_manager
         self._lock = threading.Lock()
+        self._backoff = backoff
+        self._timeout = timeout  # (connect, read) seconds: a hung server must not hang a pass
+        self._sleep = sleep
+        self._random = random.Random()  # noqa: S311 -- jitter, not a secret
         self.writes = 0  # write requests sent, for the operator's own metrics and the benchmark
+        self.retries = 0  # requests tried again after a transient failure
 
     def close(self) -> None:
         self._api.close()
@@ -189,17 +260,40 @@ class KubeClient:
             body=body,
             auth_settings=["BearerToken"],
         )
-        if method != "GET":
+        waited = 0.0
+        for attempt in range(1, self._backoff.tries + 1):
+            if method != "GET":
+                with self._lock:
+                    self.writes += 1
+            try:
+                response = self._api.call_api(*params, _request_timeout=self._timeout)
+                response.read()
+            except ApiException as exc:
+                error, wait_hint = _error(exc), retry_after((exc.headers or {}).get("Retry-After"))
+                transient = error.status in RETRYABLE_STATUSES
+            except urllib3.exceptions.HTTPError as exc:
+                # A timeout or a dropped connection: no answer came back, so the request is tried
+                # again (our writes are applies and patches; a repeated Event is harmless).
+                error, wait_hint, transient = KubeError(0, type(exc).__name__, str(exc)), None, True
+            else:
+                if 200 <= response.status <= 299:
+                    return json.loads(response.data or b"null")
+                error = _error(ApiException(http_resp=response))
+                wait_hint = retry_after(response.headers.get("Retry-After"))
+                transient = error.status in RETRYABLE_STATUSES
+            if not transient or attempt == self._backoff.tries:
+                raise error
             with self._lock:
-                self.writes += 1
-        try:
-            response = self._api.call_api(*params)
-            response.read()
-        except ApiException as exc:
-            raise _error(exc) from None
-        if not 200 <= response.status <= 299:
-            raise _error(ApiException(http_resp=response))
-        return json.loads(response.data or b"null")
+                jitter = self._random.random()
+            wait = self._backoff.delay(attempt, wait_hint, jitter)
+            if waited + wait > self._backoff.budget:
+                raise error
+            waited += wait
+            with self._lock:
+                self.retries += 1
+            log.info("%s %s: %s; retry %d in %.2fs", method, path, error, attempt, wait)
+            self._sleep(wait)
+        raise AssertionError("unreachable: the last try returns or raises")
 
     def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:
@@ -236,11 +330,18 @@ class KubeClient:
             if not error.not_found:
                 raise
 
-    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
-        """A merge patch of /status: the only write the operator makes to a ModelDeployment."""
+    def patch_status(
+        self, namespace: str, name: str, status: Mapping[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
+        """A merge patch of /status: the only write the operator makes to a ModelDeployment.
+
+        With `resource_version`, the server refuses it (409 Conflict) if the object changed since."""
         path = f"{MODEL_DEPLOYMENT.collection(namespace)}/{name}/status"
+        body: dict[str, Any] = {"status": dict(status)}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         result: dict[str, Any] = self._call(
-            "PATCH", path, body={"status": dict(status)}, content_type="application/merge-patch+json"
+            "PATCH", path, body=body, content_type="application/merge-patch+json"
         )
         return result
 
@@ -283,3 +384,11 @@ class KubeClient:
 
     def crd_installed(self, name: str) -> bool:
         return self.get(CRD, None, name) is not None
+
+    def served_versions(self, crd: str) -> tuple[str, ...] | None:
+        """The versions a CRD serves now, or None when it is not installed."""
+        obj = self.get(CRD, None, crd)
+        if obj is None:
+            return None
+        versions = obj.get("spec", {}).get("versions") or []
+        return tuple(str(v["name"]) for v in versions if v.get("served") and v.get("name"))

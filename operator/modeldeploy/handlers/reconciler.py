@@ -31,7 +31,7 @@ from modeldeploy.rollout import clock
 from modeldeploy.rollout.events import Event, transition_events
 from modeldeploy.rollout.machine import Decision, decide
 from modeldeploy.rollout.observe import Observations, commands, deployment_state, pods_summary
-from modeldeploy.rollout.plan import children
+from modeldeploy.rollout.plan import children, created
 from modeldeploy.rollout.steady import invalid_status
 from modeldeploy.rollout.validate import validate
 
@@ -43,16 +43,20 @@ _BASE_KINDS = [
     KINDS[("v1", "Service")],
     KINDS[("autoscaling/v2", "HorizontalPodAutoscaler")],
 ]
-# Optional kinds, listed and pruned only where their CRD is installed.
+# Optional kinds, listed and pruned only where their CRD is installed and serves the version we
+# render. An older version is not used even where its schema would do (Istio's v1beta1, Gateway
+# API's v1beta1 HTTPRoute): only the version we render is tested, and the object that needs it
+# says so in its status, while every other object reconciles as usual.
 _OPTIONAL_KINDS = {
     "podmonitors.monitoring.coreos.com": [KINDS[("monitoring.coreos.com/v1", "PodMonitor")]],
     "httproutes.gateway.networking.k8s.io": [KINDS[("gateway.networking.k8s.io/v1", "HTTPRoute")]],
     "grpcroutes.gateway.networking.k8s.io": [KINDS[("gateway.networking.k8s.io/v1", "GRPCRoute")]],
     "virtualservices.networking.istio.io": [KINDS[("networking.istio.io/v1", "VirtualService")]],
 }
-POD_MONITOR_CRD = "podmonitors.monitoring.coreos.com"
 _PODS = Kind("v1", "Pod", "pods")
 _CRD_TTL_SECONDS = 60.0
+# A pass whose body turned out stale reads the object again and decides again, this many times.
+_CONFLICT_RETRIES = 3
 
 ChildKey = tuple[str, str, str]  # apiVersion, kind, name
 EventPoster = Callable[[Mapping[str, Any], Event], None]
@@ -89,7 +93,7 @@ class Reconciler:
         self._post_event = post_event
         self._prometheus_url = prometheus_url
         self._clock = clock_fn
-        self._crds: dict[str, bool] = {}
+        self._crds: dict[str, tuple[str, ...] | None] = {}
         self._crds_checked_at = -_CRD_TTL_SECONDS
         self._lock = threading.Lock()
         self._providers: dict[str, PrometheusProvider] = {}
@@ -101,17 +105,26 @@ class Reconciler:
 
     # ------------------------------------------------------------------------------- observe
 
-    def _installed(self) -> dict[str, bool]:
-        """Which optional CRDs exist; re-checked once a minute, not on every pass."""
+    def _installed(self) -> dict[str, tuple[str, ...] | None]:
+        """The versions each optional CRD serves (None: not installed); re-read once a minute."""
         with self._lock:
             if time.monotonic() - self._crds_checked_at >= _CRD_TTL_SECONDS:
                 for name in _OPTIONAL_KINDS:
                     try:
-                        self._crds[name] = self._kube.crd_installed(name)
+                        self._crds[name] = self._kube.served_versions(name)
                     except KubeError as error:
                         log.warning("cannot tell whether %s is installed: %s", name, error)
                 self._crds_checked_at = time.monotonic()
             return dict(self._crds)
+
+    @staticmethod
+    def _served_kinds(installed: Mapping[str, tuple[str, ...] | None]) -> list[Kind]:
+        return [
+            kind
+            for crd, kinds in _OPTIONAL_KINDS.items()
+            for kind in kinds
+            if kind.api_version.rpartition("/")[2] in (installed.get(crd) or ())
+        ]
 
     def _live_children(self, parent: ObjectRef, kinds: list[Kind]) -> dict[ChildKey, dict[str, Any]]:
         live: dict[ChildKey, dict[str, Any]] = {}
@@ -165,7 +178,7 @@ class Reconciler:
         """One pass; returns when to look again (seconds), if something is timed."""
         started = time.perf_counter()
         try:
-            result, requeue = self._reconcile(body)
+            result, requeue = self._reconcile_current(body)
         except Exception:
             metrics.RECONCILE_ERRORS.inc()
             metrics.RECONCILES.labels(result="error").inc()
@@ -174,6 +187,37 @@ class Reconciler:
             metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
         metrics.RECONCILES.labels(result=result).inc()
         return requeue
+
+    def _reconcile_current(self, body: Mapping[str, Any]) -> tuple[str, float | None]:
+        """A pass decided from a stale body (a resync listing or a queued event, read before
+        another pass or a person wrote the object) must not act on it: it would overwrite a newer
+        status, or scale a rolled-back canary up again. So a pass about to write checks that its
+        body is current (one GET, only when it writes), and its status write carries the body's
+        resourceVersion; either way a stale pass reads the object again and decides again."""
+        for attempt in range(_CONFLICT_RETRIES + 1):
+            try:
+                return self._reconcile(body)
+            except _Stale as stale:
+                metrics.RECONCILES.labels(result="stale").inc()
+                meta = body["metadata"]
+                if attempt == _CONFLICT_RETRIES:
+                    log.warning(
+                        "%s/%s changed under %d passes in a row", meta["namespace"], meta["name"], attempt + 1
+                    )
+                    return "stale", 1.0  # look again shortly, from a fresh read
+                fresh = stale.fresh or fetch_parent(self._kube, meta["namespace"], meta["name"])
+                if fresh is None:
+                    return "gone", None
+                body = fresh
+        raise AssertionError("unreachable: the last attempt returns")
+
+    def _ensure_current(self, body: Mapping[str, Any]) -> None:
+        meta = body["metadata"]
+        if not meta.get("resourceVersion"):
+            return
+        fresh = fetch_parent(self._kube, meta["namespace"], meta["name"])
+        if fresh is None or fresh["metadata"].get("resourceVersion") != meta["resourceVersion"]:
+            raise _Stale(fresh)
 
     def _reconcile(self, body: Mapping[str, Any]) -> tuple[str, float | None]:
         meta = body.get("metadata", {})
@@ -190,8 +234,10 @@ class Reconciler:
             return self._finish(body, old, new, "invalid"), None
 
         installed = self._installed()
-        options = replace(self._options, pod_monitor=installed.get(POD_MONITOR_CRD, False))
-        kinds = _BASE_KINDS + [k for crd, ks in _OPTIONAL_KINDS.items() if installed.get(crd) for k in ks]
+        served = self._served_kinds(installed)
+        pod_monitor = KINDS[("monitoring.coreos.com/v1", "PodMonitor")] in served
+        options = replace(self._options, pod_monitor=pod_monitor)
+        kinds = _BASE_KINDS + served
         live = self._live_children(parent, kinds)
         seen = self._observe(parent, body, old, live)
         decision = decide(spec, parent, old, seen, now)
@@ -201,7 +247,9 @@ class Reconciler:
 
         desired = [stamped(obj) for obj in children(parent, spec, options, decision)]
         before = {key: obj.get("metadata", {}).get("resourceVersion") for key, obj in live.items()}
-        errors = self._apply(parent, desired, live, kinds)
+        errors = self._apply(
+            parent, spec, desired, live, kinds, installed, lambda: self._ensure_current(body)
+        )
         after = {key: obj.get("metadata", {}).get("resourceVersion") for key, obj in live.items()}
         if errors or after != before:
             # The status is decided from the children as they are now, after this pass's writes:
@@ -215,20 +263,43 @@ class Reconciler:
     # ---------------------------------------------------------------------------------- act
 
     def _apply(
-        self, parent: ObjectRef, desired: list[dict[str, Any]], live: dict[ChildKey, Any], kinds: list[Kind]
+        self,
+        parent: ObjectRef,
+        spec: ModelDeploymentSpec,
+        desired: list[dict[str, Any]],
+        live: dict[ChildKey, Any],
+        kinds: list[Kind],
+        installed: Mapping[str, tuple[str, ...] | None],
+        ensure_current: Callable[[], None],
     ) -> list[str]:
+        """Apply what differs and prune what is no longer wanted; `ensure_current` runs once,
+        before the first write, and raises if the parent changed since the pass read it."""
         errors: list[str] = []
         listed = {(k.api_version, k.kind) for k in kinds}
+        checked = False
+
+        def before_write() -> None:
+            nonlocal checked
+            if not checked:
+                checked = True
+                ensure_current()
+
         for obj in desired:
             key = _key(obj)
             if key[:2] not in listed:
-                errors.append(f"{key[1]}/{key[2]}: the {key[1]} CRD ({key[0]}) is not installed")
+                errors.append(f"{key[1]}/{key[2]}: {unserved_message(key[0], key[1], installed)}")
                 continue
-            if needs_apply(obj, live.get(key)):
+            current = live.get(key)
+            handover = hands_replicas_over(obj, current)
+            if handover or needs_apply(obj, current):
+                before_write()
                 try:
-                    if hands_replicas_over(obj, live.get(key)):
-                        self._kube.apply(replicas_handover(obj, live[key]), field_manager=HANDOVER_MANAGER)
-                    live[key] = self._kube.apply(obj)
+                    if handover:
+                        assert current is not None
+                        self._kube.apply(replicas_handover(obj, current), field_manager=HANDOVER_MANAGER)
+                    # Created at minReplicas, not at the default of 1 until the HPA's first sync;
+                    # the next pass hands the field over to the HPA (hands_replicas_over).
+                    live[key] = self._kube.apply(obj if current is not None else created(obj, spec))
                     self.echoes.wrote(live[key])
                     metrics.WRITES.labels(verb="apply").inc()
                 except KubeError as error:
@@ -238,6 +309,7 @@ class Reconciler:
         wanted = {_key(obj) for obj in desired}
         for key, obj in list(live.items()):
             if key not in wanted:
+                before_write()
                 self._kube.delete(kind_of(obj), parent.namespace, key[2])
                 metrics.WRITES.labels(verb="delete").inc()
                 del live[key]
@@ -249,19 +321,46 @@ class Reconciler:
         before, after = status_dict(old), status_dict(new)
         if before == after:
             return result
-        # A merge patch: keys we no longer set are removed with an explicit null.
+        # A merge patch: keys we no longer set are removed with an explicit null. It carries the
+        # resourceVersion of the body this pass decided from: if the object changed since, the
+        # server refuses it rather than let an older decision overwrite a newer status.
         patch: dict[str, Any] = {**{k: None for k in before if k not in after}, **after}
         meta = body["metadata"]
         try:
-            self.echoes.wrote(self._kube.patch_status(meta["namespace"], meta["name"], patch), acted_on=body)
+            written = self._kube.patch_status(
+                meta["namespace"], meta["name"], patch, resource_version=meta.get("resourceVersion")
+            )
         except KubeError as error:
             if error.not_found:
                 return "gone"  # deleted while this pass ran; the garbage collector takes the rest
+            if error.conflict:
+                raise _Stale(None) from None
             raise
+        self.echoes.wrote(written, acted_on=body)
         metrics.WRITES.labels(verb="status").inc()
         for event in transition_events(old, new):
             self._post_event(body, event)
         return result
+
+
+class _Stale(Exception):
+    """The parent changed after the body the pass decided from (`fresh`: as it is now, if read)."""
+
+    def __init__(self, fresh: Mapping[str, Any] | None) -> None:
+        super().__init__("the ModelDeployment changed since this pass read it")
+        self.fresh = fresh
+
+
+def unserved_message(api_version: str, kind: str, installed: Mapping[str, tuple[str, ...] | None]) -> str:
+    group, _, version = api_version.rpartition("/")
+    crd = next((name for name, kinds in _OPTIONAL_KINDS.items() if any(k.kind == kind for k in kinds)), "")
+    served = installed.get(crd)
+    if not served:
+        return f"the {kind} CRD ({api_version}) is not installed"
+    return (
+        f"needs {kind} {api_version}, but the cluster serves {group} {', '.join(served)} only:"
+        f" upgrade the {crd} CRD to one that serves {version}"
+    )
 
 
 HANDOVER_MANAGER = "modeldeploy-replicas-handover"

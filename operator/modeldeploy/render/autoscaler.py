@@ -7,6 +7,7 @@ from typing import Any
 from modeldeploy.api.resource import ObjectRef
 from modeldeploy.api.spec import Scaling, ScalingMetric, UtilizationTarget
 from modeldeploy.render.names import metadata
+from modeldeploy.render.quantity import canonical
 
 # Served per pod by prometheus-adapter from Triton's counters; docs/autoscaling.md has the rule.
 QUEUE_TIME_METRIC = "triton_queue_time_microseconds"
@@ -18,10 +19,11 @@ def metric_spec(metric: ScalingMetric) -> dict[str, Any]:
         target = {"type": "Utilization", "averageUtilization": metric.cpu.average_utilization}
         return {"type": "Resource", "resource": {"name": "cpu", "target": target}}
     if metric.memory is not None:
-        if metric.memory.average_utilization is not None:
+        value = metric.memory.average_value
+        if value is None:
             target = {"type": "Utilization", "averageUtilization": metric.memory.average_utilization}
         else:
-            target = {"type": "AverageValue", "averageValue": metric.memory.average_value}
+            target = {"type": "AverageValue", "averageValue": canonical(value)}
         return {"type": "Resource", "resource": {"name": "memory", "target": target}}
     if metric.queue_time_microseconds is not None:
         return {
@@ -30,7 +32,7 @@ def metric_spec(metric: ScalingMetric) -> dict[str, Any]:
                 "metric": {"name": QUEUE_TIME_METRIC},
                 "target": {
                     "type": "AverageValue",
-                    "averageValue": str(metric.queue_time_microseconds.average_value),
+                    "averageValue": canonical(metric.queue_time_microseconds.average_value),
                 },
             },
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from modeldeploy.api.base import parse_duration
@@ -18,6 +19,7 @@ from modeldeploy.render.names import (
     selector_labels,
 )
 from modeldeploy.render.options import RenderOptions
+from modeldeploy.render.quantity import canonical
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 MODEL_REPOSITORY = "/models"
@@ -103,15 +105,20 @@ def _puller(
     return container, volumes
 
 
+def _quantities(values: Mapping[str, int | str]) -> dict[str, str]:
+    # As the server stores them, so that what we want and what we read back compare equal.
+    return {name: canonical(value) for name, value in values.items()}
+
+
 def _triton(spec: ModelDeploymentSpec) -> dict[str, Any]:
     runtime = spec.runtime
-    limits: dict[str, Any] = dict(runtime.resources.limits)
+    limits = _quantities(runtime.resources.limits)
     gpu = runtime.effective_gpu_resource
     if gpu is not None:
-        limits[gpu] = runtime.gpus
+        limits[gpu] = canonical(runtime.gpus)
     resources: dict[str, Any] = {}
     if runtime.resources.requests:
-        resources["requests"] = dict(runtime.resources.requests)
+        resources["requests"] = _quantities(runtime.resources.requests)
     if limits:
         resources["limits"] = limits
     load_seconds = parse_duration(runtime.model_load_timeout)

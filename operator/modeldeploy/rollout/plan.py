@@ -22,6 +22,15 @@ def children(
     return out + routes
 
 
+def created(obj: dict[str, Any], spec: ModelDeploymentSpec) -> dict[str, Any]:
+    """`obj` as it is first created. A Deployment the HPA sizes is rendered without `replicas`,
+    which the server would default to 1 until the HPA's first sync (15 s, and more Events and
+    status writes on the way): created, it starts at minReplicas instead."""
+    if obj.get("kind") != "Deployment" or "replicas" in obj.get("spec", {}) or not spec.scaling.autoscaled:
+        return obj
+    return {**obj, "spec": {**obj["spec"], "replicas": spec.scaling.min_replicas}}
+
+
 def steady_children(
     parent: ObjectRef, spec: ModelDeploymentSpec, options: RenderOptions
 ) -> list[dict[str, Any]]:

@@ -44,7 +44,13 @@ def crd_stub(name: str) -> dict[str, Any]:
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {"name": name},
-        "spec": {"group": group, "names": {"plural": plural}, "scope": "Namespaced"},
+        "spec": {
+            "group": group,
+            "names": {"plural": plural},
+            "scope": "Namespaced",
+            # The operator uses a CRD only where it serves the version rendered (v1 for all of them).
+            "versions": [{"name": "v1", "served": True, "storage": True}],
+        },
     }
 
 
