@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import collections
 import copy
-import importlib.util
 import time
 import urllib.parse
 import uuid
@@ -392,23 +391,12 @@ def idle(
         api.delete("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", None, user)
 
 
-# Known defect (issue 11, "Quantities"): the operator renders `nvidia.com/gpu: 1` and an HPA's
-# `averageValue: 5000` as numbers, the server stores "1" and "5k", and the no-op check re-applies
-# the Deployment and the HPA on every pass. The fix adds modeldeploy.render.quantity; until it is
-# merged these two must fail (strict), and after it they must pass.
-QUANTITY_DEFECT = pytest.mark.xfail(
-    importlib.util.find_spec("modeldeploy.render.quantity") is None,
-    strict=True,
-    reason="defect: GPU and HPA-target quantities re-applied every pass (render/compare.py)",
-)
-
-
 @pytest.mark.parametrize(
     "name",
     [
-        pytest.param("fraud-scorer", id="gpu", marks=QUANTITY_DEFECT),
+        pytest.param("fraud-scorer", id="gpu"),
         pytest.param("sentiment-cpu", id="cpu"),
-        pytest.param("recommender", id="routed", marks=QUANTITY_DEFECT),
+        pytest.param("recommender", id="routed"),
     ],
 )
 def test_an_idle_pass_writes_nothing(idle: IdleWindow, name: str) -> None:
