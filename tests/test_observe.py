@@ -94,6 +94,16 @@ def test_pods_summary_tells_a_crash_from_a_slow_load(
         pytest.param(
             {"observedGeneration": 2, "updatedReplicas": 3, "readyReplicas": 2}, False, id="not-ready"
         ),
+        pytest.param(
+            {"observedGeneration": 2, "replicas": 4, "updatedReplicas": 3, "readyReplicas": 4},
+            False,
+            id="an-old-pod-still-running",
+        ),
+        pytest.param(
+            {"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 3},
+            True,
+            id="old-pods-gone",
+        ),
     ],
 )
 def test_deployment_rolled_out_only_when_the_controller_caught_up(

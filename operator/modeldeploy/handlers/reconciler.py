@@ -256,7 +256,13 @@ class Reconciler:
             # the watch echo of those writes does not wake another pass to correct it.
             fresh = self._observe(parent, body, old, live)
             fresh = replace(fresh, analysis=seen.analysis, apply_errors=errors)
-            decision = replace(decision, status=decide(spec, parent, old, fresh, now).status)
+            redecided = decide(spec, parent, old, fresh, now)
+            requeue = decision.requeue_after
+            if _shape(redecided) != _shape(decision):
+                # The status moved on (say Promoting -> Stable) past the children this pass
+                # applied: pass again at once, so routes and tracks follow the status it writes.
+                requeue = 0.0
+            decision = replace(decision, status=redecided.status, requeue_after=requeue)
         result = self._finish(body, old, decision.status, "apply-error" if errors else "ok")
         return result, decision.requeue_after
 
@@ -361,6 +367,11 @@ def unserved_message(api_version: str, kind: str, installed: Mapping[str, tuple[
         f"needs {kind} {api_version}, but the cluster serves {group} {', '.join(served)} only:"
         f" upgrade the {crd} CRD to one that serves {version}"
     )
+
+
+def _shape(decision: Decision) -> tuple[Any, ...]:
+    """What a decision makes of the children, as opposed to what it writes in status."""
+    return (decision.tracks, decision.split, decision.service_track)
 
 
 HANDOVER_MANAGER = "modeldeploy-replicas-handover"

@@ -30,7 +30,13 @@ class DeploymentState:
 
     @property
     def rolled_out(self) -> bool:
-        return self.up_to_date and self.updated >= self.desired and self.ready >= self.desired
+        # As `kubectl rollout status` judges it: no pod of an older template is left running.
+        return (
+            self.up_to_date
+            and self.updated >= self.desired
+            and self.replicas <= self.updated
+            and self.ready >= self.desired
+        )
 
 
 def deployment_state(obj: Mapping[str, Any]) -> DeploymentState:
