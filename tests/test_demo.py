@@ -44,7 +44,7 @@ def test_demo_falls_back_to_the_emulator(tmp_path: Path) -> None:
     assert "no etcd, kube-apiserver, kube-controller-manager in" in out
     assert "--server=" not in out  # how the operator finds the emulator is the demo's business
     assert "ml/recommender: ConfigMap/recommender-config-" in out
-    assert re.search(r"^  recommender +Stable +recommender +12 +1/1 ", out, re.MULTILINE), out
+    assert re.search(r"^  recommender +Stable +recommender +12 +3/3 ", out, re.MULTILINE), out
     assert "[3/3] skipped (--no-rollouts)" in out
 
 
@@ -56,6 +56,6 @@ def test_demo_on_the_real_control_plane(tmp_path: Path) -> None:
     assert "a REAL kube-apiserver v1.36" in out
     assert "EMULATOR" not in out
     # The real Deployment controller counted the pods the kubelet stand-in reported Ready.
-    assert re.search(r"^  recommender +Stable +recommender +12 +1/1 ", out, re.MULTILINE), out
+    assert re.search(r"^  recommender +Stable +recommender +12 +3/3 ", out, re.MULTILINE), out
     assert "=> Promoted: analysis passed at every step" in out
     assert "=> RolledBack: 2 failed checks: success-rate" in out
