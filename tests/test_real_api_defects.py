@@ -242,14 +242,18 @@ def canary_ready(api: KubeApi, namespace: str, name: str) -> None:
     api.wait_for(ready, timeout=60, what="the canary's pods to be ready")
 
 
-def child_writes(events: list[dict[str, Any]]) -> list[str]:
-    """The operator's own child writes (its field managers), whoever the user."""
+def child_writes(events: list[dict[str, Any]], namespace: str) -> list[str]:
+    """The operator's own child writes in `namespace` (its field managers), whoever the user:
+    other tests' namespaces are being deleted meanwhile, by the controller manager."""
     children = {"deployments", "services", "configmaps", "horizontalpodautoscalers"}
     return [
         f"{e['verb']} {e['requestURI']}"
         for e in writes(events)
-        if "fieldManager=modeldeploy" in e.get("requestURI", "")
-        or (e["verb"] == "delete" and e.get("objectRef", {}).get("resource") in children)
+        if e.get("objectRef", {}).get("namespace") == namespace
+        and (
+            "fieldManager=modeldeploy" in e.get("requestURI", "")
+            or (e["verb"] == "delete" and e.get("objectRef", {}).get("resource") in children)
+        )
     ]
 
 
@@ -281,7 +285,7 @@ def test_a_stale_body_replayed_after_a_newer_status_changes_nothing(
     reconciler.reconcile(stale)
 
     assert history(api, namespace, since_rv) == []  # no version written since: RolledBack stands
-    assert child_writes(control_plane.audit_events(since_audit)) == []  # the canary left at zero
+    assert child_writes(control_plane.audit_events(since_audit), namespace) == []  # the canary left at zero
     canary = api.get("apps/v1", "Deployment", namespace, "race-canary")
     assert canary is not None and canary["spec"]["replicas"] == 0
 
