@@ -15,15 +15,16 @@ import pytest
 from kubernetes.utils import parse_quantity  # test-only: render/ itself never imports kubernetes
 
 from modeldeploy.api.base import API_VERSION, KIND
-from modeldeploy.api.resource import ObjectRef, parse_spec
+from modeldeploy.api.resource import InvalidSpecError, ObjectRef, parse_spec
 from modeldeploy.api.spec import ModelDeploymentSpec
 from modeldeploy.cli import render_document
 from modeldeploy.render.autoscaler import autoscaler
 from modeldeploy.render.children import desired_children, stable_plan
 from modeldeploy.render.compare import contains
-from modeldeploy.render.deployment import TRITON_FLAGS, deployment
+from modeldeploy.render.deployment import ADMIN_HEADER, RESTRICTED_PROTOCOLS, TRITON_FLAGS, deployment
 from modeldeploy.render.modelconfig import config_map, config_map_name, config_pbtxt
 from modeldeploy.render.names import Track, deployment_name
+from modeldeploy.render.networkpolicy import gateway_namespaces, network_policy
 from modeldeploy.render.options import RenderOptions
 from modeldeploy.render.podmonitor import pod_monitor
 from modeldeploy.render.quantity import QuantityError, canonical, parse
@@ -117,12 +118,75 @@ def test_triton_safe_default_flags(flag: str, value: str) -> None:
     assert flag_value(container["args"], flag) == value
 
 
-def test_user_args_come_last_so_they_win() -> None:
-    user = ["--log-verbose=1", "--model-control-mode=explicit", "--cache-config=local,size=1048576"]
+def test_user_args_come_after_the_operators_flags() -> None:
+    user = ["--log-verbose=1", "--cache-config=local,size=1048576"]
     args = triton(render_deployment(spec_of(runtime={"args": user})))["args"]
     assert args[: len(TRITON_FLAGS)] == TRITON_FLAGS
     assert args[-len(user) :] == user
-    assert flag_value(args, "--model-control-mode") == "explicit"
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        pytest.param("--model-control-mode=explicit", id="control-mode"),
+        pytest.param("--model-control-mode", id="control-mode-separate-value"),
+        pytest.param("--strict-readiness=false", id="strict-readiness"),
+        pytest.param("--exit-on-error=false", id="exit-on-error"),
+        pytest.param("--http-restricted-api=trace:k=v", id="http-restricted"),
+        pytest.param("--grpc-restricted-protocol=trace:k=v", id="grpc-restricted"),
+        pytest.param("--allow-http=false", id="allow-http"),
+        pytest.param("--allow-metrics=false", id="allow-metrics"),
+        pytest.param("--model-repository=/tmp", id="repository"),
+        pytest.param("--http-port=9000", id="port"),
+        pytest.param("-exit-on-error=false", id="single-dash"),
+    ],
+)
+def test_args_that_weaken_a_safe_default_are_refused(arg: str) -> None:
+    with pytest.raises(InvalidSpecError, match=r"^spec\.runtime\.args: may not set a flag the operator owns"):
+        spec_of(runtime={"args": ["--log-verbose=1", arg]})
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        pytest.param("--log-verbose=1", id="log-verbose"),
+        pytest.param("--model-load-thread-count=4", id="load-threads"),
+        pytest.param("--http-thread-count=8", id="http-threads"),
+        pytest.param("--backend-config=python,shm-default-byte-size=1048576", id="backend-config"),
+        pytest.param("explicit", id="a-bare-value"),
+    ],
+)
+def test_args_that_keep_the_safe_defaults_are_accepted(arg: str) -> None:
+    assert spec_of(runtime={"args": [arg]}).runtime.args == [arg]
+
+
+def test_management_protocols_are_restricted_on_both_endpoints() -> None:
+    args = triton(render_deployment(spec_of()))["args"]
+    expected = f"{','.join(RESTRICTED_PROTOCOLS)}:{ADMIN_HEADER}="
+    for flag in ("--http-restricted-api", "--grpc-restricted-protocol"):
+        value = flag_value(args, flag)
+        assert value is not None and value.startswith(expected), flag
+        assert len(value.removeprefix(expected)) == 32
+    assert {"health", "inference", "metadata"}.isdisjoint(RESTRICTED_PROTOCOLS)
+
+
+@pytest.mark.parametrize(
+    ("runtime", "models", "shm"),
+    [
+        pytest.param({}, "50Gi", "1Gi", id="defaults"),
+        pytest.param(
+            {"volumes": {"modelsSizeLimit": "200Gi", "shmSizeLimit": "8Gi"}}, "200Gi", "8Gi", id="set"
+        ),
+        pytest.param({"volumes": {"shmSizeLimit": 2147483648}}, "50Gi", "2147483648", id="int-canonical"),
+    ],
+)
+def test_scratch_volumes_have_size_limits(runtime: dict[str, Any], models: str, shm: str) -> None:
+    volumes = {
+        v["name"]: v
+        for v in render_deployment(spec_of(runtime=runtime))["spec"]["template"]["spec"]["volumes"]
+    }
+    assert volumes["models"]["emptyDir"] == {"sizeLimit": models}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": shm}
 
 
 @pytest.mark.parametrize(
@@ -289,7 +353,10 @@ def test_placement_passthrough(runtime: dict[str, Any], field: str, expected: An
 def test_dev_shm_is_a_memory_backed_empty_dir() -> None:
     obj = render_deployment(spec_of())
     shm = mounts(triton(obj))["/dev/shm"]
-    assert volumes(obj)[shm["name"]] == {"name": shm["name"], "emptyDir": {"medium": "Memory"}}
+    assert volumes(obj)[shm["name"]] == {
+        "name": shm["name"],
+        "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"},
+    }
 
 
 def test_triton_gets_writable_tmp_under_a_read_only_root() -> None:
@@ -1026,3 +1093,103 @@ def test_the_no_op_check_compares_quantities_by_value(
     live: dict[str, Any], desired: dict[str, Any], same: bool
 ) -> None:
     assert contains(live, desired) is same
+
+
+# ------------------------------------------------------------------------------ NetworkPolicy
+
+GATEWAY_REFS = {"parentRefs": [{"name": "edge", "namespace": "gateways"}, {"name": "local"}]}
+
+
+@pytest.mark.parametrize(
+    ("sections", "expected"),
+    [
+        pytest.param({}, [], id="no-router"),
+        pytest.param({"traffic": {"gatewayAPI": GATEWAY_REFS}}, ["gateways"], id="gateway-api-parent-refs"),
+        pytest.param(
+            {
+                "traffic": {
+                    "gatewayAPI": {
+                        **GATEWAY_REFS,
+                        "grpc": {
+                            "parentRefs": [{"name": "g", "namespace": "grpc-edge"}],
+                            "hostnames": ["g.x"],
+                        },
+                    }
+                }
+            },
+            ["gateways", "grpc-edge"],
+            id="gateway-api-grpc-listener",
+        ),
+        pytest.param(
+            {"traffic": {"istio": {"gateways": ["istio-system/ingress", "local-gw", "mesh"]}}},
+            ["istio-system"],
+            id="istio-namespaced-gateway",
+        ),
+        pytest.param(
+            {"traffic": {"gatewayAPI": {"parentRefs": [{"name": "gw", "namespace": "ml"}]}}},
+            [],
+            id="own-namespace-left-out",
+        ),
+        pytest.param(
+            {
+                "networkPolicy": {"ingressNamespaces": ["clients", "gateways"]},
+                "traffic": {"gatewayAPI": GATEWAY_REFS},
+            },
+            ["clients", "gateways"],
+            id="extra-namespaces-deduplicated",
+        ),
+    ],
+)
+def test_network_policy_callers(sections: dict[str, Any], expected: list[str]) -> None:
+    spec = spec_of(**sections)
+    assert gateway_namespaces(PARENT, spec) == expected
+    policy = network_policy(PARENT, spec)
+    assert policy is not None
+    callers = policy["spec"]["ingress"][0]["from"]
+    assert callers[0] == {"podSelector": {}}
+    assert [
+        c["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for c in callers[1:]
+    ] == expected
+
+
+def test_network_policy_opens_serving_ports_to_callers_and_metrics_to_prometheus_only() -> None:
+    policy = network_policy(PARENT, spec_of())
+    assert policy is not None
+    spec = policy["spec"]
+    assert spec["podSelector"] == {"matchLabels": {"modeldeploy.io/name": PARENT.name}}
+    assert spec["policyTypes"] == ["Ingress"]
+    serving, metrics = spec["ingress"]
+    assert serving["ports"] == [{"protocol": "TCP", "port": 8000}, {"protocol": "TCP", "port": 8001}]
+    assert metrics == {
+        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+        "ports": [{"protocol": "TCP", "port": 8002}],
+    }
+    validate_k8s(policy)
+
+
+@pytest.mark.parametrize(
+    ("network_policy_spec", "expected"),
+    [
+        pytest.param({"metricsNamespaceSelector": {}}, {}, id="every-namespace"),
+        pytest.param(
+            {"metricsNamespaceSelector": {"team": "observability"}},
+            {"matchLabels": {"team": "observability"}},
+            id="labels",
+        ),
+    ],
+)
+def test_network_policy_metrics_namespace_selector(
+    network_policy_spec: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    policy = network_policy(PARENT, spec_of(networkPolicy=network_policy_spec))
+    assert policy is not None
+    assert policy["spec"]["ingress"][1]["from"] == [{"namespaceSelector": expected}]
+
+
+def test_network_policy_opt_out_renders_none_and_the_child_set_drops_it() -> None:
+    spec = spec_of(networkPolicy={"enabled": False})
+    assert network_policy(PARENT, spec) is None
+    kinds = [c["kind"] for c in desired_children(PARENT, spec, OPTIONS, stable_plan(spec))]
+    assert "NetworkPolicy" not in kinds
+    kinds = [c["kind"] for c in desired_children(PARENT, spec_of(), OPTIONS, stable_plan(spec_of()))]
+    assert kinds.count("NetworkPolicy") == 1

@@ -140,6 +140,17 @@ def test_grpc_route_and_ports(grpc: bool, expected: dict[str, tuple[str, int]]) 
         assert {ref["port"] for ref in refs} == {port}
 
 
+STRIP = {"type": "RequestHeaderModifier", "requestHeaderModifier": {"remove": ["modeldeploy-admin-key"]}}
+
+
+@pytest.mark.parametrize("kind", ["HTTPRoute", "GRPCRoute"])
+def test_every_rule_strips_the_triton_admin_header(kind: str) -> None:
+    cohort = (Match(headers={"x-canary": StringMatch(exact="1")}),)
+    for split in (Split(0), Split(30, match=cohort), Split(0, mirror=True)):
+        obj = by_kind(ROUTER.routes(PARENT, spec(), split))[kind]
+        assert all(rule["filters"][0] == STRIP for rule in obj["spec"]["rules"]), split
+
+
 @pytest.mark.parametrize("kind", ["HTTPRoute", "GRPCRoute"])
 def test_mirror_rule_shape(kind: str) -> None:
     port = 8000 if kind == "HTTPRoute" else 8001
@@ -148,10 +159,11 @@ def test_mirror_rule_shape(kind: str) -> None:
         {
             "backendRefs": [{"name": "fraud-scorer-primary", "port": port, "weight": 100}],
             "filters": [
+                STRIP,
                 {
                     "type": "RequestMirror",
                     "requestMirror": {"backendRef": {"name": "fraud-scorer-canary", "port": port}},
-                }
+                },
             ],
         }
     ]
@@ -165,6 +177,7 @@ def test_cohort_rule_comes_first_with_one_match_per_match() -> None:
     (http, _) = ROUTER.routes(PARENT, spec(), Split(0, match=cohort))
     first, split_rule = http["spec"]["rules"]
     assert first == {
+        "filters": [STRIP],
         "matches": [
             {"headers": [{"name": "x-canary", "type": "Exact", "value": "1"}]},
             {
@@ -176,7 +189,10 @@ def test_cohort_rule_comes_first_with_one_match_per_match() -> None:
         ],
         "backendRefs": [{"name": "fraud-scorer-canary", "port": 8000, "weight": 100}],
     }
-    assert split_rule == {"backendRefs": [{"name": "fraud-scorer-primary", "port": 8000, "weight": 100}]}
+    assert split_rule == {
+        "filters": [STRIP],
+        "backendRefs": [{"name": "fraud-scorer-primary", "port": 8000, "weight": 100}],
+    }
 
 
 @pytest.mark.parametrize(
@@ -281,7 +297,7 @@ def test_observed_split_needs_the_grpc_route_to_agree() -> None:
 )
 def test_partial_mirrors_are_not_ours(mirror: dict[str, Any], expected: Split | None) -> None:
     objects = ROUTER.routes(PARENT, spec(grpc=False), Split(0, mirror=True))
-    objects[0]["spec"]["rules"][0]["filters"][0]["requestMirror"].update(mirror)
+    objects[0]["spec"]["rules"][0]["filters"][1]["requestMirror"].update(mirror)
     assert ROUTER.observed_split(PARENT, objects) == expected
 
 

@@ -95,10 +95,22 @@ def test_lanes(istio: dict[str, Any], lanes: dict[str, tuple[Any, Any, int | Non
             assert item["destination"].get("port") == (None if port is None else {"number": port})
 
 
+STRIP = {"request": {"remove": ["modeldeploy-admin-key"]}}
+
+
+def test_every_route_strips_the_triton_admin_header() -> None:
+    cohort = (Match(headers={"x-canary": StringMatch(exact="1")}),)
+    for split in (Split(0), Split(30, match=cohort), Split(0, mirror=True)):
+        for gateways in ([], [INGRESS]):
+            routes = virtual_service(split, gateways=gateways)["spec"]["http"]
+            assert all(route["headers"] == STRIP for route in routes), (split, gateways)
+
+
 def test_mirror_route_shape() -> None:
     routes = routes_by_name(virtual_service(Split(0, mirror=True), gateways=[INGRESS]))
     assert {k: v for k, v in routes["mesh-split"].items() if k != "match"} == {
         "name": "mesh-split",
+        "headers": STRIP,
         "route": [{"destination": {"host": "fraud-scorer-primary"}, "weight": 100}],
         "mirror": {"host": "fraud-scorer-canary"},
         "mirrorPercentage": {"value": 100.0},
@@ -128,6 +140,7 @@ def test_cohort_routes_come_before_each_lane_s_split() -> None:
             {"headers": {"x-canary": {"exact": "1"}}, "gateways": ["mesh"]},
             {"headers": {"x-tenant": {"prefix": "acme"}}, "gateways": ["mesh"]},
         ],
+        "headers": STRIP,
         "route": [{"destination": {"host": "fraud-scorer-canary"}, "weight": 100}],
     }
     grpc_headers = [m["headers"] for m in routes["gateway-grpc-cohort"]["match"]]

@@ -105,6 +105,11 @@ pod spec and never reads the Secret, so it cannot leak the model store's credent
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [list, watch, create, patch, delete]
+# The NetworkPolicy around each ModelDeployment's Triton pods; deleted when spec.networkPolicy.enabled
+# is turned off.
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [list, watch, create, patch, delete]
 # Scrape config for analysis: always wanted while its CRD is installed, so never deleted (the garbage
 # collector removes it with its owner). Not watched: the periodic resync repairs hand edits.
 - apiGroups: [monitoring.coreos.com]

@@ -33,6 +33,9 @@ from modeldeploy.analysis.verdicts import ProviderFailure, Result
 
 NAME = "Prometheus"
 _MAX_DETAIL = 300
+# Prometheus's own errors ("parse error at char 5: ...") fit; anything longer is cut.
+_MAX_API_ERROR = 200
+_MAX_ERROR_TYPE = 32
 
 
 class ProviderError(Exception):
@@ -223,7 +226,12 @@ def _connection_reason(err: BaseException) -> str:
 
 
 def _api_error(body_repr: str) -> str:
-    """The API's `errorType: error` from the body repr the client put in its message."""
+    """The API's `errorType: error` from the body repr the client put in its message, capped.
+
+    Any other body is not shown, only its size: the URL may be a user's (spec.rollout.analysis.
+    prometheusUrl), and echoing whatever answers there into .status would let anyone who can
+    create a ModelDeployment read internal HTTP services through the operator.
+    """
     try:
         body = ast.literal_eval(body_repr)
         text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
@@ -232,10 +240,11 @@ def _api_error(body_repr: str) -> str:
     try:
         payload = json.loads(text)
     except ValueError:
-        return text.strip()
-    if isinstance(payload, dict) and "error" in payload:
-        return f"{payload.get('errorType', 'error')}: {payload['error']}"
-    return text.strip()
+        payload = None
+    if isinstance(payload, dict) and isinstance(payload.get("error"), str):
+        kind = str(payload.get("errorType", "error"))[:_MAX_ERROR_TYPE]
+        return f"{kind}: {payload['error'][:_MAX_API_ERROR]}"
+    return f"(not a Prometheus API error: {len(text)} bytes, not shown)"
 
 
 def _labels(item: Any) -> str:

@@ -18,6 +18,7 @@ from pydantic import Field, PlainValidator, WithJsonSchema, field_validator, mod
 
 from modeldeploy.api.base import (
     CEL_KEY,
+    DNS1123_LABEL,
     DNS1123_SUBDOMAIN,
     PRESERVE_KEY,
     Duration,
@@ -173,6 +174,51 @@ class Toleration(Model):
     toleration_seconds: int | None = None
 
 
+# Triton flags the operator sets and a ModelDeployment may not override (tritonserver takes the
+# last occurrence, so a user flag would win): the model repository and control mode the puller and
+# the probes rely on, the readiness and exit semantics rollouts rely on, the ports the Services,
+# routes and NetworkPolicy expose, and the management-API restrictions (docs/security.md).
+RESERVED_TRITON_FLAGS = (
+    "model-repository",
+    "model-store",
+    "model-control-mode",
+    "load-model",
+    "strict-readiness",
+    "exit-on-error",
+    "http-port",
+    "grpc-port",
+    "metrics-port",
+    "http-address",
+    "grpc-address",
+    "metrics-address",
+    "http-restricted-api",
+    "grpc-restricted-protocol",
+    "allow-[a-z-]+",
+)
+RESERVED_FLAG_PATTERN = "^--?(" + "|".join(RESERVED_TRITON_FLAGS) + ")(=|$)"
+RESERVED_FLAG_MESSAGE = (
+    "may not set a flag the operator owns (--model-repository, --model-control-mode, "
+    "--strict-readiness, --exit-on-error, ports and addresses, --http-restricted-api, "
+    "--grpc-restricted-protocol, --allow-*): see docs/security.md"
+)
+# The Triton defaults: `models` holds the downloaded repository, /dev/shm is memory-backed (counted
+# against the pod's memory) and carries Python-backend and shared-memory tensors.
+DEFAULT_MODELS_SIZE_LIMIT = "50Gi"
+DEFAULT_SHM_SIZE_LIMIT = "1Gi"
+
+
+def _cel_string(value: str) -> str:
+    """`value` as a single-quoted CEL string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class Volumes(Model):
+    """sizeLimits of the pod's scratch volumes; a pod past one is evicted by the kubelet."""
+
+    models_size_limit: Quantity = DEFAULT_MODELS_SIZE_LIMIT
+    shm_size_limit: Quantity = DEFAULT_SHM_SIZE_LIMIT
+
+
 class Runtime(Model):
     model_config = Model.model_config | {
         "json_schema_extra": cel(
@@ -194,7 +240,18 @@ class Runtime(Model):
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
     affinity: FreeForm | None = None
     runtime_class_name: str | None = Field(default=None, pattern=DNS1123_SUBDOMAIN, max_length=253)
-    args: list[Annotated[str, Field(max_length=1024)]] = Field(default_factory=list, max_length=64)
+    args: list[Annotated[str, Field(max_length=1024)]] = Field(
+        default_factory=list,
+        max_length=64,
+        json_schema_extra=cel(
+            (
+                f"self.all(a, !a.matches({_cel_string(RESERVED_FLAG_PATTERN)}))",
+                RESERVED_FLAG_MESSAGE,
+                "",
+            )
+        ),
+    )
+    volumes: Volumes = Field(default_factory=Volumes)
     # Large models take minutes to load; the startup probe allows this long before restarting.
     model_load_timeout: Duration = Field(default="15m", json_schema_extra=duration_between("10s", "6h"))
 
@@ -205,6 +262,13 @@ class Runtime(Model):
                 ".gpus", "gpuResource is set but gpus is 0: ask for at least one GPU or drop gpuResource"
             )
         return self
+
+    @field_validator("args")
+    @classmethod
+    def _no_reserved_flags(cls, args: list[str]) -> list[str]:
+        if any(re.search(RESERVED_FLAG_PATTERN, arg) for arg in args):
+            raise ValueError(RESERVED_FLAG_MESSAGE)
+        return args
 
     @field_validator("model_load_timeout")
     @classmethod
@@ -422,11 +486,6 @@ HEADER_NAME_MESSAGE = "header names must be HTTP tokens: 1 to 256 letters, digit
 HEADER_CASE_MESSAGE = "header names are case-insensitive: two of them differ only in case"
 
 
-def _cel_string(value: str) -> str:
-    """`value` as a single-quoted CEL string literal."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 class Match(Model):
     # Keys are HTTP header names (RFC 9110 tokens), compared without regard to case. A CRD cannot
     # constrain map keys in its schema (no patternProperties), so CEL checks them.
@@ -527,13 +586,27 @@ class Inconclusive(Model):
 
 
 METRIC_NAMES_MESSAGE = "metric names must be unique"
+# user[:password]@ before the host.
+URL_USERINFO_PATTERN = r"^[a-z]+://[^/?#]*@"
+URL_CREDENTIALS_MESSAGE = (
+    "prometheusUrl must not carry credentials (user:password@): anyone who may read the "
+    "ModelDeployment would see them; give the operator its Prometheus credentials instead"
+)
 
 
 class Analysis(Model):
     min_sample_count: int = Field(default=100, ge=0)
     inconclusive: Inconclusive = Field(default_factory=Inconclusive)
-    # Per-object override of the operator's --prometheus-url.
-    prometheus_url: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=2048)
+    # Per-object override of the operator's --prometheus-url. http or https only, and never with
+    # credentials: anyone who can read the ModelDeployment (the aggregated view role) would see them.
+    prometheus_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://\S+$",
+        max_length=2048,
+        json_schema_extra=cel(
+            (f"!self.matches({_cel_string(URL_USERINFO_PATTERN)})", URL_CREDENTIALS_MESSAGE, "")
+        ),
+    )
     metrics: list[AnalysisMetric] = Field(
         default_factory=list,
         max_length=32,
@@ -541,6 +614,13 @@ class Analysis(Model):
             ("self.all(m, self.exists_one(n, n.name == m.name))", METRIC_NAMES_MESSAGE, "")
         ),
     )
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _no_credentials(cls, url: str | None) -> str | None:
+        if url is not None and re.search(URL_USERINFO_PATTERN, url):
+            raise ValueError(URL_CREDENTIALS_MESSAGE)
+        return url
 
     @field_validator("metrics")
     @classmethod
@@ -601,6 +681,31 @@ class Rollout(Model):
     @classmethod
     def _positive(cls, value: str) -> str:
         return check_duration_between(value, "1s")
+
+
+# ------------------------------------------------------------------------------- network policy
+
+DEFAULT_METRICS_NAMESPACE = "monitoring"
+
+
+def _default_metrics_namespace() -> dict[str, str]:
+    return {"kubernetes.io/metadata.name": DEFAULT_METRICS_NAMESPACE}
+
+
+class NetworkPolicy(Model):
+    """The NetworkPolicy around the Triton pods: 8000/8001 from this namespace, the gateways'
+    namespaces and `ingressNamespaces`; 8002 from the namespaces `metricsNamespaceSelector` picks."""
+
+    enabled: bool = True
+    # Namespaces of callers beyond this one: a mesh's ingress gateway, clients in other namespaces.
+    # Gateway API parentRef namespaces and Istio `<namespace>/<gateway>` namespaces are added.
+    ingress_namespaces: list[Annotated[str, Field(pattern=DNS1123_LABEL, max_length=63)]] = Field(
+        default_factory=list, max_length=32
+    )
+    # matchLabels of the namespaces Prometheus scrapes from; an empty map means every namespace.
+    metrics_namespace_selector: dict[str, Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=_default_metrics_namespace, max_length=16
+    )
 
 
 # ----------------------------------------------------------------------------------------- spec
@@ -684,6 +789,7 @@ class ModelDeploymentSpec(Model):
     scaling: Scaling = Field(default_factory=Scaling)
     traffic: Traffic = Field(default_factory=Traffic)
     rollout: Rollout = Field(default_factory=Rollout)
+    network_policy: NetworkPolicy = Field(default_factory=NetworkPolicy)
 
     @model_validator(mode="after")
     def _cross_section(self) -> ModelDeploymentSpec:

@@ -37,6 +37,7 @@ CHILD_RESOURCES = [
     ("", "v1", "services"),
     ("", "v1", "configmaps"),
     ("autoscaling", "v2", "horizontalpodautoscalers"),
+    ("networking.k8s.io", "v1", "networkpolicies"),
 ]
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 

@@ -42,6 +42,7 @@ _BASE_KINDS = [
     KINDS[("apps/v1", "Deployment")],
     KINDS[("v1", "Service")],
     KINDS[("autoscaling/v2", "HorizontalPodAutoscaler")],
+    KINDS[("networking.k8s.io/v1", "NetworkPolicy")],
 ]
 # Optional kinds, listed and pruned only where their CRD is installed and serves the version we
 # render. An older version is not used even where its schema would do (Istio's v1beta1, Gateway

@@ -10,6 +10,7 @@ from modeldeploy.api.spec import ModelDeploymentSpec
 from modeldeploy.render.autoscaler import autoscaler
 from modeldeploy.render.deployment import deployment
 from modeldeploy.render.modelconfig import config_map
+from modeldeploy.render.networkpolicy import network_policy
 from modeldeploy.render.names import Track, deployment_name, service_name, track_service_name
 from modeldeploy.render.options import RenderOptions
 from modeldeploy.render.podmonitor import pod_monitor
@@ -42,7 +43,8 @@ def desired_children(
     service_track: Track | None = Track.PRIMARY,
     routed: bool = False,
 ) -> list[dict[str, Any]]:
-    """Config, Deployments and Services for the given tracks, the HPA and the PodMonitor.
+    """Config, Deployments and Services for the given tracks, the HPA, the NetworkPolicy and the
+    PodMonitor.
 
     Route objects come from the router (modeldeploy.routing); with a router, each track also gets
     its own Service as a route backend.
@@ -62,6 +64,9 @@ def desired_children(
     hpa = autoscaler(parent, parent.name, deployment_name(parent, Track.PRIMARY), spec.scaling)
     if hpa is not None:
         out.append(hpa)
+    policy = network_policy(parent, spec)
+    if policy is not None:
+        out.append(policy)
     monitor = pod_monitor(parent, options)
     if monitor is not None:
         out.append(monitor)

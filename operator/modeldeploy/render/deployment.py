@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -41,6 +42,33 @@ TRITON_FLAGS = [
     f"--metrics-port={METRICS_PORT}",
     "--allow-metrics=true",
 ]
+# Triton's management protocols, closed as its secure-deployment guide advises: they load and
+# unload models, rewrite configs, register shared memory, change logging and tracing, and read
+# statistics. Each is answered only with the header below. No one needs it in normal operation:
+# the probes and the operator use health only, inference and metadata stay open, and the routes
+# remove the header from every request that comes through a gateway or the mesh.
+RESTRICTED_PROTOCOLS = (
+    "model-repository",
+    "model-config",
+    "shared-memory",
+    "statistics",
+    "trace",
+    "logging",
+)
+ADMIN_HEADER = "modeldeploy-admin-key"
+
+
+def admin_key(parent: ObjectRef) -> str:
+    """The admin header's value: stable per object (so the template does not change from pass to
+    pass) and different per object. It is no secret from whoever can read the Deployment; see
+    docs/security.md for who can reach the pod at all."""
+    digest = hashlib.sha256(f"{parent.namespace}/{parent.name}/{parent.uid}".encode()).hexdigest()
+    return digest[:32]
+
+
+def restriction_flags(parent: ObjectRef) -> list[str]:
+    restriction = f"{','.join(RESTRICTED_PROTOCOLS)}:{ADMIN_HEADER}={admin_key(parent)}"
+    return [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
 
 
 def restricted_container_security() -> dict[str, Any]:
@@ -110,7 +138,7 @@ def _quantities(values: Mapping[str, int | str]) -> dict[str, str]:
     return {name: canonical(value) for name, value in values.items()}
 
 
-def _triton(spec: ModelDeploymentSpec) -> dict[str, Any]:
+def _triton(parent: ObjectRef, spec: ModelDeploymentSpec) -> dict[str, Any]:
     runtime = spec.runtime
     limits = _quantities(runtime.resources.limits)
     gpu = runtime.effective_gpu_resource
@@ -127,8 +155,13 @@ def _triton(spec: ModelDeploymentSpec) -> dict[str, Any]:
         "image": runtime.image,
         "imagePullPolicy": runtime.image_pull_policy,
         "command": ["tritonserver"],
-        # User flags come last: tritonserver takes the last occurrence of a repeated flag.
-        "args": [*TRITON_FLAGS, f"--allow-gpu-metrics={'true' if gpu else 'false'}", *runtime.args],
+        # User flags come last; the spec refuses any that would override ours (RESERVED_TRITON_FLAGS).
+        "args": [
+            *TRITON_FLAGS,
+            f"--allow-gpu-metrics={'true' if gpu else 'false'}",
+            *restriction_flags(parent),
+            *runtime.args,
+        ],
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
@@ -196,10 +229,15 @@ def deployment(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "initContainers": [puller],
-        "containers": [_triton(spec)],
+        "containers": [_triton(parent, spec)],
         "volumes": [
-            {"name": "models", "emptyDir": {}},
-            {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+            # Bounded: past a sizeLimit the kubelet evicts the pod instead of filling the node's
+            # disk (models) or memory (/dev/shm is tmpfs, counted against the container's memory).
+            {"name": "models", "emptyDir": {"sizeLimit": canonical(runtime.volumes.models_size_limit)}},
+            {
+                "name": "dshm",
+                "emptyDir": {"medium": "Memory", "sizeLimit": canonical(runtime.volumes.shm_size_limit)},
+            },
             {"name": "tmp", "emptyDir": {}},
             *volumes,
         ],

@@ -19,6 +19,7 @@ from typing import Any
 
 from modeldeploy.api.resource import ObjectRef
 from modeldeploy.api.spec import GatewayAPI, Match, ModelDeploymentSpec, ParentRef, StringMatch
+from modeldeploy.render.deployment import ADMIN_HEADER
 from modeldeploy.render.names import Track, metadata, track_service_name
 from modeldeploy.routing.base import (
     EMPTY_VALUE_REGEX,
@@ -38,6 +39,12 @@ API_VERSION = "gateway.networking.k8s.io/v1"
 HTTP_ROUTE = "HTTPRoute"
 GRPC_ROUTE = "GRPCRoute"
 _DEFAULT_PATH = {"type": "PathPrefix", "value": "/"}  # what the API server fills into a bare match
+
+
+# Every rule removes Triton's admin header, so no request from outside the namespace can open the
+# management protocols (render/deployment.py RESTRICTED_PROTOCOLS), whatever value it guesses.
+def strip_admin_header() -> dict[str, Any]:
+    return {"type": "RequestHeaderModifier", "requestHeaderModifier": {"remove": [ADMIN_HEADER]}}
 
 
 def grpc_route_name(parent: ObjectRef) -> str:
@@ -80,17 +87,24 @@ def _rules(parent: ObjectRef, split: Split, port: int) -> list[dict[str, Any]]:
             {"headers": [header_match(n, v) for n, v in match_headers(m, f"rollout.match[{i}]")]}
             for i, m in enumerate(split.match)
         ]
-        rules.append({"matches": matches, "backendRefs": [_backend(parent, Track.CANARY, port, 100)]})
+        rules.append(
+            {
+                "matches": matches,
+                "filters": [strip_admin_header()],
+                "backendRefs": [_backend(parent, Track.CANARY, port, 100)],
+            }
+        )
     backends = [_backend(parent, Track.PRIMARY, port, split.primary_weight)]
     if split.canary_weight > 0:
         backends.append(_backend(parent, Track.CANARY, port, split.canary_weight))
-    split_rule: dict[str, Any] = {"backendRefs": backends}
+    filters: list[dict[str, Any]] = [strip_admin_header()]
     if split.mirror:
         mirror = {
             "type": "RequestMirror",
             "requestMirror": {"backendRef": _backend(parent, Track.CANARY, port)},
         }
-        split_rule["filters"] = [mirror]
+        filters.append(mirror)
+    split_rule: dict[str, Any] = {"filters": filters, "backendRefs": backends}
     rules.append(split_rule)
     return rules
 

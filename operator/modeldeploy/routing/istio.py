@@ -21,6 +21,7 @@ from typing import Any
 
 from modeldeploy.api.resource import ObjectRef
 from modeldeploy.api.spec import Match, ModelDeploymentSpec, StringMatch
+from modeldeploy.render.deployment import ADMIN_HEADER
 from modeldeploy.render.names import Track, metadata, track_service_name
 from modeldeploy.routing.base import (
     EMPTY_VALUE_REGEX,
@@ -41,6 +42,12 @@ MESH = "mesh"
 CONTENT_TYPE = "content-type"
 # gRPC requests carry application/grpc, application/grpc+proto and the like.
 GRPC_CONTENT_TYPE = {"prefix": "application/grpc"}
+
+
+# Every route removes Triton's admin header, so no request routed by Istio can open the management
+# protocols (render/deployment.py RESTRICTED_PROTOCOLS).
+def strip_admin_header() -> dict[str, Any]:
+    return {"request": {"remove": [ADMIN_HEADER]}}
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,7 @@ def _lane_routes(parent: ObjectRef, lane: Lane, split: Split) -> list[dict[str, 
             {
                 "name": f"{lane.name}-cohort",
                 "match": cohort,
+                "headers": strip_admin_header(),
                 "route": [_destination(parent, Track.CANARY, lane.port, 100)],
             }
         )
@@ -118,6 +126,7 @@ def _lane_routes(parent: ObjectRef, lane: Lane, split: Split) -> list[dict[str, 
     lane_match = _lane_match(lane, {})
     if lane_match:
         route["match"] = [lane_match]
+    route["headers"] = strip_admin_header()
     route["route"] = weighted
     if split.mirror:
         mirror: dict[str, Any] = {"host": track_service_name(parent, Track.CANARY)}

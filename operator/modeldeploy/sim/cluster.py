@@ -197,6 +197,7 @@ class LocalCluster:
             ("apps", "v1", "deployments"),
             ("", "v1", "services"),
             ("autoscaling", "v2", "horizontalpodautoscalers"),
+            ("networking.k8s.io", "v1", "networkpolicies"),
             ("monitoring.coreos.com", "v1", "podmonitors"),
             ("gateway.networking.k8s.io", "v1", "httproutes"),
             ("gateway.networking.k8s.io", "v1", "grpcroutes"),

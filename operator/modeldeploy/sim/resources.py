@@ -56,6 +56,7 @@ BUILTIN_RESOURCES: tuple[ResourceSpec, ...] = (
         subresources=("status",),
         short_names=("hpa",),
     ),
+    ResourceSpec("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", short_names=("netpol",)),
     ResourceSpec("coordination.k8s.io", "v1", "leases", "Lease"),
     ResourceSpec("node.k8s.io", "v1", "runtimeclasses", "RuntimeClass", namespaced=False),
     ResourceSpec("monitoring.coreos.com", "v1", "podmonitors", "PodMonitor", short_names=("pmon",)),
