@@ -10,8 +10,8 @@ from modeldeploy.api.spec import ModelDeploymentSpec
 from modeldeploy.render.autoscaler import autoscaler
 from modeldeploy.render.deployment import deployment
 from modeldeploy.render.modelconfig import config_map
-from modeldeploy.render.networkpolicy import network_policy
 from modeldeploy.render.names import Track, deployment_name, service_name, track_service_name
+from modeldeploy.render.networkpolicy import network_policy
 from modeldeploy.render.options import RenderOptions
 from modeldeploy.render.podmonitor import pod_monitor
 from modeldeploy.render.revision import revision
