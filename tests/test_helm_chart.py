@@ -557,6 +557,7 @@ NAMESPACED_RULES: set[Rule] = {
             ("", "services"),
             ("", "configmaps"),
             ("autoscaling", "horizontalpodautoscalers"),
+            ("networking.k8s.io", "networkpolicies"),
         ]
         for verb in WATCHED_CHILD_VERBS
     ),
@@ -866,6 +867,22 @@ def test_notes_render_for_both_modes() -> None:
         "install", "t", str(CHART_DIR), "--dry-run=client", "-n", "ops", "--set", "watchNamespaces={a,b}"
     ).stdout
     assert "It watches ModelDeployments in: a, b." in namespaced
+
+    # Each mode says what it granted; the default one says it is every namespace, kube-system included.
+    assert "RBAC granted: a ClusterRole, bound cluster-wide" in cluster
+    assert "IN EVERY NAMESPACE, kube-system included" in cluster
+    assert "RBAC granted: in a, b only" in namespaced
+    # The open API server egress is said out loud, and goes away once the CIDRs are set.
+    assert "may connect to ANY address on TCP 443, 6443" in cluster
+    pinned = run_helm(
+        "install", "t", str(CHART_DIR), "--dry-run=client", "-n", "ops",
+        "--set", "networkPolicy.apiServer.cidrs={10.0.0.1/32}",
+    ).stdout  # fmt: skip
+    assert "may connect to ANY address" not in pinned.split("NOTES:", 1)[1]
+    no_rbac = run_helm(
+        "install", "t", str(CHART_DIR), "--dry-run=client", "-n", "ops", "--set", "rbac.create=false"
+    ).stdout
+    assert "the chart granted nothing" in no_rbac
 
 
 def security_doc_rbac_rows() -> set[Rule]:

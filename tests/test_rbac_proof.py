@@ -81,6 +81,7 @@ OWNED = {
     ("", "services"),
     ("apps", "deployments"),
     ("autoscaling", "horizontalpodautoscalers"),
+    ("networking.k8s.io", "networkpolicies"),
     ("monitoring.coreos.com", "podmonitors"),
     ("gateway.networking.k8s.io", "httproutes"),
     ("gateway.networking.k8s.io", "grpcroutes"),
@@ -91,6 +92,7 @@ CHILD_KINDS = (
     ("v1", "Service"),
     ("apps/v1", "Deployment"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
     ("monitoring.coreos.com/v1", "PodMonitor"),
     ("gateway.networking.k8s.io/v1", "HTTPRoute"),
     ("gateway.networking.k8s.io/v1", "GRPCRoute"),
@@ -370,6 +372,7 @@ def model_deployment(
     scaling: dict[str, Any] | None = None,
     traffic: dict[str, Any] | None = None,
     rollout: dict[str, Any] | None = None,
+    network_policy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "model": {
@@ -388,6 +391,8 @@ def model_deployment(
         spec["traffic"] = traffic
     if rollout is not None:
         spec["rollout"] = rollout
+    if network_policy is not None:
+        spec["networkPolicy"] = network_policy
     return {
         "apiVersion": MD[0],
         "kind": MD[1],
@@ -498,9 +503,12 @@ class Scenario:
             lambda: (self.get(*hpa) or {}).get("spec", {}).get("maxReplicas") == 5,
         )
 
-        fixed = self.md(name, scaling={"minReplicas": 2, "maxReplicas": 2})
+        policy = ("networking.k8s.io/v1", "NetworkPolicy", name)
+        self.until("the NetworkPolicy", lambda: self.get(*policy))
+        fixed = self.md(name, scaling={"minReplicas": 2, "maxReplicas": 2}, network_policy={"enabled": False})
         self.apply(fixed)
         self.until("the HPA to be pruned", lambda: self.get(*hpa) is None)
+        self.until("the NetworkPolicy to be pruned", lambda: self.get(*policy) is None)
 
         self.api.delete("v1", "Service", self.ns, name)
         self.until("the Service to be restored", lambda: self.get("v1", "Service", name))
@@ -789,6 +797,8 @@ EXPECTED_CHECKS = [
     ),
     ("update a child", "autoscaling", "horizontalpodautoscalers", "patch", "request"),
     ("prune a child (HPA off)", "autoscaling", "horizontalpodautoscalers", "delete", "request"),
+    ("fence the Triton pods", "networking.k8s.io", "networkpolicies", "create", "apply-create"),
+    ("prune the NetworkPolicy (turned off)", "networking.k8s.io", "networkpolicies", "delete", "request"),
     ("restore a Service deleted by hand", "", "services", "create", "apply-create"),
     ("remove a promoted canary", "apps", "deployments", "delete", "request"),
     ("prune the old revision's config", "", "configmaps", "delete", "request"),
