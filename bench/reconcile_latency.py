@@ -605,30 +605,38 @@ def first_difference(a: Any, b: Any, path: str) -> str:
     return f"{path}: operator {json.dumps(a)[:200]} / floor {json.dumps(b)[:200]}"
 
 
-def same_children(cp: ControlPlane, observer: Observer, floor: Observer, names: list[str]) -> int:
-    """The floor created what the operator created: the same kinds and names, the same spec and data."""
-    api, checked = cp.admin, 0
+Snapshot = dict[tuple[str, str, str], dict[str, Any]]  # (owner, kind, name) -> {"spec": .., "data": ..}
+
+
+def snapshot(cp: ControlPlane, observer: Observer, names: list[str]) -> Snapshot:
+    """The children of `names` as stored, without what others set (to compare the floor's and ours)."""
+    api = cp.admin
     kinds = {kind: api_version for api_version, kind in observer.child_kinds}
-    for name in names:
-        if set(observer.children[name]) != set(floor.children[name]):
-            raise RuntimeError(f"{name}: operator {observer.children[name]} != floor {floor.children[name]}")
-        for kind, child in observer.children[name]:
-            mine = api.get(kinds[kind], kind, OPERATOR_NS, child) or {}
-            theirs = api.get(kinds[kind], kind, FLOOR_NS, child) or {}
-            for key in ("spec", "data"):
-                a = json.loads(json.dumps(mine.get(key)).replace(OPERATOR_NS, "NS"))
-                b = json.loads(json.dumps(theirs.get(key)).replace(FLOOR_NS, "NS"))
-                # Not ours: the API server allocates Service IPs; the HPA sets replicas (it lifts a
-                # Deployment to minReplicas within its 15 s sync, so the younger one may lag).
-                others = {"Service": ("clusterIP", "clusterIPs"), "Deployment": ("replicas",)}
-                for spec in (a, b):
-                    for name in others.get(kind, ()) if isinstance(spec, dict) else ():
-                        spec.pop(name, None)
-                if a != b:
-                    where = first_difference(a, b, key)
-                    raise RuntimeError(f"{kind} {child}: the floor's differs from the operator's at {where}")
-            checked += 1
-    return checked
+    # Not ours: the API server allocates Service IPs; the HPA sets replicas (it lifts a Deployment
+    # to minReplicas within its 15 s sync, so a younger Deployment may still lag).
+    others = {"Service": ("clusterIP", "clusterIPs"), "Deployment": ("replicas",)}
+    out: Snapshot = {}
+    for owner in names:
+        for kind, child in observer.children[owner]:
+            obj = api.get(kinds[kind], kind, observer.namespace, child) or {}
+            body = json.loads(
+                json.dumps({k: obj.get(k) for k in ("spec", "data")}).replace(observer.namespace, "NS")
+            )
+            for field_name in others.get(kind, ()):
+                (body["spec"] or {}).pop(field_name, None)
+            out[(owner, kind, child)] = body
+    return out
+
+
+def same_children(operator: Snapshot, floor: Snapshot) -> int:
+    """The floor created what the operator created: the same kinds and names, the same spec and data."""
+    if set(operator) != set(floor):
+        raise RuntimeError(f"other children: operator {sorted(operator)} / floor {sorted(floor)}")
+    for key, mine in operator.items():
+        if mine != floor[key]:
+            where = first_difference(mine, floor[key], "")
+            raise RuntimeError(f"{key[1]} {key[2]}: the floor's differs from the operator's at {where}")
+    return len(operator)
 
 
 def delete_namespace(api: KubeApi, name: str, timeout: float) -> float:
@@ -733,6 +741,10 @@ def run(args: argparse.Namespace, assets: Path, workdir: Path) -> dict[str, Any]
         results["floor"] = floor_burst.report(args.n)
         results["floor"]["client"] = floor.finish()
         floor_watch.stop()
+        floor_children = snapshot(cp, floor_watch, names[:5])
+        # The operator watches every namespace, as the chart installs it: the floor's objects go first.
+        log(f"deleting {FLOOR_NS}")
+        results["floor_namespace_deleted_s"] = round(delete_namespace(api, FLOOR_NS, args.timeout), 1)
         log(
             f"floor: p50 {percentile(floor_burst.latencies, 50) * 1000:.0f} ms, "
             f"p99 {percentile(floor_burst.latencies, 99) * 1000:.0f} ms"
@@ -765,11 +777,9 @@ def run(args: argparse.Namespace, assets: Path, workdir: Path) -> dict[str, Any]
             f"operator: p50 {percentile(op_burst.latencies, 50) * 1000:.0f} ms, "
             f"p99 {percentile(op_burst.latencies, 99) * 1000:.0f} ms; all Stable"
         )
-        results["children_compared"] = same_children(cp, watch, floor_watch, names[:5])
+        results["children_compared"] = same_children(snapshot(cp, watch, names[:5]), floor_children)
         operator.stop()
         watch.stop()
-        log(f"deleting {FLOOR_NS}")
-        results["floor_namespace_deleted_s"] = round(delete_namespace(api, FLOOR_NS, args.timeout), 1)
 
         # --- 3. at rest: restarted with a short resync period, on the same objects
         operator = OperatorProcess(
