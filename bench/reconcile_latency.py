@@ -369,27 +369,49 @@ def operator_check(operator: OperatorProcess) -> Callable[[], None]:
 # ------------------------------------------------------------------------------ the cluster
 
 
-def install_crds(api: KubeApi) -> list[str]:
+def install_crds(api: KubeApi) -> None:
     paths = sorted((ROOT / "crds").glob("*.yaml"))
     if THIRD_PARTY_CRDS.is_dir():
         paths += sorted(THIRD_PARTY_CRDS.glob("*.yaml"))
-    names = []
-    for path in paths:
-        for doc in yaml.safe_load_all(path.read_text()):
-            if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
-                api.apply(doc)
-                names.append(doc["metadata"]["name"])
+    crds = [
+        doc
+        for path in paths
+        for doc in yaml.safe_load_all(path.read_text())
+        if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition"
+    ]
+    for doc in crds:
+        api.apply(doc)
 
     def established() -> bool:
-        for name in names:
-            crd = api.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", None, name) or {}
-            conditions = {c["type"]: c["status"] for c in crd.get("status", {}).get("conditions", [])}
+        for doc in crds:
+            crd = api.get(
+                "apiextensions.k8s.io/v1", "CustomResourceDefinition", None, doc["metadata"]["name"]
+            )
+            # A CRD's status may briefly read `conditions: null`.
+            conditions = {
+                c["type"]: c["status"] for c in ((crd or {}).get("status") or {}).get("conditions") or []
+            }
             if conditions.get("Established") != "True":
                 return False
         return True
 
+    def servable() -> bool:
+        # After Established, a new resource's storage answers 429 for a moment.
+        for doc in crds:
+            spec = doc["spec"]
+            version = next(v["name"] for v in spec["versions"] if v.get("served"))
+            try:
+                api.request(
+                    "GET", f"/apis/{spec['group']}/{version}/{spec['names']['plural']}", query={"limit": "1"}
+                )
+            except ApiError as error:
+                if error.status == 429:
+                    return False
+                raise
+        return True
+
     api.wait_for(established, timeout=60, what="the CRDs to be established")
-    return names
+    api.wait_for(servable, timeout=60, what="the CRDs' storage to be ready")
 
 
 def find_helm() -> str | None:
@@ -401,10 +423,13 @@ def chart_rbac(helm: str, chart: Path) -> list[dict[str, Any]]:
     """The chart's ServiceAccount, ClusterRole and ClusterRoleBinding (`helm template`, defaults)."""
     with tempfile.TemporaryDirectory(prefix="bench-helm-") as home:
         env = {**os.environ, **{f"HELM_{k}_HOME": f"{home}/{k.lower()}" for k in ("CONFIG", "CACHE", "DATA")}}
-        out = subprocess.run(
+        done = subprocess.run(
             [helm, "template", RELEASE, str(chart), "--namespace", RELEASE_NAMESPACE],
-            capture_output=True, text=True, env=env, check=True, timeout=120,
-        ).stdout  # fmt: skip
+            capture_output=True, text=True, env=env, check=False, timeout=120,
+        )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"helm template {chart}: {done.stderr.strip()}")
+    out = done.stdout
     docs = [d for d in yaml.safe_load_all(out) if isinstance(d, dict)]
     (binding,) = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
     role = binding["roleRef"]["name"]
