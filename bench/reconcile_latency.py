@@ -213,10 +213,10 @@ class Observer:
 
     def _watch(self, api_version: str, kind: str) -> None:
         api = self.cp.admin  # a client (and connection) of its own per watch
-        path = api.path(api_version, kind, self.namespace)
         first = True
         while not self._stop.is_set():
             try:
+                path = api.path(api_version, kind, self.namespace)  # discovery may lag a new CRD
                 listing = api.request("GET", path)
                 for item in listing.get("items", []):
                     self._seen(kind, item)
