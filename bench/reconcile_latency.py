@@ -204,7 +204,7 @@ class Observer:
             self._threads.append(thread)
         for _ in self._threads:
             if not self._ready.acquire(timeout=60):
-                raise TimeoutError("the watches did not start")
+                raise TimeoutError(f"the watches did not start: {self.errors[-3:]}")
 
     def stop(self) -> None:
         self._stop.set()
@@ -370,9 +370,9 @@ def operator_check(operator: OperatorProcess) -> Callable[[], None]:
 
 
 def install_crds(api: KubeApi) -> None:
-    paths = sorted((ROOT / "crds").glob("*.yaml"))
-    if THIRD_PARTY_CRDS.is_dir():
-        paths += sorted(THIRD_PARTY_CRDS.glob("*.yaml"))
+    if not THIRD_PARTY_CRDS.is_dir():  # the PodMonitor child needs the Prometheus Operator's CRD
+        raise RuntimeError(f"no upstream CRDs in {THIRD_PARTY_CRDS}: set MODELDEPLOY_THIRD_PARTY_CRDS")
+    paths = sorted((ROOT / "crds").glob("*.yaml")) + sorted(THIRD_PARTY_CRDS.glob("*.yaml"))
     crds = [
         doc
         for path in paths
