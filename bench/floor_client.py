@@ -10,7 +10,7 @@ operator has workers. No reads of children, no status write, no Event.
 It runs as a process of its own, against the real API server, logged in with a ServiceAccount token
 bound to the same ClusterRole as the operator (so the audit log tells its requests apart).
 
-    environment  BENCH_SERVER, BENCH_CA_FILE, BENCH_TOKEN   where and how to log in
+    environment  BENCH_SERVER, BENCH_CA_FILE, and BENCH_TOKEN or BENCH_CERT_FILE + BENCH_KEY_FILE
     stdout       ready                                      once the watch is open
     stdin        EOF                                        finish the queue and exit
     stdout       {"objects": N, "requests": N, "errors": [...], "cpu_seconds": S}
@@ -66,11 +66,19 @@ def _lines(response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
 class Client:
     """urllib3 (the library under the official client), one kept-alive connection per thread."""
 
-    def __init__(self, server: str, ca_file: str, token: str, connections: int) -> None:
+    def __init__(self, server: str, ca_file: str, connections: int) -> None:
         self.server = server.rstrip("/")
-        self.headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        self.headers = {"Accept": "application/json"}
+        if os.environ.get("BENCH_TOKEN"):
+            self.headers["Authorization"] = f"Bearer {os.environ['BENCH_TOKEN']}"
         self.pool = urllib3.PoolManager(
-            maxsize=connections, block=True, ca_certs=ca_file, cert_reqs="CERT_REQUIRED", retries=False
+            maxsize=connections,
+            block=True,
+            ca_certs=ca_file,
+            cert_reqs="CERT_REQUIRED",
+            cert_file=os.environ.get("BENCH_CERT_FILE"),  # a client certificate (--cluster-admin)
+            key_file=os.environ.get("BENCH_KEY_FILE"),
+            retries=False,
         )
 
     def request(
@@ -188,7 +196,6 @@ def main() -> int:
     api = Client(
         os.environ["BENCH_SERVER"],
         os.environ["BENCH_CA_FILE"],
-        os.environ["BENCH_TOKEN"],
         args.concurrency + 1,  # and the watch
     )
     result = Floor(api, args.namespace, args.concurrency).run()

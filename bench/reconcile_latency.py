@@ -274,6 +274,8 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str, check: 
 def bench_env(cp: ControlPlane, credentials: Credentials) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
     env.update(BENCH_SERVER=cp.url, BENCH_CA_FILE=str(cp.ca_file), BENCH_TOKEN=credentials.token or "")
+    if credentials.cert_file and credentials.key_file:
+        env.update(BENCH_CERT_FILE=str(credentials.cert_file), BENCH_KEY_FILE=str(credentials.key_file))
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     return env
 
