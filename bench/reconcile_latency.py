@@ -8,7 +8,8 @@ the upstream third-party CRDs and the Helm chart's ClusterRole. Then, in one run
    chart's ClusterRole): --n ModelDeployments applied at once; it watches them and applies their
    children, the same bodies the operator sends, and does nothing else.
 2. The operator (`modeldeploy run`, cluster-wide, logged in by a kubeconfig with the token of the
-   chart's ServiceAccount): the same --n objects in a namespace of their own.
+   chart's ServiceAccount): the same --n objects in a namespace of their own, once the floor's
+   namespace is deleted (the operator watches every namespace, as the chart installs it).
    Latency = the user's apply of a ModelDeployment -> the last of its children seen through a watch.
    Requests per object, by verb, come from the API server's audit log (the operator's user only).
 3. At rest: the operator restarted with --resync-seconds (10 by default) on the same objects; over
