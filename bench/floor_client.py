@@ -13,7 +13,7 @@ bound to the same ClusterRole as the operator (so the audit log tells its reques
     environment  BENCH_SERVER, BENCH_CA_FILE, and BENCH_TOKEN or BENCH_CERT_FILE + BENCH_KEY_FILE
     stdout       ready                                      once the watch is open
     stdin        EOF                                        finish the queue and exit
-    stdout       {"objects": N, "requests": N, "errors": [...], "cpu_seconds": S}
+    stdout       {"objects": N, "requests": N, "retries": N, "errors": [...], "cpu_seconds": S}
 
 Run by the benchmark, not by hand: ``python bench/floor_client.py --namespace NS --concurrency 16``.
 """
@@ -41,6 +41,7 @@ from modeldeploy.rollout.plan import steady_children
 MODEL_DEPLOYMENTS = "/apis/modeldeploy.io/v1alpha1/namespaces/{namespace}/modeldeployments"
 APPLY = "application/apply-patch+yaml"  # the body is JSON, as the kubernetes client sends it
 QUERY = f"fieldManager={FIELD_MANAGER}&force=true"
+ATTEMPTS = 8
 
 
 def children(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -61,6 +62,10 @@ def _lines(response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
             if line.strip():
                 yield line
     response.release_conn()
+
+
+class ServerError(OSError):
+    """The server could not answer now (5xx, 429)."""
 
 
 class Client:
@@ -95,6 +100,8 @@ class Client:
             preload_content=not stream,
             timeout=urllib3.Timeout(connect=5.0, read=None if stream else 30.0),
         )
+        if response.status >= 500 or response.status == 429:
+            raise ServerError(f"{method} {path}: {response.status} {response.read()[:300]!r}")
         if response.status >= 400:
             raise OSError(f"{method} {path}: {response.status} {response.read()[:300]!r}")
         return response
@@ -109,6 +116,7 @@ class Floor:
         self.lock = threading.Lock()
         self.seen: set[str] = set()
         self.requests = 0
+        self.retries = 0
         self.objects = 0
         self.errors: list[str] = []
         self.stop = threading.Event()
@@ -116,13 +124,23 @@ class Floor:
     def apply(self, child: dict[str, Any]) -> None:
         meta = child["metadata"]
         path = f"{kind_of(child).collection(meta.get('namespace'))}/{meta['name']}"
-        try:
-            self.api.request("PATCH", path, child, QUERY)
-        except (urllib3.exceptions.HTTPError, OSError) as error:
+        for attempt in range(ATTEMPTS):
             with self.lock:
-                self.errors.append(f"{path}: {error}")
+                self.requests += 1
+            try:
+                self.api.request("PATCH", path, child, QUERY)
+                return
+            except ServerError as error:  # a 5xx or 429: retried, as any controller would
+                print(f"retry {attempt + 1}: {error}", file=sys.stderr, flush=True)
+                with self.lock:
+                    self.retries += 1
+                time.sleep(0.1 * 2**attempt)
+            except (urllib3.exceptions.HTTPError, OSError) as error:
+                with self.lock:
+                    self.errors.append(f"{path}: {error}")
+                return
         with self.lock:
-            self.requests += 1
+            self.errors.append(f"{path}: still failing after {ATTEMPTS} attempts")
 
     def worker(self) -> None:
         while (body := self.jobs.get()) is not None:
@@ -181,6 +199,7 @@ class Floor:
         return {
             "objects": self.objects,
             "requests": self.requests,
+            "retries": self.retries,
             "errors": self.errors[:10],
             "cpu_seconds": round(time.process_time(), 3),
         }

@@ -543,6 +543,9 @@ class Burst:
             "per_object_by_verb": {k: round(v / n, 2) for k, v in sorted(verbs.items())},
             "requests_by_kind": dict(kinds.most_common()),
             "forbidden": sum(1 for e in self.requests if (e.get("responseStatus") or {}).get("code") == 403),
+            "server_errors": sum(
+                1 for e in self.requests if (e.get("responseStatus") or {}).get("code", 0) >= 500
+            ),
             "cpu_s": round(self.cpu, 2),
         }
 
@@ -871,6 +874,7 @@ def report(results: dict[str, Any], args: argparse.Namespace, elapsed: float) ->
         f"| apply -> Stable (pods Ready by the kubelet stand-in), p50 / p99 | "
         f"{ms(op['to_stable_s']['p50'])} / {ms(op['to_stable_s']['p99'])} | | |",
         f"| forbidden (403) responses | {op['forbidden']} | {fl['forbidden']} | |",
+        f"| server errors (5xx) answered, retried | {op['server_errors']} | {fl['server_errors']} | |",
         "",
         f"Operator requests in the burst, by kind: {json.dumps(op['requests_by_kind'])}",
         "",
@@ -900,7 +904,8 @@ def report(results: dict[str, Any], args: argparse.Namespace, elapsed: float) ->
         f"Credentials: {results['credentials']}.",
         f"Operator commands: `{results['command_latency']}` (burst); `{results['command_rest']}` (at rest).",
         f"Floor: bench/floor_client.py, {fl['client'].get('objects')} objects, "
-        f"{fl['client'].get('requests')} applies, errors {fl['client'].get('errors')}; "
+        f"{fl['client'].get('requests')} applies ({fl['client'].get('retries')} retried), "
+        f"errors {fl['client'].get('errors')}; "
         "children compared with the operator's: "
         f"{results['children_compared']} (kinds, names, spec and data equal).",
         f"Machine: {os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}, "
