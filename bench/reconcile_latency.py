@@ -417,6 +417,27 @@ def install_crds(api: KubeApi) -> None:
     api.wait_for(servable, timeout=60, what="the CRDs' storage to be ready")
 
 
+def more_service_ips(api: KubeApi) -> None:
+    """The test bed's Service range is a /24 (254 IPs); --n 1000 needs 1,000 Services at once.
+
+    A second ServiceCIDR (networking.k8s.io/v1) adds a /16, as an admin would on a cluster."""
+    api.apply(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "ServiceCIDR",
+            "metadata": {"name": "modeldeploy-bench"},
+            "spec": {"cidrs": ["10.1.0.0/16"]},
+        }
+    )
+
+    def ready() -> bool:
+        cidr = api.get("networking.k8s.io/v1", "ServiceCIDR", None, "modeldeploy-bench") or {}
+        conditions = (cidr.get("status") or {}).get("conditions") or []
+        return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+    api.wait_for(ready, timeout=60, what="the bench's ServiceCIDR")
+
+
 def find_helm() -> str | None:
     local = ROOT / ".tools" / "bin" / "helm"
     return str(local) if local.exists() else shutil.which("helm")
@@ -741,6 +762,7 @@ def run(args: argparse.Namespace, assets: Path, workdir: Path) -> dict[str, Any]
             [str(assets / "kube-apiserver"), "--version"], capture_output=True, text=True, check=False
         ).stdout.strip()
         log(f"control plane up at {cp.url} ({version})")
+        more_service_ips(api)
         install_crds(api)
         operator_creds, floor_creds, how = log_in(cp, args.cluster_admin, args.chart)
         results["credentials"] = how
