@@ -51,8 +51,9 @@ crd: $(STAMP)
 golden: $(STAMP)
 	UPDATE_GOLDEN=1 $(BIN)/pytest -q tests/test_golden.py
 
-bench: $(STAMP)
-	$(BIN)/python bench/reconcile_latency.py
+# The operator against a bare-client floor on the real control plane; `make bench BENCH_ARGS="--n 1000"`.
+bench: tools
+	$(BIN)/python bench/reconcile_latency.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

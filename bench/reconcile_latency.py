@@ -1,17 +1,23 @@
-"""Reconcile benchmark: the real operator, as its own process, against the Kubernetes API emulator.
+"""Reconcile benchmark on the real control plane: the operator as a process, against a bare-client floor.
 
-What it measures (docs/benchmark.md explains each figure and what limits it):
+Starts etcd + kube-apiserver + kube-controller-manager from $KUBEBUILDER_ASSETS (sim.controlplane),
+a kubelet stand-in (sim.kubelet, its own process) that makes every Pod Ready, and installs our CRD,
+the upstream third-party CRDs and the Helm chart's ClusterRole. Then, in one run on one server:
 
-1. Latency from creating a ModelDeployment to "all its children exist" (ConfigMap, Deployment,
-   Service, HPA, PodMonitor), for a burst of --count objects, and for single objects on an idle
-   system. Every time is taken inside the emulator, at the instant a write is committed to its
-   store (the moment a watcher could see it): no polling error, one clock for everything.
-2. The floor: the same child writes (the same server-side-apply PATCHes with the same bodies)
-   sent by a bare HTTP client process, one object at a time and with the operator's 16 workers.
-3. Write requests per no-op pass, over several periodic resync passes of the settled objects.
-4. The operator process's memory: VmRSS with no objects, VmHWM (peak RSS) at the end.
+1. The floor (bench/floor_client.py, a process logged in as its own ServiceAccount bound to the
+   chart's ClusterRole): --n ModelDeployments applied at once; it watches them and applies their
+   children, the same bodies the operator sends, and does nothing else.
+2. The operator (`modeldeploy run`, cluster-wide, logged in by a kubeconfig with the token of the
+   chart's ServiceAccount): the same --n objects in a namespace of their own, once the floor's
+   namespace is deleted (the operator watches every namespace, as the chart installs it).
+   Latency = the user's apply of a ModelDeployment -> the last of its children seen through a watch.
+   Requests per object, by verb, come from the API server's audit log (the operator's user only).
+3. At rest: the operator restarted with --resync-seconds (10 by default) on the same objects; over
+   --passes whole resync periods, the audit log gives the requests and the writes per pass.
+4. The operator's peak RSS (VmHWM in /proc/<pid>/status; `modeldeploy run` starts no child process).
 
-All traffic stays on 127.0.0.1. Run: ``.venv/bin/python bench/reconcile_latency.py`` (``make bench``).
+Run: ``make bench`` (200 objects) or ``.venv/bin/python bench/reconcile_latency.py --n 1000``.
+docs/benchmark.md explains the method and the figures.
 """
 
 from __future__ import annotations
@@ -19,157 +25,307 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import functools
-import gc
-import itertools
+import datetime
 import json
 import os
 import platform
-import shlex
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
-import attrs
-import kmock
 import yaml
 
-from modeldeploy.adapters.kube import kind_of
-from modeldeploy.api.base import KIND, PLURAL
-from modeldeploy.api.crd import crd
 from modeldeploy.api.resource import ObjectRef, parse_spec
 from modeldeploy.handlers.config import OperatorConfig
-from modeldeploy.render.compare import needs_apply, stamped
-from modeldeploy.render.names import NAME_LABEL
 from modeldeploy.render.options import RenderOptions
 from modeldeploy.rollout.plan import steady_children
-from modeldeploy.sim import ApiRequest, ClusterEmulator, EmulatorThread
-from modeldeploy.sim.cluster import OPTIONAL_CRDS, crd_stub
+from modeldeploy.sim.controlplane import (
+    ControlPlane,
+    ControlPlaneMissing,
+    Credentials,
+    find_assets,
+    verb_counts,
+    writes,
+)
+from modeldeploy.sim.kubeapi import ApiError, KubeApi
+from modeldeploy.sim.operator_process import OperatorProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "fraud-scorer.yaml"
-FLOOR_CLIENT = Path(__file__).resolve().parent / "floor_client.py"
-NAMESPACE = "ml"
-WATCHED = frozenset({PLURAL, "deployments", "services", "configmaps", "horizontalpodautoscalers"})
-POD_MONITOR_CRD = "podmonitors.monitoring.coreos.com"
-LOG_LIMIT = 200_000  # request-log records kept; the whole run needs a few tens of thousands
+FLOOR_CLIENT = ROOT / "bench" / "floor_client.py"
+KUBELET = ROOT / "bench" / "kubelet_stand_in.py"
+CHART = ROOT / "charts" / "modeldeploy"
+THIRD_PARTY_CRDS = Path(
+    os.environ.get("MODELDEPLOY_THIRD_PARTY_CRDS", ROOT.parent / "shared" / "third-party-crds")
+)
+RELEASE, RELEASE_NAMESPACE = "modeldeploy", "modeldeploy-system"
+FLOOR_NS, OPERATOR_NS = "bench-floor", "bench-operator"
+FLOOR_SA = "modeldeploy-bench-floor"
+MD = ("modeldeploy.io/v1alpha1", "ModelDeployment")
+RBAC = "rbac.authorization.k8s.io"
+STARTED = time.monotonic()
 
-Key = tuple[str | None, str]  # (namespace, name) of a ModelDeployment
+
+def log(message: str) -> None:
+    print(f"[{time.monotonic() - STARTED:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
-# ------------------------------------------------------------------------------------ the emulator
+# ------------------------------------------------------------------------------------- objects
 
 
-@attrs.define(kw_only=True)
-class TimedEmulator(ClusterEmulator):
-    """The project's emulator, timestamping (perf_counter) each request and each committed write.
+def manifest(name: str, namespace: str) -> dict[str, Any]:
+    """examples/fraud-scorer.yaml under another name: ConfigMap, Deployment, Service, HPA, PodMonitor."""
+    doc: dict[str, Any] = copy.deepcopy(_EXAMPLE)
+    doc["metadata"]["name"] = name
+    doc["metadata"]["namespace"] = namespace
+    return doc
 
-    ``_commit`` runs under the emulator's lock at the instant a write becomes visible, so the
-    times below are when the object existed for any client, not when someone polled and saw it.
-    """
 
-    expected_children: int = 5
-    created: dict[Key, float] = attrs.field(factory=dict, init=False)  # ModelDeployment committed
-    complete: dict[Key, float] = attrs.field(factory=dict, init=False)  # its last child committed
-    first_status: dict[Key, float] = attrs.field(factory=dict, init=False)  # first status write
-    stable: dict[Key, float] = attrs.field(factory=dict, init=False)  # status.phase became Stable
-    phases: dict[Key, str] = attrs.field(factory=dict, init=False)
-    uids: dict[Key, str] = attrs.field(factory=dict, init=False)
-    children: dict[Key, set[tuple[str, str]]] = attrs.field(factory=dict, init=False)
-    child_parent: dict[tuple[str, str | None, str], str] = attrs.field(factory=dict, init=False)
-    request_times: dict[int, float] = attrs.field(factory=dict, init=False)
-    # What each committed update of a ModelDeployment changed in its status: (name, "field,...").
-    status_changes: list[tuple[str, str]] = attrs.field(factory=list, init=False)
+_EXAMPLE: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
 
-    def _record(self, request: kmock.Request) -> ApiRequest:
-        record = super()._record(request)
-        self.request_times[record.seq] = time.perf_counter()
-        return record
 
-    def _commit(
-        self, key: tuple[kmock.resource, str | None, str], old: dict[str, Any] | None, new: dict[str, Any]
-    ) -> dict[str, Any]:
-        result = super()._commit(key, old, new)
+def expected_children() -> list[tuple[str, str]]:
+    """(apiVersion, kind) of each child the operator and the floor create for the example."""
+    parent = ObjectRef(name="x", namespace="x", uid="0", generation=1)
+    rendered = steady_children(parent, parse_spec(_EXAMPLE["spec"]), RenderOptions())
+    return [(child["apiVersion"], child["kind"]) for child in rendered]
+
+
+# ---------------------------------------------------------------------------------- audit log
+
+
+class AuditTail:
+    """The audit log, read incrementally; only the events of `users` are kept."""
+
+    def __init__(self, path: Path, users: set[str]) -> None:
+        self.path = path
+        self.users = users
+        self.offset = path.stat().st_size if path.exists() else 0
+        self.events: list[dict[str, Any]] = []
+        self.last_new: dict[str, float] = {}  # user -> monotonic time a new event of theirs was read
+
+    def read(self) -> int:
+        """Reads what was appended; returns the number of kept events so far (a mark)."""
+        with self.path.open("rb") as handle:
+            handle.seek(self.offset)
+            data = handle.read()
+        end = data.rfind(b"\n") + 1  # only whole lines; the rest is still being written
+        self.offset += end
+        now = time.monotonic()
+        for line in data[:end].splitlines():
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                user = event.get("user", {}).get("username")
+                if user in self.users:
+                    self.events.append(event)
+                    self.last_new[user] = now
+        return len(self.events)
+
+    def of(self, user: str, start: int, end: int | None = None) -> list[dict[str, Any]]:
+        return [e for e in self.events[start:end] if e["user"]["username"] == user]
+
+    def wait_quiet(self, user: str, quiet: float, timeout: float, check: Callable[[], None]) -> int:
+        """Until `user` sent nothing for `quiet` seconds; returns the mark."""
+        deadline = time.monotonic() + timeout
+        self.read()
+        since = max(self.last_new.get(user, 0.0), time.monotonic())
+        while True:
+            check()
+            time.sleep(0.2)
+            mark = self.read()
+            last = self.last_new.get(user, 0.0)
+            if last > since:
+                since = last
+            if time.monotonic() - since >= quiet:
+                return mark
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{user} did not go quiet within {timeout:g}s")
+
+
+def request_kind(event: dict[str, Any]) -> str:
+    ref = event.get("objectRef") or {}
+    resource = ref.get("resource") or event.get("requestURI", "?").split("?")[0]
+    if ref.get("subresource"):
+        resource += "/" + ref["subresource"]
+    return f"{event['verb']} {resource}"
+
+
+def is_resync_list(event: dict[str, Any]) -> bool:
+    """The resync loop's LIST of every ModelDeployment (the operator's client, not kopf's watch)."""
+    ref = event.get("objectRef") or {}
+    return (
+        event.get("verb") == "list"
+        and ref.get("resource") == "modeldeployments"
+        and not ref.get("namespace")
+        and not str(event.get("userAgent", "")).startswith("kopf")
+    )
+
+
+def timestamp(event: dict[str, Any], key: str = "stageTimestamp") -> float:
+    return datetime.datetime.fromisoformat(event[key].replace("Z", "+00:00")).timestamp()
+
+
+# ------------------------------------------------------------------------------------ watches
+
+
+@dataclass
+class Observer:
+    """Watches one namespace: when each child first appears, and each ModelDeployment's phase.
+
+    Every time is `time.perf_counter()` in this process when the watch event arrived, the same clock
+    as the applies' start times."""
+
+    cp: ControlPlane
+    namespace: str
+    child_kinds: list[tuple[str, str]]
+    children: dict[str, dict[tuple[str, str], float]] = field(default_factory=dict)  # owner -> seen
+    complete: dict[str, float] = field(default_factory=dict)  # owner -> its last child seen
+    phases: dict[str, str] = field(default_factory=dict)
+    stable: dict[str, float] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _ready: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
+
+    def start(self) -> None:
+        for api_version, kind in [*self.child_kinds, MD]:
+            thread = threading.Thread(target=self._watch, args=(api_version, kind), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        for _ in self._threads:
+            if not self._ready.acquire(timeout=60):
+                raise TimeoutError(f"the watches did not start: {self.errors[-3:]}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=15)
+
+    def _watch(self, api_version: str, kind: str) -> None:
+        api = self.cp.admin  # a client (and connection) of its own per watch
+        first = True
+        while not self._stop.is_set():
+            try:
+                path = api.path(api_version, kind, self.namespace)  # discovery may lag a new CRD
+                listing = api.request("GET", path)
+                for item in listing.get("items", []):
+                    self._seen(kind, item)
+                version = str(listing["metadata"]["resourceVersion"])
+                if first:
+                    self._ready.release()
+                    first = False
+                while not self._stop.is_set():
+                    for event in api.watch(path, version, timeout_seconds=5):
+                        if event.get("type") == "ERROR":
+                            raise ApiError(410, event.get("object", {}))  # list again
+                        obj = event.get("object", {})
+                        version = obj.get("metadata", {}).get("resourceVersion", version)
+                        if event.get("type") in ("ADDED", "MODIFIED"):
+                            self._seen(kind, obj)
+            except (ApiError, OSError, ValueError) as error:
+                if not self._stop.is_set():
+                    self.errors.append(f"watch {kind}: {error}")
+                    time.sleep(0.2)
+
+    def _seen(self, kind: str, obj: dict[str, Any]) -> None:
         now = time.perf_counter()
-        plural, namespace, name = key[0].plural or "", key[1], key[2]
-        parent: Key = (namespace, name)
-        if plural == PLURAL:
-            if old is None:
-                self.created.setdefault(parent, now)
-                self.uids[parent] = result["metadata"]["uid"]
-            phase = (result.get("status") or {}).get("phase")
-            if old is not None:  # every committed update; an unchanged write commits nothing
-                self.status_changes.append((name, _changed(old.get("status"), result.get("status"))))
-            if phase:
-                self.first_status.setdefault(parent, now)
-                self.phases[parent] = phase
-                if phase == "Stable":
-                    self.stable.setdefault(parent, now)
-        elif old is None:
-            refs = result["metadata"].get("ownerReferences") or []
-            owner = next((str(ref["name"]) for ref in refs if ref.get("kind") == KIND), None)
-            if owner is not None:
-                self.child_parent[(plural, namespace, name)] = owner
-                kids = self.children.setdefault((namespace, owner), set())
-                kids.add((plural, name))
-                if len(kids) >= self.expected_children:
-                    self.complete.setdefault((namespace, owner), now)
+        meta = obj.get("metadata", {})
+        with self._lock:
+            if kind == MD[1]:
+                phase = (obj.get("status") or {}).get("phase")
+                if phase:
+                    self.phases[meta["name"]] = phase
+                    if phase == "Stable":
+                        self.stable.setdefault(meta["name"], now)
+                return
+            owner = next(
+                (ref["name"] for ref in meta.get("ownerReferences") or [] if ref.get("kind") == MD[1]), None
+            )
+            if owner is None:
+                return
+            seen = self.children.setdefault(owner, {})
+            seen.setdefault((kind, meta["name"]), now)
+            if len(seen) >= len(self.child_kinds):
+                self.complete.setdefault(owner, now)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, check: Callable[[], None]) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        check()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.02)
+
+
+# ----------------------------------------------------------------------------------- processes
+
+
+def bench_env(cp: ControlPlane, credentials: Credentials) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
+    env.update(BENCH_SERVER=cp.url, BENCH_CA_FILE=str(cp.ca_file), BENCH_TOKEN=credentials.token or "")
+    if credentials.cert_file and credentials.key_file:
+        env.update(BENCH_CERT_FILE=str(credentials.cert_file), BENCH_KEY_FILE=str(credentials.key_file))
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    return env
+
+
+class Helper:
+    """A bench/*.py helper process that prints `ready`, works until its stdin closes, prints a result."""
+
+    def __init__(self, command: list[str], env: dict[str, str], log_file: Path) -> None:
+        self.command = command
+        self.log: IO[bytes] = log_file.open("wb")
+        self.proc = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env
+        )
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"{command[1]} did not start; see {log_file}")
+
+    def check(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.command[1]} exited with {self.proc.returncode}")
+
+    def cpu(self) -> float:
+        return proc_cpu(self.proc.pid)
+
+    def finish(self, timeout: float = 60) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.close()
+        out = self.proc.stdout.read().strip().splitlines()
+        self.proc.wait(timeout=timeout)
+        self.log.close()
+        result: dict[str, Any] = json.loads(out[-1]) if out and out[-1].startswith("{") else {}
         return result
 
-    def records(self, since: int, until: int | None = None) -> list[ApiRequest]:
-        log = self.request_log
-        if log and log[0].seq > since:
-            raise RuntimeError(f"the request log no longer holds #{since}: raise LOG_LIMIT")
-        return [r for r in log if r.seq >= since and (until is None or r.seq < until)]
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.log.close()
 
 
-def _changed(old: dict[str, Any] | None, new: dict[str, Any] | None) -> str:
-    """Which status fields a write changed; conditions by type."""
-    old, new = old or {}, new or {}
-    fields = [k for k in sorted(set(old) | set(new)) if k != "conditions" and old.get(k) != new.get(k)]
-    before = {c.get("type"): c for c in old.get("conditions") or []}
-    after = {c.get("type"): c for c in new.get("conditions") or []}
-    for kind in sorted(set(before) | set(after), key=str):
-        b, a = before.get(kind) or {}, after.get(kind) or {}
-        diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-        if diff:
-            fields.append(f"conditions[{kind}].{'/'.join(diff)}")
-    return ",".join(fields) or "(nothing)"
-
-
-def new_emulator(optional_crds: tuple[str, ...]) -> TimedEmulator:
-    emulator = TimedEmulator(keep_history=False, request_log_limit=LOG_LIMIT)
-    emulator.declare_builtin_resources()
-    emulator.put_object(crd())
-    for name in optional_crds:
-        emulator.put_object(crd_stub(name))
-    return emulator
-
-
-@contextlib.contextmanager
-def serving(emulator: TimedEmulator) -> Iterator[str]:
-    server = EmulatorThread(emulator, host="127.0.0.1")
-    url = server.start()
-    try:
-        yield url
-    finally:
-        server.stop()
-
-
-# ---------------------------------------------------------------------------------- processes
-
-
-def _proc_status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (peak RSS) in KiB, from /proc."""
-    out: dict[str, int] = {}
+def proc_memory(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak RSS), KiB."""
+    out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
         if key in ("VmRSS", "VmHWM"):
@@ -177,179 +333,203 @@ def _proc_status(pid: int) -> dict[str, int]:
     return out
 
 
-def _proc_cpu(pid: int) -> float:
-    """User + system CPU seconds of a process, from /proc/<pid>/stat."""
+def proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"  # loopback only, never via a proxy
-    env.pop("KUBECONFIG", None)
-    return env
+def proc_children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            out += [int(p) for p in (task / "children").read_text().split()]
+    return out
 
 
-def shown(command: list[str]) -> str:
-    """A command as a reader would type it from the repository root."""
-    return shlex.join(
-        os.path.relpath(part, ROOT) if part.startswith(str(ROOT) + os.sep) else part for part in command
+def shown(operator: OperatorProcess) -> str:
+    """The operator's command line as a reader would type it (the ports are free ones, picked per run)."""
+    parts = [
+        Path(p).name if p.startswith("/") else re.sub(r"-port=\d+$", "-port=PORT", p)
+        for p in operator.command()
+    ]
+    return "KUBECONFIG=<the kubeconfig of the operator's ServiceAccount> " + " ".join(parts)
+
+
+def operator_pid(operator: OperatorProcess) -> int:
+    assert operator.process is not None
+    return operator.process.pid
+
+
+def operator_check(operator: OperatorProcess) -> Callable[[], None]:
+    def check() -> None:
+        if operator.process is not None and operator.process.poll() is not None:
+            raise RuntimeError(f"the operator exited with {operator.process.returncode}:\n{operator.tail()}")
+
+    return check
+
+
+# ------------------------------------------------------------------------------ the cluster
+
+
+def install_crds(api: KubeApi) -> None:
+    if not THIRD_PARTY_CRDS.is_dir():  # the PodMonitor child needs the Prometheus Operator's CRD
+        raise RuntimeError(f"no upstream CRDs in {THIRD_PARTY_CRDS}: set MODELDEPLOY_THIRD_PARTY_CRDS")
+    paths = sorted((ROOT / "crds").glob("*.yaml")) + sorted(THIRD_PARTY_CRDS.glob("*.yaml"))
+    crds = [
+        doc
+        for path in paths
+        for doc in yaml.safe_load_all(path.read_text())
+        if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition"
+    ]
+    for doc in crds:
+        api.apply(doc)
+
+    def established() -> bool:
+        for doc in crds:
+            crd = api.get(
+                "apiextensions.k8s.io/v1", "CustomResourceDefinition", None, doc["metadata"]["name"]
+            )
+            # A CRD's status may briefly read `conditions: null`.
+            conditions = {
+                c["type"]: c["status"] for c in ((crd or {}).get("status") or {}).get("conditions") or []
+            }
+            if conditions.get("Established") != "True":
+                return False
+        return True
+
+    def servable() -> bool:
+        # After Established, a new resource's storage answers 429 for a moment.
+        for doc in crds:
+            spec = doc["spec"]
+            version = next(v["name"] for v in spec["versions"] if v.get("served"))
+            try:
+                api.request(
+                    "GET", f"/apis/{spec['group']}/{version}/{spec['names']['plural']}", query={"limit": "1"}
+                )
+            except ApiError as error:
+                if error.status == 429:
+                    return False
+                raise
+        return True
+
+    api.wait_for(established, timeout=60, what="the CRDs to be established")
+    api.wait_for(servable, timeout=60, what="the CRDs' storage to be ready")
+
+
+def more_service_ips(api: KubeApi) -> None:
+    """The test bed's Service range is a /24 (254 IPs); --n 1000 needs 1,000 Services at once.
+
+    A second ServiceCIDR (networking.k8s.io/v1) adds a /16, as an admin would on a cluster."""
+    api.apply(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "ServiceCIDR",
+            "metadata": {"name": "modeldeploy-bench"},
+            "spec": {"cidrs": ["10.1.0.0/16"]},
+        }
     )
 
+    def ready() -> bool:
+        cidr = api.get("networking.k8s.io/v1", "ServiceCIDR", None, "modeldeploy-bench") or {}
+        conditions = (cidr.get("status") or {}).get("conditions") or []
+        return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
-def operator_command(url: str, resync: float) -> list[str]:
-    script = Path(sys.executable).parent / "modeldeploy"
-    base = [str(script)] if script.exists() else [sys.executable, "-m", "modeldeploy.cli"]
-    flags = ["--health-port", "0", "--metrics-port", "0", "--resync-seconds", f"{resync:g}"]
-    return [*base, "run", "--server", url, *flags]
-
-
-class OperatorProcess:
-    """`modeldeploy run` against the emulator, as its own process; its log goes to a temp file."""
-
-    def __init__(self, url: str, resync: float) -> None:
-        self.command = operator_command(url, resync)
-        self.log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115  # closed by stop()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            self.command,
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env=_child_env(),
-        )
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def check(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"the operator exited with {self.proc.returncode}:\n{self.tail()}")
-
-    def tail(self, lines: int = 30) -> str:
-        self.log.seek(0)
-        return "\n".join(self.log.read().decode(errors="replace").splitlines()[-lines:])
-
-    def memory(self) -> dict[str, int]:
-        return _proc_status(self.pid)
-
-    def cpu(self) -> float:
-        return _proc_cpu(self.pid)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self.log.close()
+    api.wait_for(ready, timeout=60, what="the bench's ServiceCIDR")
 
 
-class FloorProcess:
-    """bench/floor_client.py: the operator's child writes from a bare HTTP client process."""
-
-    def __init__(self, url: str, concurrency: int) -> None:
-        self.command = [sys.executable, str(FLOOR_CLIENT), "--server", url, "--concurrency", str(concurrency)]
-        self.proc: subprocess.Popen[str] | None = None
-        self.result: dict[str, Any] = {}
-
-    def start(self, names: list[str], spec: dict[str, Any]) -> None:
-        self.proc = subprocess.Popen(
-            self.command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=_child_env(),
-        )
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps({"namespace": NAMESPACE, "names": names, "spec": spec}) + "\n")
-        self.proc.stdin.flush()
-        if self.proc.stdout.readline().strip() != "ready":
-            raise RuntimeError("the floor client did not start")
-
-    def send(self, name: str, uid: str) -> None:
-        assert self.proc is not None and self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"name": name, "uid": uid}) + "\n")
-        self.proc.stdin.flush()
-
-    def check(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"the floor client exited with {self.proc.returncode}")
-
-    def finish(self) -> dict[str, Any]:
-        assert self.proc is not None and self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.close()
-        lines = self.proc.stdout.read().strip().splitlines()
-        self.proc.wait(timeout=30)
-        self.result = json.loads(lines[-1]) if lines else {}
-        if self.result.get("errors"):
-            raise RuntimeError(f"the floor client saw errors: {self.result['errors']}")
-        return self.result
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+def find_helm() -> str | None:
+    local = ROOT / ".tools" / "bin" / "helm"
+    return str(local) if local.exists() else shutil.which("helm")
 
 
-# ------------------------------------------------------------------------------------- helpers
+def chart_rbac(helm: str, chart: Path) -> list[dict[str, Any]]:
+    """The chart's ServiceAccount, ClusterRole and ClusterRoleBinding (`helm template`, defaults)."""
+    with tempfile.TemporaryDirectory(prefix="bench-helm-") as home:
+        env = {**os.environ, **{f"HELM_{k}_HOME": f"{home}/{k.lower()}" for k in ("CONFIG", "CACHE", "DATA")}}
+        done = subprocess.run(
+            [helm, "template", RELEASE, str(chart), "--namespace", RELEASE_NAMESPACE],
+            capture_output=True, text=True, env=env, check=False, timeout=120,
+        )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"helm template {chart}: {done.stderr.strip()}")
+    out = done.stdout
+    docs = [d for d in yaml.safe_load_all(out) if isinstance(d, dict)]
+    (binding,) = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
+    role = binding["roleRef"]["name"]
+    keep = [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == role]
+    keep += [binding] + [d for d in docs if d["kind"] == "ServiceAccount"]
+    return keep
 
 
-@functools.cache
-def _example() -> dict[str, Any]:
-    doc: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
-    return doc
+def ensure_namespace(api: KubeApi, name: str) -> None:
+    api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    # Pods need the namespace's default ServiceAccount, which the controller manager creates.
+    api.wait_for(lambda: api.get("v1", "ServiceAccount", name, "default"), timeout=60, what=f"{name}/default")
 
 
-def manifest(name: str) -> dict[str, Any]:
-    """The example with another name (parsed once: PyYAML would cost ~10 ms an object)."""
-    doc = copy.deepcopy(_example())
-    doc["metadata"]["name"] = name
-    doc["metadata"]["namespace"] = NAMESPACE
-    return doc
+def log_in(cp: ControlPlane, use_cluster_admin: bool, chart: Path) -> tuple[Credentials, Credentials, str]:
+    """The operator's and the floor's credentials, and how they were made (for the report)."""
+    api = cp.admin
+    helm = None if use_cluster_admin else find_helm()
+    if helm is None:
+        users = []
+        for user in ("modeldeploy-operator", "modeldeploy-floor"):
+            api.apply(
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "ClusterRoleBinding",
+                    "metadata": {"name": user},
+                    "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": "cluster-admin"},
+                    "subjects": [{"kind": "User", "name": user, "apiGroup": RBAC}],
+                }
+            )
+            users.append(cp.client_certificate(user))
+        why = "--cluster-admin" if use_cluster_admin else "no helm binary (make tools installs it)"
+        return users[0], users[1], f"client certificates of users bound to cluster-admin ({why})"
+    ensure_namespace(api, RELEASE_NAMESPACE)
+    docs = chart_rbac(helm, chart)
+    for doc in docs:
+        if doc["kind"] == "ServiceAccount":
+            doc["metadata"].setdefault("namespace", RELEASE_NAMESPACE)
+        api.apply(doc)
+    binding = next(d for d in docs if d["kind"] == "ClusterRoleBinding")
+    role = binding["roleRef"]["name"]
+    subject = binding["subjects"][0]
+    api.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": FLOOR_SA, "namespace": RELEASE_NAMESPACE},
+        }
+    )
+    api.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": FLOOR_SA},
+            "roleRef": binding["roleRef"],
+            "subjects": [{"kind": "ServiceAccount", "name": FLOOR_SA, "namespace": RELEASE_NAMESPACE}],
+        }
+    )
+    operator = cp.service_account_token(subject["namespace"], subject["name"], seconds=6 * 3600)
+    floor = cp.service_account_token(RELEASE_NAMESPACE, FLOOR_SA, seconds=6 * 3600)
+    how = (
+        f"ServiceAccount tokens (TokenRequest) bound to the chart's ClusterRole `{role}` "
+        f"(helm template {os.path.relpath(chart, ROOT)}, default values): the operator's own "
+        "ServiceAccount, and one for the floor"
+    )
+    return operator, floor, how
 
 
-def wait_until(
-    predicate: Callable[[], bool],
-    timeout: float,
-    what: str,
-    check: Callable[[], None] | None = None,
-    interval: float = 0.01,
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if check is not None:
-            check()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
-
-
-def wait_quiet(emulator: TimedEmulator, quiet: float, timeout: float, check: Callable[[], None]) -> None:
-    """Until no request has reached the emulator for `quiet` seconds."""
-    deadline = time.monotonic() + timeout
-    last, since = emulator.log_position(), time.monotonic()
-    while time.monotonic() - since < quiet:
-        check()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the operator did not go quiet within {timeout:g}s")
-        time.sleep(0.05)
-        position = emulator.log_position()
-        if position != last:
-            last, since = position, time.monotonic()
+# ---------------------------------------------------------------------------------- measuring
 
 
 def percentile(values: list[float], p: float) -> float:
     """Nearest-rank percentile."""
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), int(-(-p * len(ordered) // 100))))
-    return ordered[rank - 1]
+    rank = max(1, min(len(ordered), -(-len(ordered) * p // 100)))
+    return ordered[int(rank) - 1]
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -362,570 +542,446 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def request_kind(record: ApiRequest) -> str:
-    resource = record.rbac_resource or "(discovery)"
-    return f"{record.verb or record.method} {resource}"
-
-
-def subject_of(record: ApiRequest, child_parent: dict[tuple[str, str | None, str], str]) -> str | None:
-    """Which ModelDeployment a request is about, if any."""
-    selector = record.query.get("labelSelector") or ""
-    if selector.startswith(f"{NAME_LABEL}="):
-        return selector.partition("=")[2].split(",")[0]
-    if record.resource == PLURAL and record.name:
-        return record.name
-    if record.name:
-        return child_parent.get((record.resource or "", record.namespace, record.name))
-    return None
-
-
 @dataclass
-class Run:
-    """One burst: latencies and what it cost."""
+class Burst:
+    latencies: list[float]
+    wall: float  # first apply -> last object complete
+    apply_wall: float  # first apply -> last apply answered
+    requests: list[dict[str, Any]]  # the client's audit events, burst -> quiet
+    cpu: float
+    to_stable: list[float] = field(default_factory=list)
 
-    latencies: list[float] = field(default_factory=list)
-    pickups: list[float] = field(default_factory=list)  # create -> first request about the object
-    to_status: list[float] = field(default_factory=list)  # create -> first status write
-    wall: float = 0.0
-    requests: Counter[str] = field(default_factory=Counter)
-    writes: int = 0
-    cpu_client: float = 0.0
-    cpu_emulator: float = 0.0
-    settle_wall: float = 0.0  # until the last request of the burst
-    status_changes: Counter[str] = field(default_factory=Counter)
-
-    def report(self, count: int) -> dict[str, Any]:
-        status_patches = self.requests.get(f"patch {PLURAL}/status", 0)
+    def report(self, n: int) -> dict[str, Any]:
+        verbs = verb_counts(self.requests)
+        kinds = Counter(request_kind(e) for e in self.requests)
         return {
             "latency_s": summary(self.latencies),
-            "pickup_s": summary(self.pickups) if self.pickups else None,
-            "to_first_status_s": summary(self.to_status) if self.to_status else None,
-            "wall_s": self.wall,
-            "settle_wall_s": self.settle_wall,
-            "requests_per_object": round(sum(self.requests.values()) / count, 2),
-            "writes_per_object": round(self.writes / count, 2),
-            # Every reconcile pass lists the Deployments once: passes = those LISTs.
-            "passes_per_object": round(self.requests.get("list deployments", 0) / count, 2),
-            "status_patches_per_object": round(status_patches / count, 2),
-            "applies_per_object": round(
-                sum(v for k, v in self.requests.items() if k.startswith("patch ") and PLURAL not in k)
-                / count,
-                2,
+            "wall_s": round(self.wall, 3),
+            "apply_wall_s": round(self.apply_wall, 3),
+            "to_stable_s": summary(self.to_stable) if self.to_stable else None,
+            "requests_per_object": round(len(self.requests) / n, 2),
+            "writes_per_object": round(len(writes(self.requests)) / n, 2),
+            "per_object_by_verb": {k: round(v / n, 2) for k, v in sorted(verbs.items())},
+            "requests_by_kind": dict(kinds.most_common()),
+            "forbidden": sum(1 for e in self.requests if (e.get("responseStatus") or {}).get("code") == 403),
+            "server_errors": sum(
+                1 for e in self.requests if (e.get("responseStatus") or {}).get("code", 0) >= 500
             ),
-            "status_patches_changing_nothing": status_patches - sum(self.status_changes.values()),
-            "status_commits_changed": dict(self.status_changes.most_common()),
-            "requests_by_kind": dict(self.requests.most_common()),
-            "cpu_client_s": round(self.cpu_client, 2),
-            "cpu_emulator_s": round(self.cpu_emulator, 2),
-            "busy_client": round(self.cpu_client / self.settle_wall, 2) if self.settle_wall else None,
-            "busy_emulator": round(self.cpu_emulator / self.settle_wall, 2) if self.settle_wall else None,
+            "cpu_s": round(self.cpu, 2),
         }
 
 
-def measure_burst(
-    emulator: TimedEmulator,
+def apply_all(api: KubeApi, names: list[str], namespace: str) -> dict[str, float]:
+    """The user's `kubectl apply --server-side`, one after another as fast as they are answered."""
+    sent = {}
+    for name in names:
+        sent[name] = time.perf_counter()
+        api.apply(manifest(name, namespace))
+    return sent
+
+
+def warm_up(
+    api: KubeApi,
+    observer: Observer,
+    audit: AuditTail,
+    user: str,
+    namespace: str,
+    stable: bool,
+    process_check: Callable[[], None],
+) -> None:
+    """One object first: connections, discovery and caches warm, and proof that the client may work."""
+    mark = audit.read()
+
+    def check() -> None:
+        process_check()
+        audit.read()
+        denied = [e for e in audit.of(user, mark) if (e.get("responseStatus") or {}).get("code") == 403]
+        if denied:
+            raise RuntimeError(
+                f"{user} was forbidden {len(denied)} time(s), e.g. {request_kind(denied[0])}: "
+                f"{denied[0]['responseStatus'].get('message', '')[:300]} -- fix the chart's RBAC, "
+                "or measure with --cluster-admin"
+            )
+
+    apply_all(api, ["warm-up"], namespace)
+    what = f"the children of {namespace}/warm-up"
+    wait_until(lambda: "warm-up" in observer.complete, 120, what, check)
+    if stable:
+        wait_until(lambda: observer.phases.get("warm-up") == "Stable", 120, "warm-up to be Stable", check)
+
+
+def burst(
+    api: KubeApi,
+    observer: Observer,
+    audit: AuditTail,
+    user: str,
     names: list[str],
-    create: Callable[[str], None],
-    client_cpu: Callable[[], float],
+    namespace: str,
+    cpu: Callable[[], float],
     check: Callable[[], None],
     timeout: float,
-) -> Run:
-    """Create every object as fast as possible; wait until each has all its children, then quiet."""
-    run = Run()
-    start_seq = emulator.log_position()
-    cpu0, emu0 = client_cpu(), time.process_time()
-    changes0 = len(emulator.status_changes)
-    for name in names:
-        create(name)
-    keys = [(NAMESPACE, name) for name in names]
-    wait_until(lambda: all(k in emulator.complete for k in keys), timeout, "all children", check)
-    wait_quiet(emulator, 0.5, timeout, check)
-    end_seq = emulator.log_position()
-    run.cpu_client, run.cpu_emulator = client_cpu() - cpu0, time.process_time() - emu0
-    records = emulator.records(start_seq, end_seq)
-    run.status_changes = Counter(what for _, what in emulator.status_changes[changes0:])
-    run.requests = Counter(request_kind(r) for r in records)
-    run.writes = sum(1 for r in records if r.is_write)
-    first: dict[str, float] = {}
-    for record in records:
-        subject = subject_of(record, emulator.child_parent)
-        if subject is not None and subject not in first:
-            first[subject] = emulator.request_times[record.seq]
-    created = [emulator.created[k] for k in keys]
-    run.latencies = [emulator.complete[k] - emulator.created[k] for k in keys]
-    run.pickups = [first[k[1]] - emulator.created[k] for k in keys if k[1] in first]
-    run.to_status = [
-        emulator.first_status[k] - emulator.created[k] for k in keys if k in emulator.first_status
-    ]
-    run.wall = max(emulator.complete[k] for k in keys) - min(created)
-    run.settle_wall = emulator.request_times[end_seq - 1] - min(created) if records else run.wall
-    return run
+    stable: bool,
+) -> Burst:
+    mark, cpu0 = audit.read(), cpu()
+    sent = apply_all(api, names, namespace)
+    applied = time.perf_counter()
+    wait_until(lambda: all(n in observer.complete for n in names), timeout, "every object's children", check)
+    if stable:
+        wait_until(
+            lambda: all(observer.phases.get(n) == "Stable" for n in names),
+            timeout,
+            "every ModelDeployment to be Stable",
+            check,
+        )
+    end = audit.wait_quiet(user, 3.0, timeout, check)
+    first = min(sent.values())
+    return Burst(
+        latencies=[observer.complete[n] - sent[n] for n in names],
+        wall=max(observer.complete[n] for n in names) - first,
+        apply_wall=applied - first,
+        requests=audit.of(user, mark, end),
+        cpu=cpu() - cpu0,
+        to_stable=[observer.stable[n] - sent[n] for n in names] if stable else [],
+    )
 
 
-def one_at_a_time(
-    emulator: TimedEmulator,
-    names: list[str],
-    create: Callable[[str], None],
-    check: Callable[[], None],
-    quiet: float,
-) -> list[float]:
-    """Each object alone on an idle system: create, wait for its children, wait until quiet."""
-    latencies = []
-    for name in names:
-        create(name)
-        key: Key = (NAMESPACE, name)
-        wait_until(lambda: key in emulator.complete, 30, f"the children of {name}", check)  # noqa: B023
-        latencies.append(emulator.complete[key] - emulator.created[key])
-        wait_quiet(emulator, quiet, 30, check)
-    return latencies
+def first_difference(a: Any, b: Any, path: str) -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return first_difference(a.get(key), b.get(key), f"{path}.{key}")
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            if x != y:
+                return first_difference(x, y, f"{path}[{i}]")
+    return f"{path}: operator {json.dumps(a)[:200]} / floor {json.dumps(b)[:200]}"
 
 
-def trace(emulator: TimedEmulator, name: str, since: int) -> dict[str, Any]:
-    """What the operator sent for one object created on an idle system, request by request."""
-    created = emulator.created[(NAMESPACE, name)]
-    records = [r for r in emulator.records(since) if subject_of(r, emulator.child_parent) == name]
-    records += [r for r in emulator.records(since) if r.resource == "events" and r.verb == "create"][:1]
-    records.sort(key=lambda r: r.seq)
-    kinds = Counter(request_kind(r) for r in records)
-    commits = [what for who, what in emulator.status_changes if who == name]
-    return {
-        "passes": kinds.get("list deployments", 0),
-        "status_patches": kinds.get(f"patch {PLURAL}/status", 0),
-        "status_commits": commits,
-        "requests": [
-            f"{(emulator.request_times[r.seq] - created) * 1000:7.1f} ms  {r.method:5} {r.rbac_resource} "
-            f"{r.name or r.query.get('labelSelector', '')}"
-            for r in records
-        ],
-    }
+Snapshot = dict[tuple[str, str, str], dict[str, Any]]  # (owner, kind, name) -> {"spec": .., "data": ..}
 
 
-def verify_floor_bodies(emulator: TimedEmulator, names: list[str], spec: dict[str, Any]) -> int:
-    """The floor sends what the operator sends: the operator's children must match its render."""
-    checked = 0
-    for name in names:
-        uid = emulator.uids[(NAMESPACE, name)]
-        parent = ObjectRef(name=name, namespace=NAMESPACE, uid=uid, generation=1)
-        for desired in steady_children(parent, parse_spec(spec), RenderOptions()):
-            want = stamped(desired)
-            kind = kind_of(want)
-            group, _, version = kind.api_version.rpartition("/")
-            live = emulator.get_object(group, version, kind.plural, NAMESPACE, want["metadata"]["name"])
-            if needs_apply(want, live):
-                raise RuntimeError(f"the floor would send another body than the operator for {want['kind']}")
-            checked += 1
-    return checked
-
-
-# --------------------------------------------------------------------------------------- phases
-
-
-def operator_phases(args: argparse.Namespace, optional_crds: tuple[str, ...]) -> dict[str, Any]:
-    spec = manifest("x")["spec"]
-    emulator = new_emulator(optional_crds)
-    results: dict[str, Any] = {}
-    burst_names = [f"scorer-{i:04d}" for i in range(args.count)]
-
-    def create(name: str) -> None:
-        emulator.put_object(manifest(name))
-
-    with serving(emulator) as url:
-        # --- phase A: latency (resync far away, so that no periodic pass runs during the burst)
-        operator = OperatorProcess(url, args.latency_resync)
-        results["command_latency"] = shown(operator_command("http://127.0.0.1:PORT", args.latency_resync))
-        try:
-            operator.start()
-            wait_until(
-                lambda: {r.resource for r in emulator.request_log if r.verb == "watch"} >= WATCHED,
-                60,
-                "the operator to watch ModelDeployments and their children",
-                operator.check,
+def snapshot(cp: ControlPlane, observer: Observer, names: list[str]) -> Snapshot:
+    """The children of `names` as stored, without what others set (to compare the floor's and ours)."""
+    api = cp.admin
+    kinds = {kind: api_version for api_version, kind in observer.child_kinds}
+    # Not ours: the API server allocates Service IPs; the HPA sets replicas (it lifts a Deployment
+    # to minReplicas within its 15 s sync, so a younger Deployment may still lag).
+    others = {"Service": ("clusterIP", "clusterIPs"), "Deployment": ("replicas",)}
+    out: Snapshot = {}
+    for owner in names:
+        for kind, child in observer.children[owner]:
+            obj = api.get(kinds[kind], kind, observer.namespace, child) or {}
+            body = json.loads(
+                json.dumps({k: obj.get(k) for k in ("spec", "data")}).replace(observer.namespace, "NS")
             )
-            wait_quiet(emulator, 1.0, 30, operator.check)
-            results["rss_idle_kib"] = operator.memory()["VmRSS"]
-            results["cpu_startup_s"] = round(operator.cpu(), 2)
-            log(f"operator up (pid {operator.pid}), RSS {results['rss_idle_kib'] / 1024:.1f} MiB")
-
-            one_at_a_time(emulator, ["warmup-0", "warmup-1"], create, operator.check, 0.3)
-            idle_start = emulator.log_position()
-            idle = one_at_a_time(
-                emulator, [f"idle-{i}" for i in range(args.idle)], create, operator.check, 0.3
-            )
-            results["idle_latency_s"] = summary(idle)
-            results["idle_trace"] = trace(emulator, "idle-0", idle_start)
-            log(f"idle: one object at a time, median {percentile(idle, 50) * 1000:.0f} ms")
-
-            burst = measure_burst(emulator, burst_names, create, operator.cpu, operator.check, args.timeout)
-            results["burst"] = burst.report(args.count)
-            results["burst"]["resync_lists_during_burst"] = burst.requests.get(f"list {PLURAL}", 0)
-            results["rss_after_burst_kib"] = operator.memory()
-            log(
-                f"burst of {args.count}: p50 {percentile(burst.latencies, 50) * 1000:.0f} ms, "
-                f"p99 {percentile(burst.latencies, 99) * 1000:.0f} ms, wall {burst.wall:.2f} s"
-            )
-            results["floor_bodies_checked"] = verify_floor_bodies(emulator, burst_names[:3], spec)
-
-            # Play kubelet: every Deployment becomes ready; the operator writes each status once.
-            start_seq, t0 = emulator.log_position(), time.perf_counter()
-            for name in burst_names:
-                emulator.mark_deployment_ready(NAMESPACE, f"{name}-primary")
-            keys = [(NAMESPACE, n) for n in burst_names]
-            wait_until(
-                lambda: all(emulator.phases.get(k) == "Stable" for k in keys),
-                args.timeout,
-                "every ModelDeployment to be Stable",
-                operator.check,
-            )
-            wait_quiet(emulator, 1.0, args.timeout, operator.check)
-            ready = emulator.records(start_seq, emulator.log_position())
-            results["ready"] = {
-                "wall_to_all_stable_s": max(emulator.stable[k] for k in keys) - t0,
-                "requests_per_object": round(len(ready) / args.count, 2),
-                "writes": dict(Counter(request_kind(r) for r in ready if r.is_write)),
-            }
-            results["rss_end_of_latency_run_kib"] = operator.memory()
-        finally:
-            operator.stop()
-
-        # --- phase B: no-op passes (the same cluster, the operator restarted with a short resync)
-        operator = OperatorProcess(url, args.resync)
-        results["command_noop"] = shown(operator_command("http://127.0.0.1:PORT", args.resync))
-        restart_seq = emulator.log_position()
-        try:
-            operator.start()
-            wait_until(
-                lambda: {r.resource for r in emulator.records(restart_seq) if r.verb == "watch"} >= WATCHED,
-                60,
-                "the restarted operator to watch",
-                operator.check,
-            )
-            # At start-up every object gets a pass (kopf lists them); the first resync passes may
-            # overlap those. A gap with no request at all comes only between two resync passes.
-            wait_quiet(emulator, min(1.0, args.resync / 2), args.timeout, operator.check)
-            quiet_seq = emulator.log_position()
-
-            def resync_lists() -> list[ApiRequest]:
-                return [
-                    r
-                    for r in emulator.records(quiet_seq)
-                    if r.verb == "list" and r.resource == PLURAL and r.namespace is None
-                ]
-
-            wanted = args.passes + 1
-            cpu0, emu0, t0 = operator.cpu(), time.process_time(), time.perf_counter()
-            wait_until(
-                lambda: len(resync_lists()) >= wanted,
-                args.timeout,
-                f"{args.passes} resync passes",
-                operator.check,
-                0.1,
-            )
-            elapsed = time.perf_counter() - t0
-            busy = {
-                "operator": round((operator.cpu() - cpu0) / elapsed, 2),
-                "emulator": round((time.process_time() - emu0) / elapsed, 2),
-            }
-            lists = resync_lists()[:wanted]
-            first, last = lists[0], lists[-1]
-            window = emulator.records(first.seq, last.seq)
-            durations = []
-            for start, stop in itertools.pairwise(lists):
-                inside = [r for r in window if start.seq <= r.seq < stop.seq]
-                durations.append(emulator.request_times[inside[-1].seq] - emulator.request_times[start.seq])
-            writes = [r for r in window if r.is_write]
-            since_restart = [r for r in emulator.records(restart_seq, last.seq) if r.is_write]
-            results["noop"] = {
-                "passes": args.passes,
-                "resync_seconds": args.resync,
-                "objects": len(emulator.created),
-                "requests_per_pass": round(len(window) / args.passes, 1),
-                "requests_by_kind_per_pass": {
-                    k: round(v / args.passes, 1) for k, v in Counter(request_kind(r) for r in window).items()
-                },
-                "writes_per_pass": len(writes) / args.passes,
-                "writes": [f"{r.method} {r.path}" for r in writes][:20],
-                "writes_since_restart": len(since_restart),
-                "writes_since_restart_list": [f"{r.method} {r.path}" for r in since_restart][:20],
-                "pass_duration_s": summary(durations),
-                "busy_while_passing": busy,
-            }
-            results["rss_end_kib"] = operator.memory()
-            log(
-                f"no-op: {len(writes)} writes in {args.passes} resync passes of {len(emulator.created)} "
-                f"objects, {len(window) / args.passes:.0f} requests per pass"
-            )
-        finally:
-            operator.stop()
-    return results
+            for field_name in others.get(kind, ()):
+                (body["spec"] or {}).pop(field_name, None)
+            out[(owner, kind, child)] = body
+    return out
 
 
-def floor_phase(
-    args: argparse.Namespace, concurrency: int, optional_crds: tuple[str, ...], idle_samples: int
+def same_children(operator: Snapshot, floor: Snapshot) -> int:
+    """The floor created what the operator created: the same kinds and names, the same spec and data."""
+    if set(operator) != set(floor):
+        raise RuntimeError(f"other children: operator {sorted(operator)} / floor {sorted(floor)}")
+    for key, mine in operator.items():
+        if mine != floor[key]:
+            where = first_difference(mine, floor[key], "")
+            raise RuntimeError(f"{key[1]} {key[2]}: the floor's differs from the operator's at {where}")
+    return len(operator)
+
+
+def delete_namespace(api: KubeApi, name: str, timeout: float) -> float:
+    t0 = time.monotonic()
+    api.delete("v1", "Namespace", None, name)
+    api.wait_for(
+        lambda: api.get("v1", "Namespace", None, name) is None, timeout=timeout, what=f"{name} deleted"
+    )
+    return time.monotonic() - t0
+
+
+def at_rest(
+    audit: AuditTail, user: str, passes: int, resync: float, check: Callable[[], None], timeout: float
 ) -> dict[str, Any]:
-    spec = manifest("x")["spec"]
-    emulator = new_emulator(optional_crds)
-    burst_names = [f"scorer-{i:04d}" for i in range(args.count)]
-    warm = ["warmup-0", "warmup-1"]
-    idle_names = [f"idle-{i}" for i in range(idle_samples)]
-    results: dict[str, Any] = {"concurrency": concurrency}
-    with serving(emulator) as url:
-        client = FloorProcess(url, concurrency)
-        try:
-            client.start(warm + idle_names + burst_names, spec)
+    """After a restart: the start-up passes, then `passes` whole resync periods, from the audit log."""
+    restart = audit.read()
+    quiet = audit.wait_quiet(user, min(2.0, resync / 3), timeout, check)
+    startup = audit.of(user, restart, quiet)
 
-            def create(name: str) -> None:
-                obj = emulator.put_object(manifest(name))
-                client.send(name, obj["metadata"]["uid"])
+    def lists() -> list[int]:
+        return [i for i, e in enumerate(audit.events) if i >= quiet and is_resync_list(e)]
 
-            assert client.proc is not None
-            pid = client.proc.pid
-            one_at_a_time(emulator, warm, create, client.check, 0.1)
-            if idle_names:
-                results["idle_latency_s"] = summary(
-                    one_at_a_time(emulator, idle_names, create, client.check, 0.1)
-                )
-            burst = measure_burst(
-                emulator, burst_names, create, lambda: _proc_cpu(pid), client.check, args.timeout
-            )
-            results["burst"] = burst.report(args.count)
-            client.finish()
-        finally:
-            client.stop()
-    log(
-        f"floor x{concurrency}: p50 {percentile(burst.latencies, 50) * 1000:.0f} ms, "
-        f"p99 {percentile(burst.latencies, 99) * 1000:.0f} ms, wall {burst.wall:.2f} s"
-    )
-    return results
-
-
-# ---------------------------------------------------------------------------------------- report
-
-
-def machine() -> dict[str, Any]:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor() or "?",
-    )
+    deadline = time.monotonic() + timeout
+    while len(lists()) < passes + 1:
+        check()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"fewer than {passes + 1} resync passes within {timeout:g}s")
+        time.sleep(0.5)
+        audit.read()
+    marks = lists()[: passes + 1]
+    window = audit.of(user, marks[0], marks[-1])
+    per_pass = [audit.of(user, marks[k], marks[k + 1]) for k in range(passes)]
+    durations = [
+        timestamp(p[-1]) - timestamp(p[0], "requestReceivedTimestamp") for p in per_pass if len(p) > 1
+    ]
+    period = (timestamp(audit.events[marks[-1]]) - timestamp(audit.events[marks[0]])) / passes
+    window_writes = writes(window)
     return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu": model,
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "kopf": metadata.version("kopf"),
-        "kmock": metadata.version("kmock"),
-        "kubernetes": metadata.version("kubernetes"),
+        "passes": passes,
+        "resync_seconds": resync,
+        "measured_period_s": round(period, 2),
+        "pass_duration_s": summary(durations) if durations else None,
+        "requests_per_resync": round(len(window) / passes, 1),
+        "requests_per_resync_by_verb": {
+            k: round(v / passes, 1) for k, v in sorted(verb_counts(window).items())
+        },
+        "writes_per_idle_pass": round(len(window_writes) / passes, 2),
+        "writes_in_window_by_kind": dict(Counter(request_kind(e) for e in window_writes).most_common()),
+        "writes_in_window_examples": [
+            f"{request_kind(e)} {(e.get('objectRef') or {}).get('name', '')}" for e in window_writes[:10]
+        ],
+        "startup_requests": len(startup),
+        "startup_writes_by_kind": dict(Counter(request_kind(e) for e in writes(startup)).most_common()),
+        "forbidden": sum(1 for e in window + startup if (e.get("responseStatus") or {}).get("code") == 403),
     }
 
 
-def ms(value: float) -> str:
-    return f"{value * 1000:,.0f} ms" if value < 10 else f"{value:,.1f} s"
+# ------------------------------------------------------------------------------------ the run
 
 
-def ratio(a: float, b: float) -> str:
-    return f"{a / b:.1f}x" if b else "n/a"
+def run(args: argparse.Namespace, assets: Path, workdir: Path) -> dict[str, Any]:
+    results: dict[str, Any] = {"n": args.n}
+    names = [f"scorer-{i:04d}" for i in range(args.n)]
+    child_kinds = expected_children()
+    workers = OperatorConfig().workers
+    with contextlib.ExitStack() as stack:
+        (workdir / "controlplane").mkdir()
+        cp = stack.enter_context(ControlPlane(assets=assets, workdir=workdir / "controlplane"))
+        api = cp.admin
+        version = subprocess.run(
+            [str(assets / "kube-apiserver"), "--version"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        log(f"control plane up at {cp.url} ({version})")
+        more_service_ips(api)
+        install_crds(api)
+        operator_creds, floor_creds, how = log_in(cp, args.cluster_admin, args.chart)
+        results["credentials"] = how
+        log(f"logged in with {how}")
+        kubelet = Helper([sys.executable, str(KUBELET)], bench_env(cp, Credentials("admin", cp.admin_token)),
+                         workdir / "kubelet.log")  # fmt: skip
+        stack.callback(kubelet.stop)
+        for namespace in (FLOOR_NS, OPERATOR_NS):
+            ensure_namespace(api, namespace)
+        audit = AuditTail(cp.audit_log, {operator_creds.user, floor_creds.user})
+
+        # --- 1. the floor
+        floor_watch = Observer(cp, FLOOR_NS, child_kinds)
+        floor_watch.start()
+        stack.callback(floor_watch.stop)
+        floor = Helper(
+            [sys.executable, str(FLOOR_CLIENT), "--namespace", FLOOR_NS, "--concurrency", str(workers)],
+            bench_env(cp, floor_creds),
+            workdir / "floor.log",
+        )
+        stack.callback(floor.stop)
+        warm_up(api, floor_watch, audit, floor_creds.user, FLOOR_NS, False, floor.check)
+        audit.wait_quiet(floor_creds.user, 1.0, 60, floor.check)
+        log(f"floor: {args.n} objects")
+        floor_burst = burst(
+            api, floor_watch, audit, floor_creds.user, names, FLOOR_NS, floor.cpu, floor.check,
+            args.timeout, False,
+        )  # fmt: skip
+        results["floor"] = floor_burst.report(args.n)
+        results["floor"]["client"] = floor.finish()
+        floor_watch.stop()
+        floor_children = snapshot(cp, floor_watch, names[:5])
+        # The operator watches every namespace, as the chart installs it: the floor's objects go first.
+        log(f"deleting {FLOOR_NS}")
+        results["floor_namespace_deleted_s"] = round(delete_namespace(api, FLOOR_NS, args.timeout), 1)
+        log(
+            f"floor: p50 {percentile(floor_burst.latencies, 50) * 1000:.0f} ms, "
+            f"p99 {percentile(floor_burst.latencies, 99) * 1000:.0f} ms"
+        )
+
+        # --- 2. the operator: latency and requests per object
+        kubeconfig = cp.kubeconfig(operator_creds, workdir / "kubeconfig-operator")
+        operator = OperatorProcess(
+            kubeconfig=kubeconfig, log=workdir / "operator-1.log", resync_seconds=args.latency_resync
+        )
+        results["command_latency"] = shown(operator)
+        stack.callback(operator.stop)
+        operator.start()
+        pid, check = operator_pid(operator), operator_check(operator)
+        results["operator_children"] = proc_children(pid)
+        results["rss_started_kib"] = proc_memory(pid)["VmRSS"]
+        watch = Observer(cp, OPERATOR_NS, child_kinds)
+        watch.start()
+        stack.callback(watch.stop)
+        warm_up(api, watch, audit, operator_creds.user, OPERATOR_NS, True, check)
+        audit.wait_quiet(operator_creds.user, 2.0, 120, check)
+        log(f"operator (pid {pid}): {args.n} objects")
+        op_burst = burst(
+            api, watch, audit, operator_creds.user, names, OPERATOR_NS, lambda: proc_cpu(pid), check,
+            args.timeout, True,
+        )  # fmt: skip
+        results["operator"] = op_burst.report(args.n)
+        results["rss_after_burst_kib"] = proc_memory(pid)
+        log(
+            f"operator: p50 {percentile(op_burst.latencies, 50) * 1000:.0f} ms, "
+            f"p99 {percentile(op_burst.latencies, 99) * 1000:.0f} ms; all Stable"
+        )
+        results["children_compared"] = same_children(snapshot(cp, watch, names[:5]), floor_children)
+        operator.stop()
+        watch.stop()
+
+        # --- 3. at rest: restarted with a short resync period, on the same objects
+        operator = OperatorProcess(
+            kubeconfig=kubeconfig, log=workdir / "operator-2.log", resync_seconds=args.resync_seconds
+        )
+        results["command_rest"] = shown(operator)
+        stack.callback(operator.stop)
+        operator.start()
+        pid, check = operator_pid(operator), operator_check(operator)
+        log(f"operator restarted (pid {pid}), --resync-seconds={args.resync_seconds:g}, {args.n + 1} objects")
+        results["rest"] = at_rest(
+            audit, operator_creds.user, args.passes, args.resync_seconds, check, args.timeout
+        )
+        results["rss_at_rest_kib"] = proc_memory(pid)
+        results["operator_children"] += proc_children(pid)
+        operator.stop()
+        results["load_average_end"] = os.getloadavg()
+        results["apiserver_version"] = version
+        results["watch_errors"] = floor_watch.errors + watch.errors
+    return results
 
 
-def row(*cells: str) -> str:
-    return "| " + " | ".join(cells) + " |"
+# -------------------------------------------------------------------------------------- report
 
 
-def markdown(results: dict[str, Any]) -> str:
-    op, seq, par = results["operator"], results["floor_1"], results["floor_n"]
-    n, workers = results["count"], results["workers"]
-    ob, sb, pb = op["burst"], seq["burst"], par["burst"]
-    noop, ready, facts = op["noop"], op["ready"], results["machine"]
-    runs = (ob, sb, pb)
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.0f} ms"
 
-    def each(fn: Callable[[dict[str, Any]], str]) -> list[str]:
-        return [fn(b) for b in runs]
 
-    def latency(key: str) -> list[str]:
-        cells = each(lambda b: ms(b["latency_s"][key]))
-        return [*cells, ratio(ob["latency_s"][key], pb["latency_s"][key])]
+def mib(kib: int) -> str:
+    return f"{kib / 1024:.0f} MiB"
 
-    idle_op, idle_floor = op["idle_latency_s"], seq["idle_latency_s"]
+
+def verbs(by_verb: dict[str, float]) -> str:
+    return ", ".join(f"{verb} {count:g}" for verb, count in by_verb.items())
+
+
+def report(results: dict[str, Any], args: argparse.Namespace, elapsed: float) -> str:
+    op, fl, rest = results["operator"], results["floor"], results["rest"]
+    peak_burst, peak_rest = results["rss_after_burst_kib"]["VmHWM"], results["rss_at_rest_kib"]["VmHWM"]
     lines = [
-        f"#### {n} ModelDeployments created at once (examples/fraud-scorer.yaml, 5 children each)",
+        f"#### {results['n']} ModelDeployments (examples/fraud-scorer.yaml, 5 children each), "
+        "applied at once, real kube-apiserver",
         "",
-        row(
-            "create → all 5 children exist",
-            "operator",
-            "floor, 1 connection",
-            f"floor, {workers} connections",
-            f"operator / floor ({workers})",
-        ),
-        "| --- | ---: | ---: | ---: | ---: |",
-        row("p50", *latency("p50")),
-        row("p99", *latency("p99")),
-        row("max", *latency("max")),
-        row(
-            "wall time, 1st create → last object complete",
-            *each(lambda b: ms(b["wall_s"])),
-            ratio(ob["wall_s"], pb["wall_s"]),
-        ),
-        row(
-            "wall time until the emulator goes quiet",
-            *each(lambda b: ms(b["settle_wall_s"])),
-            ratio(ob["settle_wall_s"], pb["settle_wall_s"]),
-        ),
-        row(
-            f"one object alone on an idle system (median of {idle_op['n']})",
-            ms(idle_op["p50"]),
-            ms(idle_floor["p50"]),
-            "",
-            f"{ratio(idle_op['p50'], idle_floor['p50'])} (vs 1 connection)",
-        ),
-        row("create → first request about the object, p50", *each(lambda b: ms(b["pickup_s"]["p50"])), ""),
-        row(
-            "requests per object (of which writes)",
-            *each(lambda b: f"{b['requests_per_object']:g} ({b['writes_per_object']:g})"),
-            ratio(ob["requests_per_object"], pb["requests_per_object"]),
-        ),
-        row(
-            "emulator CPU seconds (share of one core)",
-            *each(lambda b: f"{b['cpu_emulator_s']:g} ({b['busy_emulator']:.0%})"),
-            "",
-        ),
-        row(
-            "client CPU seconds (share of one core)",
-            *each(lambda b: f"{b['cpu_client_s']:g} ({b['busy_client']:.0%})"),
-            "",
-        ),
+        "| figure | operator | floor (bare client, same applies) | ratio |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for key, label in (("p50", "apply -> all children seen by a watch, p50"), ("p99", "... p99")):
+        a, b = op["latency_s"][key], fl["latency_s"][key]
+        lines.append(f"| {label} | {ms(a)} | {ms(b)} | {a / b:.1f}x |")
+    lines += [
+        f"| ... max | {ms(op['latency_s']['max'])} | {ms(fl['latency_s']['max'])} | |",
+        f"| first apply -> last object complete | {ms(op['wall_s'])} | {ms(fl['wall_s'])} | "
+        f"{op['wall_s'] / fl['wall_s']:.1f}x |",
+        f"| the user's {results['n']} applies took | {ms(op['apply_wall_s'])} | {ms(fl['apply_wall_s'])} | |",
+        f"| requests per object (writes) | {op['requests_per_object']:g} ({op['writes_per_object']:g}) | "
+        f"{fl['requests_per_object']:g} ({fl['writes_per_object']:g}) | "
+        f"{op['requests_per_object'] / fl['requests_per_object']:.1f}x |",
+        f"| ... by verb | {verbs(op['per_object_by_verb'])} | {verbs(fl['per_object_by_verb'])} | |",
+        f"| client CPU seconds | {op['cpu_s']:g} | {fl['cpu_s']:g} | |",
+        f"| apply -> Stable (pods Ready by the kubelet stand-in), p50 / p99 | "
+        f"{ms(op['to_stable_s']['p50'])} / {ms(op['to_stable_s']['p99'])} | | |",
+        f"| forbidden (403) responses | {op['forbidden']} | {fl['forbidden']} | |",
+        f"| server errors (5xx) answered, retried | {op['server_errors']} | {fl['server_errors']} | |",
         "",
-        "#### Where the operator's requests for a new object go",
+        f"Operator requests in the burst, by kind: {json.dumps(op['requests_by_kind'])}",
         "",
-        row("per new ModelDeployment, during the burst", "count"),
+        f"#### At rest: {results['n'] + 1} objects, --resync-seconds={rest['resync_seconds']:g}, "
+        f"{rest['passes']} whole resync periods",
+        "",
+        "| figure | value |",
         "| --- | ---: |",
-        row("reconcile passes (one LIST of Deployments each)", f"{ob['passes_per_object']:g}"),
-        row(
-            f"LISTs per pass (4 built-in kinds + {len(results['optional_crds'])} optional CRDs installed)",
-            f"{len(results['optional_crds']) + 4}",
-        ),
-        row(
-            "GETs of the ModelDeployment (a pass re-run on a fresh read)",
-            f"{round(ob['requests_by_kind'].get(f'get {PLURAL}', 0) / n, 2):g}",
-        ),
-        row(
-            "server-side applies of children",
-            f"{ob['applies_per_object']:g}",
-        ),
-        row("status PATCHes", f"{ob['status_patches_per_object']:g}"),
-        row(
-            "… of which changed nothing on the server (all objects)",
-            f"{ob['status_patches_changing_nothing']}",
-        ),
-        row(
-            "one object alone on an idle system: passes / status PATCHes / status changes stored",
-            f"{op['idle_trace']['passes']} / {op['idle_trace']['status_patches']} "
-            f"/ {len([c for c in op['idle_trace']['status_commits'] if c != '(nothing)'])}",
-        ),
-        row("Events posted", f"{ob['requests_by_kind'].get('create events', 0) / n:g}"),
+        f"| **writes per idle pass** | **{rest['writes_per_idle_pass']:g}** |",
+        f"| requests per resync | {rest['requests_per_resync']:g} "
+        f"({verbs(rest['requests_per_resync_by_verb'])}) |",
+        f"| measured period (sleep + pass) | {rest['measured_period_s']:g} s |",
+    ]
+    if rest["pass_duration_s"]:
+        lines.append(f"| duration of one resync pass, p50 | {ms(rest['pass_duration_s']['p50'])} |")
+    lines += [
+        f"| requests of the start-up passes after the restart | {rest['startup_requests']} |",
+        f"| forbidden (403) responses | {rest['forbidden']} |",
+        f"| operator RSS, started with no object | {mib(results['rss_started_kib'])} |",
+        f"| operator peak RSS (VmHWM) after the burst and all Stable | {mib(peak_burst)} |",
+        f"| operator peak RSS (VmHWM), restarted, after the idle passes | {mib(peak_rest)} |",
         "",
-        "#### The operator at rest",
+        f"Writes in the idle window, by kind: {json.dumps(rest['writes_in_window_by_kind']) or '{}'}",
+        f"Examples: {rest['writes_in_window_examples']}",
+        f"Writes of the start-up passes, by kind: {json.dumps(rest['startup_writes_by_kind'])}",
         "",
-        row("figure", "value"),
-        "| --- | ---: |",
-        row(
-            f"**write requests per no-op resync pass** ({noop['objects']} objects, {noop['passes']} passes)",
-            f"**{noop['writes_per_pass']:g}**",
-        ),
-        row(
-            "write requests after a restart (a pass for every object, then those passes)",
-            f"{noop['writes_since_restart']}",
-        ),
-        row("requests per resync pass", f"{noop['requests_per_pass']:g}"),
-        row(
-            "duration of one resync pass (p50; the objects' passes run on the worker pool)",
-            ms(noop["pass_duration_s"]["p50"]),
-        ),
-        row(
-            "share of one core busy during those passes: emulator / operator",
-            f"{noop['busy_while_passing']['emulator']:.0%} / {noop['busy_while_passing']['operator']:.0%}",
-        ),
-        row(
-            f"after all {n} Deployments became ready: status writes + Events per object",
-            f"{sum(ready['writes'].values()) / n:g}",
-        ),
-        row("… and all Stable after", ms(ready["wall_to_all_stable_s"])),
-        row("operator RSS, started, no objects", f"{op['rss_idle_kib'] / 1024:.0f} MiB"),
-        row(
-            f"operator peak RSS (VmHWM) after the burst of {n} and the ready phase",
-            f"{op['rss_end_of_latency_run_kib']['VmHWM'] / 1024:.0f} MiB",
-        ),
-        row(
-            f"operator peak RSS (VmHWM), restarted with {noop['objects']} objects, after the passes",
-            f"{op['rss_end_kib']['VmHWM'] / 1024:.0f} MiB",
-        ),
-        "",
-        f"Machine: {facts['nproc']} CPUs ({facts['cpu']}), Linux {facts['kernel']}, "
-        f"Python {facts['python']}, kopf {facts['kopf']}, kmock {facts['kmock']}, "
-        f"kubernetes client {facts['kubernetes']}. "
-        f"Optional CRDs installed: {', '.join(results['optional_crds'])}.",
-        "",
-        f"Command: `{results['command']}` ({results['total_s']:.0f} s in all). "
-        f"The operator ran as `{op['command_latency']}` for the latencies, "
-        f"and as `{op['command_noop']}` for the passes at rest.",
+        f"Credentials: {results['credentials']}.",
+        f"Operator commands: `{results['command_latency']}` (burst); `{results['command_rest']}` (at rest).",
+        f"Floor: bench/floor_client.py, {fl['client'].get('objects')} objects, "
+        f"{fl['client'].get('requests')} applies ({fl['client'].get('retries')} retried), "
+        f"errors {fl['client'].get('errors')}; "
+        "children compared with the operator's: "
+        f"{results['children_compared']} (kinds, names, spec and data equal).",
+        f"Machine: {os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}, "
+        f"{results['apiserver_version']}; load average at the end {results['load_average_end'][0]:.1f}. "
+        f"`modeldeploy run` child processes: {results['operator_children'] or 'none'}.",
+        f"Command: `{' '.join(['.venv/bin/python', 'bench/reconcile_latency.py', *sys.argv[1:]])}` "
+        f"({elapsed:.0f} s in all).",
     ]
     return "\n".join(lines)
 
 
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def main(argv: list[str] | None = None) -> int:
+def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--count", type=int, default=200, help="ModelDeployments in the burst (default 200)")
-    parser.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
-    parser.add_argument("--idle", type=int, default=5, help="single-object samples on an idle system")
-    parser.add_argument("--resync", type=float, default=2.0, help="--resync-seconds for the no-op passes")
-    parser.add_argument("--passes", type=int, default=3, help="resync passes to count writes over")
+    parser.add_argument("--n", type=int, default=200, help="ModelDeployments in the burst (default 200)")
     parser.add_argument(
-        "--latency-resync",
-        type=float,
-        default=600.0,
-        help="--resync-seconds while latencies are measured: no periodic pass during the burst",
+        "--resync-seconds", type=float, default=10.0, help="resync period at rest (default 10)"
     )
+    parser.add_argument("--passes", type=int, default=3, help="whole resync periods measured at rest")
     parser.add_argument(
-        "--only-pod-monitor-crd",
-        action="store_true",
-        help="install only the PodMonitor CRD (default: every optional CRD, as LocalCluster does)",
+        "--latency-resync", type=float, default=600.0, help="resync period during the burst (far away)"
     )
-    parser.add_argument("--timeout", type=float, default=180.0, help="seconds allowed for each wait")
-    args = parser.parse_args(argv)
-    # A SIGTERM unwinds like Ctrl-C, so that every `finally` stops the processes started here.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    if args.count < 1 or args.passes < 1:
-        parser.error("--count and --passes must be at least 1")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds for any one wait")
+    parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument(
+        "--cluster-admin", action="store_true", help="log in as cluster-admin users, not the chart's RBAC"
+    )
+    parser.add_argument("--chart", type=Path, default=CHART, help="the chart whose RBAC the operator gets")
+    parser.add_argument("--keep", action="store_true", help="keep the logs and the audit log")
+    args = parser.parse_args()
+    try:
+        assets = find_assets()
+    except ControlPlaneMissing as error:
+        print(f"bench: the real control plane is missing: {error}", file=sys.stderr)
+        return 1
 
-    optional_crds = (POD_MONITOR_CRD,) if args.only_pod_monitor_crd else OPTIONAL_CRDS
-    workers = OperatorConfig().workers
-    started = time.perf_counter()
-    results: dict[str, Any] = {
-        "count": args.count,
-        "workers": workers,
-        "machine": machine(),
-        "optional_crds": list(optional_crds),
-        "command": shlex.join([".venv/bin/python", "bench/reconcile_latency.py", *(argv or sys.argv[1:])]),
-    }
-    log(f"operator: {args.count} ModelDeployments, then {args.passes} no-op resync passes")
-    results["operator"] = operator_phases(args, optional_crds)
-    gc.collect()
-    log("floor: the same child writes from a bare HTTP client")
-    results["floor_1"] = floor_phase(args, 1, optional_crds, args.idle)
-    gc.collect()
-    results["floor_n"] = floor_phase(args, workers, optional_crds, 0)
-    results["total_s"] = time.perf_counter() - started
-    table = markdown(results)
-    print(table)
+    def terminate(signum: int, _: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, terminate)
+    started = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="modeldeploy-bench-"))
+    try:
+        results = run(args, assets, workdir)
+    except BaseException:
+        log(f"failed; the logs (operator, floor, kubelet, control plane, audit) are in {workdir}")
+        raise
+    if not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    text = report(results, args, time.monotonic() - started)
+    print(text)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+        args.json.write_text(json.dumps({**results, "report": text}, indent=2, default=str))
     return 0
 
 
