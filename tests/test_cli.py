@@ -99,6 +99,25 @@ def test_an_unknown_context_is_named(tmp_path: Path) -> None:
     )
 
 
+def test_a_kubeconfig_that_is_not_yaml_is_named(tmp_path: Path) -> None:
+    config = write(tmp_path / "kubeconfig", "clusters: [a\n")
+    rc, _, err = modeldeploy("status", "fraud-scorer", f"--kubeconfig={config}")
+    assert one_error_line(rc, err) == (
+        f'error: {NO_CONFIG} ({config}): while parsing a flow sequence in "{config}", line 1, column 11 '
+        f"expected ',' or ']', but got '<stream end>' in \"{config}\", line 2, column 1"
+    )
+
+
+def test_a_server_with_an_untrusted_certificate_is_named(control_plane: ControlPlane, tmp_path: Path) -> None:
+    config = kubeconfig_for(control_plane.url, tmp_path / "kubeconfig")  # no certificate-authority
+    rc, _, err = modeldeploy("status", "fraud-scorer", f"--kubeconfig={config}")
+    line = one_error_line(rc, err)
+    assert line.startswith(
+        f"error: ModelDeployment ml/fraud-scorer: cannot reach the API server {control_plane.url}: "
+    )
+    assert "CERTIFICATE_VERIFY_FAILED" in line
+
+
 @pytest.mark.parametrize("verb", ["status", "pause"])
 def test_an_unreachable_server_is_named(verb: str, tmp_path: Path) -> None:
     server = f"https://127.0.0.1:{closed_port()}"

@@ -21,6 +21,7 @@ from typing import Any
 
 import kubernetes
 import urllib3
+import yaml
 from kubernetes.client import ApiClient, Configuration
 from kubernetes.client.exceptions import ApiException
 
@@ -131,9 +132,10 @@ def configuration(
         path = config_file or os.environ.get("KUBECONFIG") or None
         try:
             kubernetes.config.load_kube_config(config_file=path, context=context, client_configuration=config)
-        except (kubernetes.config.ConfigException, OSError, ValueError) as error:
+        except (kubernetes.config.ConfigException, OSError, ValueError, yaml.YAMLError) as error:
             named = path or "~/.kube/config"
-            message = f"no in-cluster configuration and no usable kubeconfig ({named}): {error}"
+            detail = " ".join(str(error).split())  # one line: YAML errors span several
+            message = f"no in-cluster configuration and no usable kubeconfig ({named}): {detail}"
             raise KubeError(0, "NoConfiguration", message) from None
     return config
 
@@ -219,8 +221,8 @@ def default_namespace(config_file: str | None = None, context: str | None = None
     try:
         path = config_file or os.environ.get("KUBECONFIG") or None
         contexts, current = kubernetes.config.list_kube_config_contexts(config_file=path)
-    except (kubernetes.config.ConfigException, OSError, ValueError):
-        return "default"
+    except (kubernetes.config.ConfigException, OSError, ValueError, yaml.YAMLError):
+        return "default"  # configuration() names the problem when the client is made
     if context:
         current = next((c for c in contexts or [] if c.get("name") == context), None)
     return str((current or {}).get("context", {}).get("namespace") or "default")
@@ -299,6 +301,11 @@ class KubeClient:
             except ApiException as exc:
                 error, wait_hint = _error(exc), retry_after((exc.headers or {}).get("Retry-After"))
                 transient = error.status in RETRYABLE_STATUSES
+                if not exc.status:  # the client's wrapping of a TLS failure ("SSLError\n<detail>")
+                    detail = str(exc.reason).splitlines()[-1]
+                    error = KubeError(
+                        0, "SSLError", f"cannot reach the API server {self._api.configuration.host}: {detail}"
+                    )
             except urllib3.exceptions.HTTPError as exc:
                 # A timeout or a dropped connection: no answer came back, so the request is tried
                 # again (our writes are applies and patches; a repeated Event is harmless).
