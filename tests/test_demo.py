@@ -63,6 +63,10 @@ def test_demo_on_the_real_control_plane(tmp_path: Path) -> None:
     assert re.search(r"^  recommender +Stable +recommender +12 +3/3 ", out, re.MULTILINE), out
     assert "=> Promoted: analysis passed at every step" in out
     assert "=> RolledBack: 2 failed checks: success-rate" in out
+    # Then what a user looks at next: `modeldeploy status` (a process) with the history, and the Events.
+    assert "$ modeldeploy status recommender -n ml-rollouts" in out
+    assert re.search(r"^ +history: +\S+ RolledBack \S+ v14: 2 failed checks", out, re.MULTILINE), out
+    assert re.search(r"^  Warning +RolledBack +revision \S+: 2 failed checks", out, re.MULTILINE), out
 
 
 def test_demo_names_its_folder_and_defaults_a_missing_namespace(tmp_path: Path) -> None:
@@ -73,7 +77,7 @@ def test_demo_names_its_folder_and_defaults_a_missing_namespace(tmp_path: Path) 
     text = (REPO_ROOT / "examples" / "gateway-canary.yaml").read_text()
     (examples / "no-namespace.yaml").write_text(re.sub(r"(?m)^  namespace: ml\n", "", text, count=1))
     out = run_demo_in(tmp_path, empty, examples, "--no-rollouts")
-    assert f"ModelDeployments from {examples}/" in out
+    assert f"[1/3] 1 ModelDeployment from {examples}/, applied server-side" in out
     assert "no kubectl runs" in out
     assert "default/recommender: ConfigMap/recommender-config-" in out
     # While the pods load, READY counts against the wanted replicas, not 0/0.

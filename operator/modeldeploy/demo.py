@@ -14,6 +14,7 @@ import contextlib
 import copy
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -36,7 +37,7 @@ from modeldeploy.sim.controlplane import (
 )
 from modeldeploy.sim.kubeapi import ApiError, KubeApi
 from modeldeploy.sim.kubelet import Kubelet
-from modeldeploy.sim.operator_process import OperatorProcess
+from modeldeploy.sim.operator_process import OperatorProcess, modeldeploy_command
 from modeldeploy.sim.prometheus import PrometheusMissing, PrometheusServer, find_prometheus, pod_target
 from modeldeploy.sim.triton_exporter import Traffic, TritonExporter
 
@@ -430,8 +431,9 @@ def prepare_namespaces(cluster: Cluster, docs: list[dict[str, Any]]) -> None:
 
 
 def part_one(cluster: Cluster, docs: list[dict[str, Any]], examples: Path) -> None:
-    say(f"\n[1/3] {len(docs)} ModelDeployments from {examples}/, applied server-side (what")
-    say("      `kubectl apply --server-side -f` sends; the demo's own client, no kubectl runs)")
+    count = f"{len(docs)} {KIND}{'' if len(docs) == 1 else 's'}"
+    say(f"\n[1/3] {count} from {examples}/, applied server-side")
+    say("      (what `kubectl apply --server-side -f` sends, by the demo's own client: no kubectl runs)")
     for doc in docs:
         meta = doc["metadata"]
         try:
@@ -584,11 +586,23 @@ def part_three(cluster: Cluster, examples: Path) -> None:
 
 def show_what_a_user_sees(cluster: Cluster, namespace: str, name: str) -> None:
     """What a user looks at next: `modeldeploy status` (with the history) and the object's Events."""
-    from modeldeploy.cli import format_status
-
-    obj = cluster.api.get(API_VERSION, KIND, namespace, name) or {}
+    # Run as a user runs it, a process with the kubeconfig: the demo checks the CLI from outside too.
+    kubeconfig, args = cluster.connection()
+    env = {**os.environ}
+    if kubeconfig is not None:
+        env["KUBECONFIG"] = str(kubeconfig)
+    else:  # the emulator: its URL, as --server gives it to the operator
+        env["MODELDEPLOY_SERVER"] = args[0].removeprefix("--server=")
     say(f"\n  $ modeldeploy status {name} -n {namespace}")
-    for line in format_status(obj).splitlines():
+    shown = subprocess.run(
+        [*modeldeploy_command(), "status", name, "-n", namespace],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    for line in (shown.stdout + shown.stderr).splitlines():
         say(f"  {line}")
     selector = f"involvedObject.kind={KIND},involvedObject.name={name}"
     say(f"\n  $ kubectl get events -n {namespace} --field-selector {selector}")
