@@ -95,3 +95,36 @@ def test_demo_without_its_folder_says_so(tmp_path: Path) -> None:
     )
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == f"demo failed: --examples {missing}: no such directory\n"
+
+
+def test_demo_says_why_an_example_has_no_children(tmp_path: Path) -> None:
+    empty = tmp_path / "no-binaries"
+    empty.mkdir()
+    examples = tmp_path / "examples"
+    examples.mkdir()
+    (examples / "bad.yaml").write_text(
+        "apiVersion: modeldeploy.io/v1alpha1\nkind: ModelDeployment\n"
+        "metadata: {name: bad-query, namespace: ml}\n"
+        "spec:\n  model: {name: m, version: '1', storageUri: 's3://bucket/m/1'}\n  runtime: {gpus: 0}\n"
+        "  rollout:\n    analysis:\n      metrics:\n"
+        "        - {name: custom, query: 'sum(x{pod=\"{{nope}}\"})', max: 1}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBE", "MODELDEPLOY_"))}
+    env["KUBEBUILDER_ASSETS"] = str(empty)
+    result = subprocess.run(
+        [sys.executable, "-m", "modeldeploy.cli", "demo", f"--examples={examples}", "--no-rollouts"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 1
+    # The object's own status says why, not a bare timeout.
+    first = result.stderr.splitlines()[0]
+    assert first.startswith(
+        f"demo failed: {examples}/bad.yaml: ml/bad-query is Failed: invalid spec: "
+        "spec.rollout.analysis.metrics[0].query: unknown template variable {{nope}}"
+    ), result.stderr
+    assert "Degraded (InvalidSpec)" in first

@@ -449,7 +449,11 @@ def part_one(cluster: Cluster, docs: list[dict[str, Any]], examples: Path) -> No
 
         def created(namespace: str = namespace, name: str = name) -> list[dict[str, Any]]:
             # The status is written after every child was applied: then the list is complete.
-            done = bool(status(cluster, namespace, name).get("phase"))
+            phase = status(cluster, namespace, name).get("phase")
+            if phase == "Failed":  # an invalid spec: nothing will come, say why now
+                source = SOURCES.get((namespace, name), "")
+                raise DemoFailed(f"{source}: {why_not(cluster, namespace, name)}")
+            done = bool(phase)
             return children(cluster, namespace, name) if done else []
 
         found = wait(cluster, created, 60, f"the children of {name}", about=(namespace, name))
