@@ -46,7 +46,7 @@ def render(example: Path) -> list[dict[str, Any]]:
 
 
 def rendered_text(example: Path) -> str:
-    # Exactly what `modeldeploy render -f` prints, so `diff <(modeldeploy render -f ...) golden` is empty.
+    # What `modeldeploy render -f` prints after its two-line "do not apply" comment (RENDER_HEADER).
     return yaml.safe_dump_all(render(example), sort_keys=False)
 
 
