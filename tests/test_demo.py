@@ -22,6 +22,10 @@ def run_demo(tmp_path: Path, assets: Path, *args: str) -> str:
     examples = tmp_path / "examples"
     examples.mkdir()
     shutil.copy(REPO_ROOT / "examples" / "gateway-canary.yaml", examples)
+    return run_demo_in(tmp_path, assets, examples, *args)
+
+
+def run_demo_in(tmp_path: Path, assets: Path, examples: Path, *args: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBE", "MODELDEPLOY_"))}
     env["KUBEBUILDER_ASSETS"] = str(assets)
     result = subprocess.run(
@@ -59,3 +63,68 @@ def test_demo_on_the_real_control_plane(tmp_path: Path) -> None:
     assert re.search(r"^  recommender +Stable +recommender +12 +3/3 ", out, re.MULTILINE), out
     assert "=> Promoted: analysis passed at every step" in out
     assert "=> RolledBack: 2 failed checks: success-rate" in out
+    # Then what a user looks at next: `modeldeploy status` (a process) with the history, and the Events.
+    assert "$ modeldeploy status recommender -n ml-rollouts" in out
+    assert re.search(r"^ +history: +\S+ RolledBack \S+ v14: 2 failed checks", out, re.MULTILINE), out
+    assert re.search(r"^  Warning +RolledBack +revision \S+: 2 failed checks", out, re.MULTILINE), out
+
+
+def test_demo_names_its_folder_and_defaults_a_missing_namespace(tmp_path: Path) -> None:
+    empty = tmp_path / "no-binaries"
+    empty.mkdir()
+    examples = tmp_path / "examples"
+    examples.mkdir()
+    text = (REPO_ROOT / "examples" / "gateway-canary.yaml").read_text()
+    (examples / "no-namespace.yaml").write_text(re.sub(r"(?m)^  namespace: ml\n", "", text, count=1))
+    out = run_demo_in(tmp_path, empty, examples, "--no-rollouts")
+    assert f"[1/3] 1 ModelDeployment from {examples}/, applied server-side" in out
+    assert "no kubectl runs" in out
+    assert "default/recommender: ConfigMap/recommender-config-" in out
+    # While the pods load, READY counts against the wanted replicas, not 0/0.
+    assert re.search(r"^  recommender +Progressing +recommender +12 +0/3 ", out, re.MULTILINE), out
+
+
+def test_demo_without_its_folder_says_so(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    result = subprocess.run(
+        [sys.executable, "-m", "modeldeploy.cli", "demo", f"--examples={missing}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == f"demo failed: --examples {missing}: no such directory\n"
+
+
+def test_demo_says_why_an_example_has_no_children(tmp_path: Path) -> None:
+    empty = tmp_path / "no-binaries"
+    empty.mkdir()
+    examples = tmp_path / "examples"
+    examples.mkdir()
+    (examples / "bad.yaml").write_text(
+        "apiVersion: modeldeploy.io/v1alpha1\nkind: ModelDeployment\n"
+        "metadata: {name: bad-query, namespace: ml}\n"
+        "spec:\n  model: {name: m, version: '1', storageUri: 's3://bucket/m/1'}\n  runtime: {gpus: 0}\n"
+        "  rollout:\n    analysis:\n      metrics:\n"
+        "        - {name: custom, query: 'sum(x{pod=\"{{nope}}\"})', max: 1}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBE", "MODELDEPLOY_"))}
+    env["KUBEBUILDER_ASSETS"] = str(empty)
+    result = subprocess.run(
+        [sys.executable, "-m", "modeldeploy.cli", "demo", f"--examples={examples}", "--no-rollouts"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 1
+    # The object's own status says why, not a bare timeout.
+    first = result.stderr.splitlines()[0]
+    assert first.startswith(
+        f"demo failed: {examples}/bad.yaml: ml/bad-query is Failed: invalid spec: "
+        "spec.rollout.analysis.metrics[0].query: unknown template variable {{nope}}"
+    ), result.stderr
+    assert "Degraded (InvalidSpec)" in first

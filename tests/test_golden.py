@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from modeldeploy.cli import main, render_document
+from modeldeploy.cli import RENDER_HEADER, main, render_document
 from modeldeploy.render.names import FIELD_MANAGER
 from modeldeploy.render.options import RenderOptions
 from modeldeploy.sim.controlplane import ControlPlane
@@ -46,7 +46,7 @@ def render(example: Path) -> list[dict[str, Any]]:
 
 
 def rendered_text(example: Path) -> str:
-    # Exactly what `modeldeploy render -f` prints, so `diff <(modeldeploy render -f ...) golden` is empty.
+    # What `modeldeploy render -f` prints after its two-line "do not apply" comment (RENDER_HEADER).
     return yaml.safe_dump_all(render(example), sort_keys=False)
 
 
@@ -101,7 +101,7 @@ def test_cli_render_prints_the_golden(example: Path, capsys: pytest.CaptureFixtu
     assert main(["render", "-f", str(example)]) == 0
     captured = capsys.readouterr()
     assert captured.err == ""
-    assert captured.out == rendered_text(example)
+    assert captured.out == RENDER_HEADER + rendered_text(example)
 
 
 def test_examples_render_the_expected_kinds() -> None:

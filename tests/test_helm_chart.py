@@ -36,8 +36,8 @@ from helm_tools import (
     run_helm,
     template,
 )
+from validation import THIRD_PARTY_CRDS, missing_third_party_crds
 
-THIRD_PARTY_CRDS = REPO_ROOT.parent / "shared" / "third-party-crds"
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schema available.
 KUBERNETES_VERSIONS = ["1.29.0", kubernetes_validate.latest_version()]
 DIGEST = "sha256:" + "0123456789abcdef" * 4
@@ -193,6 +193,8 @@ def test_service_monitor_matches_prometheus_operator_crd() -> None:
     manifests = render_chart(VALUE_CASES["service-monitor"])
     (monitor,) = find(manifests, "ServiceMonitor")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    if not THIRD_PARTY_CRDS.is_dir():
+        missing_third_party_crds()
     schema = crd_schema(THIRD_PARTY_CRDS / "prometheus-operator.servicemonitors.yaml", "v1")
     jsonschema.Draft7Validator(schema).validate(monitor)
     # And the strict schema really is strict: an unknown field is rejected.

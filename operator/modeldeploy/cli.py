@@ -7,6 +7,7 @@ import datetime
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,13 +25,25 @@ from modeldeploy.api.base import (
     RESUME_ANNOTATION,
     RETRY_ANNOTATION,
 )
-from modeldeploy.api.crd import CRD_FILENAME, crd_yaml
+from modeldeploy.api.crd import CRD_FILENAME, CRD_NAME, crd_yaml
 from modeldeploy.api.resource import InvalidSpecError, ObjectRef
 from modeldeploy.render.options import DEFAULT_PULLER_IMAGE, RenderOptions
 from modeldeploy.rollout.plan import steady_children
 from modeldeploy.rollout.validate import validate
 
 OFFLINE_UID = "00000000-0000-0000-0000-000000000000"  # the API server assigns the real one
+# Printed before the rendered documents: the placeholder uid makes them unfit for `kubectl apply`.
+RENDER_HEADER = (
+    "# Rendered offline by `modeldeploy render`, for review. Do not apply: the operator creates these\n"
+    f"# itself, and their ownerReferences carry a placeholder uid ({OFFLINE_UID}).\n"
+)
+RENDER_SUFFIXES = (".yaml", ".yml", ".json")  # what `kubectl apply -f DIR` reads
+# A child's name is NAME-primary, and Services need DNS-1035 labels: no dots, upper case or '_'.
+NAME_PATTERN = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+
+
+class CliError(Exception):
+    """Bad input or an unreachable cluster: printed as one line, `error: ...`, exit status 1."""
 
 
 class JsonFormatter(logging.Formatter):
@@ -83,14 +96,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         prometheus_url=args.prometheus_url,
         puller_image=args.puller_image,
         pod_monitor_labels=tuple(_label(item) for item in args.pod_monitor_label or ()),
+        kubeconfig=args.kubeconfig,
+        context=args.context,
     )
-    from modeldeploy.adapters.kube import KubeError
+    from modeldeploy.adapters.kube import CRD, KubeClient, KubeError, configuration
 
     try:
+        client = KubeClient(
+            configuration(config.server, config.token, config_file=config.kubeconfig, context=config.context)
+        )
+        try:
+            # One request first: kopf would retry an unreachable server for a minute, then print a
+            # traceback. An answer of any status (a 403 too) means the server is there.
+            client.get(CRD, None, CRD_NAME)
+        except KubeError as error:
+            if error.status == 0:
+                raise
+        finally:
+            client.close()
         run(config)
     except KubeError as error:
-        print(f"error: cannot reach a cluster: {error.message or error.reason}", file=sys.stderr)
-        return 1
+        raise CliError(error.message or error.reason) from None
     return 0
 
 
@@ -101,9 +127,43 @@ def _label(item: str) -> tuple[str, str]:
     return key, value
 
 
-def load_documents(path: str) -> list[dict[str, Any]]:
-    text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    return [doc for doc in yaml.safe_load_all(text) if isinstance(doc, dict)]
+def input_files(name: str) -> list[str]:
+    """`-f` as kubectl reads it: a file, `-` for stdin, or a directory's *.yaml, *.yml and *.json."""
+    if name == "-":
+        return [name]
+    path = Path(name)
+    if path.is_dir():
+        found = sorted(str(p) for p in path.iterdir() if p.suffix in RENDER_SUFFIXES and p.is_file())
+        if not found:
+            raise CliError(f"{name}: a directory with no *.yaml, *.yml or *.json file")
+        return found
+    if not path.exists():
+        raise CliError(f"{name}: no such file or directory")
+    return [name]
+
+
+def load_documents(name: str) -> list[Any]:
+    """Every document of one file (YAML or JSON), a `kind: List` expanded into its items."""
+    try:
+        text = sys.stdin.read() if name == "-" else Path(name).read_bytes().decode()
+    except UnicodeDecodeError:
+        raise CliError(f"{name}: not a text file (not UTF-8)") from None
+    except OSError as error:
+        raise CliError(f"{name}: cannot read: {error.strerror or error}") from None
+    try:
+        docs = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise CliError(f"{name}: not YAML or JSON{where}: {problem}") from None
+    out: list[Any] = []
+    for doc in docs:
+        if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+            out += doc["items"]
+        else:
+            out.append(doc)
+    return out
 
 
 def render_document(doc: dict[str, Any], options: RenderOptions) -> list[dict[str, Any]]:
@@ -119,23 +179,63 @@ def render_document(doc: dict[str, Any], options: RenderOptions) -> list[dict[st
     return steady_children(parent, spec, options)
 
 
+def near_miss(doc: dict[str, Any]) -> str | None:
+    """Why a document that looks meant as a ModelDeployment is not one, else None."""
+    api_version, kind = str(doc.get("apiVersion") or ""), str(doc.get("kind") or "")
+    group = API_VERSION.split("/")[0]
+    if kind.lower() == KIND.lower() and kind != KIND:
+        return f"kind {kind!r}: kinds are case-sensitive; did you mean {KIND}?"
+    if api_version.split("/")[0] == group and api_version != API_VERSION:
+        return f"apiVersion {api_version!r}: not served; this version of modeldeploy serves {API_VERSION}"
+    if kind == KIND and api_version != API_VERSION:
+        return f"apiVersion {api_version!r}: a {KIND} is {API_VERSION}"
+    return None
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     options = RenderOptions(puller_image=args.puller_image, pod_monitor=not args.no_pod_monitor)
     out: list[dict[str, Any]] = []
-    failed = False
-    for doc in load_documents(args.file):
-        if doc.get("apiVersion") != API_VERSION or doc.get("kind") != KIND:
-            continue
-        try:
-            out += render_document(doc, options)
-        except InvalidSpecError as error:
-            failed = True
-            name = (doc.get("metadata") or {}).get("name", "?")
-            for problem in error.problems:
-                print(f"error: {KIND} {name}: {problem}", file=sys.stderr)
-    if failed:
+    problems: list[str] = []
+    skipped: list[str] = []
+    seen: dict[tuple[str, str], str] = {}
+    files = [path for name in args.file for path in input_files(name)]
+    for path in files:
+        for index, doc in enumerate(load_documents(path), start=1):
+            where = f"{path}: document {index}"
+            if not isinstance(doc, dict):
+                problems.append(f"{where}: a {type(doc).__name__}, not an object")
+                continue
+            if (miss := near_miss(doc)) is not None:
+                problems.append(f"{where}: {miss}")
+                continue
+            if doc.get("apiVersion") != API_VERSION or doc.get("kind") != KIND:
+                skipped.append(f"{doc.get('kind') or 'an object without kind'}")
+                continue
+            meta = doc.get("metadata") or {}
+            name = str(meta.get("name") or "")
+            if name and not NAME_PATTERN.fullmatch(name):
+                problems.append(
+                    f"{where}: metadata.name {name!r}: must be lower-case letters, digits and '-', "
+                    "starting with a letter (children and Services are named after it)"
+                )
+                continue
+            key = (str(meta.get("namespace") or "default"), name)
+            if key in seen:
+                problems.append(f"{where}: {KIND} {key[0]}/{name} is also defined in {seen[key]}")
+                continue
+            seen[key] = where
+            try:
+                out += render_document(doc, options)
+            except InvalidSpecError as error:
+                problems += [f"{where}: {KIND} {name or '?'}: {problem}" for problem in error.problems]
+    if not seen and not problems:
+        others = f" (found only: {', '.join(sorted(set(skipped)))})" if skipped else ""
+        problems.append(f"{', '.join(files)}: no {KIND} ({API_VERSION}) to render{others}")
+    if problems:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
         return 1
-    sys.stdout.write(yaml.safe_dump_all(out, sort_keys=False))
+    sys.stdout.write(RENDER_HEADER + yaml.safe_dump_all(out, sort_keys=False))
     return 0
 
 
@@ -143,10 +243,13 @@ def cmd_crd(args: argparse.Namespace) -> int:
     text = crd_yaml()
     if args.output:
         target = Path(args.output)
-        if target.is_dir() or args.output.endswith("/"):
-            target.mkdir(parents=True, exist_ok=True)
-            target = target / CRD_FILENAME
-        target.write_text(text)
+        try:
+            if target.is_dir() or args.output.endswith("/"):
+                target.mkdir(parents=True, exist_ok=True)
+                target = target / CRD_FILENAME
+            target.write_text(text)
+        except OSError as error:
+            raise CliError(f"cannot write {target}: {error.strerror or error}") from None
         print(f"wrote {target}", file=sys.stderr)
     else:
         sys.stdout.write(text)
@@ -165,10 +268,16 @@ CONTROL: dict[str, tuple[str, str | None, str]] = {
 }
 
 
-def _client() -> Any:
-    from modeldeploy.adapters.kube import KubeClient, configuration
+def _client(args: argparse.Namespace) -> Any:
+    from modeldeploy.adapters.kube import KubeClient, KubeError, configuration
 
-    return KubeClient(configuration(os.environ.get("MODELDEPLOY_SERVER")))
+    try:
+        config = configuration(
+            os.environ.get("MODELDEPLOY_SERVER"), config_file=args.kubeconfig, context=args.context
+        )
+    except KubeError as error:
+        raise CliError(error.message) from None
+    return KubeClient(config)
 
 
 def _namespace(args: argparse.Namespace) -> str:
@@ -176,7 +285,40 @@ def _namespace(args: argparse.Namespace) -> str:
         return str(args.namespace)
     from modeldeploy.adapters.kube import default_namespace
 
-    return default_namespace()
+    return default_namespace(config_file=args.kubeconfig, context=args.context)
+
+
+def _get(args: argparse.Namespace, namespace: str) -> dict[str, Any]:
+    from modeldeploy.adapters.kube import MODEL_DEPLOYMENT, KubeError
+
+    client = _client(args)
+    try:
+        obj: dict[str, Any] | None = client.get(MODEL_DEPLOYMENT, namespace, args.name)
+    except KubeError as error:
+        raise CliError(f"{KIND} {namespace}/{args.name}: {error.message or error.reason}") from None
+    finally:
+        client.close()
+    if obj is None:
+        raise CliError(f"{KIND} {namespace}/{args.name} not found")
+    return obj
+
+
+ROLLOUT_PHASES = ("Progressing", "Paused", "Blocked")
+
+
+def refusal(verb: str, obj: dict[str, Any]) -> str | None:
+    """Why `verb` would do nothing on this object (so nothing is written), else None."""
+    status = obj.get("status") or {}
+    phase = status.get("phase") or "not yet reconciled"
+    paused = str((obj["metadata"].get("annotations") or {}).get(PAUSED_ANNOTATION, "")).lower()
+    if verb in ("promote", "abort") and phase not in ROLLOUT_PHASES:
+        what = "already promoting" if phase == "Promoting" else "no rollout in progress"
+        return f"{what} (phase {phase}): nothing to {verb}"
+    if verb == "retry" and phase != "RolledBack":
+        return f"phase {phase}, not RolledBack: nothing to retry"
+    if verb == "resume" and phase != "Paused" and paused not in ("true", "1", "yes"):
+        return f"not paused (phase {phase}): nothing to resume"
+    return None
 
 
 def cmd_control(args: argparse.Namespace) -> int:
@@ -190,15 +332,20 @@ def cmd_control(args: argparse.Namespace) -> int:
     else:
         changes = {annotation: value if value is not None else token}
     namespace = _namespace(args)
-    client = _client()
+    # A token written with no rollout to act on would act on the NEXT rollout: refuse instead.
+    obj = _get(args, namespace)
+    if (why := refusal(args.command, obj)) is not None:
+        raise CliError(f"{KIND} {namespace}/{args.name}: {why}")
+    client = _client(args)
     try:
         client.annotate(namespace, args.name, changes)
     except KubeError as error:
-        print(f"error: {KIND} {namespace}/{args.name}: {error.message or error.reason}", file=sys.stderr)
-        return 1
+        raise CliError(f"{KIND} {namespace}/{args.name}: {error.message or error.reason}") from None
     finally:
         client.close()
     print(f"{KIND} {namespace}/{args.name}: {args.command} requested")
+    if args.command == "pause" and (obj.get("status") or {}).get("phase") not in ROLLOUT_PHASES:
+        print("  no rollout is in progress: the next one will hold at its first step until resumed")
     return 0
 
 
@@ -237,21 +384,7 @@ def format_status(obj: dict[str, Any]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from modeldeploy.adapters.kube import MODEL_DEPLOYMENT, KubeError
-
-    namespace = _namespace(args)
-    client = _client()
-    try:
-        obj = client.get(MODEL_DEPLOYMENT, namespace, args.name)
-    except KubeError as error:
-        print(f"error: {error.message or error.reason}", file=sys.stderr)
-        return 1
-    finally:
-        client.close()
-    if obj is None:
-        print(f"error: {KIND} {namespace}/{args.name} not found", file=sys.stderr)
-        return 1
-    print(format_status(obj))
+    print(format_status(_get(args, _namespace(args))))
     return 0
 
 
@@ -264,15 +397,54 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------- main
 
 
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="modeldeploy", description=__doc__)
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Shows `(default: X)` after a flag's help when X says something (not None, False or [])."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default not in (None, False, [], argparse.SUPPRESS) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+ENVIRONMENT = """environment:
+  KUBECONFIG             the kubeconfig, as for kubectl (--kubeconfig wins)
+  MODELDEPLOY_SERVER     status and the control verbs: an API server URL to use without credentials
+                         instead of the kubeconfig (the demo's emulator); never for a real cluster
+  MODELDEPLOY_NAMESPACES, MODELDEPLOY_LOG_FORMAT, MODELDEPLOY_PROMETHEUS_URL, MODELDEPLOY_PULLER_IMAGE
+                         defaults of `run`'s --namespace (comma-separated), --log-format,
+                         --prometheus-url and --puller-image"""
+
+
+def _cluster_flags(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--kubeconfig", help="the kubeconfig (default: $KUBECONFIG, else ~/.kube/config)")
+    command.add_argument("--context", help="the kubeconfig context (default: its current-context)")
+
+
+def prog_name(argv0: str) -> str:
+    # Installed as kubectl-modeldeploy, kubectl runs it as the plugin `kubectl modeldeploy`.
+    return "kubectl modeldeploy" if Path(argv0).name == "kubectl-modeldeploy" else "modeldeploy"
+
+
+def parser(prog: str = "modeldeploy") -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog=prog,
+        description=__doc__,
+        epilog=ENVIRONMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     top.add_argument("--version", action="version", version=f"modeldeploy {__version__}")
     sub = top.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the operator")
-    run.add_argument("--namespace", action="append", help="watch this namespace (repeatable); default: all")
+    run = sub.add_parser("run", help="run the operator", formatter_class=DefaultsFormatter)
     run.add_argument(
-        "--log-format", choices=["text", "json"], default=os.environ.get("MODELDEPLOY_LOG_FORMAT", "text")
+        "--namespace", action="append", help="watch this namespace (repeatable); default: every namespace"
+    )
+    run.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=os.environ.get("MODELDEPLOY_LOG_FORMAT", "text"),
+        help="log lines as text, or one JSON object per line",
     )
     run.add_argument("--health-port", type=int, default=8080, help="serve /healthz here (0 turns it off)")
     run.add_argument("--metrics-port", type=int, default=9090, help="serve /metrics here (0 turns it off)")
@@ -282,10 +454,12 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get(
             "MODELDEPLOY_PROMETHEUS_URL", "http://prometheus-operated.monitoring.svc:9090"
         ),
-        help="default Prometheus for rollout analysis",
+        help="the Prometheus rollout analysis asks, unless a spec names its own",
     )
     run.add_argument(
-        "--puller-image", default=os.environ.get("MODELDEPLOY_PULLER_IMAGE", DEFAULT_PULLER_IMAGE)
+        "--puller-image",
+        default=os.environ.get("MODELDEPLOY_PULLER_IMAGE", DEFAULT_PULLER_IMAGE),
+        help="image of the init container that downloads the model",
     )
     run.add_argument(
         "--pod-monitor-label",
@@ -296,13 +470,24 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--server", help="an API server URL without credentials: only for `modeldeploy demo`'s emulator"
     )
-    run.add_argument("-v", "--verbose", action="store_true")
+    _cluster_flags(run)
+    run.add_argument("-v", "--verbose", action="store_true", help="log every request and kopf's own lines")
     run.set_defaults(func=cmd_run)
 
-    render = sub.add_parser("render", help="print the child manifests of ModelDeployments, offline")
-    render.add_argument("-f", "--file", required=True, help="YAML file with ModelDeployments, or - for stdin")
+    render = sub.add_parser(
+        "render",
+        help="print the child manifests of ModelDeployments, offline",
+        formatter_class=DefaultsFormatter,
+    )
+    render.add_argument(
+        "-f",
+        "--file",
+        required=True,
+        action="append",
+        help="a YAML or JSON file, a directory (its *.yaml, *.yml, *.json), or - for stdin (repeatable)",
+    )
     render.add_argument("--no-pod-monitor", action="store_true", help="as if the PodMonitor CRD were absent")
-    render.add_argument("--puller-image", default=DEFAULT_PULLER_IMAGE)
+    render.add_argument("--puller-image", default=DEFAULT_PULLER_IMAGE, help="as `run --puller-image`")
     render.set_defaults(func=cmd_render)
 
     crd = sub.add_parser("crd", help="print the CustomResourceDefinition, or write it with --output")
@@ -310,18 +495,21 @@ def parser() -> argparse.ArgumentParser:
     crd.set_defaults(func=cmd_crd)
 
     for verb, (_, _, what) in CONTROL.items():
-        control = sub.add_parser(verb, help=what)
+        control = sub.add_parser(verb, help=what, description=what)
         control.add_argument("name", help="the ModelDeployment")
-        control.add_argument("-n", "--namespace", help="default: the current kubeconfig context's")
+        control.add_argument("-n", "--namespace", help="default: the kubeconfig context's namespace")
+        _cluster_flags(control)
         control.set_defaults(func=cmd_control)
     status = sub.add_parser("status", help="show a ModelDeployment's rollout, analysis and history")
-    status.add_argument("name")
-    status.add_argument("-n", "--namespace")
+    status.add_argument("name", help="the ModelDeployment")
+    status.add_argument("-n", "--namespace", help="default: the kubeconfig context's namespace")
+    _cluster_flags(status)
     status.set_defaults(func=cmd_status)
 
     demo = sub.add_parser(
         "demo",
         help="run the operator on a local control plane (KUBEBUILDER_ASSETS), else on an emulator",
+        formatter_class=DefaultsFormatter,
     )
     demo.add_argument("--examples", default="examples", help="directory of ModelDeployment YAML files")
     demo.add_argument(
@@ -332,8 +520,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    result: int = args.func(args)
+    args = parser(prog_name(sys.argv[0])).parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except CliError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return result
 
 

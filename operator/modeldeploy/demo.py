@@ -14,6 +14,7 @@ import contextlib
 import copy
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -36,7 +37,7 @@ from modeldeploy.sim.controlplane import (
 )
 from modeldeploy.sim.kubeapi import ApiError, KubeApi
 from modeldeploy.sim.kubelet import Kubelet
-from modeldeploy.sim.operator_process import OperatorProcess
+from modeldeploy.sim.operator_process import OperatorProcess, modeldeploy_command
 from modeldeploy.sim.prometheus import PrometheusMissing, PrometheusServer, find_prometheus, pod_target
 from modeldeploy.sim.triton_exporter import Traffic, TritonExporter
 
@@ -298,25 +299,60 @@ def banner(cluster: Cluster) -> None:
     say(line)
 
 
+# (namespace, name) -> the file it came from, for messages about it.
+SOURCES: dict[tuple[str, str], Path] = {}
+
+
 def load_examples(directory: Path) -> list[dict[str, Any]]:
+    """The ModelDeployments of every *.yaml file, each with its namespace (else `default`, as
+    kubectl would)."""
     docs: list[dict[str, Any]] = []
     for path in sorted(directory.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
+        try:
+            found = list(yaml.safe_load_all(path.read_text()))
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            raise DemoFailed(f"{path}: not YAML: {str(error).splitlines()[0]}") from None
+        for doc in found:
             if isinstance(doc, dict) and doc.get("apiVersion") == API_VERSION and doc.get("kind") == KIND:
+                meta = doc.setdefault("metadata", {})
+                meta["namespace"] = meta.get("namespace") or "default"
+                SOURCES[(meta["namespace"], str(meta.get("name")))] = path
                 docs.append(doc)
     return docs
 
 
-def wait(cluster: Cluster, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+def why_not(cluster: Cluster, namespace: str, name: str) -> str:
+    """What the object's status says about itself: its phase, message and Degraded condition."""
+    current = status(cluster, namespace, name)
+    if not current:
+        return f"{namespace}/{name} has no status yet (the operator has not reconciled it)"
+    parts = [f"{namespace}/{name} is {current.get('phase', '-')}: {current.get('message', '')}".rstrip(": ")]
+    for cond in current.get("conditions") or []:
+        if cond.get("type") == "Degraded" and cond.get("status") == "True":
+            parts.append(f"Degraded ({cond.get('reason')}): {cond.get('message', '')}")
+    return "; ".join(parts)
+
+
+def wait(
+    cluster: Cluster,
+    predicate: Callable[[], Any],
+    timeout: float,
+    what: str,
+    about: tuple[str, str] | None = None,
+) -> Any:
+    """`predicate()` once true; else DemoFailed saying why, from the status of `about` (ns, name)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
+            reason = f"\n  {why_not(cluster, *about)}" if about else ""
+            source = f" ({SOURCES[about]})" if about in SOURCES else ""
             tail = cluster.operator.tail(2000) if cluster.operator else ""
             raise DemoFailed(
-                f"timed out after {timeout:.0f}s waiting for {what}; operator log (tail):\n{tail}"
+                f"timed out after {timeout:.0f}s waiting for {what}{source}{reason}\n"
+                f"operator log (tail):\n{tail}"
             )
         time.sleep(0.1)
 
@@ -341,7 +377,9 @@ def status_table(cluster: Cluster, docs: list[dict[str, Any]]) -> None:
         meta = doc["metadata"]
         current = status(cluster, meta["namespace"], meta["name"])
         model = doc["spec"]["model"]
-        ready = f"{current.get('readyReplicas', 0)}/{current.get('replicas', 0)}"
+        # Before the Deployment reports its pods, status.replicas is 0: show the wanted count.
+        wanted = current.get("replicas") or (doc["spec"].get("scaling") or {}).get("minReplicas", 1)
+        ready = f"{current.get('readyReplicas', 0)}/{wanted}"
         rows.append(
             (
                 meta["name"],
@@ -392,20 +430,33 @@ def prepare_namespaces(cluster: Cluster, docs: list[dict[str, Any]]) -> None:
         )
 
 
-def part_one(cluster: Cluster, docs: list[dict[str, Any]]) -> None:
-    say(f"\n[1/3] kubectl apply --server-side: {len(docs)} ModelDeployments from examples/")
+def part_one(cluster: Cluster, docs: list[dict[str, Any]], examples: Path) -> None:
+    count = f"{len(docs)} {KIND}{'' if len(docs) == 1 else 's'}"
+    say(f"\n[1/3] {count} from {examples}/, applied server-side")
+    say("      (what `kubectl apply --server-side -f` sends, by the demo's own client: no kubectl runs)")
     for doc in docs:
-        cluster.api.apply(doc)
+        meta = doc["metadata"]
+        try:
+            cluster.api.apply(doc)
+        except ApiError as error:
+            source = SOURCES.get((meta["namespace"], str(meta.get("name"))), examples)
+            raise DemoFailed(
+                f"{source}: the API server refused {KIND} {meta.get('name')}: {error.message}"
+            ) from None
     for doc in docs:
         meta = doc["metadata"]
         namespace, name = meta["namespace"], meta["name"]
 
         def created(namespace: str = namespace, name: str = name) -> list[dict[str, Any]]:
             # The status is written after every child was applied: then the list is complete.
-            done = bool(status(cluster, namespace, name).get("phase"))
+            phase = status(cluster, namespace, name).get("phase")
+            if phase == "Failed":  # an invalid spec: nothing will come, say why now
+                source = SOURCES.get((namespace, name), "")
+                raise DemoFailed(f"{source}: {why_not(cluster, namespace, name)}")
+            done = bool(phase)
             return children(cluster, namespace, name) if done else []
 
-        found = wait(cluster, created, 60, f"the children of {name}")
+        found = wait(cluster, created, 60, f"the children of {name}", about=(namespace, name))
         listing = ", ".join(sorted(f"{c['kind']}/{c['metadata']['name']}" for c in found))
         say(f"  {namespace}/{name}: {listing}")
     say("\n  Status while the models load (no pod is ready yet):")
@@ -421,12 +472,13 @@ def part_two(cluster: Cluster, docs: list[dict[str, Any]]) -> None:
         def stable(namespace: str = namespace, name: str = name) -> bool:
             return status(cluster, namespace, name).get("phase") == "Stable"
 
-        wait(cluster, stable, 90, f"{name} to be Stable")
+        wait(cluster, stable, 90, f"{name} to be Stable", about=(namespace, name))
     status_table(cluster, docs)
     first = docs[0]["metadata"]
     say(f"\n  Conditions of {first['name']}:")
     for cond in status(cluster, first["namespace"], first["name"]).get("conditions", []):
-        say(f"    {cond['type']:<11} {cond['status']:<5} {cond['reason']}: {cond['message']}")
+        message = f": {cond['message']}" if cond.get("message") else ""
+        say(f"    {cond['type']:<11} {cond['status']:<5} {cond['reason']}{message}")
 
 
 def rollout_manifest(doc: dict[str, Any], version: str) -> dict[str, Any]:
@@ -493,7 +545,9 @@ def metrics(namespace: str, name: str, model: str) -> Iterator[tuple[TritonExpor
 def part_three(cluster: Cluster, examples: Path) -> None:
     say("\n[3/3] Two rollouts of the Gateway API example, gated by Prometheus analysis")
     if find_prometheus() is None:
-        say("  skipped: the prometheus binary is missing (`make demo` installs it via `make tools`)")
+        say(
+            "  skipped: the prometheus binary is missing (`make tools-prometheus` unpacks it into .tools/bin)"
+        )
         return
     doc = next((d for d in load_examples(examples) if d["metadata"]["name"] == ROLLOUT_EXAMPLE), None)
     if doc is None:
@@ -508,7 +562,13 @@ def part_three(cluster: Cluster, examples: Path) -> None:
     with metrics(namespace, name, model) as (canary, prometheus):
         cluster.start_operator([namespace], resync_seconds=1.0, prometheus_url=prometheus.url)
         cluster.api.apply(first)
-        wait(cluster, lambda: status(cluster, namespace, name).get("phase") == "Stable", 90, "Stable")
+        wait(
+            cluster,
+            lambda: status(cluster, namespace, name).get("phase") == "Stable",
+            90,
+            f"{name} to be Stable",
+            about=(namespace, name),
+        )
         good = str(int(doc["spec"]["model"]["version"]) + 1)
         say(f"\n  Version {good}: a healthy canary (0% errors, latency like the primary's)")
         cluster.api.apply(rollout_manifest(doc, good))
@@ -525,6 +585,41 @@ def part_three(cluster: Cluster, examples: Path) -> None:
         serving = final.get("stableModelVersion")
         say(f"     The spec still says version {bad}; the primary keeps serving version {serving}.")
         say(f"     Change the spec or run `modeldeploy retry {name} -n {namespace}` to try again.")
+        show_what_a_user_sees(cluster, namespace, name)
+
+
+def show_what_a_user_sees(cluster: Cluster, namespace: str, name: str) -> None:
+    """What a user looks at next: `modeldeploy status` (with the history) and the object's Events."""
+    # Run as a user runs it, a process with the kubeconfig: the demo checks the CLI from outside too.
+    kubeconfig, args = cluster.connection()
+    env = {**os.environ}
+    if kubeconfig is not None:
+        env["KUBECONFIG"] = str(kubeconfig)
+    else:  # the emulator: its URL, as --server gives it to the operator
+        env["MODELDEPLOY_SERVER"] = args[0].removeprefix("--server=")
+    say(f"\n  $ modeldeploy status {name} -n {namespace}")
+    shown = subprocess.run(
+        [*modeldeploy_command(), "status", name, "-n", namespace],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    for line in (shown.stdout + shown.stderr).splitlines():
+        say(f"  {line}")
+    selector = f"involvedObject.kind={KIND},involvedObject.name={name}"
+    say(f"\n  $ kubectl get events -n {namespace} --field-selector {selector}")
+    events = [
+        e
+        for e in cluster.api.list("v1", "Event", namespace)
+        if (e.get("involvedObject") or {}).get("kind") == KIND and e["involvedObject"].get("name") == name
+    ]
+    # resourceVersion grows with every write: the order they were posted (timestamps are in seconds).
+    for event in sorted(events, key=lambda e: int(e["metadata"].get("resourceVersion") or 0)):
+        say(f"  {event.get('type', ''):<8} {event.get('reason', ''):<15} {event.get('message', '')}")
+    if not events:
+        say("  (none)")
 
 
 @contextlib.contextmanager
@@ -548,7 +643,7 @@ def demo(cluster: Cluster, docs: list[dict[str, Any]], examples: Path, rollouts:
     operator = cluster.start_operator(namespaces_of(docs), resync_seconds=5.0)
     pid = operator.process.pid if operator.process else "?"
     say(f"\nAPI server: {cluster.api.url}  (the operator: `modeldeploy run`, pid {pid})")
-    part_one(cluster, docs)
+    part_one(cluster, docs, examples)
     with cluster.pods_become_ready():
         part_two(cluster, docs)
         if not rollouts:
@@ -561,10 +656,11 @@ def demo(cluster: Cluster, docs: list[dict[str, Any]], examples: Path, rollouts:
 
 
 def run(examples: Path, rollouts: bool = True) -> int:
+    if not examples.is_dir():
+        raise DemoFailed(f"--examples {examples}: no such directory")
     docs = load_examples(examples)
     if not docs:
-        say(f"no ModelDeployment manifests in {examples}/")
-        return 1
+        raise DemoFailed(f"--examples {examples}: no {KIND} ({API_VERSION}) in its *.yaml files")
     workdir = Path(tempfile.mkdtemp(prefix="modeldeploy-demo-"))
     try:
         with cluster_for_demo(workdir) as cluster:

@@ -21,6 +21,7 @@ from typing import Any
 
 import kubernetes
 import urllib3
+import yaml
 from kubernetes.client import ApiClient, Configuration
 from kubernetes.client.exceptions import ApiException
 
@@ -104,8 +105,16 @@ def _error(exc: ApiException) -> KubeError:
         return KubeError(status, str(exc.reason), "")
 
 
-def configuration(server: str | None = None, token: str | None = None) -> Configuration:
-    """An explicit server (the demo's local emulator), else in-cluster, else the user's kubeconfig.
+def configuration(
+    server: str | None = None,
+    token: str | None = None,
+    *,
+    config_file: str | None = None,
+    context: str | None = None,
+) -> Configuration:
+    """An explicit server (the demo's local emulator), else in-cluster, else the user's kubeconfig
+    (`config_file`, else $KUBECONFIG, else ~/.kube/config; `context`, else its current one). A
+    kubeconfig or context asked for by name wins over in-cluster configuration, as with kubectl.
 
     In a pod, the client re-reads the service-account token file as the kubelet rotates it."""
     if server:
@@ -116,16 +125,19 @@ def configuration(server: str | None = None, token: str | None = None) -> Config
         return config
     config = Configuration()
     try:
+        if config_file or context:
+            raise kubernetes.config.ConfigException("a kubeconfig was named")
         kubernetes.config.load_incluster_config(client_configuration=config)
     except kubernetes.config.ConfigException:
+        # $KUBECONFIG read now: the client reads it only once, when it is first imported.
+        path = config_file or os.environ.get("KUBECONFIG") or None
         try:
-            # $KUBECONFIG read now: the client reads it only once, when it is first imported.
-            path = os.environ.get("KUBECONFIG") or None
-            kubernetes.config.load_kube_config(config_file=path, client_configuration=config)
-        except (kubernetes.config.ConfigException, OSError, ValueError) as error:
-            raise KubeError(
-                0, "NoConfiguration", f"no in-cluster configuration and no usable kubeconfig: {error}"
-            ) from None
+            kubernetes.config.load_kube_config(config_file=path, context=context, client_configuration=config)
+        except (kubernetes.config.ConfigException, OSError, ValueError, yaml.YAMLError) as error:
+            named = path or "~/.kube/config"
+            detail = " ".join(str(error).split())  # one line: YAML errors span several
+            message = f"no in-cluster configuration and no usable kubeconfig ({named}): {detail}"
+            raise KubeError(0, "NoConfiguration", message) from None
     return config
 
 
@@ -198,18 +210,36 @@ def retry_after(value: str | None, now: float | None = None) -> float | None:
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def default_namespace() -> str:
-    """The namespace of the current kubeconfig context, as kubectl uses it; in a pod, the pod's own."""
+def default_namespace(config_file: str | None = None, context: str | None = None) -> str:
+    """The namespace of the kubeconfig context (`context`, else the current one), as kubectl uses
+    it; in a pod with no kubeconfig named, the pod's own."""
+    if not (config_file or context):
+        try:
+            with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as handle:
+                return handle.read().strip() or "default"
+        except OSError:
+            pass
     try:
-        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as handle:
-            return handle.read().strip() or "default"
-    except OSError:
-        pass
-    try:
-        _, current = kubernetes.config.list_kube_config_contexts()
-    except (kubernetes.config.ConfigException, OSError):
-        return "default"
+        path = config_file or os.environ.get("KUBECONFIG") or None
+        contexts, current = kubernetes.config.list_kube_config_contexts(config_file=path)
+    except (kubernetes.config.ConfigException, OSError, ValueError, yaml.YAMLError):
+        return "default"  # configuration() names the problem when the client is made
+    if context:
+        current = next((c for c in contexts or [] if c.get("name") == context), None)
     return str((current or {}).get("context", {}).get("namespace") or "default")
+
+
+def unreachable(server: str, exc: Exception) -> KubeError:
+    """A failure with no answer from the server, named with the server and the innermost cause
+    (`connection refused`), not urllib3's wrapper chain."""
+    cause: BaseException = exc
+    for _ in range(8):  # MaxRetryError -> NewConnectionError -> ConnectionRefusedError, or so
+        inner = getattr(cause, "reason", None) or cause.__cause__ or cause.__context__
+        if not isinstance(inner, BaseException) or inner is cause:
+            break
+        cause = inner
+    detail = (cause.strerror if isinstance(cause, OSError) else None) or str(cause).split(": ")[-1]
+    return KubeError(0, type(exc).__name__, f"cannot reach the API server {server}: {detail}")
 
 
 class KubeClient:
@@ -272,10 +302,15 @@ class KubeClient:
             except ApiException as exc:
                 error, wait_hint = _error(exc), retry_after((exc.headers or {}).get("Retry-After"))
                 transient = error.status in RETRYABLE_STATUSES
+                if not exc.status:  # the client's wrapping of a TLS failure ("SSLError\n<detail>")
+                    detail = str(exc.reason).splitlines()[-1]
+                    error = KubeError(
+                        0, "SSLError", f"cannot reach the API server {self._api.configuration.host}: {detail}"
+                    )
             except urllib3.exceptions.HTTPError as exc:
                 # A timeout or a dropped connection: no answer came back, so the request is tried
                 # again (our writes are applies and patches; a repeated Event is harmless).
-                error, wait_hint, transient = KubeError(0, type(exc).__name__, str(exc)), None, True
+                error, wait_hint, transient = unreachable(self._api.configuration.host, exc), None, True
             else:
                 if 200 <= response.status <= 299:
                     return json.loads(response.data or b"null")

@@ -12,6 +12,8 @@ class OperatorConfig:
     namespaces: tuple[str, ...] = ()  # empty: every namespace
     server: str | None = None  # an explicit API server URL (the local emulator); else in-cluster/kubeconfig
     token: str | None = field(default=None, repr=False)
+    kubeconfig: str | None = None  # else $KUBECONFIG, ~/.kube/config (when not in a pod)
+    context: str | None = None  # else the kubeconfig's current-context
     log_format: str = "text"
     health_port: int | None = 8080
     metrics_port: int | None = 9090

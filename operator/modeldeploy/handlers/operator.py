@@ -106,7 +106,9 @@ def register(
     config: OperatorConfig, registry: kopf.OperatorRegistry, kube: KubeClient | None = None
 ) -> Registration:
     """Register every handler into `registry`."""
-    client = kube or KubeClient(configuration(config.server, config.token))
+    client = kube or KubeClient(
+        configuration(config.server, config.token, config_file=config.kubeconfig, context=config.context)
+    )
 
     def post_event(body: Mapping[str, Any], event: Event) -> None:
         # Posted with our own client rather than kopf.event(): passes also run from timers and the

@@ -10,9 +10,10 @@ and static labels that mimic the PodMonitor relabeling (render/podmonitor.py): `
 the first scrape of every target has landed; stop() and restart() (same port, same TSDB) let a
 test take Prometheus away mid-analysis; set_targets() swaps the targets with a config reload.
 
-The binary is $MODELDEPLOY_PROMETHEUS, else `prometheus` on PATH (`make tools` installs it with
-scripts/install-prometheus.sh). A missing binary raises PrometheusMissing; the tests turn that
-into a skip on a developer machine and a failure under CI=true (tests/prometheus_fixture.py).
+The binary is $MODELDEPLOY_PROMETHEUS, else `prometheus` on PATH or in the checkout's .tools/bin
+(`make tools` unpacks it there with scripts/install-prometheus.sh). A missing binary raises
+PrometheusMissing; the tests turn that into a skip on a developer machine and a failure under
+CI=true (tests/prometheus_fixture.py).
 """
 
 from __future__ import annotations
@@ -44,11 +45,13 @@ def find_prometheus() -> str | None:
     override = os.environ.get("MODELDEPLOY_PROMETHEUS")
     if override:
         return override if Path(override).is_file() else None
-    return shutil.which("prometheus")
+    # Else the checkout's .tools/bin, where scripts/install-prometheus.sh unpacks it.
+    local = Path(__file__).resolve().parents[3] / ".tools" / "bin" / "prometheus"
+    return shutil.which("prometheus") or (str(local) if local.is_file() else None)
 
 
 class PrometheusMissing(RuntimeError):
-    """No prometheus binary: `make tools` installs Debian's package (scripts/install-prometheus.sh)."""
+    """No prometheus binary: `make tools` unpacks Debian's into .tools/bin (scripts/install-prometheus.sh)."""
 
 
 def require_binary() -> str:

@@ -1,0 +1,358 @@
+"""What a user sees from `modeldeploy` on bad input or an unreachable cluster: one line naming the
+file, field or server and the problem, exit status 1, never a traceback. The commands run as the
+user runs them, as a process (`python -m modeldeploy.cli`), so a traceback would show in stderr.
+The refusals of the control verbs and the README's example run on the real API server."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from modeldeploy.sim.controlplane import ADMIN_USER, ControlPlane, Credentials
+from validation import REPO_ROOT
+
+EXAMPLE = REPO_ROOT / "examples" / "fraud-scorer.yaml"
+NO_CONFIG = "no in-cluster configuration and no usable kubeconfig"
+
+
+def modeldeploy(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[int, str, str]:
+    merged = {**os.environ, **(env or {})}
+    merged.pop("MODELDEPLOY_SERVER", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "modeldeploy.cli", *args],
+        capture_output=True,
+        text=True,
+        env=merged,
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+def one_error_line(rc: int, err: str) -> str:
+    """The error line, after asserting it is the only output line and the exit status is 1."""
+    assert rc == 1, err
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # closed again when the block ends: connection refused
+
+
+def kubeconfig_for(server: str, path: Path) -> Path:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": server}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u", "namespace": "ml"}}],
+        "current-context": "x",
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+# --------------------------------------------------------------------------- no cluster at all
+
+CLUSTER_VERBS = ["status", "promote", "pause", "resume", "abort", "retry"]
+
+
+@pytest.mark.parametrize("verb", CLUSTER_VERBS)
+def test_a_verb_without_a_kubeconfig_says_so(verb: str, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-kubeconfig"
+    rc, _, err = modeldeploy(verb, "fraud-scorer", "-n", "ml", env={"KUBECONFIG": str(missing)})
+    assert one_error_line(rc, err) == (
+        f"error: {NO_CONFIG} ({missing}): Invalid kube-config file. No configuration found."
+    )
+
+
+def test_run_without_a_kubeconfig_says_so(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-kubeconfig"
+    rc, _, err = modeldeploy("run", "--health-port=0", "--metrics-port=0", env={"KUBECONFIG": str(missing)})
+    assert one_error_line(rc, err) == (
+        f"error: {NO_CONFIG} ({missing}): Invalid kube-config file. No configuration found."
+    )
+
+
+def test_an_unknown_context_is_named(tmp_path: Path) -> None:
+    config = kubeconfig_for("https://127.0.0.1:1", tmp_path / "kubeconfig")
+    rc, _, err = modeldeploy("status", "fraud-scorer", f"--kubeconfig={config}", "--context=nope")
+    assert one_error_line(rc, err) == (
+        f"error: {NO_CONFIG} ({config}): Invalid kube-config file. "
+        f"Expected object with name nope in {config}/contexts list"
+    )
+
+
+def test_a_kubeconfig_that_is_not_yaml_is_named(tmp_path: Path) -> None:
+    config = write(tmp_path / "kubeconfig", "clusters: [a\n")
+    rc, _, err = modeldeploy("status", "fraud-scorer", f"--kubeconfig={config}")
+    assert one_error_line(rc, err) == (
+        f'error: {NO_CONFIG} ({config}): while parsing a flow sequence in "{config}", line 1, column 11 '
+        f"expected ',' or ']', but got '<stream end>' in \"{config}\", line 2, column 1"
+    )
+
+
+def test_a_server_with_an_untrusted_certificate_is_named(control_plane: ControlPlane, tmp_path: Path) -> None:
+    config = kubeconfig_for(control_plane.url, tmp_path / "kubeconfig")  # no certificate-authority
+    rc, _, err = modeldeploy("status", "fraud-scorer", f"--kubeconfig={config}")
+    line = one_error_line(rc, err)
+    assert line.startswith(
+        f"error: ModelDeployment ml/fraud-scorer: cannot reach the API server {control_plane.url}: "
+    )
+    assert "CERTIFICATE_VERIFY_FAILED" in line
+
+
+@pytest.mark.parametrize("verb", ["status", "pause"])
+def test_an_unreachable_server_is_named(verb: str, tmp_path: Path) -> None:
+    server = f"https://127.0.0.1:{closed_port()}"
+    config = kubeconfig_for(server, tmp_path / "kubeconfig")
+    rc, _, err = modeldeploy(verb, "fraud-scorer", f"--kubeconfig={config}")
+    assert one_error_line(rc, err) == (
+        f"error: ModelDeployment ml/fraud-scorer: cannot reach the API server {server}: Connection refused"
+    )
+
+
+def test_run_against_an_unreachable_server_stops_with_one_error(tmp_path: Path) -> None:
+    server = f"https://127.0.0.1:{closed_port()}"
+    config = kubeconfig_for(server, tmp_path / "kubeconfig")
+    rc, _, err = modeldeploy("run", f"--kubeconfig={config}", "--health-port=0", "--metrics-port=0")
+    assert rc == 1
+    assert "Traceback" not in err
+    # Before it: the client's log lines for each retry; the last line is the verdict.
+    assert err.strip().splitlines()[-1] == f"error: cannot reach the API server {server}: Connection refused"
+
+
+# ------------------------------------------------------------------------------- bad input files
+
+
+def write(path: Path, content: str | bytes) -> Path:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    return path
+
+
+EXAMPLE_TEXT = EXAMPLE.read_text()
+EXAMPLE_DOC = yaml.safe_load(EXAMPLE_TEXT)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        pytest.param(None, "{f}: no such file or directory", id="missing-file"),
+        pytest.param(
+            "a: [b\n",
+            "{f}: not YAML or JSON at line 2, column 1: expected ',' or ']', but got '<stream end>'",
+            id="not-yaml",
+        ),
+        pytest.param(b"\x7fELF\x02\x01\x01\x00\x00\xff\xfe", "{f}: not a text file (not UTF-8)", id="binary"),
+        pytest.param("", "{f}: no ModelDeployment (modeldeploy.io/v1alpha1) to render", id="empty-file"),
+        pytest.param(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n",
+            "{f}: no ModelDeployment (modeldeploy.io/v1alpha1) to render (found only: Deployment)",
+            id="only-a-deployment",
+        ),
+        pytest.param(
+            EXAMPLE_TEXT.replace("modeldeploy.io/v1alpha1", "modeldeploy.io/v1beta1"),
+            "{f}: document 1: apiVersion 'modeldeploy.io/v1beta1': not served; this version of modeldeploy "
+            "serves modeldeploy.io/v1alpha1",
+            id="wrong-version",
+        ),
+        pytest.param(
+            EXAMPLE_TEXT.replace("kind: ModelDeployment", "kind: modeldeployment"),
+            "{f}: document 1: kind 'modeldeployment': kinds are case-sensitive; "
+            "did you mean ModelDeployment?",
+            id="lower-case-kind",
+        ),
+        pytest.param(
+            EXAMPLE_TEXT.replace("name: fraud-scorer", "name: Fraud_Scorer"),
+            "{f}: document 1: metadata.name 'Fraud_Scorer': must be lower-case letters, digits and '-', "
+            "starting with a letter (children and Services are named after it)",
+            id="invalid-name",
+        ),
+        pytest.param(
+            EXAMPLE_TEXT + "---\n" + EXAMPLE_TEXT,
+            "{f}: document 2: ModelDeployment ml/fraud-scorer is also defined in {f}: document 1",
+            id="same-name-twice",
+        ),
+        pytest.param("- a\n- b\n", "{f}: document 1: a list, not an object", id="a-yaml-list"),
+    ],
+)
+def test_render_refuses(content: str | bytes | None, expected: str, tmp_path: Path) -> None:
+    target = tmp_path / "input.yaml"
+    if content is not None:
+        write(target, content)
+    rc, out, err = modeldeploy("render", "-f", str(target))
+    assert out == ""
+    assert one_error_line(rc, err) == "error: " + expected.format(f=target)
+
+
+def test_render_of_an_empty_directory_says_what_it_looked_for(tmp_path: Path) -> None:
+    write(tmp_path / "notes.txt", "not a manifest")
+    rc, _, err = modeldeploy("render", "-f", str(tmp_path))
+    assert one_error_line(rc, err) == f"error: {tmp_path}: a directory with no *.yaml, *.yml or *.json file"
+
+
+def test_crd_into_a_missing_directory_names_the_file(tmp_path: Path) -> None:
+    target = tmp_path / "no" / "such" / "crd.yaml"
+    rc, _, err = modeldeploy("crd", "-o", str(target))
+    assert one_error_line(rc, err) == f"error: cannot write {target}: No such file or directory"
+
+
+# ------------------------------------------------------------------------- what render accepts
+
+
+def rendered(out: str) -> list[dict[str, object]]:
+    assert out.startswith("# Rendered offline by `modeldeploy render`, for review. Do not apply")
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def test_render_reads_a_directory_like_kubectl(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", EXAMPLE_TEXT)
+    write(tmp_path / "b.json", json.dumps({**EXAMPLE_DOC, "metadata": {"name": "other", "namespace": "ml"}}))
+    write(tmp_path / "c.yml", "apiVersion: v1\nkind: Secret\nmetadata: {name: model-store-creds}\n")
+    rc, out, err = modeldeploy("render", "-f", str(tmp_path))
+    assert (rc, err) == (0, "")
+    names = {doc["metadata"]["name"] for doc in rendered(out) if doc["kind"] == "Deployment"}  # type: ignore[index]
+    assert names == {"fraud-scorer-primary", "other-primary"}
+
+
+def test_render_expands_a_kind_list(tmp_path: Path) -> None:
+    target = write(
+        tmp_path / "list.json", json.dumps({"apiVersion": "v1", "kind": "List", "items": [EXAMPLE_DOC]})
+    )
+    rc, out, err = modeldeploy("render", "-f", str(target))
+    assert (rc, err) == (0, "")
+    direct = modeldeploy("render", "-f", str(EXAMPLE))[1]
+    assert out == direct
+
+
+def readme_example() -> str:
+    (block,) = re.findall(
+        r"## A ModelDeployment\n\n```yaml\n(.*?)```", (REPO_ROOT / "README.md").read_text(), re.S
+    )
+    return str(block)
+
+
+def test_the_readme_example_renders(tmp_path: Path) -> None:
+    target = write(tmp_path / "readme.yaml", readme_example())
+    rc, out, err = modeldeploy("render", "-f", str(target))
+    assert (rc, err) == (0, "")
+    kinds = sorted({str(doc["kind"]) for doc in rendered(out)})
+    assert kinds == [
+        "ConfigMap",
+        "Deployment",
+        "HTTPRoute",
+        "HorizontalPodAutoscaler",
+        "PodMonitor",
+        "Service",
+    ]
+
+
+def test_the_readme_example_is_accepted_by_the_api_server(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    doc = yaml.safe_load(readme_example())
+    doc["metadata"]["namespace"] = namespace
+    stored = control_plane.admin.apply(doc)
+    assert stored["spec"]["scaling"]["minReplicas"] == 2
+
+
+# --------------------------------------------------------- control verbs on the real API server
+
+
+def admin_kubeconfig(control_plane: ControlPlane, path: Path) -> Path:
+    return control_plane.kubeconfig(Credentials(user=ADMIN_USER, token=control_plane.admin_token), path)
+
+
+@pytest.mark.parametrize(
+    ("verb", "expected"),
+    [
+        pytest.param(
+            "promote", "no rollout in progress (phase not yet reconciled): nothing to promote", id="promote"
+        ),
+        pytest.param(
+            "abort", "no rollout in progress (phase not yet reconciled): nothing to abort", id="abort"
+        ),
+        pytest.param("retry", "phase not yet reconciled, not RolledBack: nothing to retry", id="retry"),
+        pytest.param("resume", "not paused (phase not yet reconciled): nothing to resume", id="resume"),
+    ],
+)
+def test_a_verb_with_nothing_to_act_on_writes_nothing(
+    verb: str, expected: str, control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    doc = {**EXAMPLE_DOC, "metadata": {"name": "fraud-scorer", "namespace": namespace}}
+    before = control_plane.admin.apply(doc)["metadata"]["resourceVersion"]
+    config = admin_kubeconfig(control_plane, tmp_path / "kubeconfig")
+    rc, out, err = modeldeploy(verb, "fraud-scorer", "-n", namespace, f"--kubeconfig={config}")
+    assert out == ""
+    assert one_error_line(rc, err) == f"error: ModelDeployment {namespace}/fraud-scorer: {expected}"
+    after = control_plane.admin.get("modeldeploy.io/v1alpha1", "ModelDeployment", namespace, "fraud-scorer")
+    assert after is not None and after["metadata"]["resourceVersion"] == before
+
+
+def test_pause_without_a_rollout_says_what_it_will_do(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    control_plane.admin.apply({**EXAMPLE_DOC, "metadata": {"name": "fraud-scorer", "namespace": namespace}})
+    config = admin_kubeconfig(control_plane, tmp_path / "kubeconfig")
+    rc, out, err = modeldeploy("pause", "fraud-scorer", "-n", namespace, f"--kubeconfig={config}")
+    assert (rc, err) == (0, "")
+    assert out.splitlines() == [
+        f"ModelDeployment {namespace}/fraud-scorer: pause requested",
+        "  no rollout is in progress: the next one will hold at its first step until resumed",
+    ]
+    after = control_plane.admin.get("modeldeploy.io/v1alpha1", "ModelDeployment", namespace, "fraud-scorer")
+    assert after is not None and after["metadata"]["annotations"]["modeldeploy.io/paused"] == "true"
+
+
+def test_status_of_a_missing_object(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> None:
+    config = admin_kubeconfig(control_plane, tmp_path / "kubeconfig")
+    rc, _, err = modeldeploy("status", "nope", "-n", namespace, f"--kubeconfig={config}")
+    assert one_error_line(rc, err) == f"error: ModelDeployment {namespace}/nope not found"
+
+
+# ------------------------------------------------------------------------------------- help
+
+
+def test_the_kubectl_plugin_names_itself_as_kubectl_runs_it() -> None:
+    from modeldeploy.cli import parser, prog_name
+
+    assert prog_name("/usr/local/bin/kubectl-modeldeploy") == "kubectl modeldeploy"
+    assert parser(prog_name("kubectl-modeldeploy")).format_usage().startswith("usage: kubectl modeldeploy")
+
+
+@pytest.mark.parametrize(
+    ("verb", "shown"),
+    [
+        pytest.param(
+            "status", ["the ModelDeployment", "kubeconfig context's namespace", "--context"], id="status"
+        ),
+        pytest.param(
+            "run", ["(default: 8080)", "(default: 60.0)", "init container", "one JSON object"], id="run"
+        ),
+    ],
+)
+def test_help_explains_every_argument(verb: str, shown: list[str]) -> None:
+    rc, out, _ = modeldeploy(verb, "--help")
+    assert rc == 0
+    flat = " ".join(out.split())
+    for text in shown:
+        assert text in flat
