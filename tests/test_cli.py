@@ -261,6 +261,7 @@ def test_the_readme_example_renders(tmp_path: Path) -> None:
         "Deployment",
         "HTTPRoute",
         "HorizontalPodAutoscaler",
+        "NetworkPolicy",
         "PodMonitor",
         "Service",
     ]
