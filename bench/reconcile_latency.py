@@ -875,8 +875,8 @@ def report(results: dict[str, Any], args: argparse.Namespace, elapsed: float) ->
     op, fl, rest = results["operator"], results["floor"], results["rest"]
     peak_burst, peak_rest = results["rss_after_burst_kib"]["VmHWM"], results["rss_at_rest_kib"]["VmHWM"]
     lines = [
-        f"#### {results['n']} ModelDeployments (examples/fraud-scorer.yaml, {len(expected_children())} children each), "
-        "applied at once, real kube-apiserver",
+        f"#### {results['n']} ModelDeployments (examples/fraud-scorer.yaml, "
+        f"{len(expected_children())} children each), applied at once, real kube-apiserver",
         "",
         "| figure | operator | floor (bare client, same applies) | ratio |",
         "| --- | ---: | ---: | ---: |",
