@@ -376,45 +376,9 @@ def install_crds(api: KubeApi) -> None:
     if not THIRD_PARTY_CRDS.is_dir():  # the PodMonitor child needs the Prometheus Operator's CRD
         raise RuntimeError(f"no upstream CRDs in {THIRD_PARTY_CRDS}: set MODELDEPLOY_THIRD_PARTY_CRDS")
     paths = sorted((ROOT / "crds").glob("*.yaml")) + sorted(THIRD_PARTY_CRDS.glob("*.yaml"))
-    crds = [
-        doc
-        for path in paths
-        for doc in yaml.safe_load_all(path.read_text())
-        if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition"
-    ]
-    for doc in crds:
-        api.apply(doc)
-
-    def established() -> bool:
-        for doc in crds:
-            crd = api.get(
-                "apiextensions.k8s.io/v1", "CustomResourceDefinition", None, doc["metadata"]["name"]
-            )
-            # A CRD's status may briefly read `conditions: null`.
-            conditions = {
-                c["type"]: c["status"] for c in ((crd or {}).get("status") or {}).get("conditions") or []
-            }
-            if conditions.get("Established") != "True":
-                return False
-        return True
-
-    def servable() -> bool:
-        # After Established, a new resource's storage answers 429 for a moment.
-        for doc in crds:
-            spec = doc["spec"]
-            version = next(v["name"] for v in spec["versions"] if v.get("served"))
-            try:
-                api.request(
-                    "GET", f"/apis/{spec['group']}/{version}/{spec['names']['plural']}", query={"limit": "1"}
-                )
-            except ApiError as error:
-                if error.status == 429:
-                    return False
-                raise
-        return True
-
-    api.wait_for(established, timeout=60, what="the CRDs to be established")
-    api.wait_for(servable, timeout=60, what="the CRDs' storage to be ready")
+    api.install_crds(
+        [doc for path in paths for doc in yaml.safe_load_all(path.read_text()) if isinstance(doc, dict)]
+    )
 
 
 def more_service_ips(api: KubeApi) -> None:

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from modeldeploy.sim.controlplane import ControlPlane, ControlPlaneMissing, find_assets
-from modeldeploy.sim.kubeapi import ApiError, KubeApi
+from modeldeploy.sim.kubeapi import KubeApi
 from modeldeploy.sim.kubelet import Kubelet, PodReport, Policy, always_ready
 from modeldeploy.sim.operator_process import OperatorProcess
 from operator_bed import OperatorBed
@@ -61,43 +61,9 @@ class Policies:
 
 
 def install_crds(api: KubeApi, paths: list[Path]) -> None:
-    crds = [
-        doc
-        for path in paths
-        for doc in yaml.safe_load_all(path.read_text())
-        if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition"
-    ]
-    for doc in crds:
-        api.apply(doc)
-    names = [doc["metadata"]["name"] for doc in crds]
-
-    def established() -> bool:
-        for name in names:
-            crd = api.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", None, name) or {}
-            # A CRD's status may briefly read `conditions: null`.
-            conditions = {c["type"]: c["status"] for c in (crd.get("status") or {}).get("conditions") or []}
-            if conditions.get("Established") != "True":
-                return False
-        return True
-
-    def servable() -> bool:
-        # Established is not the end: each new resource's storage answers 429 "storage is
-        # (re)initializing" for a moment after it, which would greet every test's first list.
-        for doc in crds:
-            spec = doc["spec"]
-            version = next(v["name"] for v in spec["versions"] if v.get("served"))
-            try:
-                api.request(
-                    "GET", f"/apis/{spec['group']}/{version}/{spec['names']['plural']}", query={"limit": "1"}
-                )
-            except ApiError as error:
-                if error.status == 429:
-                    return False
-                raise
-        return True
-
-    api.wait_for(established, what="the CRDs to be established")
-    api.wait_for(servable, what="the CRDs' storage to be ready")
+    api.install_crds(
+        [doc for path in paths for doc in yaml.safe_load_all(path.read_text()) if isinstance(doc, dict)]
+    )
 
 
 @pytest.fixture(scope="session")

@@ -221,31 +221,13 @@ def stub_crd(name: str, kind: str, version: str) -> dict[str, Any]:
     }
 
 
-def install_crds(api: KubeApi, docs: list[dict[str, Any]]) -> None:
-    names = []
-    for doc in docs:
-        if doc.get("kind") == "CustomResourceDefinition":
-            api.apply(doc)
-            names.append(doc["metadata"]["name"])
-
-    def established() -> bool:
-        for name in names:
-            found = api.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", None, name) or {}
-            conditions = {c["type"]: c["status"] for c in found.get("status", {}).get("conditions", [])}
-            if conditions.get("Established") != "True":
-                return False
-        return True
-
-    api.wait_for(established, timeout=60, what="the CRDs to be established")
-
-
 @contextlib.contextmanager
 def real_cluster(assets: Path, workdir: Path) -> Iterator[Cluster]:
     (workdir / "controlplane").mkdir()
     with ControlPlane(assets=assets, workdir=workdir / "controlplane") as plane:
         version = plane.admin.request("GET", "/version").get("gitVersion", "?")
         upstream, which = third_party_crds(assets)
-        install_crds(plane.admin, [crd(), *upstream])
+        plane.admin.install_crds([crd(), *upstream])
         yield RealCluster(
             plane,
             workdir,

@@ -12,7 +12,7 @@ import json
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -256,6 +256,46 @@ class KubeApi:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
             time.sleep(interval)
+
+    def install_crds(self, docs: Iterable[Mapping[str, Any]], timeout: float = 60.0) -> None:
+        """Apply every CustomResourceDefinition in `docs`, then wait until each one serves."""
+        crds = [doc for doc in docs if doc.get("kind") == "CustomResourceDefinition"]
+        for doc in crds:
+            self.apply(doc)
+
+        def established() -> bool:
+            for doc in crds:
+                crd = self.get(
+                    "apiextensions.k8s.io/v1", "CustomResourceDefinition", None, doc["metadata"]["name"]
+                )
+                # A CRD's status may briefly read `conditions: null`.
+                conditions = {
+                    c["type"]: c["status"] for c in ((crd or {}).get("status") or {}).get("conditions") or []
+                }
+                if conditions.get("Established") != "True":
+                    return False
+            return True
+
+        def servable() -> bool:
+            # Established is not the end: a new resource's storage answers 429 "storage is
+            # (re)initializing" for a moment after it, which would greet the first list.
+            for doc in crds:
+                spec = doc["spec"]
+                version = next(v["name"] for v in spec["versions"] if v.get("served"))
+                try:
+                    self.request(
+                        "GET",
+                        f"/apis/{spec['group']}/{version}/{spec['names']['plural']}",
+                        query={"limit": "1"},
+                    )
+                except ApiError as error:
+                    if error.status == 429:
+                        return False
+                    raise
+            return True
+
+        self.wait_for(established, timeout=timeout, what="the CRDs to be established")
+        self.wait_for(servable, timeout=timeout, what="the CRDs' storage to be ready")
 
     def close(self) -> None:
         self._pool.clear()
