@@ -14,22 +14,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from modeldeploy.demo import CHILD_KINDS  # one list of the kinds a ModelDeployment owns
 from modeldeploy.sim.controlplane import ControlPlane
 from modeldeploy.sim.kubeapi import KubeApi
 from modeldeploy.sim.operator_process import OperatorProcess
 
 MD = ("modeldeploy.io/v1alpha1", "ModelDeployment")
-CHILD_KINDS = (
-    ("v1", "ConfigMap"),
-    ("apps/v1", "Deployment"),
-    ("v1", "Service"),
-    ("autoscaling/v2", "HorizontalPodAutoscaler"),
-    ("networking.k8s.io/v1", "NetworkPolicy"),
-    ("monitoring.coreos.com/v1", "PodMonitor"),
-    ("gateway.networking.k8s.io/v1", "HTTPRoute"),
-    ("gateway.networking.k8s.io/v1", "GRPCRoute"),
-    ("networking.istio.io/v1", "VirtualService"),
-)
 
 
 @dataclass
