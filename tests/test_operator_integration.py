@@ -323,14 +323,6 @@ class IdleWindow:
         """Requests on `name` or one of its children, Events included (all are named after it)."""
         return [e for e in self.events if (e.get("objectRef") or {}).get("name", "").startswith(name)]
 
-    def lists_of(self, name: str) -> list[dict[str, Any]]:
-        """The per-pass reads of `name`'s children (selected by its name label)."""
-        return [
-            e
-            for e in self.events
-            if e["verb"] == "list" and query_of(e).get("labelSelector") == f"modeldeploy.io/name={name}"
-        ]
-
 
 @pytest.fixture(scope="module")
 def idle(
@@ -401,24 +393,16 @@ def idle(
 )
 def test_an_idle_pass_writes_nothing(idle: IdleWindow, name: str) -> None:
     assert idle.seconds >= IDLE_WINDOW
-    # The passes ran: each one lists the object's children, at least one kind per pass.
-    passes = len(idle.lists_of(name))
-    assert passes >= 10, f"only {passes} child lists of {name} in {idle.seconds:.0f}s"
-    assert described(writes(idle.about(name))) == {}
+    # Not a write, and not a read either: a pass reads the object and its children from the cache.
+    assert described(idle.about(name)) == {}
 
 
-def test_idle_passes_ran_and_wrote_nothing_else(idle: IdleWindow) -> None:
-    resyncs = [
-        e for e in idle.events if e["verb"] == "list" and e["objectRef"]["resource"] == "modeldeployments"
-    ]
-    assert len(resyncs) >= 10, described(resyncs)
+def test_idle_passes_ran_and_sent_no_request(idle: IdleWindow) -> None:
+    # Every object was reconciled at each resync (the operator's own counter), and the audit log
+    # shows no request at all in the window, but the watch streams kopf keeps open (issue 9).
     assert idle.reconciles >= 3 * 10, idle.reconciles
-    others = [
-        e
-        for e in writes(idle.events)
-        if not any(e["objectRef"].get("name", "").startswith(n) for n in IDLE_EXAMPLES)
-    ]
-    assert described(others) == {}
+    requests = [e for e in idle.events if e["verb"] != "watch"]
+    assert described(requests) == {}
 
 
 # ---------------------------------------------------------------------------------------- deletion

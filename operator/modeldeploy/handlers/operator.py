@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import random
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,26 +21,36 @@ from typing import Any
 
 import kopf
 
-from modeldeploy.adapters.kube import MODEL_DEPLOYMENT, KubeClient, KubeError, configuration, connection
+from modeldeploy.adapters.kube import KINDS, Kind, KubeClient, KubeError, configuration, connection
 from modeldeploy.api.base import GROUP, KIND, PLURAL, VERSION
 from modeldeploy.handlers import metrics
+from modeldeploy.handlers.cache import Cache, child_key, encode_child, encode_crd, encode_parent, parent_key
 from modeldeploy.handlers.config import OperatorConfig
-from modeldeploy.handlers.reconciler import Reconciler, fetch_parent
+from modeldeploy.handlers.reconciler import OPTIONAL_CRDS, Reconciler, fetch_parent
 from modeldeploy.render.names import MANAGED_BY
 from modeldeploy.render.options import RenderOptions
 from modeldeploy.rollout.events import Event
 
 log = logging.getLogger("modeldeploy.operator")
 
-# Children whose changes (a Deployment becoming ready, a hand edit, a deletion) wake their owner.
-CHILD_RESOURCES = [
-    ("apps", "v1", "deployments"),
-    ("", "v1", "services"),
-    ("", "v1", "configmaps"),
-    ("autoscaling", "v2", "horizontalpodautoscalers"),
-    ("networking.k8s.io", "v1", "networkpolicies"),
+# Every child kind is watched: its changes (a Deployment becoming ready, a hand edit, a deletion)
+# wake the owner, and the watch keeps the cache a pass reads its children from. kopf watches a
+# CRD's kind only while the CRD is installed, and starts when it appears.
+CHILD_KINDS = [
+    KINDS[("apps/v1", "Deployment")],
+    KINDS[("v1", "Service")],
+    KINDS[("v1", "ConfigMap")],
+    KINDS[("autoscaling/v2", "HorizontalPodAutoscaler")],
+    KINDS[("networking.k8s.io/v1", "NetworkPolicy")],
+    KINDS[("monitoring.coreos.com/v1", "PodMonitor")],
+    KINDS[("gateway.networking.k8s.io/v1", "HTTPRoute")],
+    KINDS[("gateway.networking.k8s.io/v1", "GRPCRoute")],
+    KINDS[("networking.istio.io/v1", "VirtualService")],
 ]
+CHILD_RESOURCES = [(k.group, k.api_version.rpartition("/")[2], k.plural) for k in CHILD_KINDS]
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+# Initial listings in pages, so that neither side holds a whole kind of a large cluster at once.
+LIST_CHUNK = 500
 
 Key = tuple[str, str]
 
@@ -118,11 +129,13 @@ def register(
         except KubeError as error:
             log.warning("could not post event %s: %s", event.reason, error)
 
+    cache = Cache()
     reconciler = Reconciler(
         client,
         RenderOptions(puller_image=config.puller_image, pod_monitor_labels=config.pod_monitor_labels),
         post_event,
         config.prometheus_url,
+        cache=cache,
     )
     coalescer = Coalescer()
     resync: dict[str, asyncio.Task[None]] = {}
@@ -162,8 +175,15 @@ def register(
         if requeue is not None:
             wake_later((str(meta.get("namespace")), str(meta.get("name"))), requeue)
 
+    def load(namespace: str, name: str) -> Mapping[str, Any] | None:
+        # From the cache once it is filled: a stale copy is caught before it acts (the pass checks
+        # its body is current before its first write, and its status patch carries the version).
+        if cache.ready:
+            return cache.parent(namespace, name)
+        return fetch_parent(client, namespace, name)
+
     def pass_for(namespace: str, name: str, body: Mapping[str, Any] | None) -> None:
-        coalescer.run((namespace, name), body, lambda: fetch_parent(client, namespace, name), work)
+        coalescer.run((namespace, name), body, lambda: load(namespace, name), work)
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -180,8 +200,35 @@ def register(
             private_key_path=conn.private_key_path,
         )
 
+    def index_child(kind: Kind) -> Callable[..., dict[tuple[str, str], bytes] | None]:
+        def index(body: kopf.Body, **_: Any) -> dict[tuple[str, str], bytes] | None:
+            key = child_key(body)
+            return {key: encode_child(body, kind)} if key is not None else None
+
+        return index
+
+    for kind, (group, version, plural) in zip(CHILD_KINDS, CHILD_RESOURCES, strict=True):
+        kopf.index(group, version, plural, labels=MANAGED, registry=registry, id=f"cache_{plural}")(
+            index_child(kind)
+        )
+
+    @kopf.index(GROUP, VERSION, PLURAL, registry=registry, id="cache_parents")
+    def index_parent(body: kopf.Body, **_: Any) -> dict[tuple[str, str], bytes]:
+        return {parent_key(body): encode_parent(body)}
+
+    @kopf.index("apiextensions.k8s.io", "v1", "customresourcedefinitions", registry=registry, id="cache_crds")
+    def index_crd(body: kopf.Body, name: str, **_: Any) -> dict[tuple[str, str], bytes] | None:
+        return {("", name): encode_crd(body)} if name in OPTIONAL_CRDS else None
+
     @kopf.on.startup(registry=registry)
-    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
+        # kopf hands its (still empty) indexes to startup handlers: the cache reads them live.
+        cache.attach(
+            kwargs["cache_parents"],
+            {kind: kwargs[f"cache_{kind.plural}"] for kind in CHILD_KINDS},
+            kwargs["cache_crds"],
+        )
+        settings.watching.chunk_size = LIST_CHUNK
         settings.persistence.finalizer = f"{GROUP}/finalizer"  # never added: no handler needs one
         settings.posting.level = logging.WARNING  # our Events are explicit, on transitions only
         settings.execution.max_workers = config.workers
@@ -210,19 +257,20 @@ def register(
 
     async def _resync_loop() -> None:
         # The periodic pass that heals drift nothing told us about and retries failed passes.
+        spread = random.Random()  # noqa: S311 -- jitter, not a secret
         while True:
-            await asyncio.sleep(config.resync_seconds)
+            # Jittered (+-10%), so that periodic work from many objects or replicas spreads out
+            # rather than arriving in step; a steady resync sends no request anyway.
+            await asyncio.sleep(config.resync_seconds * spread.uniform(0.9, 1.1))
             try:
                 await asyncio.to_thread(_resync_once)
             except Exception:
                 log.exception("resync failed")
 
     def _resync_once() -> None:
-        bodies = [
-            body
-            for namespace in config.namespaces or (None,)
-            for body in client.list(MODEL_DEPLOYMENT, namespace)
-        ]
+        if not cache.ready:
+            return  # kopf is still filling the indexes; its handlers wait for them, and so do we
+        bodies = cache.parents()
 
         def one(body: Mapping[str, Any]) -> None:
             meta = body["metadata"]
@@ -240,11 +288,13 @@ def register(
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     def model_deployment_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+        cache.mark_ready()  # kopf runs no handler before every index is filled
         if type == "DELETED" or (type is not None and reconciler.echoes.is_echo(body)):
             return  # gone, or only the echo of our own status write
         pass_for(body.metadata.namespace or "", body.metadata.name or "", body)
 
     def child_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+        cache.mark_ready()
         owner = _owner(body)
         if owner is None or (type is not None and reconciler.echoes.is_echo(body)):
             return  # not ours, or exactly what our own apply just wrote

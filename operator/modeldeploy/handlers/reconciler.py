@@ -23,6 +23,7 @@ from modeldeploy.api.resource import InvalidSpecError, ObjectRef, object_ref, pa
 from modeldeploy.api.spec import ModelDeploymentSpec
 from modeldeploy.api.status import MetricResult, ModelDeploymentStatus
 from modeldeploy.handlers import metrics
+from modeldeploy.handlers.cache import Cache
 from modeldeploy.handlers.echoes import Echoes
 from modeldeploy.render.compare import needs_apply, stamped
 from modeldeploy.render.names import NAME_LABEL, TRACK_LABEL, Track, deployment_name
@@ -54,6 +55,7 @@ _OPTIONAL_KINDS = {
     "grpcroutes.gateway.networking.k8s.io": [KINDS[("gateway.networking.k8s.io/v1", "GRPCRoute")]],
     "virtualservices.networking.istio.io": [KINDS[("networking.istio.io/v1", "VirtualService")]],
 }
+OPTIONAL_CRDS = tuple(_OPTIONAL_KINDS)
 _PODS = Kind("v1", "Pod", "pods")
 _CRD_TTL_SECONDS = 60.0
 # A pass whose body turned out stale reads the object again and decides again, this many times.
@@ -88,8 +90,10 @@ class Reconciler:
         post_event: EventPoster,
         prometheus_url: str,
         clock_fn: Clock = utcnow,
+        cache: Cache | None = None,
     ) -> None:
         self._kube = kube
+        self._cache = cache
         self._options = options
         self._post_event = post_event
         self._prometheus_url = prometheus_url
@@ -107,7 +111,11 @@ class Reconciler:
     # ------------------------------------------------------------------------------- observe
 
     def _installed(self) -> dict[str, tuple[str, ...] | None]:
-        """The versions each optional CRD serves (None: not installed); re-read once a minute."""
+        """The versions each optional CRD serves (None: not installed): from the watch once the
+        cache is filled, else re-read once a minute."""
+        cached = self._cache.served_versions(OPTIONAL_CRDS) if self._cache is not None else None
+        if cached is not None:
+            return cached
         with self._lock:
             if time.monotonic() - self._crds_checked_at >= _CRD_TTL_SECONDS:
                 for name in _OPTIONAL_KINDS:
@@ -130,7 +138,11 @@ class Reconciler:
     def _live_children(self, parent: ObjectRef, kinds: list[Kind]) -> dict[ChildKey, dict[str, Any]]:
         live: dict[ChildKey, dict[str, Any]] = {}
         for kind in kinds:
-            for obj in self._kube.list(kind, parent.namespace, f"{NAME_LABEL}={parent.name}"):
+            if self._cache is not None and self._cache.caches(kind):
+                found = self._cache.children(kind, parent.namespace, parent.name)
+            else:
+                found = self._kube.list(kind, parent.namespace, f"{NAME_LABEL}={parent.name}")
+            for obj in found:
                 if _owned_by(obj, parent.uid):
                     obj.setdefault("apiVersion", kind.api_version)
                     obj.setdefault("kind", kind.kind)
