@@ -122,6 +122,7 @@ VALUE_CASES: dict[str, dict[str, Any]] = {
         "prometheusUrl": "",
     },
     "stopped": {"replicaCount": 0, "podDisruptionBudget": {"maxUnavailable": "100%"}},
+    "single-replica": {"replicaCount": 1, "leaderElection": {"enabled": False}},
 }
 CASE_IDS = list(VALUE_CASES)
 
@@ -406,11 +407,39 @@ def test_restricted_check_catches_violations(pod: dict[str, Any], violation: str
 # The operator Deployment
 
 
-def test_single_replica_recreate(case: tuple[str, dict[str, Any], list[Manifest]]) -> None:
+def test_replicas_and_leader_election(case: tuple[str, dict[str, Any], list[Manifest]]) -> None:
     _name, values, manifests = case
     spec = operator_deployment(manifests)["spec"]
-    assert spec["strategy"] == {"type": "Recreate"}
-    assert spec["replicas"] == values.get("replicaCount", 1)
+    electing = values.get("leaderElection", {}).get("enabled", True)
+    args = spec["template"]["spec"]["containers"][0]["args"]
+    leases = [
+        m for m in manifests if m["kind"] == "Role" and m["metadata"]["name"].endswith("-leader-election")
+    ]
+    assert spec["replicas"] == values.get("replicaCount", 2)
+    if electing:
+        # Two replicas, one leader: a rolling update never has both reconciling.
+        assert spec["strategy"] == {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+        }
+        assert "--leader-elect" in args
+        assert f"--leader-election-id={operator_deployment(manifests)['metadata']['name']}" in args
+        assert len(leases) == 1
+    else:
+        assert spec["strategy"] == {"type": "Recreate"}
+        assert "--leader-elect" not in args and not leases
+
+
+def test_replicas_above_one_without_leader_election_are_refused() -> None:
+    proc = template({"replicaCount": 2, "leaderElection": {"enabled": False}}, check=False)
+    assert proc.returncode != 0
+    assert "leaderElection/enabled" in proc.stderr or "leaderElection.enabled" in proc.stderr, proc.stderr
+
+
+def test_lease_timings_that_do_not_fence_are_refused() -> None:
+    proc = template({"leaderElection": {"renewDeadline": 20}}, check=False)
+    assert proc.returncode != 0
+    assert "retryPeriod < renewDeadline < leaseDuration" in proc.stderr, proc.stderr
 
 
 @needs_helm
@@ -451,6 +480,18 @@ def test_puller_image_reference(values: dict[str, Any], flag: str) -> None:
     assert flag in operator_container(render_chart(values))["args"]
 
 
+DEFAULT_HA_ARGS = [
+    "--kube-qps=100",
+    "--kube-burst=200",
+    "--leader-elect",
+    f"--leader-election-namespace={RELEASE_NAMESPACE}",
+    "--leader-election-id=modeldeploy",
+    "--lease-duration=15",
+    "--renew-deadline=10",
+    "--retry-period=2",
+]
+
+
 @needs_helm
 @pytest.mark.parametrize(
     ("values", "args"),
@@ -464,6 +505,7 @@ def test_puller_image_reference(values: dict[str, Any], flag: str) -> None:
                 "--metrics-port=9090",
                 "--resync-seconds=60",
                 "--puller-image=ghcr.io/modeldeploy/model-puller:0.1.0",
+                *DEFAULT_HA_ARGS,
                 "--prometheus-url=http://prometheus-operated.monitoring.svc:9090",
             ],
             id="defaults",
@@ -477,6 +519,7 @@ def test_puller_image_reference(values: dict[str, Any], flag: str) -> None:
                 "--metrics-port=9090",
                 "--resync-seconds=60",
                 "--puller-image=ghcr.io/modeldeploy/model-puller:0.1.0",
+                *DEFAULT_HA_ARGS,
                 "--namespace=team-a",
                 "--namespace=team-b",
                 "--verbose",
@@ -524,7 +567,13 @@ def test_every_namespaced_object_is_in_the_release_namespace(
         if m["kind"] in cluster_scoped:
             assert "namespace" not in m["metadata"]
         elif m["kind"] in ("Role", "RoleBinding"):
-            assert m["metadata"]["namespace"] in watched
+            # Each watched namespace's rules, and the leader-election Lease's in the release's own.
+            lease = m["metadata"]["name"].endswith("-leader-election")
+            assert (
+                m["metadata"]["namespace"] == RELEASE_NAMESPACE
+                if lease
+                else m["metadata"]["namespace"] in watched
+            )
         elif m["kind"] == "ServiceMonitor":
             continue  # may live in Prometheus's namespace (see the service-monitor case)
         else:
@@ -544,7 +593,7 @@ def test_pod_disruption_budget_never_blocks_drains_by_default() -> None:
 # Children kopf watches (a change wakes their owner); children only the resync repairs; the PodMonitor,
 # which is always wanted while its CRD exists, so never deleted. No get: the operator reads children by list.
 WATCHED_CHILD_VERBS = ("list", "watch", "create", "patch", "delete")
-ROUTE_VERBS = ("list", "create", "patch", "delete")
+ROUTE_VERBS = WATCHED_CHILD_VERBS
 NAMESPACED_RULES: set[Rule] = {
     ("modeldeploy.io", "modeldeployments", "get"),
     ("modeldeploy.io", "modeldeployments", "list"),
@@ -573,6 +622,7 @@ NAMESPACED_RULES: set[Rule] = {
         for verb in ROUTE_VERBS
     ),
     ("monitoring.coreos.com", "podmonitors", "list"),
+    ("monitoring.coreos.com", "podmonitors", "watch"),
     ("monitoring.coreos.com", "podmonitors", "create"),
     ("monitoring.coreos.com", "podmonitors", "patch"),
     ("", "pods", "list"),
@@ -582,6 +632,8 @@ CRD_RULES: set[Rule] = {
     ("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")
 }
 NAMESPACE_RULES: set[Rule] = {("", "namespaces", "list"), ("", "namespaces", "watch")}
+# Leader election, in the release's namespace only (get and update limited to the Lease's name).
+LEASE_RULES: set[Rule] = {("coordination.k8s.io", "leases", v) for v in ("create", "get", "update")}
 
 
 def test_no_rbac_rule_has_a_wildcard(case: tuple[str, dict[str, Any], list[Manifest]]) -> None:
@@ -598,9 +650,11 @@ def test_no_rbac_rule_has_a_wildcard(case: tuple[str, dict[str, Any], list[Manif
 def test_cluster_mode_rbac_is_exact() -> None:
     manifests = render_chart({})
     scopes = rbac_rules_by_scope(manifests)
-    assert scopes == {None: NAMESPACED_RULES | CRD_RULES}
-    assert find(manifests, "Role") == []
-    assert find(manifests, "RoleBinding") == []
+    assert scopes == {None: NAMESPACED_RULES | CRD_RULES, RELEASE_NAMESPACE: LEASE_RULES}
+    assert [r["metadata"]["name"] for r in find(manifests, "Role")] == ["modeldeploy-leader-election"]
+    lease_rules = find(manifests, "Role")[0]["rules"]
+    assert [r.get("resourceNames") for r in lease_rules] == [None, ["modeldeploy"]]
+    assert [r["metadata"]["name"] for r in find(manifests, "RoleBinding")] == ["modeldeploy-leader-election"]
 
 
 @needs_helm
@@ -610,6 +664,7 @@ def test_namespaced_mode_rbac_is_exact() -> None:
         None: CRD_RULES | NAMESPACE_RULES,
         "team-a": NAMESPACED_RULES,
         "team-b": NAMESPACED_RULES,
+        RELEASE_NAMESPACE: LEASE_RULES,
     }
     assert rules_in_namespace(manifests, "team-a") == NAMESPACED_RULES | CRD_RULES | NAMESPACE_RULES
     assert rules_in_namespace(manifests, "elsewhere") == CRD_RULES | NAMESPACE_RULES
@@ -629,7 +684,7 @@ def test_rbac_binds_the_operator_service_account() -> None:
     assert find(manifests, "ServiceAccount") == []
     pod = operator_deployment(manifests)["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "existing-operator-sa"
-    assert rbac_rules(manifests) == NAMESPACED_RULES | CRD_RULES
+    assert rbac_rules(manifests) == NAMESPACED_RULES | CRD_RULES | LEASE_RULES
 
 
 @needs_helm
@@ -764,7 +819,13 @@ def test_schema_covers_every_default_value() -> None:
 
 # Bad values: each must make `helm template` fail with a message that names the field.
 BAD_VALUES: list[Any] = [
-    pytest.param({"replicaCount": 2}, "/replicaCount", id="replicas-above-one"),
+    pytest.param(
+        {"replicaCount": 2, "leaderElection": {"enabled": False}},
+        "/leaderElection/enabled",
+        id="two-no-election",
+    ),
+    pytest.param({"replicaCount": -1}, "/replicaCount", id="replicas-negative"),
+    pytest.param({"kubeApi": {"burst": 0}}, "/kubeApi/burst", id="burst-zero"),
     pytest.param({"replicaCount": "1"}, "/replicaCount", id="replicas-string"),
     pytest.param({"replicas": 1}, "replicas", id="unknown-top-level-key"),
     pytest.param({"image": {"sha": "abc"}}, "sha", id="unknown-nested-key"),

@@ -98,7 +98,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         pod_monitor_labels=tuple(_label(item) for item in args.pod_monitor_label or ()),
         kubeconfig=args.kubeconfig,
         context=args.context,
+        kube_qps=args.kube_qps,
+        kube_burst=args.kube_burst,
+        leader_elect=args.leader_elect,
+        leader_election_namespace=args.leader_election_namespace,
+        leader_election_id=args.leader_election_id,
+        lease_duration=args.lease_duration,
+        renew_deadline=args.renew_deadline,
+        retry_period=args.retry_period,
     )
+    if config.leader_elect:
+        from modeldeploy.handlers.leader import Timings
+
+        problem = Timings(config.lease_duration, config.renew_deadline, config.retry_period).problem()
+        if problem:
+            raise CliError(problem)
     from modeldeploy.adapters.kube import CRD, KubeClient, KubeError, configuration
 
     try:
@@ -467,6 +481,29 @@ def parser(prog: str = "modeldeploy") -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="label for every rendered PodMonitor, for your Prometheus's podMonitorSelector (repeatable)",
     )
+    run.add_argument(
+        "--kube-qps",
+        type=float,
+        default=100.0,
+        help="requests a second to the API server, on average (0: no limit)",
+    )
+    run.add_argument(
+        "--kube-burst", type=int, default=200, help="requests to the API server at once, at most"
+    )
+    run.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="reconcile only while holding a Lease: for two or more replicas (the chart turns it on)",
+    )
+    run.add_argument(
+        "--leader-election-namespace", help="the Lease's namespace (default: the pod's own, else default)"
+    )
+    run.add_argument("--leader-election-id", default="modeldeploy", help="the Lease's name")
+    run.add_argument(
+        "--lease-duration", type=float, default=15.0, help="seconds a standby waits to take over"
+    )
+    run.add_argument("--renew-deadline", type=float, default=10.0, help="seconds a leader tries to renew")
+    run.add_argument("--retry-period", type=float, default=2.0, help="seconds between Lease renewals")
     run.add_argument(
         "--server", help="an API server URL without credentials: only for `modeldeploy demo`'s emulator"
     )

@@ -93,8 +93,8 @@ pod spec and never reads the Secret, so it cannot leak the model store's credent
   resources: [modeldeployments/finalizers]
   verbs: [update]
 # The children of a ModelDeployment, applied with server-side apply (a patch; create when the apply
-# makes the object) and owned by it, so the garbage collector deletes them with it. list: the
-# reconciler reads its children by label; watch: kopf wakes the owner when one of these changes;
+# makes the object) and owned by it, so the garbage collector deletes them with it. list and watch:
+# kopf's informer cache, which the reconciler reads its children from (and a change wakes the owner);
 # delete: children no longer wanted (a finished canary, the HPA turned off). No get: never read singly.
 - apiGroups: [apps]
   resources: [deployments]
@@ -111,23 +111,23 @@ pod spec and never reads the Secret, so it cannot leak the model store's credent
   resources: [networkpolicies]
   verbs: [list, watch, create, patch, delete]
 # Scrape config for analysis: always wanted while its CRD is installed, so never deleted (the garbage
-# collector removes it with its owner). Not watched: the periodic resync repairs hand edits.
+# collector removes it with its owner). Watched, as every child: the operator reads it from its cache.
 - apiGroups: [monitoring.coreos.com]
   resources: [podmonitors]
-  verbs: [list, create, patch]
+  verbs: [list, watch, create, patch]
 # A canary that is not ready: the operator lists its pods to tell a crash or an unschedulable pod
 # (fail fast) from a model that is still loading (wait). Read-only, and list only.
 - apiGroups: [""]
   resources: [pods]
   verbs: [list]
-# Canary traffic routing, whichever router spec.traffic names; pruned when the router changes. Not
-# watched: the periodic resync repairs hand edits.
+# Canary traffic routing, whichever router spec.traffic names; pruned when the router changes.
+# Watched: the operator reads them from its cache, and a hand edit wakes the owner at once.
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes, grpcroutes]
-  verbs: [list, create, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 - apiGroups: [networking.istio.io]
   resources: [virtualservices]
-  verbs: [list, create, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 # Events that explain each rollout step: always a new core/v1 Event (never patched, never events.k8s.io).
 - apiGroups: [""]
   resources: [events]

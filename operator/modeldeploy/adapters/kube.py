@@ -63,9 +63,11 @@ KINDS: dict[tuple[str, str], Kind] = {
         Kind("networking.istio.io/v1", "VirtualService", "virtualservices"),
         Kind(f"{GROUP}/{VERSION}", "ModelDeployment", PLURAL),
         Kind("apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", False),
+        Kind("coordination.k8s.io/v1", "Lease", "leases"),
     )
 }
 MODEL_DEPLOYMENT = KINDS[(f"{GROUP}/{VERSION}", "ModelDeployment")]
+LEASE = KINDS[("coordination.k8s.io/v1", "Lease")]
 CRD = KINDS[("apiextensions.k8s.io/v1", "CustomResourceDefinition")]
 
 
@@ -194,6 +196,47 @@ class Backoff:
         return wait
 
 
+class TokenBucket:
+    """The client's own rate limit, as client-go's: `qps` requests a second on average, up to
+    `burst` at once. A caller over the limit reserves its token and sleeps until it is due, so
+    waiting callers go in order and never spin; qps <= 0 turns the limit off."""
+
+    def __init__(
+        self,
+        qps: float,
+        burst: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.qps = qps
+        self.burst = max(1, burst)
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._tokens = float(self.burst)
+        self._last = clock()
+        self.throttled_seconds = 0.0  # waited in all, for the operator's metrics
+
+    def reserve(self) -> float:
+        """Take a token; the seconds to wait before using it."""
+        if self.qps <= 0:
+            return 0.0
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.qps)
+            self._last = now
+            self._tokens -= 1.0
+            wait = 0.0 if self._tokens >= 0 else -self._tokens / self.qps
+            self.throttled_seconds += wait
+            return wait
+
+    def acquire(self) -> None:
+        wait = self.reserve()
+        if wait > 0:
+            self._sleep(wait)
+
+
 def retry_after(value: str | None, now: float | None = None) -> float | None:
     """Retry-After in seconds: a number of seconds, or an HTTP date; None when absent or unreadable."""
     if not value:
@@ -210,15 +253,23 @@ def retry_after(value: str | None, now: float | None = None) -> float | None:
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def pod_namespace() -> str | None:
+    """The namespace of the pod this runs in; None outside a pod."""
+    try:
+        with open(SERVICE_ACCOUNT_NAMESPACE) as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
+
+
 def default_namespace(config_file: str | None = None, context: str | None = None) -> str:
     """The namespace of the kubeconfig context (`context`, else the current one), as kubectl uses
     it; in a pod with no kubeconfig named, the pod's own."""
-    if not (config_file or context):
-        try:
-            with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as handle:
-                return handle.read().strip() or "default"
-        except OSError:
-            pass
+    if not (config_file or context) and (namespace := pod_namespace()):
+        return namespace
     try:
         path = config_file or os.environ.get("KUBECONFIG") or None
         contexts, current = kubernetes.config.list_kube_config_contexts(config_file=path)
@@ -253,6 +304,8 @@ class KubeClient:
         backoff: Backoff = Backoff(),
         timeout: tuple[float, float] = (5.0, 30.0),
         sleep: Callable[[float], None] = time.sleep,
+        limiter: TokenBucket | None = None,
+        observe: Callable[[str, int], None] | None = None,
     ) -> None:
         config.connection_pool_maxsize = max(config.connection_pool_maxsize or 0, 32)
         if config.retries is None:
@@ -264,6 +317,8 @@ class KubeClient:
         self._backoff = backoff
         self._timeout = timeout  # (connect, read) seconds: a hung server must not hang a pass
         self._sleep = sleep
+        self._limiter = limiter
+        self._observe = observe  # called with (verb, HTTP status; 0 when no answer) per request
         self._random = random.Random()  # noqa: S311 -- jitter, not a secret
         self.writes = 0  # write requests sent, for the operator's own metrics and the benchmark
         self.retries = 0  # requests tried again after a transient failure
@@ -276,6 +331,7 @@ class KubeClient:
         method: str,
         path: str,
         *,
+        verb: str = "",
         query: list[tuple[str, str]] | None = None,
         body: Any = None,
         content_type: str | None = None,
@@ -292,14 +348,19 @@ class KubeClient:
             auth_settings=["BearerToken"],
         )
         waited = 0.0
+        verb = verb or method.lower()
         for attempt in range(1, self._backoff.tries + 1):
             if method != "GET":
                 with self._lock:
                     self.writes += 1
+            if self._limiter is not None:
+                self._limiter.acquire()
             try:
                 response = self._api.call_api(*params, _request_timeout=self._timeout)
                 response.read()
+                self._observed(verb, response.status)
             except ApiException as exc:
+                self._observed(verb, int(exc.status or 0))
                 error, wait_hint = _error(exc), retry_after((exc.headers or {}).get("Retry-After"))
                 transient = error.status in RETRYABLE_STATUSES
                 if not exc.status:  # the client's wrapping of a TLS failure ("SSLError\n<detail>")
@@ -308,6 +369,7 @@ class KubeClient:
                         0, "SSLError", f"cannot reach the API server {self._api.configuration.host}: {detail}"
                     )
             except urllib3.exceptions.HTTPError as exc:
+                self._observed(verb, 0)
                 # A timeout or a dropped connection: no answer came back, so the request is tried
                 # again (our writes are applies and patches; a repeated Event is harmless).
                 error, wait_hint, transient = unreachable(self._api.configuration.host, exc), None, True
@@ -331,20 +393,43 @@ class KubeClient:
             self._sleep(wait)
         raise AssertionError("unreachable: the last try returns or raises")
 
+    def _observed(self, verb: str, status: int) -> None:
+        if self._observe is not None:
+            self._observe(verb, status)
+
     def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:
-            result: dict[str, Any] = self._call("GET", f"{kind.collection(namespace)}/{name}")
+            result: dict[str, Any] = self._call("GET", f"{kind.collection(namespace)}/{name}", verb="get")
         except KubeError as error:
             if error.not_found:
                 return None
             raise
         return result
 
-    def list(self, kind: Kind, namespace: str | None, label_selector: str = "") -> list[dict[str, Any]]:
-        query = [("labelSelector", label_selector)] if label_selector else []
-        result = self._call("GET", kind.collection(namespace), query=query)
-        items: list[dict[str, Any]] = result.get("items") or []
-        return items
+    def list(
+        self, kind: Kind, namespace: str | None, label_selector: str = "", *, page: int = 500
+    ) -> list[dict[str, Any]]:
+        """Every object of `kind`, in pages of `page`: a large collection is never one response.
+
+        A continue token the server no longer honours (410 Gone: etcd compacted past it) starts
+        the listing again from the first page, once."""
+        base = [("labelSelector", label_selector)] if label_selector else []
+        base.append(("limit", str(page)))
+        items: list[dict[str, Any]] = []
+        token, restarted = "", False
+        while True:
+            query = [*base, ("continue", token)] if token else base
+            try:
+                result = self._call("GET", kind.collection(namespace), query=query, verb="list")
+            except KubeError as error:
+                if error.status != 410 or not token or restarted:
+                    raise
+                items, token, restarted = [], "", True
+                continue
+            items.extend(result.get("items") or [])
+            token = str((result.get("metadata") or {}).get("continue") or "")
+            if not token:
+                return items
 
     def apply(self, obj: Mapping[str, Any], field_manager: str | None = None) -> dict[str, Any]:
         """Server-side apply under our field manager; force, because the operator owns its children."""
@@ -353,14 +438,22 @@ class KubeClient:
         path = f"{kind.collection(meta.get('namespace'))}/{meta['name']}"
         query = [("fieldManager", field_manager or self._field_manager), ("force", "true")]
         result: dict[str, Any] = self._call(
-            "PATCH", path, query=query, body=dict(obj), content_type="application/apply-patch+yaml"
+            "PATCH",
+            path,
+            query=query,
+            body=dict(obj),
+            content_type="application/apply-patch+yaml",
+            verb="apply",
         )
         return result
 
     def delete(self, kind: Kind, namespace: str | None, name: str) -> None:
         try:
             self._call(
-                "DELETE", f"{kind.collection(namespace)}/{name}", body={"propagationPolicy": "Background"}
+                "DELETE",
+                f"{kind.collection(namespace)}/{name}",
+                body={"propagationPolicy": "Background"},
+                verb="delete",
             )
         except KubeError as error:
             if not error.not_found:
@@ -377,7 +470,7 @@ class KubeClient:
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
         result: dict[str, Any] = self._call(
-            "PATCH", path, body=body, content_type="application/merge-patch+json"
+            "PATCH", path, body=body, content_type="application/merge-patch+json", verb="patch"
         )
         return result
 
@@ -416,7 +509,37 @@ class KubeClient:
             "lastTimestamp": now,
             "count": 1,
         }
-        self._call("POST", f"/api/v1/namespaces/{namespace}/events", body=event)
+        self._call("POST", f"/api/v1/namespaces/{namespace}/events", body=event, verb="create")
+
+    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.get(LEASE, namespace, name)
+
+    def create_lease(self, namespace: str, name: str, spec: Mapping[str, Any]) -> dict[str, Any] | None:
+        """A new Lease; None when one of that name exists already (another replica was first)."""
+        body = {"apiVersion": LEASE.api_version, "kind": LEASE.kind, "metadata": {"name": name}, "spec": spec}
+        try:
+            result: dict[str, Any] = self._call("POST", LEASE.collection(namespace), body=body, verb="create")
+        except KubeError as error:
+            if error.conflict:
+                return None
+            raise
+        return result
+
+    def replace_lease(
+        self, namespace: str, name: str, spec: Mapping[str, Any], resource_version: str
+    ) -> dict[str, Any] | None:
+        """The Lease replaced if it is still at `resource_version`; None if it changed since."""
+        meta = {"name": name, "namespace": namespace, "resourceVersion": resource_version}
+        body = {"apiVersion": LEASE.api_version, "kind": LEASE.kind, "metadata": meta, "spec": spec}
+        try:
+            result: dict[str, Any] = self._call(
+                "PUT", f"{LEASE.collection(namespace)}/{name}", body=body, verb="update"
+            )
+        except KubeError as error:
+            if error.conflict:
+                return None
+            raise
+        return result
 
     def crd_installed(self, name: str) -> bool:
         return self.get(CRD, None, name) is not None

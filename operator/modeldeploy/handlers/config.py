@@ -22,3 +22,14 @@ class OperatorConfig:
     puller_image: str = DEFAULT_PULLER_IMAGE
     pod_monitor_labels: tuple[tuple[str, str], ...] = ()
     workers: int = 16
+    # The client's own rate limit, as client-go's --kube-api-qps/--kube-api-burst; kopf's watch
+    # streams are long-lived and not counted. Sized for a thousand objects converging in a minute.
+    kube_qps: float = 100.0
+    kube_burst: int = 200
+    # Leader election (the chart's two replicas): only the holder of the Lease reconciles.
+    leader_elect: bool = False
+    leader_election_namespace: str | None = None  # else the pod's own namespace
+    leader_election_id: str = "modeldeploy"  # the Lease's name
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0

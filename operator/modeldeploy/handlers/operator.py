@@ -14,19 +14,32 @@ import concurrent.futures
 import contextlib
 import logging
 import random
+import socket
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import kopf
 
-from modeldeploy.adapters.kube import KINDS, Kind, KubeClient, KubeError, configuration, connection
+from modeldeploy.adapters.kube import (
+    KINDS,
+    Backoff,
+    Kind,
+    KubeClient,
+    KubeError,
+    TokenBucket,
+    configuration,
+    connection,
+    pod_namespace,
+)
 from modeldeploy.api.base import GROUP, KIND, PLURAL, VERSION
 from modeldeploy.handlers import metrics
 from modeldeploy.handlers.cache import Cache, child_key, encode_child, encode_crd, encode_parent, parent_key
 from modeldeploy.handlers.config import OperatorConfig
-from modeldeploy.handlers.reconciler import OPTIONAL_CRDS, Reconciler, fetch_parent
+from modeldeploy.handlers.leader import Elector, Timings
+from modeldeploy.handlers.reconciler import OPTIONAL_CRDS, NotLeader, Reconciler, fetch_parent
 from modeldeploy.render.names import MANAGED_BY
 from modeldeploy.render.options import RenderOptions
 from modeldeploy.rollout.events import Event
@@ -49,6 +62,8 @@ CHILD_KINDS = [
 ]
 CHILD_RESOURCES = [(k.group, k.api_version.rpartition("/")[2], k.plural) for k in CHILD_KINDS]
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+# After a failed pass: 1 s, 2 s, 4 s ... up to 5 minutes, each with jitter (equal jitter).
+RETRY_BACKOFF = Backoff(base=1.0, factor=2.0, cap=300.0)
 # Initial listings in pages, so that neither side holds a whole kind of a large cluster at once.
 LIST_CHUNK = 500
 
@@ -66,6 +81,11 @@ class Coalescer:
         self._lock = threading.Lock()
         self._running: set[Key] = set()
         self._dirty: set[Key] = set()
+
+    def depth(self) -> int:
+        """Objects with a pass running or waiting to run again (the work queue's depth)."""
+        with self._lock:
+            return len(self._running | self._dirty)
 
     def run(
         self,
@@ -111,6 +131,7 @@ class Registration:
 
     client: KubeClient
     stop: Callable[[], None]
+    cache: Cache
 
 
 def register(
@@ -118,7 +139,9 @@ def register(
 ) -> Registration:
     """Register every handler into `registry`."""
     client = kube or KubeClient(
-        configuration(config.server, config.token, config_file=config.kubeconfig, context=config.context)
+        configuration(config.server, config.token, config_file=config.kubeconfig, context=config.context),
+        limiter=TokenBucket(config.kube_qps, config.kube_burst),
+        observe=lambda verb, code: metrics.API_REQUESTS.labels(verb=verb, code=str(code)).inc(),
     )
 
     def post_event(body: Mapping[str, Any], event: Event) -> None:
@@ -130,12 +153,22 @@ def register(
             log.warning("could not post event %s: %s", event.reason, error)
 
     cache = Cache()
+    elector: dict[str, Elector] = {}
+
+    def leading() -> bool:
+        return not config.leader_elect or ("elector" in elector and elector["elector"].leading)
+
+    def may_write() -> bool:
+        # Checked before each write of a pass: one that outlived a lost renewal must not write.
+        return not config.leader_elect or ("elector" in elector and elector["elector"].still_leading())
+
     reconciler = Reconciler(
         client,
         RenderOptions(puller_image=config.puller_image, pod_monitor_labels=config.pod_monitor_labels),
         post_event,
         config.prometheus_url,
         cache=cache,
+        may_write=may_write,
     )
     coalescer = Coalescer()
     resync: dict[str, asyncio.Task[None]] = {}
@@ -166,14 +199,41 @@ def register(
     def safe_pass(key: Key) -> None:
         try:
             pass_for(key[0], key[1], None)
+        except KubeError as error:
+            log.warning("timed reconcile of %s/%s failed: %s", *key, error)
         except Exception:
             log.exception("timed reconcile of %s/%s failed", *key)
 
+    failures: dict[Key, int] = {}
+    failures_lock = threading.Lock()
+    spread = random.Random()  # noqa: S311 -- jitter, not a secret
+
     def work(body: Mapping[str, Any]) -> None:
         meta = body.get("metadata", {})
-        requeue = reconciler.reconcile(body)
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        try:
+            result, requeue = reconciler.reconcile_result(body)
+        except NotLeader:
+            log.info("%s/%s: the Lease was lost during the pass; it wrote nothing more", *key)
+            return
+        except KubeError as error:
+            log.warning("reconcile of %s/%s failed: %s", *key, error)
+            result, requeue = "error", None
+        except Exception:
+            log.exception("reconcile of %s/%s failed", *key)
+            result, requeue = "error", None
+        with failures_lock:
+            if result in ("error", "apply-error"):
+                # Per object, as controller-runtime's work queue: a failing object is tried again
+                # sooner than the resync, then less and less often, and never holds up the others.
+                failures[key] = count = failures.get(key, 0) + 1
+                retry = RETRY_BACKOFF.delay(count, None, spread.random())
+                requeue = retry if requeue is None else min(requeue, retry)
+                metrics.RETRIES.inc()
+            else:
+                failures.pop(key, None)
         if requeue is not None:
-            wake_later((str(meta.get("namespace")), str(meta.get("name"))), requeue)
+            wake_later(key, requeue)
 
     def load(namespace: str, name: str) -> Mapping[str, Any] | None:
         # From the cache once it is filled: a stale copy is caught before it acts (the pass checks
@@ -183,6 +243,8 @@ def register(
         return fetch_parent(client, namespace, name)
 
     def pass_for(namespace: str, name: str, body: Mapping[str, Any] | None) -> None:
+        if not leading():
+            return  # a standby: its watches keep the cache warm, and it writes nothing
         coalescer.run((namespace, name), body, lambda: load(namespace, name), work)
 
     @kopf.on.login(registry=registry)
@@ -240,11 +302,40 @@ def register(
             settings.watching.label_selectors[group, version, plural] = (
                 "app.kubernetes.io/managed-by=modeldeploy"
             )
-        loop_ref["loop"] = asyncio.get_running_loop()
+        metrics.QUEUE_DEPTH.set_function(coalescer.depth)
+        metrics.QUEUE_SCHEDULED.set_function(lambda: len(timers))
+        loop = loop_ref["loop"] = asyncio.get_running_loop()
         resync["task"] = asyncio.create_task(_resync_loop())
+        if config.leader_elect:
+            elector["elector"] = campaign(loop)
+        else:
+            metrics.LEADER.set(1)
+
+    def campaign(loop: asyncio.AbstractEventLoop) -> Elector:
+        def started() -> None:
+            metrics.LEADER.set(1)
+            # Take over at once: a pass over every cached object picks each rollout up where
+            # the status left it (timers are recomputed from its timestamps).
+            loop.call_soon_threadsafe(lambda: pending.add(loop.create_task(asyncio.to_thread(_resync_once))))
+
+        def stopped() -> None:
+            metrics.LEADER.set(0)
+            for handle in list(timers.values()):
+                loop.call_soon_threadsafe(handle.cancel)
+
+        timings = Timings(config.lease_duration, config.renew_deadline, config.retry_period)
+        namespace = config.leader_election_namespace or pod_namespace() or "default"
+        identity = f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+        candidate = Elector(client, namespace, config.leader_election_id, identity, timings, started, stopped)
+        metrics.LEADER.set(0)
+        candidate.start()
+        return candidate
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
+        candidate = elector.pop("elector", None)
+        if candidate is not None:
+            await asyncio.to_thread(candidate.stop)  # releases the Lease: the standby takes over now
         for handle in timers.values():
             handle.cancel()
         task = resync.pop("task", None)
@@ -268,6 +359,8 @@ def register(
                 log.exception("resync failed")
 
     def _resync_once() -> None:
+        if not leading():
+            return
         if not cache.ready:
             return  # kopf is still filling the indexes; its handlers wait for them, and so do we
         bodies = cache.parents()
@@ -319,7 +412,7 @@ def register(
             for handle in list(timers.values()):
                 loop.call_soon_threadsafe(handle.cancel)
 
-    return Registration(client, stop)
+    return Registration(client, stop, cache)
 
 
 def run(config: OperatorConfig) -> None:
@@ -327,7 +420,10 @@ def run(config: OperatorConfig) -> None:
     if config.metrics_port:
         metrics.serve(config.metrics_port)
     registry = kopf.OperatorRegistry()
-    register(config, registry)
+    registration = register(config, registry)
+    metrics.count_phases(
+        lambda: (str((body.get("status") or {}).get("phase") or "") for body in registration.cache.parents())
+    )
     namespaces = list(config.namespaces)
     liveness = f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None
     kopf.run(

@@ -91,9 +91,11 @@ class Reconciler:
         prometheus_url: str,
         clock_fn: Clock = utcnow,
         cache: Cache | None = None,
+        may_write: Callable[[], bool] = lambda: True,
     ) -> None:
         self._kube = kube
         self._cache = cache
+        self._may_write = may_write
         self._options = options
         self._post_event = post_event
         self._prometheus_url = prometheus_url
@@ -189,17 +191,21 @@ class Reconciler:
 
     def reconcile(self, body: Mapping[str, Any]) -> float | None:
         """One pass; returns when to look again (seconds), if something is timed."""
+        return self.reconcile_result(body)[1]
+
+    def reconcile_result(self, body: Mapping[str, Any]) -> tuple[str, float | None]:
+        """One pass: its result (`ok`, `apply-error`, `invalid`, ...) and when to look again."""
         started = time.perf_counter()
         try:
             result, requeue = self._reconcile_current(body)
         except Exception:
             metrics.RECONCILE_ERRORS.inc()
             metrics.RECONCILES.labels(result="error").inc()
+            metrics.RECONCILE_SECONDS.labels(result="error").observe(time.perf_counter() - started)
             raise
-        finally:
-            metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+        metrics.RECONCILE_SECONDS.labels(result=result).observe(time.perf_counter() - started)
         metrics.RECONCILES.labels(result=result).inc()
-        return requeue
+        return result, requeue
 
     def _reconcile_current(self, body: Mapping[str, Any]) -> tuple[str, float | None]:
         """A pass decided from a stale body (a resync listing or a queued event, read before
@@ -299,6 +305,8 @@ class Reconciler:
 
         def before_write() -> None:
             nonlocal checked
+            if not self._may_write():
+                raise NotLeader()
             if not checked:
                 checked = True
                 ensure_current()
@@ -345,6 +353,8 @@ class Reconciler:
         # server refuses it rather than let an older decision overwrite a newer status.
         patch: dict[str, Any] = {**{k: None for k in before if k not in after}, **after}
         meta = body["metadata"]
+        if not self._may_write():
+            raise NotLeader()
         try:
             written = self._kube.patch_status(
                 meta["namespace"], meta["name"], patch, resource_version=meta.get("resourceVersion")
@@ -360,6 +370,13 @@ class Reconciler:
         for event in transition_events(old, new):
             self._post_event(body, event)
         return result
+
+
+class NotLeader(Exception):
+    """This replica lost the Lease (or never held it) while the pass ran: it must not write."""
+
+    def __init__(self) -> None:
+        super().__init__("this replica does not hold the leader Lease")
 
 
 class _Stale(Exception):
@@ -419,4 +436,4 @@ def fetch_parent(kube: KubeClient, namespace: str, name: str) -> dict[str, Any] 
     return kube.get(KINDS[(f"{GROUP}/{VERSION}", "ModelDeployment")], namespace, name)
 
 
-__all__ = ["Decision", "Reconciler", "fetch_parent"]
+__all__ = ["Decision", "NotLeader", "Reconciler", "fetch_parent"]
