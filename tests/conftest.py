@@ -7,6 +7,7 @@ line saying what is missing; with CI=true that is a failure instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import uuid
@@ -28,6 +29,7 @@ THIRD_PARTY_CRDS = Path(
     os.environ.get("MODELDEPLOY_THIRD_PARTY_CRDS", REPO_ROOT.parent / "shared" / "third-party-crds")
 )
 REAL_API = "real_api"
+RBAC_GROUP = "rbac.authorization.k8s.io"
 
 
 def ci() -> bool:
@@ -66,17 +68,23 @@ def install_crds(api: KubeApi, paths: list[Path]) -> None:
     )
 
 
-@pytest.fixture(scope="session")
-def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+@contextlib.contextmanager
+def real_control_plane(workdir: Path) -> Iterator[ControlPlane]:
     """etcd + kube-apiserver + kube-controller-manager, with our CRD and the upstream ones installed."""
     assets = require_assets()
-    with ControlPlane(assets=assets, workdir=tmp_path_factory.mktemp("controlplane")) as cp:
+    with ControlPlane(assets=assets, workdir=workdir) as cp:
         crds = sorted((REPO_ROOT / "crds").glob("*.yaml"))
         if THIRD_PARTY_CRDS.is_dir():
             crds += sorted(THIRD_PARTY_CRDS.glob("*.yaml"))
         elif ci():
             pytest.fail(f"{THIRD_PARTY_CRDS} is missing (set MODELDEPLOY_THIRD_PARTY_CRDS)")
         install_crds(cp.admin, crds)
+        yield cp
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    with real_control_plane(tmp_path_factory.mktemp("controlplane")) as cp:
         yield cp
 
 
@@ -92,15 +100,9 @@ def namespace(
     control_plane: ControlPlane, kubelet_policies: Policies, request: pytest.FixtureRequest
 ) -> Iterator[str]:
     """A fresh namespace for one test; deleted (in the background) after it."""
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    api = control_plane.admin
-    api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-    # Pods need the namespace's default ServiceAccount, which the controller manager creates.
-    api.wait_for(
-        lambda: api.get("v1", "ServiceAccount", name, "default"), what=f"the default ServiceAccount of {name}"
-    )
+    name = new_namespace(control_plane.admin)
     yield name
-    api.delete("v1", "Namespace", None, name)
+    control_plane.admin.delete("v1", "Namespace", None, name)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -119,6 +121,48 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     terminalreporter.write_line(f"{len(ran)} tests ran on the real API server (kube-apiserver v1.36.2)")
 
 
+def start_operator(
+    control_plane: ControlPlane, namespace: str, folder: Path, index: int = 0, **kwargs: Any
+) -> OperatorBed:
+    """`modeldeploy run --namespace=<namespace>` as a process, logged in by a kubeconfig with a client
+    certificate of a user bound to cluster-admin; `user=` names that user (default operator-<ns>)."""
+    # A second operator of the same test (a standby replica) may log in as its own user, so that the
+    # audit log tells the two apart.
+    user = kwargs.pop("user", None) or f"operator-{namespace}"
+    creds = control_plane.client_certificate(user)
+    control_plane.admin.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": user},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "cluster-admin",
+            },
+            "subjects": [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}],
+        }
+    )
+    process = OperatorProcess(
+        kubeconfig=control_plane.kubeconfig(creds, folder / f"kubeconfig-{index}"),
+        log=folder / f"operator-{index}.log",
+        args=[f"--namespace={namespace}", *kwargs.pop("args", ())],
+        **kwargs,
+    )
+    process.start()
+    return OperatorBed(control_plane, namespace, process, user)
+
+
+def new_namespace(api: KubeApi) -> str:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    # Pods need the namespace's default ServiceAccount, which the controller manager creates.
+    api.wait_for(
+        lambda: api.get("v1", "ServiceAccount", name, "default"), what=f"the default ServiceAccount of {name}"
+    )
+    return name
+
+
 @pytest.fixture
 def operator(
     control_plane: ControlPlane, namespace: str, tmp_path: Path
@@ -129,30 +173,7 @@ def operator(
     started: list[OperatorBed] = []
 
     def start(**kwargs: Any) -> OperatorBed:
-        user = f"operator-{namespace}"
-        creds = control_plane.client_certificate(user)
-        control_plane.admin.apply(
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRoleBinding",
-                "metadata": {"name": user},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": "cluster-admin",
-                },
-                "subjects": [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}],
-            }
-        )
-        args = [f"--namespace={namespace}", *kwargs.pop("args", ())]
-        process = OperatorProcess(
-            kubeconfig=control_plane.kubeconfig(creds, tmp_path / f"kubeconfig-{len(started)}"),
-            log=tmp_path / f"operator-{len(started)}.log",
-            args=args,
-            **kwargs,
-        )
-        process.start()
-        bed = OperatorBed(control_plane, namespace, process, user)
+        bed = start_operator(control_plane, namespace, tmp_path, len(started), **kwargs)
         started.append(bed)
         return bed
 

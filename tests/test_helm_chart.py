@@ -486,8 +486,8 @@ DEFAULT_HA_ARGS = [
     "--leader-elect",
     f"--leader-election-namespace={RELEASE_NAMESPACE}",
     "--leader-election-id=modeldeploy",
-    "--lease-duration=15",
-    "--renew-deadline=10",
+    "--lease-duration=10",
+    "--renew-deadline=7",
     "--retry-period=2",
 ]
 

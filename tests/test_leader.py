@@ -42,7 +42,8 @@ def test_next_action(record: Record | None, since: float | None, now: float, act
 @pytest.mark.parametrize(
     ("timings", "ok"),
     [
-        pytest.param(Timings(), True, id="client-go-defaults"),
+        pytest.param(Timings(), True, id="defaults"),
+        pytest.param(Timings(15, 10, 2), True, id="client-go-defaults"),
         pytest.param(Timings(15, 15, 2), False, id="renew-deadline-not-below-duration"),
         pytest.param(Timings(15, 10, 10), False, id="retry-not-below-renew-deadline"),
     ],
@@ -140,7 +141,7 @@ def test_a_leader_cut_off_from_the_server_stops_writing_before_the_lease_ends(
     cut.set()
     assert a.elector.still_leading()  # writes are still safe right after the last renewal
     stepped = wait_until(lambda: not a.elector.still_leading(), 5) - cut_at
-    assert stepped <= timings.renew_deadline, stepped
+    assert stepped <= timings.renew_deadline + 0.1, stepped  # + the polling of this test
     wait_until(lambda: bool(a.stopped), 5)
     assert not a.elector.leading
     a.elector.stop(release=False)

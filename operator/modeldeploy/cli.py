@@ -500,9 +500,9 @@ def parser(prog: str = "modeldeploy") -> argparse.ArgumentParser:
     )
     run.add_argument("--leader-election-id", default="modeldeploy", help="the Lease's name")
     run.add_argument(
-        "--lease-duration", type=float, default=15.0, help="seconds a standby waits to take over"
+        "--lease-duration", type=float, default=10.0, help="seconds a standby waits to take over"
     )
-    run.add_argument("--renew-deadline", type=float, default=10.0, help="seconds a leader tries to renew")
+    run.add_argument("--renew-deadline", type=float, default=7.0, help="seconds a leader tries to renew")
     run.add_argument("--retry-period", type=float, default=2.0, help="seconds between Lease renewals")
     run.add_argument(
         "--server", help="an API server URL without credentials: only for `modeldeploy demo`'s emulator"

@@ -30,6 +30,6 @@ class OperatorConfig:
     leader_elect: bool = False
     leader_election_namespace: str | None = None  # else the pod's own namespace
     leader_election_id: str = "modeldeploy"  # the Lease's name
-    lease_duration: float = 15.0
-    renew_deadline: float = 10.0
+    lease_duration: float = 10.0
+    renew_deadline: float = 7.0
     retry_period: float = 2.0

@@ -30,10 +30,11 @@ log = logging.getLogger("modeldeploy.leader")
 
 @dataclass(frozen=True)
 class Timings:
-    """client-go's defaults (controller-runtime's too)."""
+    """Shorter than client-go's 15/10/2 s, so that a takeover (the duration, a retry period and one
+    pass) stays within 15 s; a leader still rides out 7 s of an unreachable API server."""
 
-    duration: float = 15.0
-    renew_deadline: float = 10.0
+    duration: float = 10.0
+    renew_deadline: float = 7.0
     retry_period: float = 2.0
 
     def problem(self) -> str | None:

@@ -12,6 +12,7 @@ included. There is no kubelet and no scheduler: `sim.kubelet` stands in for them
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -20,6 +21,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +97,7 @@ class ControlPlane:
     _processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _owned_workdir: bool = False
     _etcd_url: str = ""
+    _etcd_ports: tuple[int, int] | None = None
     _apiserver_port: int = 0
     _tokens: dict[str, tuple[str, str]] = field(default_factory=dict)  # token -> (user, groups)
 
@@ -231,7 +234,9 @@ class ControlPlane:
         log.close()
 
     def _start_etcd(self, assets: Path) -> None:
-        client, peer = free_port(), free_port()
+        # The same ports on a restart: the API server keeps the etcd URL it was started with.
+        self._etcd_ports = self._etcd_ports or (free_port(), free_port())
+        client, peer = self._etcd_ports
         self._etcd_url = f"http://127.0.0.1:{client}"
         self._spawn(
             "etcd",
@@ -335,10 +340,37 @@ class ControlPlane:
         )
         return Credentials(user=f"system:serviceaccount:{namespace}:{name}", token=result["status"]["token"])
 
-    def restart_apiserver(self, timeout: float = 60.0) -> None:
+    def restart_apiserver(self, timeout: float = 60.0, down: float = 0.0) -> None:
+        """Stop the API server (every connection and watch drops), wait `down` seconds, start it."""
         self._stop("kube-apiserver")
+        time.sleep(down)
         self._start_apiserver(find_assets(self.assets))
         self._wait_ready(timeout)
+
+    def restart_etcd(self, timeout: float = 60.0, down: float = 0.0) -> None:
+        """Stop etcd (its data stays), wait `down` seconds, start it again on the same ports; returns
+        once the API server, which kept running and reconnects by itself, answers ready again."""
+        self._stop("etcd")
+        time.sleep(down)
+        self._start_etcd(find_assets(self.assets))
+        self._wait_ready(timeout)
+
+    def compact_etcd(self) -> int:
+        """Compact etcd's history up to its current revision, as the API server does every five
+        minutes: a watch or a list continue token from before then is answered 410 Gone. Returns
+        the revision."""
+
+        def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+            request = urllib.request.Request(  # noqa: S310 -- our own etcd, http on loopback
+                f"{self._etcd_url}{path}", data=json.dumps(body).encode(), method="POST"
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 -- our own etcd
+                answer: dict[str, Any] = json.loads(response.read())
+                return answer
+
+        revision = int(post("/v3/kv/range", {"key": base64.b64encode(b"/").decode()})["header"]["revision"])
+        post("/v3/kv/compaction", {"revision": str(revision), "physical": True})
+        return revision
 
     def _stop(self, name: str) -> None:
         process = self._processes.pop(name, None)
