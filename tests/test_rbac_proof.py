@@ -1077,9 +1077,11 @@ def test_the_chart_installs_with_kubectl_apply_as_rendered(
         (deployment,) = find(manifests, "Deployment")
         namespace, name = deployment["metadata"]["namespace"], deployment["metadata"]["name"]
 
-        def available(namespace: str = namespace, name: str = name) -> bool:
+        def available(
+            namespace: str = namespace, name: str = name, want: int = deployment["spec"]["replicas"]
+        ) -> bool:
             found = control_plane.admin.get("apps/v1", "Deployment", namespace, name) or {}
-            return bool(found.get("status", {}).get("availableReplicas") == deployment["spec"]["replicas"])
+            return bool(found.get("status", {}).get("availableReplicas") == want)
 
         control_plane.admin.wait_for(
             available, timeout=STEP_TIMEOUT, what=f"the {mode} operator Deployment to be available"
