@@ -7,7 +7,10 @@ and kopf and the operator's own client log in with the same credentials.
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import subprocess
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,9 @@ import pytest
 
 from modeldeploy.sim.controlplane import ControlPlane, Credentials
 from modeldeploy.sim.operator_process import OperatorProcess
+from prometheus_fixture import require_prometheus
+
+METRICS_DOC = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
 
 pytestmark = pytest.mark.integration
 
@@ -88,11 +94,19 @@ def test_kubeconfig_with_ca_and_bearer_token(
     assert {"watch", "patch"} <= verbs, verbs
     for family in (
         "modeldeploy_reconcile_total",
-        "modeldeploy_reconcile_duration_seconds_bucket",
+        'modeldeploy_reconcile_duration_seconds_bucket{le="0.001",result="ok"}',
         'modeldeploy_api_writes_total{verb="apply"}',
         'modeldeploy_api_writes_total{verb="status"}',
+        'modeldeploy_api_requests_total{code="201",verb="apply"}',
+        'modeldeploy_model_deployments{phase="Stable"} 1.0',
+        "modeldeploy_workqueue_depth ",
+        "modeldeploy_workqueue_scheduled ",
+        "modeldeploy_leader 1.0",
     ):
         assert family in text, family
+    documented = set(re.findall(r"^  \| `(modeldeploy_\w+)`", METRICS_DOC.read_text(), flags=re.M))
+    served = set(re.findall(r"^# TYPE (modeldeploy_\w+?)(?:_total)? ", text, flags=re.M))
+    assert {name.removesuffix("_total") for name in documented} == served
     lines = [line for line in log.read_text().splitlines() if line.strip()]
     assert lines, "the operator logged nothing"
     for line in lines:
@@ -150,3 +164,14 @@ def test_in_cluster_service_account(control_plane: ControlPlane, namespace: str,
     ) as operator:
         reconciles_to_stable(cp, namespace, operator)
     assert {"watch", "patch"} <= served_by(cp, since, creds.user)
+
+
+def test_the_documented_operator_alerts_are_valid_rules(tmp_path: Path) -> None:
+    """The example alert rules in docs/metrics.md, checked by the real promtool."""
+    block = METRICS_DOC.read_text().split("```yaml\n  groups:", 1)[1].split("```", 1)[0]
+    rules = tmp_path / "operator-alerts.yaml"
+    rules.write_text(textwrap.dedent("  groups:" + block))
+    promtool = Path(require_prometheus()).with_name("promtool")
+    checked = subprocess.run([str(promtool), "check", "rules", str(rules)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS: 3 rules found" in checked.stdout, checked.stdout
