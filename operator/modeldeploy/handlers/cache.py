@@ -144,6 +144,10 @@ class Cache:
             found.setdefault(name, None)
         return found
 
+    def parent_keys(self) -> list[Key]:
+        """(namespace, name) of every cached ModelDeployment."""
+        return list(_snapshot(self._parents)) if self._parents is not None else []
+
     def parents(self) -> list[dict[str, Any]]:
         if self._parents is None:
             return []

@@ -10,7 +10,6 @@ pass, and kopf writes nothing to a ModelDeployment at all (README: "GitOps with 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import random
@@ -40,6 +39,7 @@ from modeldeploy.handlers.cache import Cache, child_key, encode_child, encode_cr
 from modeldeploy.handlers.config import OperatorConfig
 from modeldeploy.handlers.leader import Elector, Timings
 from modeldeploy.handlers.reconciler import OPTIONAL_CRDS, NotLeader, Reconciler, fetch_parent
+from modeldeploy.handlers.workqueue import Key, WorkQueue
 from modeldeploy.render.names import MANAGED_BY
 from modeldeploy.render.options import RenderOptions
 from modeldeploy.rollout.events import Event
@@ -66,55 +66,6 @@ MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 RETRY_BACKOFF = Backoff(base=1.0, factor=2.0, cap=300.0)
 # Initial listings in pages, so that neither side holds a whole kind of a large cluster at once.
 LIST_CHUNK = 500
-
-Key = tuple[str, str]
-
-
-class Coalescer:
-    """At most one pass per object at a time; a wake-up during a pass makes one more pass after it.
-
-    Bursts of events (a Deployment's status moving through several states) collapse into one or
-    two passes instead of queueing one pass each, and two threads never reconcile one object at once.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._running: set[Key] = set()
-        self._dirty: set[Key] = set()
-
-    def depth(self) -> int:
-        """Objects with a pass running or waiting to run again (the work queue's depth)."""
-        with self._lock:
-            return len(self._running | self._dirty)
-
-    def run(
-        self,
-        key: Key,
-        body: Mapping[str, Any] | None,
-        load: Callable[[], Mapping[str, Any] | None],
-        work: Callable[[Mapping[str, Any]], None],
-    ) -> None:
-        with self._lock:
-            if key in self._running:
-                self._dirty.add(key)
-                return
-            self._running.add(key)
-        try:
-            current = body if body is not None else load()
-            while True:
-                if current is not None:
-                    work(current)
-                with self._lock:
-                    if key not in self._dirty:
-                        self._running.discard(key)
-                        return
-                    self._dirty.discard(key)
-                current = load()  # the event body is stale now: read the object afresh
-        except BaseException:
-            with self._lock:
-                self._running.discard(key)
-                self._dirty.discard(key)
-            raise
 
 
 def _owner(body: Mapping[str, Any]) -> str | None:
@@ -170,11 +121,9 @@ def register(
         cache=cache,
         may_write=may_write,
     )
-    coalescer = Coalescer()
     resync: dict[str, asyncio.Task[None]] = {}
     timers: dict[Key, asyncio.TimerHandle] = {}
     loop_ref: dict[str, asyncio.AbstractEventLoop] = {}
-    pending: set[asyncio.Task[None]] = set()
 
     def wake_later(key: Key, delay: float) -> None:
         """A timed pass (an analysis interval, a pause, a deadline): kept in memory only, because
@@ -191,26 +140,20 @@ def register(
 
         def fire() -> None:
             timers.pop(key, None)
-            pending.add(task := loop.create_task(asyncio.to_thread(safe_pass, key)))
-            task.add_done_callback(pending.discard)
+            enqueue(*key)
 
         loop.call_soon_threadsafe(arm)
-
-    def safe_pass(key: Key) -> None:
-        try:
-            pass_for(key[0], key[1], None)
-        except KubeError as error:
-            log.warning("timed reconcile of %s/%s failed: %s", *key, error)
-        except Exception:
-            log.exception("timed reconcile of %s/%s failed", *key)
 
     failures: dict[Key, int] = {}
     failures_lock = threading.Lock()
     spread = random.Random()  # noqa: S311 -- jitter, not a secret
 
-    def work(body: Mapping[str, Any]) -> None:
-        meta = body.get("metadata", {})
-        key = (str(meta.get("namespace")), str(meta.get("name")))
+    def work(key: Key) -> None:
+        if not leading():
+            return
+        body = load(*key)
+        if body is None:
+            return  # deleted meanwhile
         try:
             result, requeue = reconciler.reconcile_result(body)
         except NotLeader:
@@ -242,10 +185,13 @@ def register(
             return cache.parent(namespace, name)
         return fetch_parent(client, namespace, name)
 
-    def pass_for(namespace: str, name: str, body: Mapping[str, Any] | None) -> None:
-        if not leading():
-            return  # a standby: its watches keep the cache warm, and it writes nothing
-        coalescer.run((namespace, name), body, lambda: load(namespace, name), work)
+    queue = WorkQueue(work, config.workers)
+
+    def enqueue(namespace: str, name: str) -> None:
+        """A pass for the object, on the queue's own threads; it reads the object from the cache
+        when it starts, so it acts on the newest version whatever woke it."""
+        if leading():  # a standby: its watches keep the cache warm, and it writes nothing
+            queue.add((namespace, name))
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -302,7 +248,7 @@ def register(
             settings.watching.label_selectors[group, version, plural] = (
                 "app.kubernetes.io/managed-by=modeldeploy"
             )
-        metrics.QUEUE_DEPTH.set_function(coalescer.depth)
+        metrics.QUEUE_DEPTH.set_function(queue.depth)
         metrics.QUEUE_SCHEDULED.set_function(lambda: len(timers))
         loop = loop_ref["loop"] = asyncio.get_running_loop()
         resync["task"] = asyncio.create_task(_resync_loop())
@@ -316,7 +262,7 @@ def register(
             metrics.LEADER.set(1)
             # Take over at once: a pass over every cached object picks each rollout up where
             # the status left it (timers are recomputed from its timestamps).
-            loop.call_soon_threadsafe(lambda: pending.add(loop.create_task(asyncio.to_thread(_resync_once))))
+            _resync_once()
 
         def stopped() -> None:
             metrics.LEADER.set(0)
@@ -333,6 +279,7 @@ def register(
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
+        queue.close()  # no new pass; one running ends, and may_write() stops it writing once unleased
         candidate = elector.pop("elector", None)
         if candidate is not None:
             await asyncio.to_thread(candidate.stop)  # releases the Lease: the standby takes over now
@@ -363,40 +310,22 @@ def register(
             return
         if not cache.ready:
             return  # kopf is still filling the indexes; its handlers wait for them, and so do we
-        bodies = cache.parents()
-
-        def one(body: Mapping[str, Any]) -> None:
-            meta = body["metadata"]
-            try:
-                pass_for(meta["namespace"], meta["name"], body)
-            except Exception:
-                log.exception("reconcile of %s/%s failed", meta["namespace"], meta["name"])
-
-        # In parallel, as the event-driven passes run: one object after another, the period would
-        # stop covering a few thousand objects (each pass waits on a few API round trips).
-        with concurrent.futures.ThreadPoolExecutor(
-            max_workers=config.workers, thread_name_prefix="resync"
-        ) as pool:
-            list(pool.map(one, bodies))
+        for namespace, name in cache.parent_keys():
+            enqueue(namespace, name)  # the queue's workers run them, as the event-driven passes
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     def model_deployment_event(body: kopf.Body, type: str | None, **_: Any) -> None:
         cache.mark_ready()  # kopf runs no handler before every index is filled
         if type == "DELETED" or (type is not None and reconciler.echoes.is_echo(body)):
             return  # gone, or only the echo of our own status write
-        pass_for(body.metadata.namespace or "", body.metadata.name or "", body)
+        enqueue(body.metadata.namespace or "", body.metadata.name or "")
 
     def child_event(body: kopf.Body, type: str | None, **_: Any) -> None:
         cache.mark_ready()
         owner = _owner(body)
         if owner is None or (type is not None and reconciler.echoes.is_echo(body)):
             return  # not ours, or exactly what our own apply just wrote
-        try:
-            pass_for(body.metadata.namespace or "", owner, None)
-        except KubeError as error:
-            log.warning(
-                "reconcile of %s/%s after a child changed failed: %s", body.metadata.namespace, owner, error
-            )
+        enqueue(body.metadata.namespace or "", owner)
 
     for group, version, plural in CHILD_RESOURCES:
         kopf.on.event(group, version, plural, labels=MANAGED, registry=registry, id=f"child-{plural}")(

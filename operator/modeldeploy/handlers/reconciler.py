@@ -142,6 +142,8 @@ class Reconciler:
         for kind in kinds:
             if self._cache is not None and self._cache.caches(kind):
                 found = self._cache.children(kind, parent.namespace, parent.name)
+                for obj in found:
+                    self.echoes.read(obj)
             else:
                 found = self._kube.list(kind, parent.namespace, f"{NAME_LABEL}={parent.name}")
             for obj in found:
