@@ -8,7 +8,9 @@ import math
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
+from modeldeploy.api.spec import GATES_EMPTY_MESSAGE, GATES_NEED_GOLDEN_MESSAGE, GOLDEN_SOURCE_MESSAGE, Gates
 from modeldeploy.api.status import GateCheck, Verdict
 from modeldeploy.gates import checks
 from modeldeploy.gates.contract import Change, Contract, ContractError, Tensor, diff, from_metadata
@@ -20,6 +22,7 @@ from modeldeploy.gates.verdicts import (
     evaluate,
     explain,
     overall,
+    thresholds_of,
     unreachable,
 )
 
@@ -700,7 +703,7 @@ def one(checks_: list[GateCheck]) -> tuple[str, str, float | None]:
             answers(["yes"] * 40),
             None,
             False,
-            ("Pass", "demographic parity 1 >= min 0.9 (positive ('yes') rate 1 in every group)", 1.0),
+            ("Pass", "demographic parity 1 >= min 0.9 (positive (yes) rate 1 in every group)", 1.0),
             id="parity-string-positive",
         ),
         pytest.param(
@@ -797,3 +800,59 @@ def test_overall(verdicts: list[Verdict], expected: Verdict) -> None:
 def test_answers_must_cover_the_golden_set() -> None:
     with pytest.raises(ValueError, match="one canary prediction per golden-set example"):
         evaluate(golden(), Thresholds(min_accuracy=0.9), answers([1]), None)
+
+
+def gates_spec(**fields: Any) -> Gates:
+    return Gates.model_validate(fields)
+
+
+def test_thresholds_of_the_spec() -> None:
+    spec = gates_spec(
+        goldenSet={"configMapKeyRef": {"name": "golden", "key": "iris.jsonl"}, "minAnswered": 30},
+        minAccuracy=0.92,
+        maxPSI=0.25,
+        maxLatencyP95="150ms",
+        minDemographicParity=0.9,
+        positiveClass="yes",
+    )
+    assert thresholds_of(spec) == Thresholds(
+        min_accuracy=0.92,
+        max_psi=0.25,
+        max_latency_p95=0.15,
+        min_demographic_parity=0.9,
+        positive_value="yes",
+        min_answered=30,
+    )
+    assert thresholds_of(gates_spec()) == Thresholds()
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        pytest.param({"minAccuracy": 0.9}, GATES_NEED_GOLDEN_MESSAGE, id="threshold-without-golden-set"),
+        pytest.param({"contract": {"enabled": False}}, GATES_EMPTY_MESSAGE, id="nothing-to-check"),
+        pytest.param(
+            {"contract": {"enabled": False}, "goldenSet": {"storageUri": "s3://models/golden.jsonl"}},
+            GATES_EMPTY_MESSAGE,
+            id="golden-set-without-threshold",
+        ),
+        pytest.param(
+            {
+                "goldenSet": {
+                    "storageUri": "s3://models/g.jsonl",
+                    "configMapKeyRef": {"name": "g", "key": "k"},
+                }
+            },
+            GOLDEN_SOURCE_MESSAGE,
+            id="two-sources",
+        ),
+        pytest.param({"goldenSet": {}}, GOLDEN_SOURCE_MESSAGE, id="no-source"),
+        pytest.param({"minAgreement": 1.5}, "less than or equal to 1", id="share-above-one"),
+        pytest.param({"timeout": "0s"}, "must be between 1s and 1h", id="timeout-zero"),
+        pytest.param({"maxLatencyP95": "2h"}, "must be between 1ms and 1h", id="latency-too-long"),
+    ],
+)
+def test_gates_spec_rules(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        Gates.model_validate(fields)
+    assert message in str(err.value)

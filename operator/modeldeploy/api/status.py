@@ -144,5 +144,7 @@ class ModelDeploymentStatus(Model):
     ready_replicas: int | None = None
     url: str | None = None
     analysis: list[MetricResult] = Field(default_factory=list)
+    # The model-quality gate run of the canary revision (docs/gates.md).
+    gate: GateRun | None = None
     conditions: list[Condition] = Field(default_factory=list)
     history: list[HistoryEntry] = Field(default_factory=list, max_length=HISTORY_LIMIT)

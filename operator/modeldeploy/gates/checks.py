@@ -108,15 +108,21 @@ def psi(reference: Sequence[Scalar], actual: Sequence[Scalar], *, continuous_val
     return psi_from_counts([ref_counts[c] for c in categories], [act_counts[c] for c in categories])
 
 
+def as_text(value: Scalar | bytes) -> str:
+    """A prediction as the spec writes classes: 1, 1.0 and True read "1"; b"yes" reads "yes"."""
+    return str(_normal(value))
+
+
 def positive_rates(
     predictions: Sequence[Scalar], groups: Sequence[str], positive: Scalar
 ) -> dict[str, float]:
-    """Per group, the share of its examples predicted `positive`."""
+    """Per group, the share of its examples predicted `positive`, compared as text (positiveClass)."""
     total: Counter[str] = Counter()
     hits: Counter[str] = Counter()
+    want = as_text(positive)
     for p, g in zip(predictions, groups, strict=True):
         total[g] += 1
-        hits[g] += same(p, positive)
+        hits[g] += as_text(p) == want
     return {g: hits[g] / total[g] for g in sorted(total)}
 
 

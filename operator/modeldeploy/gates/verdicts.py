@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from modeldeploy.api.base import parse_duration
+from modeldeploy.api.spec import Gates
 from modeldeploy.api.status import GateCheck, Verdict
 from modeldeploy.gates import checks
 from modeldeploy.gates.contract import Change
@@ -33,7 +35,7 @@ class Thresholds:
     max_psi: float | None = None
     max_latency_p95: float | None = None  # seconds
     min_demographic_parity: float | None = None
-    positive_value: Scalar = 1
+    positive_value: Scalar = "1"
     min_answered: int = DEFAULT_MIN_ANSWERED
 
     def any_quality_check(self) -> bool:
@@ -47,6 +49,20 @@ class Thresholds:
                 self.min_demographic_parity,
             )
         )
+
+
+def thresholds_of(gates: Gates) -> Thresholds:
+    """The thresholds of `spec.rollout.gates`, latency in seconds."""
+    latency = gates.max_latency_p95
+    return Thresholds(
+        min_accuracy=gates.min_accuracy,
+        min_agreement=gates.min_agreement,
+        max_psi=gates.max_psi,
+        max_latency_p95=None if latency is None else parse_duration(latency),
+        min_demographic_parity=gates.min_demographic_parity,
+        positive_value=gates.positive_class,
+        min_answered=gates.golden_set.min_answered if gates.golden_set is not None else DEFAULT_MIN_ANSWERED,
+    )
 
 
 @dataclass(frozen=True)
@@ -265,7 +281,7 @@ def _parity(golden: GoldenSet, t: Thresholds, canary: Answers, threshold: float)
     value = checks.demographic_parity(rates)
     low = min(rates, key=rates.__getitem__)
     high = max(rates, key=rates.__getitem__)
-    positive = f"positive ({t.positive_value!r}) rate"
+    positive = f"positive ({checks.as_text(t.positive_value)}) rate"
     detail = (
         f"{positive} {_fmt(rates[low])} in group {low}, {_fmt(rates[high])} in {high}"
         if rates[low] != rates[high]
