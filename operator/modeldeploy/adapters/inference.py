@@ -45,6 +45,8 @@ from modeldeploy.gates.verdicts import (
 )
 
 _MAX_DETAIL = 200
+# The request body is JSON; servers built on FastAPI (MLServer) refuse it without saying so.
+_JSON = {"Content-Type": "application/json"}
 # A request that takes longer than this is a server in trouble, whatever the gate's timeout.
 _CONNECT_TIMEOUT = 10.0
 
@@ -175,7 +177,9 @@ def _inputs(golden: GoldenSet, rows: range, contract: Contract) -> list[Any]:
         else:
             array = np.asarray(values, dtype=triton_to_np_dtype(datatype))
         tensor = triton_aio.InferInput(name, list(array.shape), datatype)
-        tensor.set_data_from_numpy(array)
+        # JSON, not Triton's binary tensor extension: the V2 protocol's own encoding, which every
+        # server speaks (MLServer fails on binary data).
+        tensor.set_data_from_numpy(array, binary_data=False)
         out.append(tensor)
     return out
 
@@ -219,8 +223,12 @@ async def ask(
             return Answers(predictions=(None,) * len(predictions), error=message)
         started = time.perf_counter()
         counter.requests += 1
+        wanted = prediction_output or (contract.outputs[0].name if contract.outputs else None)
+        outputs = None if wanted is None else [triton_aio.InferRequestedOutput(wanted, binary_data=False)]
         try:
-            response = await client.infer(endpoint.model, inputs, model_version=endpoint.version)
+            response = await client.infer(
+                endpoint.model, inputs, model_version=endpoint.version, outputs=outputs, headers=_JSON
+            )
         except Exception as err:
             mapped = _map_error(endpoint, f"infer (examples {rows.start + 1}-{rows.stop})", err)
             if mapped.kind != Failure.BAD_RESPONSE:
