@@ -278,3 +278,23 @@ async def test_failures_map_to_one_error_type(server: MLServer) -> None:
     finally:
         await gone.close()
     assert err.value.kind == Failure.UNREACHABLE
+
+
+async def test_a_primary_down_leaves_only_its_checks_open(server: MLServer, golden: GoldenSet) -> None:
+    canary = Endpoint(server.address, "iris-good")
+    primary = Endpoint(f"127.0.0.1:{free_port()}", "iris-primary", role="primary")  # nothing listens
+    outcome = await run_gate(gates(), golden, canary, primary)
+    verdicts = {c.name: c.verdict for c in outcome.checks}
+    assert verdicts == {
+        "contract": Verdict.INCONCLUSIVE,
+        "accuracy": Verdict.PASS,
+        "agreement": Verdict.INCONCLUSIVE,
+        "psi": Verdict.INCONCLUSIVE,
+        "latencyP95": Verdict.PASS,
+        "demographicParity": Verdict.PASS,
+    }
+    assert outcome.verdict == Verdict.INCONCLUSIVE
+    assert by_name(outcome)["agreement"].message.startswith(
+        "only 0 examples answered by both canary and primary, need 20: primary iris-primary at 127.0.0.1:"
+    )
+    assert outcome.requests == 6  # the canary's only
