@@ -205,7 +205,7 @@ def test_the_stopped_canary_is_unreachable(venv: Path, trained: TrainedModels, t
     assert outcome.verdict == Verdict.INCONCLUSIVE
     assert [c.verdict for c in outcome.checks] == [Verdict.INCONCLUSIVE] * 6
     assert outcome.checks[0].message.startswith(
-        f"canary iris-good at {lone.address}: readiness: ClientConnectorError"
+        f"canary iris-good at {lone.address}: model metadata: ClientConnectorError"
     )
 
 
@@ -298,3 +298,15 @@ async def test_a_primary_down_leaves_only_its_checks_open(server: MLServer, gold
         "only 0 examples answered by both canary and primary, need 20: primary iris-primary at 127.0.0.1:"
     )
     assert outcome.requests == 6  # the canary's only
+
+
+async def test_a_golden_set_for_other_inputs_is_inconclusive(server: MLServer, golden: GoldenSet) -> None:
+    other = parse_golden_set('{"inputs": {"pixels": [1, 2, 3, 4]}, "label": 0}\n' * 30)
+    canary, primary = endpoints(server, "iris-good")
+    outcome = await run_gate(gates(), other, canary, primary)
+    assert outcome.verdict == Verdict.INCONCLUSIVE
+    assert by_name(outcome)["accuracy"].message == (
+        "only 0 of 30 examples answered by the canary, need 20: golden set inputs ['pixels'] are not "
+        "inputs of the canary model iris-good (it takes ['features'])"
+    )
+    assert outcome.requests == 0

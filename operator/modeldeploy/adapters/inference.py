@@ -5,8 +5,9 @@ kopf already runs on): a gate run awaits its requests, so it never blocks other 
 reconciles, and `asyncio.timeout` bounds the whole run and cancels the request in flight, which a
 worker thread could not. The math is the pure package modeldeploy.gates; this module only fetches:
 
-- `fetch_contract()`: model metadata (every V2 server) and model config (Triton only; MLServer has
-  no config endpoint, so a 404 there means "max_batch_size unknown", not an error);
+- `fetch_contract()`: model metadata (every V2 server; a model not loaded is "not ready") and model
+  config (Triton only; MLServer has no config endpoint, so a 404 there means "max_batch_size
+  unknown", not an error);
 - `ask()`: the golden set in batches, one top-1 per example and each request's client-side latency;
 - `run_gate()`: the whole gate, contract then golden set, every check judged; the entry point.
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -47,8 +48,8 @@ from modeldeploy.gates.verdicts import (
 _MAX_DETAIL = 200
 # The request body is JSON; servers built on FastAPI (MLServer) refuse it without saying so.
 _JSON = {"Content-Type": "application/json"}
-# A request that takes longer than this is a server in trouble, whatever the gate's timeout.
-_CONNECT_TIMEOUT = 10.0
+# Per request (aiohttp's total timeout): longer is a server in trouble, whatever the gate's timeout.
+_REQUEST_TIMEOUT = 10.0
 
 
 class Failure(StrEnum):
@@ -72,7 +73,7 @@ class Endpoint:
     address: str
     model: str
     version: str = ""
-    role: str = "canary"  # how messages name it: canary or primary
+    role: str = "canary"  # how messages name it; run_gate() sets it
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,10 @@ def _map_error(endpoint: Endpoint, what: str, err: BaseException) -> InferenceUn
     if isinstance(err, InferenceServerException):
         status = err.status() or ""
         text = _short(err.message())
-        if status in ("404", "503") or "not ready" in text.lower() or "unavailable" in text.lower():
+        lowered = text.lower()
+        if status in ("404", "503") or any(
+            m in lowered for m in ("not ready", "unavailable", "unknown model")
+        ):
             return InferenceUnavailable(Failure.NOT_READY, f"{who}: {what}: HTTP {status or '?'}: {text}")
         if not status:  # the client's own errors: a connection refused surfaces here, without status
             return InferenceUnavailable(Failure.UNREACHABLE, f"{who}: {what}: {text}")
@@ -115,17 +119,14 @@ def _map_error(endpoint: Endpoint, what: str, err: BaseException) -> InferenceUn
 
 
 def _client(endpoint: Endpoint) -> triton_aio.InferenceServerClient:
-    return triton_aio.InferenceServerClient(endpoint.address, conn_timeout=_CONNECT_TIMEOUT)
+    return triton_aio.InferenceServerClient(endpoint.address, conn_timeout=_REQUEST_TIMEOUT)
 
 
 async def fetch_contract(client: Any, endpoint: Endpoint) -> Contract:
     """The model's metadata and, where there is one, its config; raises InferenceUnavailable."""
-    try:
-        ready = await client.is_model_ready(endpoint.model, endpoint.version)
-    except Exception as err:
-        raise _map_error(endpoint, "readiness", err) from None
-    if not ready:
-        raise InferenceUnavailable(Failure.NOT_READY, f"{endpoint.role} {endpoint.model}: model not ready")
+    # No is_model_ready(): tritonclient's aio client leaves its response unread, leaking the
+    # connection; the metadata call answers 404 (MLServer) or 400 "unknown model" (Triton) for a
+    # model that is not loaded, which maps to NOT_READY below.
     try:
         metadata = await client.get_model_metadata(endpoint.model, endpoint.version)
     except Exception as err:
@@ -215,6 +216,13 @@ async def ask(
     latencies: list[float] = []
     first_error: str | None = None
     continuous: bool | None = None
+    declared = {t.name for t in contract.inputs}
+    if declared and not declared >= golden.shapes.keys():
+        message = (
+            f"golden set inputs {sorted(golden.shapes)} are not inputs of the {endpoint.role} model "
+            f"{endpoint.model} (it takes {sorted(declared)})"
+        )
+        return Answers(predictions=(None,) * len(predictions), error=message)
     for rows in batches(golden.examples, batch_size):
         try:
             inputs = _inputs(golden, rows, contract)
@@ -345,6 +353,8 @@ async def run_gate(
     The latency check times the canary's requests only."""
     started = clock()
     counter = _Counter()
+    canary = replace(canary, role="canary")
+    primary = None if primary is None else replace(primary, role="primary")
     timeout = parse_duration(gates.timeout)
     try:
         async with asyncio.timeout(timeout):
