@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -74,6 +74,10 @@ class Endpoint:
     model: str
     version: str = ""
     role: str = "canary"  # how messages name it; run_gate() sets it
+    # Sent with the model-config request only: the operator's Triton restricts `model-config` to
+    # the admin header (render/deployment.py: ADMIN_HEADER, admin_key(parent)). A 403 there is a
+    # wiring error and makes the contract Inconclusive, never "unknown".
+    config_headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -133,7 +137,9 @@ async def fetch_contract(client: Any, endpoint: Endpoint) -> Contract:
         raise _map_error(endpoint, "model metadata", err) from None
     config: dict[str, Any] | None = None
     try:
-        raw = await client.get_model_config(endpoint.model, endpoint.version)
+        raw = await client.get_model_config(
+            endpoint.model, endpoint.version, headers=dict(endpoint.config_headers) or None
+        )
         config = raw.get("config", raw) if isinstance(raw, dict) else None
     except InferenceServerException as err:
         if err.status() != "404":  # 404: no config endpoint (MLServer); max_batch_size unknown
