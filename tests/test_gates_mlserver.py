@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import tritonclient.http.aio as aio
+from tritonclient.utils import InferenceServerException
 
 from mlserver_fixture import (
     MODELS,
@@ -28,7 +29,14 @@ from mlserver_fixture import (
     serve_subset,
     train,
 )
-from modeldeploy.adapters.inference import Endpoint, Failure, InferenceUnavailable, fetch_contract, run_gate
+from modeldeploy.adapters.inference import (
+    Endpoint,
+    Failure,
+    InferenceUnavailable,
+    map_error,
+    fetch_contract,
+    run_gate,
+)
 from modeldeploy.api.spec import Gates
 from modeldeploy.api.status import Verdict
 from modeldeploy.gates.contract import Contract, Tensor
@@ -310,3 +318,61 @@ async def test_a_golden_set_for_other_inputs_is_inconclusive(server: MLServer, g
         "inputs of the canary model iris-good (it takes ['features'])"
     )
     assert outcome.requests == 0
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "message"),
+    [
+        pytest.param(
+            InferenceServerException("Request for unknown model: 'm' is not found", status="400"),
+            Failure.NOT_READY,
+            "canary m at h:1: infer: HTTP 400: Request for unknown model: 'm' is not found",
+            id="triton-unknown-model",
+        ),
+        pytest.param(
+            InferenceServerException("Not Found", status="404"),
+            Failure.NOT_READY,
+            "canary m at h:1: infer: HTTP 404: Not Found",
+            id="not-found",
+        ),
+        pytest.param(
+            InferenceServerException("loading", status="503"),
+            Failure.NOT_READY,
+            "canary m at h:1: infer: HTTP 503: loading",
+            id="unavailable",
+        ),
+        pytest.param(
+            InferenceServerException("unexpected shape for input 'x'", status="400"),
+            Failure.BAD_RESPONSE,
+            "canary m at h:1: infer: HTTP 400: unexpected shape for input 'x'",
+            id="refused-request",
+        ),
+        pytest.param(
+            InferenceServerException("This API is restricted", status="403"),
+            Failure.BAD_RESPONSE,
+            "canary m at h:1: infer: HTTP 403: This API is restricted",
+            id="restricted",
+        ),
+        pytest.param(
+            ConnectionRefusedError(111, "Connection refused"),
+            Failure.UNREACHABLE,
+            "canary m at h:1: infer: ConnectionRefusedError: [Errno 111] Connection refused",
+            id="refused",
+        ),
+        pytest.param(
+            TimeoutError("timed out"),
+            Failure.UNREACHABLE,
+            "canary m at h:1: infer: TimeoutError: timed out",
+            id="timeout",
+        ),
+        pytest.param(
+            ValueError("bad JSON\n in body"),
+            Failure.BAD_RESPONSE,
+            "canary m at h:1: infer: ValueError: bad JSON in body",
+            id="garbage",
+        ),
+    ],
+)
+def test_every_failure_maps_to_one_error_type(error: BaseException, kind: Failure, message: str) -> None:
+    mapped = map_error(Endpoint("h:1", "m"), "infer", error)
+    assert (mapped.kind, str(mapped)) == (kind, message)

@@ -99,7 +99,7 @@ def _short(text: object) -> str:
     return line if len(line) <= _MAX_DETAIL else line[: _MAX_DETAIL - 3] + "..."
 
 
-def _map_error(endpoint: Endpoint, what: str, err: BaseException) -> InferenceUnavailable:
+def map_error(endpoint: Endpoint, what: str, err: BaseException) -> InferenceUnavailable:
     """Whatever the client raised -> one InferenceUnavailable naming the model and the cause."""
     who = f"{endpoint.role} {endpoint.model} at {endpoint.address}"
     if isinstance(err, InferenceUnavailable):
@@ -134,7 +134,7 @@ async def fetch_contract(client: Any, endpoint: Endpoint) -> Contract:
     try:
         metadata = await client.get_model_metadata(endpoint.model, endpoint.version)
     except Exception as err:
-        raise _map_error(endpoint, "model metadata", err) from None
+        raise map_error(endpoint, "model metadata", err) from None
     config: dict[str, Any] | None = None
     try:
         raw = await client.get_model_config(
@@ -143,9 +143,9 @@ async def fetch_contract(client: Any, endpoint: Endpoint) -> Contract:
         config = raw.get("config", raw) if isinstance(raw, dict) else None
     except InferenceServerException as err:
         if err.status() != "404":  # 404: no config endpoint (MLServer); max_batch_size unknown
-            raise _map_error(endpoint, "model config", err) from None
+            raise map_error(endpoint, "model config", err) from None
     except Exception as err:
-        raise _map_error(endpoint, "model config", err) from None
+        raise map_error(endpoint, "model config", err) from None
     if not isinstance(metadata, dict):
         raise InferenceUnavailable(
             Failure.BAD_RESPONSE, f"{endpoint.role} {endpoint.model}: metadata not a JSON object"
@@ -244,7 +244,7 @@ async def ask(
                 endpoint.model, inputs, model_version=endpoint.version, outputs=outputs, headers=_JSON
             )
         except Exception as err:
-            mapped = _map_error(endpoint, f"infer (examples {rows.start + 1}-{rows.stop})", err)
+            mapped = map_error(endpoint, f"infer (examples {rows.start + 1}-{rows.stop})", err)
             if mapped.kind != Failure.BAD_RESPONSE:
                 return Answers(
                     predictions=(None,) * len(predictions), latencies=tuple(latencies), error=str(mapped)
