@@ -33,8 +33,8 @@ from modeldeploy.adapters.inference import (
     Endpoint,
     Failure,
     InferenceUnavailable,
-    map_error,
     fetch_contract,
+    map_error,
     run_gate,
 )
 from modeldeploy.api.spec import Gates
