@@ -10,7 +10,7 @@ PY_DIRS := $(wildcard operator tests bench e2e runtime-images)
 KUBEBUILDER_ASSETS ?= $(abspath ../shared/k8s/bin)
 export KUBEBUILDER_ASSETS
 
-.PHONY: demo test lint unit crd golden bench tools tools-helm tools-prometheus clean e2e
+.PHONY: demo test lint unit crd golden bench tools tools-helm tools-prometheus tools-mlserver clean e2e
 
 $(STAMP): pyproject.toml
 	@echo "setup: creating .venv with $(PYTHON)"
@@ -24,13 +24,16 @@ $(STAMP): pyproject.toml
 
 # The non-Python tools, into .tools/bin; each command asks only for what it runs. Nothing is
 # installed system-wide and no service is enabled (see each script's header).
-tools: tools-helm tools-prometheus
+tools: tools-helm tools-prometheus tools-mlserver
 
 tools-helm: $(STAMP)  # helm and kubectl: the chart tests
 	@bash scripts/install-tools.sh
 
 tools-prometheus:  # prometheus and promtool: the analysis tests and the demo's rollouts
 	@bash scripts/install-prometheus.sh
+
+tools-mlserver:  # MLServer + scikit-learn in .tools/mlserver-venv: the model-quality gate tests
+	@bash scripts/install-mlserver.sh
 
 demo: $(STAMP) tools-prometheus
 	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/modeldeploy demo

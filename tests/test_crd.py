@@ -409,6 +409,47 @@ def test_api_server_defaults_agree_with_the_operator(
     assert stored["spec"] == parse_spec(minimal).model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+@pytest.mark.parametrize(
+    "gates",
+    [
+        pytest.param(
+            {"goldenSet": {"configMapKeyRef": {"name": "golden", "key": "iris.jsonl"}}, "minAccuracy": 0.92},
+            id="minimal",
+        ),
+        pytest.param({"contract": {"allowContractChange": True}}, id="contract-only"),
+        pytest.param(
+            {
+                "contract": {"enabled": True, "allowContractChange": False},
+                "goldenSet": {"storageUri": "s3://models/golden.jsonl", "batchSize": 64, "minAnswered": 200},
+                "minAccuracy": 0.92,
+                "minAgreement": 0.95,
+                "maxPSI": 0.25,
+                "maxLatencyP95": "100ms",
+                "minDemographicParity": 0.9,
+                "predictionOutput": "predict",
+                "positiveClass": "fraud",
+                "timeout": "10m",
+                "onMirror": True,
+            },
+            id="every-field",
+        ),
+    ],
+)
+def test_gates_are_stored_with_the_operators_defaults(
+    gates: dict[str, Any], api: KubeApi, example_namespaces: dict[str, str]
+) -> None:
+    """Valid gates pass the schema and every CEL rule, and the API server's defaults are the operator's."""
+    namespace = next(iter(example_namespaces.values()))
+    spec = {
+        "model": {"name": "m", "version": "1", "storageUri": "s3://bucket/m"},
+        "rollout": {"gates": gates},
+    }
+    obj = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": "gated", "namespace": namespace}}
+    stored = api.apply({**obj, "spec": spec})
+    api.delete(API_VERSION, KIND, namespace, "gated")
+    assert stored["spec"] == parse_spec(spec).model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
 # ------------------------------------------------------------------------------------ the docs
 
 

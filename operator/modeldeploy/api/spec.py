@@ -631,6 +631,119 @@ class Analysis(Model):
         return metrics
 
 
+# ------------------------------------------------------------------------------ model-quality gates
+
+GOLDEN_URI_PATTERN = (
+    r"^((s3|gs)://[a-z0-9][a-z0-9._-]{1,221}/\S+|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/\S+|https://[^\s#]+)$"
+)
+CONFIGMAP_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+GOLDEN_SOURCE_MESSAGE = "set exactly one of configMapKeyRef or storageUri"
+GATES_NEED_GOLDEN_MESSAGE = (
+    "minAccuracy, minAgreement, maxPSI, maxLatencyP95 and minDemographicParity need a goldenSet to measure"
+)
+GATES_EMPTY_MESSAGE = "gates check nothing: enable contract or set goldenSet with at least one threshold"
+GATE_THRESHOLDS = ("minAccuracy", "minAgreement", "maxPSI", "maxLatencyP95", "minDemographicParity")
+
+
+class ConfigMapKeyRef(Model):
+    name: str = Field(pattern=DNS1123_SUBDOMAIN, max_length=253)
+    key: str = Field(pattern=CONFIGMAP_KEY_PATTERN, max_length=253)
+
+
+class GoldenSet(Model):
+    """The reference examples sent to the canary and the primary: JSON lines (docs/gates.md)."""
+
+    model_config = Model.model_config | {
+        "json_schema_extra": cel(
+            ("has(self.configMapKeyRef) != has(self.storageUri)", GOLDEN_SOURCE_MESSAGE, ""),
+        )
+    }
+
+    config_map_key_ref: ConfigMapKeyRef | None = None
+    # One JSON-lines file, fetched as models are (s3, gs, pvc, https), with spec.model's credentials.
+    storage_uri: str | None = Field(default=None, pattern=GOLDEN_URI_PATTERN, max_length=2048)
+    batch_size: int = Field(default=32, ge=1, le=1024)
+    # Fewer examples answered than this makes every quality check Inconclusive.
+    min_answered: int = Field(default=20, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GoldenSet:
+        if (self.config_map_key_ref is None) == (self.storage_uri is None):
+            raise ValueError(GOLDEN_SOURCE_MESSAGE)
+        return self
+
+
+class ContractGate(Model):
+    enabled: bool = True
+    # Accept a breaking change (an input renamed, a dtype changed) on purpose.
+    allow_contract_change: bool = False
+
+
+class Gates(Model):
+    """Model-quality gates: the canary model is judged on a golden set before it takes traffic."""
+
+    model_config = Model.model_config | {
+        "json_schema_extra": cel(
+            (
+                "has(self.goldenSet) || !(" + " || ".join(f"has(self.{t})" for t in GATE_THRESHOLDS) + ")",
+                GATES_NEED_GOLDEN_MESSAGE,
+                ".goldenSet",
+            ),
+            (
+                "(has(self.contract) && self.contract.enabled) || "
+                "(has(self.goldenSet) && (" + " || ".join(f"has(self.{t})" for t in GATE_THRESHOLDS) + "))",
+                GATES_EMPTY_MESSAGE,
+                "",
+            ),
+        )
+    }
+
+    contract: ContractGate = Field(default_factory=ContractGate)
+    golden_set: GoldenSet | None = None
+    min_accuracy: float | None = Field(default=None, ge=0, le=1)
+    min_agreement: float | None = Field(default=None, ge=0, le=1)
+    max_psi: float | None = Field(default=None, ge=0, le=100, alias="maxPSI")
+    max_latency_p95: Duration | None = Field(default=None, json_schema_extra=duration_between("1ms", "1h"))
+    min_demographic_parity: float | None = Field(default=None, ge=0, le=1)
+    # The output whose top-1 is the prediction; default: the model's first output.
+    prediction_output: str | None = Field(default=None, min_length=1, max_length=128)
+    # The prediction that counts as positive for demographic parity, compared as text ("1", "yes").
+    positive_class: str = Field(default="1", min_length=1, max_length=128)
+    timeout: Duration = Field(default="5m", json_schema_extra=duration_between("1s", "1h"))
+    # Shadow: run the gates again once mirroring has started, on the mirrored phase.
+    on_mirror: bool = False
+
+    @field_validator("max_latency_p95")
+    @classmethod
+    def _latency_bounds(cls, value: str | None) -> str | None:
+        return None if value is None else check_duration_between(value, "1ms", "1h")
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_bounds(cls, value: str) -> str:
+        return check_duration_between(value, "1s", "1h")
+
+    def thresholds_set(self) -> bool:
+        return any(
+            v is not None
+            for v in (
+                self.min_accuracy,
+                self.min_agreement,
+                self.max_psi,
+                self.max_latency_p95,
+                self.min_demographic_parity,
+            )
+        )
+
+    @model_validator(mode="after")
+    def _measurable(self) -> Gates:
+        if self.thresholds_set() and self.golden_set is None:
+            raise FieldError(".goldenSet", GATES_NEED_GOLDEN_MESSAGE)
+        if not self.contract.enabled and not (self.golden_set is not None and self.thresholds_set()):
+            raise ValueError(GATES_EMPTY_MESSAGE)
+        return self
+
+
 STEPS_MESSAGE = "weights must increase step by step: each step's weight must be greater than the one before"
 
 
@@ -663,6 +776,8 @@ class Rollout(Model):
     canary_replicas: int | None = Field(default=None, ge=1, le=1000)
     max_extra_gpus: int | None = Field(default=None, ge=0, le=10_000, alias="maxExtraGPUs")
     analysis: Analysis = Field(default_factory=Analysis)
+    # Model-quality gates before traffic (docs/gates.md); none: the canary is judged by analysis alone.
+    gates: Gates | None = None
 
     @field_validator("steps")
     @classmethod

@@ -57,6 +57,32 @@ class MetricResult(Model):
     at: str
 
 
+class GateCheck(Model):
+    """One model-quality check of a gate run (gates/verdicts.py): the value measured, the bound it
+    was held to, and why the verdict is what it is. `value` and `threshold` are in the check's own
+    unit: a share in [0, 1], a PSI, seconds for latencyP95, breaking changes for contract."""
+
+    name: str
+    value: float | None = None
+    threshold: float | None = None
+    verdict: Verdict
+    message: str = ""
+
+
+class GateRun(Model):
+    """A gate run on the canary revision: the checks and their combined verdict. `finishedAt` unset
+    while the run is in progress."""
+
+    model_config = Model.model_config | {"extra": "ignore"}
+
+    revision: str
+    started_at: str
+    finished_at: str | None = None
+    verdict: Verdict | None = None
+    message: str = ""
+    checks: list[GateCheck] = Field(default_factory=list, max_length=16)
+
+
 class HistoryEntry(Model):
     revision: str
     model_version: str
@@ -118,5 +144,7 @@ class ModelDeploymentStatus(Model):
     ready_replicas: int | None = None
     url: str | None = None
     analysis: list[MetricResult] = Field(default_factory=list)
+    # The model-quality gate run of the canary revision (docs/gates.md).
+    gate: GateRun | None = None
     conditions: list[Condition] = Field(default_factory=list)
     history: list[HistoryEntry] = Field(default_factory=list, max_length=HISTORY_LIMIT)

@@ -1,0 +1,380 @@
+"""Model-quality gates, the I/O half: ask the canary and the primary over the V2 inference protocol.
+
+tritonclient's HTTP client, in its asyncio flavour (tritonclient.http.aio, over aiohttp, which
+kopf already runs on): a gate run awaits its requests, so it never blocks other objects'
+reconciles, and `asyncio.timeout` bounds the whole run and cancels the request in flight, which a
+worker thread could not. The math is the pure package modeldeploy.gates; this module only fetches:
+
+- `fetch_contract()`: model metadata (every V2 server; a model not loaded is "not ready") and model
+  config (Triton only; MLServer has no config endpoint, so a 404 there means "max_batch_size
+  unknown", not an error);
+- `ask()`: the golden set in batches, one top-1 per example and each request's client-side latency;
+- `run_gate()`: the whole gate, contract then golden set, every check judged; the entry point.
+
+Every failure to talk to a model is one `InferenceUnavailable`, whose `kind` says which
+(unreachable, not ready, bad response): the caller turns it into Inconclusive, never Fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+import aiohttp
+import numpy as np
+import tritonclient.http.aio as triton_aio
+from tritonclient.utils import InferenceServerException, triton_to_np_dtype
+
+from modeldeploy.api.base import parse_duration
+from modeldeploy.api.spec import Gates
+from modeldeploy.api.status import GateCheck, Verdict
+from modeldeploy.gates import checks
+from modeldeploy.gates.contract import Contract, ContractError, diff, from_metadata
+from modeldeploy.gates.golden import GoldenSet, Scalar, batches
+from modeldeploy.gates.verdicts import (
+    Answers,
+    contract_check,
+    evaluate,
+    explain,
+    overall,
+    thresholds_of,
+    unreachable,
+)
+
+_MAX_DETAIL = 200
+# The request body is JSON; servers built on FastAPI (MLServer) refuse it without saying so.
+_JSON = {"Content-Type": "application/json"}
+# Per request (aiohttp's total timeout): longer is a server in trouble, whatever the gate's timeout.
+_REQUEST_TIMEOUT = 10.0
+
+
+class Failure(StrEnum):
+    UNREACHABLE = "unreachable"
+    NOT_READY = "model not ready"
+    BAD_RESPONSE = "bad response"
+
+
+class InferenceUnavailable(Exception):
+    """A model that could not be asked; the message is one line naming the model and the cause."""
+
+    def __init__(self, kind: Failure, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A V2 HTTP endpoint: `host:port` (no scheme), the model's name and, optionally, its version."""
+
+    address: str
+    model: str
+    version: str = ""
+    role: str = "canary"  # how messages name it; run_gate() sets it
+    # Sent with the model-config request only: the operator's Triton restricts `model-config` to
+    # the admin header (render/deployment.py: ADMIN_HEADER, admin_key(parent)). A 403 there is a
+    # wiring error and makes the contract Inconclusive, never "unknown".
+    config_headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    checks: list[GateCheck]
+    verdict: Verdict
+    message: str
+    requests: int = 0  # inference requests sent, both models together
+    seconds: float = 0.0
+
+
+@dataclass
+class _Counter:
+    requests: int = 0
+
+
+def _short(text: object) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= _MAX_DETAIL else line[: _MAX_DETAIL - 3] + "..."
+
+
+def map_error(endpoint: Endpoint, what: str, err: BaseException) -> InferenceUnavailable:
+    """Whatever the client raised -> one InferenceUnavailable naming the model and the cause."""
+    who = f"{endpoint.role} {endpoint.model} at {endpoint.address}"
+    if isinstance(err, InferenceUnavailable):
+        return err
+    if isinstance(err, InferenceServerException):
+        status = err.status() or ""
+        text = _short(err.message())
+        lowered = text.lower()
+        if status in ("404", "503") or any(
+            m in lowered for m in ("not ready", "unavailable", "unknown model")
+        ):
+            return InferenceUnavailable(Failure.NOT_READY, f"{who}: {what}: HTTP {status or '?'}: {text}")
+        if not status:  # the client's own errors: a connection refused surfaces here, without status
+            return InferenceUnavailable(Failure.UNREACHABLE, f"{who}: {what}: {text}")
+        return InferenceUnavailable(Failure.BAD_RESPONSE, f"{who}: {what}: HTTP {status}: {text}")
+    if isinstance(err, aiohttp.ClientConnectionError | OSError | TimeoutError):
+        return InferenceUnavailable(
+            Failure.UNREACHABLE, f"{who}: {what}: {type(err).__name__}: {_short(err)}"
+        )
+    return InferenceUnavailable(Failure.BAD_RESPONSE, f"{who}: {what}: {type(err).__name__}: {_short(err)}")
+
+
+def _client(endpoint: Endpoint) -> triton_aio.InferenceServerClient:
+    return triton_aio.InferenceServerClient(endpoint.address, conn_timeout=_REQUEST_TIMEOUT)
+
+
+async def fetch_contract(client: Any, endpoint: Endpoint) -> Contract:
+    """The model's metadata and, where there is one, its config; raises InferenceUnavailable."""
+    # No is_model_ready(): tritonclient's aio client leaves its response unread, leaking the
+    # connection; the metadata call answers 404 (MLServer) or 400 "unknown model" (Triton) for a
+    # model that is not loaded, which maps to NOT_READY below.
+    try:
+        metadata = await client.get_model_metadata(endpoint.model, endpoint.version)
+    except Exception as err:
+        raise map_error(endpoint, "model metadata", err) from None
+    config: dict[str, Any] | None = None
+    try:
+        raw = await client.get_model_config(
+            endpoint.model, endpoint.version, headers=dict(endpoint.config_headers) or None
+        )
+        config = raw.get("config", raw) if isinstance(raw, dict) else None
+    except InferenceServerException as err:
+        if err.status() != "404":  # 404: no config endpoint (MLServer); max_batch_size unknown
+            raise map_error(endpoint, "model config", err) from None
+    except Exception as err:
+        raise map_error(endpoint, "model config", err) from None
+    if not isinstance(metadata, dict):
+        raise InferenceUnavailable(
+            Failure.BAD_RESPONSE, f"{endpoint.role} {endpoint.model}: metadata not a JSON object"
+        )
+    try:
+        return from_metadata(metadata, config)
+    except ContractError as err:
+        raise InferenceUnavailable(Failure.BAD_RESPONSE, f"{endpoint.role} {endpoint.model}: {err}") from None
+
+
+def _datatype(contract: Contract, name: str, values: Sequence[Any]) -> str:
+    declared = contract.input(name)
+    if declared is not None:
+        return declared.datatype
+    # Not declared (an MLServer model without `inputs` in its settings): from the JSON values.
+    flat = np.asarray(values).ravel().tolist()
+    if all(isinstance(v, bool) for v in flat):
+        return "BOOL"
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in flat):
+        return "INT64"
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in flat):
+        return "FP32"
+    return "BYTES"
+
+
+def _inputs(golden: GoldenSet, rows: range, contract: Contract) -> list[Any]:
+    out = []
+    for name in golden.shapes:
+        values = [golden.examples[i].inputs[name] for i in rows]
+        datatype = _datatype(contract, name, values)
+        if datatype == "BYTES":
+            array = np.array(
+                [[str(v).encode() for v in np.asarray(r).ravel()] for r in values], dtype=np.object_
+            )
+            array = array.reshape((len(values), *golden.shapes[name]))
+        else:
+            array = np.asarray(values, dtype=triton_to_np_dtype(datatype))
+        tensor = triton_aio.InferInput(name, list(array.shape), datatype)
+        # JSON, not Triton's binary tensor extension: the V2 protocol's own encoding, which every
+        # server speaks (MLServer fails on binary data).
+        tensor.set_data_from_numpy(array, binary_data=False)
+        out.append(tensor)
+    return out
+
+
+def _prediction_output(contract: Contract, wanted: str | None, response: Any) -> str:
+    if wanted is not None:
+        return wanted
+    if contract.outputs:
+        return contract.outputs[0].name
+    outputs = response.get_response().get("outputs") or []
+    if not outputs:
+        raise ValueError("the response has no outputs")
+    return str(outputs[0]["name"])
+
+
+async def ask(
+    client: Any,
+    endpoint: Endpoint,
+    contract: Contract,
+    golden: GoldenSet,
+    batch_size: int,
+    prediction_output: str | None,
+    counter: _Counter | None = None,
+) -> Answers:
+    """Send the golden set in batches; one top-1 per example (None where a batch failed).
+
+    A model that becomes unreachable or not ready mid-run leaves every example unanswered: what it
+    answered before that is not judged, a dying canary is not a measured one. A batch the model
+    refuses (HTTP 400, 500) leaves only that batch unanswered.
+    """
+    counter = counter if counter is not None else _Counter()
+    predictions: list[Scalar | None] = [None] * len(golden.examples)
+    latencies: list[float] = []
+    first_error: str | None = None
+    continuous: bool | None = None
+    declared = {t.name for t in contract.inputs}
+    if declared and not declared >= golden.shapes.keys():
+        message = (
+            f"golden set inputs {sorted(golden.shapes)} are not inputs of the {endpoint.role} model "
+            f"{endpoint.model} (it takes {sorted(declared)})"
+        )
+        return Answers(predictions=(None,) * len(predictions), error=message)
+    for rows in batches(golden.examples, batch_size):
+        try:
+            inputs = _inputs(golden, rows, contract)
+        except (ValueError, TypeError) as err:
+            message = f"golden set does not fit {endpoint.role} input: {_short(err)}"
+            return Answers(predictions=(None,) * len(predictions), error=message)
+        started = time.perf_counter()
+        counter.requests += 1
+        wanted = prediction_output or (contract.outputs[0].name if contract.outputs else None)
+        outputs = None if wanted is None else [triton_aio.InferRequestedOutput(wanted, binary_data=False)]
+        try:
+            response = await client.infer(
+                endpoint.model, inputs, model_version=endpoint.version, outputs=outputs, headers=_JSON
+            )
+        except Exception as err:
+            mapped = map_error(endpoint, f"infer (examples {rows.start + 1}-{rows.stop})", err)
+            if mapped.kind != Failure.BAD_RESPONSE:
+                return Answers(
+                    predictions=(None,) * len(predictions), latencies=tuple(latencies), error=str(mapped)
+                )
+            first_error = first_error or str(mapped)
+            continue
+        elapsed = time.perf_counter() - started
+        latencies.append(elapsed)
+        try:
+            name = _prediction_output(contract, prediction_output, response)
+            array = response.as_numpy(name)
+            if array is None:
+                raise ValueError(f"no output {name!r} in the response")
+            if array.ndim == 0 or array.shape[0] != len(rows):
+                raise ValueError(f"output {name} has shape {list(array.shape)} for a batch of {len(rows)}")
+            datatype = next(
+                (o["datatype"] for o in response.get_response()["outputs"] if o["name"] == name), ""
+            )
+            for k, i in enumerate(rows):
+                row = np.asarray(array[k]).reshape(-1).tolist()
+                predictions[i] = checks.top1(row)
+                if continuous is None:
+                    continuous = checks.continuous(datatype, len(row))
+        except (ValueError, KeyError, TypeError) as err:
+            first_error = first_error or f"{endpoint.role} {endpoint.model}: bad response: {_short(err)}"
+    return Answers(
+        predictions=tuple(predictions),
+        continuous=bool(continuous),
+        latencies=tuple(latencies),
+        error=first_error,
+    )
+
+
+async def _run(
+    gates: Gates,
+    golden: GoldenSet | None,
+    golden_error: str | None,
+    canary: Endpoint,
+    primary: Endpoint | None,
+    counter: _Counter,
+) -> list[GateCheck]:
+    thresholds = thresholds_of(gates)
+    contract_on = gates.contract.enabled
+    canary_client = _client(canary)
+    primary_client = _client(primary) if primary is not None else None
+    try:
+        try:
+            canary_contract = await fetch_contract(canary_client, canary)
+        except InferenceUnavailable as err:
+            return unreachable(thresholds, str(err), contract=contract_on)
+        primary_contract: Contract | None = None
+        primary_error: str | None = None
+        if primary is not None and primary_client is not None:
+            try:
+                primary_contract = await fetch_contract(primary_client, primary)
+            except InferenceUnavailable as err:
+                primary_error = str(err)
+
+        results: list[GateCheck] = []
+        if contract_on:
+            if primary_contract is not None:
+                check = contract_check(
+                    diff(primary_contract, canary_contract),
+                    allow_breaking=gates.contract.allow_contract_change,
+                )
+            else:
+                reason = primary_error or "no primary serving to compare the contract with"
+                check = GateCheck(name="contract", verdict=Verdict.INCONCLUSIVE, message=reason)
+            results.append(check)
+            if check.verdict == Verdict.FAIL:
+                # The golden set would be refused or meaningless: say so rather than send it.
+                return results + unreachable(thresholds, "not run: the contract check failed")
+
+        if not thresholds.any_quality_check():
+            return results
+        if golden is None:
+            return results + unreachable(thresholds, f"golden set unreadable: {golden_error or 'not given'}")
+        assert gates.golden_set is not None
+        batch = gates.golden_set.batch_size
+        answers = await ask(
+            canary_client, canary, canary_contract, golden, batch, gates.prediction_output, counter
+        )
+        primary_answers: Answers | None = None
+        needs_primary = thresholds.min_agreement is not None or thresholds.max_psi is not None
+        if primary is not None and needs_primary:
+            if primary_contract is None or primary_client is None:
+                primary_answers = Answers(predictions=(None,) * len(golden.examples), error=primary_error)
+            else:
+                primary_answers = await ask(
+                    primary_client, primary, primary_contract, golden, batch, gates.prediction_output, counter
+                )
+        return results + evaluate(golden, thresholds, answers, primary_answers)
+    finally:
+        await canary_client.close()
+        if primary_client is not None:
+            await primary_client.close()
+
+
+async def run_gate(
+    gates: Gates,
+    golden: GoldenSet | None,
+    canary: Endpoint,
+    primary: Endpoint | None,
+    *,
+    golden_error: str | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> GateOutcome:
+    """Run every check of `spec.rollout.gates` against the canary (and the primary, when one
+    serves), within `gates.timeout`. Never raises for a model or network problem: those make the
+    checks Inconclusive. `golden` None with `golden_error`: the golden set could not be read or
+    parsed (the contract check still runs; the quality checks are Inconclusive with that reason).
+    The latency check times the canary's requests only."""
+    started = clock()
+    counter = _Counter()
+    canary = replace(canary, role="canary")
+    primary = None if primary is None else replace(primary, role="primary")
+    timeout = parse_duration(gates.timeout)
+    try:
+        async with asyncio.timeout(timeout):
+            results = await _run(gates, golden, golden_error, canary, primary, counter)
+    except TimeoutError:
+        results = unreachable(
+            thresholds_of(gates),
+            f"the gate run timed out after {gates.timeout} ({counter.requests} requests sent)",
+            contract=gates.contract.enabled,
+        )
+    return GateOutcome(
+        checks=results,
+        verdict=overall(results),
+        message=explain(results),
+        requests=counter.requests,
+        seconds=clock() - started,
+    )

@@ -1,0 +1,127 @@
+"""The golden set: JSON lines, one example a line.
+
+JSON lines rather than CSV because a model's inputs are typed tensors with shapes: a line carries
+`{"inputs": {"x": [[0.1, 0.2], [0.3, 0.4]]}}` as it is, with numbers, strings and booleans told
+apart, several named inputs and any rank, where CSV would need a column-naming convention for
+shapes and a guess for every cell's type. Each line is one example (no batch dimension):
+
+    {"inputs": {"<tensor>": <nested list or scalar>, ...}, "label": <scalar>, "group": <scalar>}
+
+`label` (the expected top-1, for accuracy and PSI without a primary) and `group` (for demographic
+parity) are optional. Blank lines are skipped. Every input must have the same shape on every line,
+so that examples can be stacked into batches.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Scalar = int | float | str | bool
+# One example's tensor: nested lists of scalars, as JSON gives them.
+Nested = Any
+
+MAX_EXAMPLES = 100_000
+_FIELDS = frozenset({"inputs", "label", "group"})
+
+
+class GoldenSetError(ValueError):
+    """A golden set that cannot be used; the message names the line and the field."""
+
+
+@dataclass(frozen=True)
+class Example:
+    inputs: dict[str, Nested]
+    label: Scalar | None = None
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class GoldenSet:
+    examples: tuple[Example, ...]
+    # Each input's shape for one example (no batch dimension), the same on every line.
+    shapes: dict[str, tuple[int, ...]]
+
+    @property
+    def has_labels(self) -> bool:
+        return all(e.label is not None for e in self.examples)
+
+
+def _shape(value: Nested, where: str) -> tuple[int, ...]:
+    """The shape of a rectangular nested list of scalars; raises naming `where` otherwise."""
+    if isinstance(value, list):
+        if not value:
+            raise GoldenSetError(f"{where}: an empty list has no shape")
+        inner = {_shape(v, where) for v in value}
+        if len(inner) != 1:
+            raise GoldenSetError(f"{where}: ragged nested lists (rows of different shapes)")
+        return (len(value), *inner.pop())
+    if isinstance(value, bool | int | float | str):
+        return ()
+    raise GoldenSetError(f"{where}: {type(value).__name__} is not a number, string, boolean or list")
+
+
+def _scalar(value: Any, where: str) -> Scalar:
+    if isinstance(value, bool | int | float | str):
+        return value
+    raise GoldenSetError(f"{where}: must be a number, string or boolean, not {type(value).__name__}")
+
+
+def parse_golden_set(text: str) -> GoldenSet:
+    """Parse JSON lines into a GoldenSet; the first bad line raises GoldenSetError."""
+    examples: list[Example] = []
+    shapes: dict[str, tuple[int, ...]] = {}
+    first_line = 0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        at = f"golden set line {number}"
+        try:
+            row = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise GoldenSetError(f"{at}: not JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(row, dict):
+            raise GoldenSetError(f"{at}: must be a JSON object with inputs, not {type(row).__name__}")
+        unknown = sorted(set(row) - _FIELDS)
+        if unknown:
+            raise GoldenSetError(f"{at}: unknown field {unknown[0]!r} (allowed: group, inputs, label)")
+        inputs = row.get("inputs")
+        if not isinstance(inputs, dict) or not inputs:
+            raise GoldenSetError(f"{at}: inputs must be a non-empty object of tensor name -> values")
+        line_shapes = {name: _shape(value, f"{at}: inputs.{name}") for name, value in inputs.items()}
+        if not examples:
+            shapes, first_line = line_shapes, number
+        elif line_shapes.keys() != shapes.keys():
+            raise GoldenSetError(
+                f"{at}: inputs {sorted(line_shapes)} differ from line {first_line}'s {sorted(shapes)}"
+            )
+        else:
+            for name, shape in line_shapes.items():
+                if shape != shapes[name]:
+                    raise GoldenSetError(
+                        f"{at}: inputs.{name} has shape {list(shape)}, line {first_line}'s has "
+                        f"{list(shapes[name])}: every line must have the same shape"
+                    )
+        label = row.get("label")
+        group = row.get("group")
+        examples.append(
+            Example(
+                inputs=inputs,
+                label=None if label is None else _scalar(label, f"{at}: label"),
+                group=None if group is None else str(_scalar(group, f"{at}: group")),
+            )
+        )
+        if len(examples) > MAX_EXAMPLES:
+            raise GoldenSetError(f"{at}: more than {MAX_EXAMPLES} examples")
+    if not examples:
+        raise GoldenSetError("golden set: no examples (every line is blank)")
+    return GoldenSet(examples=tuple(examples), shapes=shapes)
+
+
+def batches(examples: Sequence[Example], size: int) -> list[range]:
+    """The index ranges of consecutive batches of at most `size` examples."""
+    if size < 1:
+        raise ValueError("batch size must be at least 1")
+    return [range(i, min(i + size, len(examples))) for i in range(0, len(examples), size)]
