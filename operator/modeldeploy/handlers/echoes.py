@@ -61,6 +61,12 @@ class Echoes:
             while len(self._written) > _LIMIT:
                 self._doubtful.discard(self._written.popitem(last=False)[0])
 
+    def last_written(self, obj: Mapping[str, Any]) -> str | None:
+        """The resourceVersion our last write of this object returned, if we remember one."""
+        uid = (obj.get("metadata") or {}).get("uid")
+        with self._lock:
+            return self._written.get(str(uid)) if uid else None
+
     def read(self, obj: Mapping[str, Any]) -> None:
         """A pass read `obj` (from the cache): remember when that is not the version we wrote."""
         key = _key(obj)

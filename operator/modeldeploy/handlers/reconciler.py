@@ -236,6 +236,13 @@ class Reconciler:
         meta = body["metadata"]
         if not meta.get("resourceVersion"):
             return
+        written = self.echoes.last_written(body)
+        if self._cache is not None and written in (None, meta["resourceVersion"]):
+            # Read from the cache, which already holds our own last status write (or we made
+            # none since the start): the body is as new as anything this operator knows of. A
+            # newer edit by someone else arrives as an event and wakes another pass, and the
+            # status patch below carries the version, so no GET is needed to act safely.
+            return
         fresh = fetch_parent(self._kube, meta["namespace"], meta["name"])
         if fresh is None or fresh["metadata"].get("resourceVersion") != meta["resourceVersion"]:
             raise _Stale(fresh)
@@ -327,7 +334,9 @@ class Reconciler:
                         assert current is not None
                         self._kube.apply(replicas_handover(obj, current), field_manager=HANDOVER_MANAGER)
                     # Created at minReplicas, not at the default of 1 until the HPA's first sync;
-                    # the next pass hands the field over to the HPA (hands_replicas_over).
+                    # the next pass hands the field over to the HPA (hands_replicas_over). The
+                    # handover manager applies the same value, so the two share the field, and only
+                    # our apply without it, right after, leaves it to the handover manager alone.
                     live[key] = self._kube.apply(obj if current is not None else created(obj, spec))
                     self.echoes.wrote(live[key])
                     metrics.WRITES.labels(verb="apply").inc()
