@@ -17,6 +17,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from modeldeploy.analysis.templates import escape_label_value
 from modeldeploy.api.errors import describe
 from modeldeploy.api.resource import ObjectRef, parse_spec
 from modeldeploy.api.spec import ModelDeploymentSpec
@@ -28,6 +29,7 @@ from modeldeploy.render.prometheusrule import (
     LATENCY,
     LATENCY_UNMEASURED,
     QUEUE_TIME,
+    _quote,
     alert_rules,
     prometheus_rule,
 )
@@ -193,6 +195,19 @@ def test_expressions_select_the_primary_with_the_pod_monitor_labels(
 ) -> None:
     rule = by_name(alert_rules(PARENT, spec_of({"latencyP95": {"max": "1s"}})))[alert]
     assert f"{metric}{{{selector}}}" in rule["expr"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("fraud_scorer", id="plain"),
+        pytest.param('we"ird', id="quote"),
+        pytest.param("back\\slash", id="backslash"),
+        pytest.param("new\nline\ttab\rreturn", id="control"),
+    ],
+)
+def test_label_values_are_quoted_as_the_analysis_quotes_them(value: str) -> None:
+    assert _quote(value) == f'"{escape_label_value(value)}"'
 
 
 @pytest.mark.parametrize(

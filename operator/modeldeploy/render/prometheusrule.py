@@ -35,9 +35,11 @@ UNMEASURED_FOR = "15m"
 
 
 def _quote(value: str) -> str:
-    # The inside of a double-quoted PromQL string (Go string-literal escapes).
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{escaped}"'
+    # A double-quoted PromQL string (Go string-literal escapes), as analysis.templates writes them;
+    # render/ sits below analysis/ in the layers, so it cannot import that one.
+    for raw, escaped in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
+        value = value.replace(raw, escaped)
+    return f'"{value}"'
 
 
 def _number(value: float) -> str:
@@ -78,7 +80,7 @@ def _rule(alert: str, expr: str, for_: str, severity: str, summary: str, descrip
 
 
 def alert_rules(parent: ObjectRef, spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
-    """The alerting rules `spec.alerts` asks for, without the labels every rule shares."""
+    """The alerting rules `spec.alerts` asks for, in a stable order."""
     alerts: Alerts = spec.alerts
     if not alerts.enabled:
         return []
