@@ -483,7 +483,8 @@ def parser(prog: str = "modeldeploy") -> argparse.ArgumentParser:
         "--pod-monitor-label",
         action="append",
         metavar="KEY=VALUE",
-        help="label for every rendered PodMonitor, for your Prometheus's podMonitorSelector (repeatable)",
+        help="label for every rendered PodMonitor and PrometheusRule, for your Prometheus's "
+        "podMonitorSelector and ruleSelector (repeatable)",
     )
     run.add_argument(
         "--kube-qps",
