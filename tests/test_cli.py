@@ -263,8 +263,28 @@ def test_the_readme_example_renders(tmp_path: Path) -> None:
         "HorizontalPodAutoscaler",
         "NetworkPolicy",
         "PodMonitor",
+        "PrometheusRule",
         "Service",
     ]
+
+
+@pytest.mark.parametrize(
+    ("flags", "absent"),
+    [
+        pytest.param([], set(), id="both"),
+        pytest.param(["--no-pod-monitor"], {"PodMonitor"}, id="no-pod-monitor"),
+        pytest.param(["--no-prometheus-rule"], {"PrometheusRule"}, id="no-prometheus-rule"),
+    ],
+)
+def test_render_without_the_prometheus_operator_crds(
+    tmp_path: Path, flags: list[str], absent: set[str]
+) -> None:
+    target = write(tmp_path / "readme.yaml", readme_example())
+    rc, out, err = modeldeploy("render", "-f", str(target), *flags)
+    assert (rc, err) == (0, "")
+    kinds = {str(doc["kind"]) for doc in rendered(out)}
+    assert absent.isdisjoint(kinds)
+    assert {"PodMonitor", "PrometheusRule"} - absent <= kinds
 
 
 def test_the_readme_example_is_accepted_by_the_api_server(

@@ -23,13 +23,14 @@ import yaml
 
 from modeldeploy.api import base
 from modeldeploy.api.crd import crd
-from modeldeploy.api.resource import ObjectRef
+from modeldeploy.api.resource import ObjectRef, parse_spec
 from modeldeploy.api.spec import Scaling
 from modeldeploy.api.status import ConditionType, Phase, Verdict
 from modeldeploy.cli import parser
 from modeldeploy.render.autoscaler import QUEUE_TIME_METRIC, autoscaler
 from modeldeploy.render.options import RenderOptions
 from modeldeploy.render.podmonitor import RELABELINGS, pod_monitor
+from modeldeploy.render.prometheusrule import prometheus_rule
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"
@@ -239,6 +240,23 @@ def test_the_documented_pod_monitor_is_the_rendered_one() -> None:
     assert documented["apiVersion"] == rendered["apiVersion"]
     assert documented["metadata"] == {"name": EXAMPLE.name, "namespace": EXAMPLE.namespace}
     assert documented["spec"] == rendered["spec"]
+
+
+def test_the_documented_prometheus_rule_is_the_rendered_one() -> None:
+    (section,) = _find("metrics.md", lambda d: set(d) == {"runtime", "alerts"})
+    (documented,) = _find("metrics.md", lambda d: d.get("kind") == "PrometheusRule")
+    model = {"name": "fraud_scorer", "version": "7", "storageUri": "s3://models/fraud_scorer/7"}
+    rendered = prometheus_rule(EXAMPLE, parse_spec({"model": model, **section}), RenderOptions())
+    assert rendered is not None
+    assert documented["apiVersion"] == rendered["apiVersion"]
+    assert documented["metadata"] == {"name": EXAMPLE.name, "namespace": EXAMPLE.namespace}
+    assert documented["spec"] == rendered["spec"]
+
+
+def test_the_documented_routes_match_the_alert_labels() -> None:
+    (config,) = _find("metrics.md", lambda d: "route" in d and "receivers" in d)
+    matchers = [m for route in config["route"]["routes"] for m in route["matchers"]]
+    assert 'team="payments"' in matchers and 'severity="info"' in matchers
 
 
 def test_the_plain_scrape_job_sets_the_pod_monitor_labels() -> None:

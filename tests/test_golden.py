@@ -106,7 +106,14 @@ def test_cli_render_prints_the_golden(example: Path, capsys: pytest.CaptureFixtu
 
 def test_examples_render_the_expected_kinds() -> None:
     kinds = {obj["kind"] for example in EXAMPLES for obj in render(example)}
-    assert {"Deployment", "Service", "ConfigMap", "HorizontalPodAutoscaler", "PodMonitor"} <= kinds
+    assert {
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "HorizontalPodAutoscaler",
+        "PodMonitor",
+        "PrometheusRule",
+    } <= kinds
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +192,21 @@ def test_validation_catches_a_broken_pod_monitor() -> None:
     broken["spec"]["podMetricsEndpoint"] = broken["spec"].pop("podMetricsEndpoints")
     with pytest.raises(AssertionError, match="podMetricsEndpoint: unknown field"):
         validate_third_party(broken)
+
+
+def test_the_api_server_refuses_a_broken_prometheus_rule(api: KubeApi, dry_run_namespace: str) -> None:
+    # The upstream CRD's schema judges the golden PrometheusRules: a `for` it cannot parse is refused.
+    (rule,) = [
+        o for o in render(REPO_ROOT / "examples" / "fraud-scorer.yaml") if o["kind"] == "PrometheusRule"
+    ]
+    sent = copy.deepcopy(rule)
+    sent["metadata"]["namespace"] = dry_run_namespace
+    sent["spec"]["groups"][0]["rules"][0]["for"] = "5 minutes"
+    query = {"fieldManager": FIELD_MANAGER, "force": "true", "fieldValidation": "Strict", "dryRun": "All"}
+    with pytest.raises(ApiError) as caught:
+        api.request("PATCH", api.path_of(sent), sent, query=query, content_type=APPLY)
+    assert caught.value.status == 422
+    assert "spec.groups[0].rules[0].for" in caught.value.message
 
 
 @pytest.mark.parametrize(

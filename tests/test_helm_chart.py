@@ -618,6 +618,7 @@ NAMESPACED_RULES: set[Rule] = {
             ("gateway.networking.k8s.io", "httproutes"),
             ("gateway.networking.k8s.io", "grpcroutes"),
             ("networking.istio.io", "virtualservices"),
+            ("monitoring.coreos.com", "prometheusrules"),
         ]
         for verb in ROUTE_VERBS
     ),

@@ -233,6 +233,22 @@ AGREEMENT = [
     *(pytest.param(_with("rollout", {"interval": v}), id=f"interval-{v}") for v in ("1s", "999ms", "1000ms")),
     pytest.param(_with("rollout", {"steps": [{"weight": 0}, {"weight": 100}]}), id="steps-0-then-100"),
     pytest.param(_with("rollout", {"steps": [{"weight": 100}]}), id="steps-one"),
+    pytest.param(_with("alerts", {}), id="alerts-empty"),
+    pytest.param(_with("alerts", {"window": "1h"}), id="alerts-window-equals-baseline"),
+    pytest.param(_with("alerts", {"window": "61m"}), id="alerts-window-past-baseline"),
+    pytest.param(_with("alerts", {"window": "1h", "queueTime": {"baseline": "168h"}}), id="alerts-longest"),
+    *(
+        pytest.param(_with("alerts", {"latencyP95": {"max": v}}), id=f"alerts-sla-{v}")
+        for v in ("1ms", "999us", "1h", "1h1ms")
+    ),
+    *(
+        pytest.param(_with("alerts", {"errorRate": {"for": v}}), id=f"alerts-for-{v}")
+        for v in ("0s", "24h", "24h1s", "1h30m")
+    ),
+    *(
+        pytest.param(_with("alerts", {"labels": {k: "x"}}), id=f"alerts-label-{k}")
+        for k in ("team", "_private", "severity", "__x", "alertname", "Team2", "2team")
+    ),
 ]
 
 

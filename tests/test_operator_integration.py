@@ -173,6 +173,7 @@ def test_create_makes_owned_children_and_a_stable_status(operator: Callable[...,
         "Service/scorer",
         "HorizontalPodAutoscaler/scorer",
         "PodMonitor/scorer",
+        "PrometheusRule/scorer",
     } <= set(found), sorted(found)
     assert any(k.startswith("ConfigMap/scorer-config-") for k in found), sorted(found)
     for key, child in found.items():
@@ -417,6 +418,74 @@ def test_deleting_the_model_deployment_removes_its_children(operator: Callable[.
     # The real garbage collector follows the ownerReferences.
     bed.wait(lambda: not bed.children("scorer"), timeout=120, what="garbage collection of the children")
     assert bed.wait(lambda: not bed.api.list("v1", "Pod", bed.namespace), timeout=120, what="the pods to go")
+
+
+# ------------------------------------------------------------------------------------------ alerts
+
+RULE = ("monitoring.coreos.com/v1", "PrometheusRule", "scorer")
+
+
+def rules_of(rule: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    (group,) = rule["spec"]["groups"]
+    return {r["alert"]: r for r in group["rules"]}
+
+
+def test_the_prometheus_rule_follows_spec_alerts_and_goes_with_its_owner(
+    operator: Callable[..., OperatorBed],
+) -> None:
+    """Rendered against the upstream PrometheusRule CRD the control plane serves; updated, restored,
+    pruned when the alerts are turned off, and garbage collected with the ModelDeployment."""
+    bed = operator(resync_seconds=RESYNC)
+    alerts = {"labels": {"team": "fraud"}, "latencyP95": {"max": "50ms"}}
+    md = bed.apply(manifest(alerts=alerts))
+    rule = bed.wait(lambda: bed.child(*RULE), what="the PrometheusRule")
+    (ref,) = rule["metadata"]["ownerReferences"]
+    assert (ref["kind"], ref["uid"], ref["controller"]) == ("ModelDeployment", md["metadata"]["uid"], True)
+    by_alert = rules_of(rule)
+    assert sorted(by_alert) == sorted(
+        [
+            "ModelDeploymentErrorRateHigh",
+            "ModelDeploymentLatencyP95High",
+            "ModelDeploymentLatencyUnmeasured",
+            "ModelDeploymentQueueTimeGrowing",
+            "ModelDeploymentGPUUtilizationHigh",
+        ]
+    )
+    errors = by_alert["ModelDeploymentErrorRateHigh"]
+    assert errors["labels"] == {
+        "severity": "critical",
+        "team": "fraud",
+        "namespace": bed.namespace,
+        "modeldeployment": "scorer",
+    }
+    assert errors["expr"].endswith("> 0.01") and errors["for"] == "5m"
+    stable(bed)
+
+    # A threshold edit reaches the rule (and, not being part of the revision, starts no canary).
+    bed.apply(manifest(alerts={**alerts, "errorRate": {"max": 0.05, "for": "2m"}}))
+    bed.wait(
+        lambda: (r := bed.child(*RULE)) and rules_of(r)["ModelDeploymentErrorRateHigh"]["for"] == "2m",
+        what="the rule to follow the spec",
+    )
+    assert rules_of(bed.child(*RULE) or {})["ModelDeploymentErrorRateHigh"]["expr"].endswith("> 0.05")
+    assert bed.child("apps/v1", "Deployment", "scorer-canary") is None
+    assert bed.status("scorer").get("phase") == "Stable"
+
+    # Deleted by hand: the resync puts it back.
+    assert bed.api.delete(*RULE[:2], bed.namespace, "scorer")
+    bed.wait(lambda: bed.child(*RULE), what="the PrometheusRule to be restored")
+
+    # Alerts off: pruned, and nothing else is.
+    before = {k for k in kinds(bed.children("scorer")) if not k.startswith("PrometheusRule/")}
+    bed.apply(manifest(alerts={"enabled": False}))
+    bed.wait(lambda: bed.child(*RULE) is None, what="the PrometheusRule to be pruned")
+    assert set(kinds(bed.children("scorer"))) == before
+
+    # On again, then the owner goes: the real garbage collector takes the rule with the rest.
+    bed.apply(manifest())
+    bed.wait(lambda: bed.child(*RULE), what="the PrometheusRule again")
+    assert bed.api.delete(*MD, bed.namespace, "scorer")
+    bed.wait(lambda: bed.child(*RULE) is None, timeout=120, what="garbage collection of the PrometheusRule")
 
 
 # --------------------------------------------------------------------------------------- malformed

@@ -85,6 +85,7 @@ OWNED = {
     ("autoscaling", "horizontalpodautoscalers"),
     ("networking.k8s.io", "networkpolicies"),
     ("monitoring.coreos.com", "podmonitors"),
+    ("monitoring.coreos.com", "prometheusrules"),
     ("gateway.networking.k8s.io", "httproutes"),
     ("gateway.networking.k8s.io", "grpcroutes"),
     ("networking.istio.io", "virtualservices"),
@@ -96,6 +97,7 @@ CHILD_KINDS = (
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
     ("monitoring.coreos.com/v1", "PodMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
     ("gateway.networking.k8s.io/v1", "HTTPRoute"),
     ("gateway.networking.k8s.io/v1", "GRPCRoute"),
     ("networking.istio.io/v1", "VirtualService"),
@@ -375,6 +377,7 @@ def model_deployment(
     traffic: dict[str, Any] | None = None,
     rollout: dict[str, Any] | None = None,
     network_policy: dict[str, Any] | None = None,
+    alerts: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "model": {
@@ -395,6 +398,8 @@ def model_deployment(
         spec["rollout"] = rollout
     if network_policy is not None:
         spec["networkPolicy"] = network_policy
+    if alerts is not None:
+        spec["alerts"] = alerts
     return {
         "apiVersion": MD[0],
         "kind": MD[1],
@@ -506,11 +511,19 @@ class Scenario:
         )
 
         policy = ("networking.k8s.io/v1", "NetworkPolicy", name)
+        rule = ("monitoring.coreos.com/v1", "PrometheusRule", name)
         self.until("the NetworkPolicy", lambda: self.get(*policy))
-        fixed = self.md(name, scaling={"minReplicas": 2, "maxReplicas": 2}, network_policy={"enabled": False})
+        self.until("the PrometheusRule", lambda: self.get(*rule))
+        fixed = self.md(
+            name,
+            scaling={"minReplicas": 2, "maxReplicas": 2},
+            network_policy={"enabled": False},
+            alerts={"enabled": False},
+        )
         self.apply(fixed)
         self.until("the HPA to be pruned", lambda: self.get(*hpa) is None)
         self.until("the NetworkPolicy to be pruned", lambda: self.get(*policy) is None)
+        self.until("the PrometheusRule to be pruned", lambda: self.get(*rule) is None)
 
         self.api.delete("v1", "Service", self.ns, name)
         self.until("the Service to be restored", lambda: self.get("v1", "Service", name))
@@ -814,6 +827,8 @@ EXPECTED_CHECKS = [
     ("prune a GRPCRoute", "gateway.networking.k8s.io", "grpcroutes", "delete", "request"),
     ("prune a VirtualService", "networking.istio.io", "virtualservices", "delete", "request"),
     ("scrape config for analysis", "monitoring.coreos.com", "podmonitors", "create", "apply-create"),
+    ("alerts after the rollout", "monitoring.coreos.com", "prometheusrules", "create", "apply-create"),
+    ("prune the alerts (turned off)", "monitoring.coreos.com", "prometheusrules", "delete", "request"),
     ("diagnose a canary that is not ready", "", "pods", "list", "request"),
     (
         "reach the server at startup (the CLI reads our CRD)",

@@ -207,7 +207,11 @@ def near_miss(doc: dict[str, Any]) -> str | None:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    options = RenderOptions(puller_image=args.puller_image, pod_monitor=not args.no_pod_monitor)
+    options = RenderOptions(
+        puller_image=args.puller_image,
+        pod_monitor=not args.no_pod_monitor,
+        prometheus_rule=not args.no_prometheus_rule,
+    )
     out: list[dict[str, Any]] = []
     problems: list[str] = []
     skipped: list[str] = []
@@ -479,7 +483,8 @@ def parser(prog: str = "modeldeploy") -> argparse.ArgumentParser:
         "--pod-monitor-label",
         action="append",
         metavar="KEY=VALUE",
-        help="label for every rendered PodMonitor, for your Prometheus's podMonitorSelector (repeatable)",
+        help="label for every rendered PodMonitor and PrometheusRule, for your Prometheus's "
+        "podMonitorSelector and ruleSelector (repeatable)",
     )
     run.add_argument(
         "--kube-qps",
@@ -524,6 +529,9 @@ def parser(prog: str = "modeldeploy") -> argparse.ArgumentParser:
         help="a YAML or JSON file, a directory (its *.yaml, *.yml, *.json), or - for stdin (repeatable)",
     )
     render.add_argument("--no-pod-monitor", action="store_true", help="as if the PodMonitor CRD were absent")
+    render.add_argument(
+        "--no-prometheus-rule", action="store_true", help="as if the PrometheusRule CRD were absent"
+    )
     render.add_argument("--puller-image", default=DEFAULT_PULLER_IMAGE, help="as `run --puller-image`")
     render.set_defaults(func=cmd_render)
 

@@ -54,6 +54,7 @@ CHILD_KINDS = (
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
     ("monitoring.coreos.com/v1", "PodMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
     ("gateway.networking.k8s.io/v1", "HTTPRoute"),
     ("gateway.networking.k8s.io/v1", "GRPCRoute"),
     ("networking.istio.io/v1", "VirtualService"),
@@ -61,6 +62,7 @@ CHILD_KINDS = (
 # The CRDs of other projects whose objects the operator renders: (plural.group, kind, version).
 THIRD_PARTY = (
     ("podmonitors.monitoring.coreos.com", "PodMonitor", "v1"),
+    ("prometheusrules.monitoring.coreos.com", "PrometheusRule", "v1"),
     ("httproutes.gateway.networking.k8s.io", "HTTPRoute", "v1"),
     ("grpcroutes.gateway.networking.k8s.io", "GRPCRoute", "v1"),
     ("virtualservices.networking.istio.io", "VirtualService", "v1"),

@@ -115,6 +115,11 @@ pod spec and never reads the Secret, so it cannot leak the model store's credent
 - apiGroups: [monitoring.coreos.com]
   resources: [podmonitors]
   verbs: [list, watch, create, patch]
+# Alerts after the rollout (spec.alerts), where the PrometheusRule CRD is installed; pruned when
+# spec.alerts turns every alert off. Watched, as every child: the operator reads it from its cache.
+- apiGroups: [monitoring.coreos.com]
+  resources: [prometheusrules]
+  verbs: [list, watch, create, patch, delete]
 # A canary that is not ready: the operator lists its pods to tell a crash or an unschedulable pod
 # (fail fast) from a model that is still loading (wait). Read-only, and list only.
 - apiGroups: [""]
@@ -135,9 +140,10 @@ pod spec and never reads the Secret, so it cannot leak the model store's credent
 {{- end }}
 
 {{/* Cluster-scoped access, needed in both modes: kopf discovers resources through CRDs, and the operator
-checks whether the PodMonitor CRD exists before it renders PodMonitors. */}}
+checks whether the PodMonitor and PrometheusRule CRDs exist before it renders them. */}}
 {{- define "modeldeploy.crdRules" -}}
-# CRDs (cluster-scoped): kopf's resource discovery, and whether the PodMonitor CRD is installed.
+# CRDs (cluster-scoped): kopf's resource discovery, and whether the PodMonitor and PrometheusRule
+# CRDs are installed.
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
   verbs: [get, list, watch]

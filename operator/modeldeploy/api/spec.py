@@ -26,6 +26,7 @@ from modeldeploy.api.base import (
     cel,
     check_duration_between,
     duration_between,
+    parse_duration,
 )
 from modeldeploy.api.errors import FieldError
 
@@ -823,6 +824,151 @@ class NetworkPolicy(Model):
     )
 
 
+# --------------------------------------------------------------------------------------- alerts
+
+# Prometheus's duration syntax as the PrometheusRule CRD accepts it: units in descending order,
+# each at most once ("1h30m", not "30m1h"); the same strings are valid spec Durations too.
+ALERT_DURATION_PATTERN = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?$"
+AlertDuration = Annotated[str, Field(pattern=ALERT_DURATION_PATTERN, min_length=2, max_length=16)]
+# Prometheus label names; "__" is reserved for Prometheus's internal labels.
+ALERT_LABEL_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
+# The labels every alert carries to say which object it is about: never overridden.
+RESERVED_ALERT_LABELS = ("alertname", "namespace", "modeldeployment")
+ALERT_LABELS_MESSAGE = (
+    "alert label names must be Prometheus label names ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __) "
+    "other than alertname, namespace and modeldeployment"
+)
+BASELINE_MESSAGE = "queueTime.baseline must be at least window: the two windows compared must not overlap"
+
+
+class ErrorRateAlert(Model):
+    """Failed requests as a share of all requests, over `window`."""
+
+    enabled: bool = True
+    max: float = Field(default=0.01, gt=0, lt=1)
+    for_: AlertDuration = Field(default="5m", alias="for", json_schema_extra=duration_between("0s", "24h"))
+
+    @field_validator("for_")
+    @classmethod
+    def _for_bounds(cls, value: str) -> str:
+        return check_duration_between(value, "0s", "24h")
+
+
+class LatencyAlert(Model):
+    """p95 request latency, from Triton's latency summary (docs/metrics.md#alerts)."""
+
+    # The SLA. No default: there is no latency that suits every model; unset means no latency alert.
+    max: AlertDuration | None = Field(default=None, json_schema_extra=duration_between("1ms", "1h"))
+    for_: AlertDuration = Field(default="5m", alias="for", json_schema_extra=duration_between("0s", "24h"))
+
+    @field_validator("max")
+    @classmethod
+    def _max_bounds(cls, value: str | None) -> str | None:
+        return None if value is None else check_duration_between(value, "1ms", "1h")
+
+    @field_validator("for_")
+    @classmethod
+    def _for_bounds(cls, value: str) -> str:
+        return check_duration_between(value, "0s", "24h")
+
+
+class QueueTimeAlert(Model):
+    """The mean queue time per request now, against the same `baseline` ago."""
+
+    enabled: bool = True
+    # Fires when the mean queue time is more than `factor` times what it was `baseline` ago...
+    factor: float = Field(default=2.0, gt=1, le=1000)
+    baseline: AlertDuration = Field(default="1h", json_schema_extra=duration_between("1m", "168h"))
+    # ...and above `floor`: a queue growing from 50 µs to 200 µs is nobody's problem.
+    floor: AlertDuration = Field(default="1ms", json_schema_extra=duration_between("0s", "1h"))
+    for_: AlertDuration = Field(default="10m", alias="for", json_schema_extra=duration_between("0s", "24h"))
+
+    @field_validator("baseline")
+    @classmethod
+    def _baseline_bounds(cls, value: str) -> str:
+        return check_duration_between(value, "1m", "168h")
+
+    @field_validator("floor")
+    @classmethod
+    def _floor_bounds(cls, value: str) -> str:
+        return check_duration_between(value, "0s", "1h")
+
+    @field_validator("for_")
+    @classmethod
+    def _for_bounds(cls, value: str) -> str:
+        return check_duration_between(value, "0s", "24h")
+
+
+class GPUUtilizationAlert(Model):
+    """The primary's mean GPU utilisation (Triton's nv_gpu_utilization, 0 to 1); pods with GPUs only."""
+
+    enabled: bool = True
+    max: float = Field(default=0.85, gt=0, lt=1)
+    for_: AlertDuration = Field(default="15m", alias="for", json_schema_extra=duration_between("0s", "24h"))
+
+    @field_validator("for_")
+    @classmethod
+    def _for_bounds(cls, value: str) -> str:
+        return check_duration_between(value, "0s", "24h")
+
+
+class Alerts(Model):
+    """The PrometheusRule `<name>`: alerts on the serving (primary) track, where its CRD exists."""
+
+    model_config = Model.model_config | {
+        "json_schema_extra": cel(
+            (
+                "duration(self.queueTime.baseline) >= duration(self.window)",
+                BASELINE_MESSAGE,
+                ".queueTime.baseline",
+            )
+        )
+    }
+
+    enabled: bool = True
+    # The rate and average window of every expression.
+    window: AlertDuration = Field(default="5m", json_schema_extra=duration_between("1m", "1h"))
+    # Added to every alert, for Alertmanager's routes (team, a receiver); `severity` here replaces
+    # each alert's own.
+    labels: dict[str, Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=dict,
+        max_length=16,
+        json_schema_extra=cel(
+            (
+                f"self.all(k, k.matches({_cel_string(ALERT_LABEL_PATTERN)}) && !k.startsWith('__') && "
+                f"!(k in [{', '.join(_cel_string(label) for label in RESERVED_ALERT_LABELS)}]))",
+                ALERT_LABELS_MESSAGE,
+                "",
+            )
+        ),
+    )
+    error_rate: ErrorRateAlert = Field(default_factory=ErrorRateAlert)
+    latency_p95: LatencyAlert = Field(default_factory=LatencyAlert, alias="latencyP95")
+    queue_time: QueueTimeAlert = Field(default_factory=QueueTimeAlert)
+    gpu_utilization: GPUUtilizationAlert = Field(default_factory=GPUUtilizationAlert)
+
+    @field_validator("window")
+    @classmethod
+    def _window_bounds(cls, value: str) -> str:
+        return check_duration_between(value, "1m", "1h")
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, labels: dict[str, str]) -> dict[str, str]:
+        for name in labels:
+            if not re.fullmatch(ALERT_LABEL_PATTERN, name) or name.startswith("__"):
+                raise ValueError(ALERT_LABELS_MESSAGE)
+            if name in RESERVED_ALERT_LABELS:
+                raise ValueError(ALERT_LABELS_MESSAGE)
+        return labels
+
+    @model_validator(mode="after")
+    def _baseline_after_window(self) -> Alerts:
+        if parse_duration(self.queue_time.baseline) < parse_duration(self.window):
+            raise FieldError(".queueTime.baseline", BASELINE_MESSAGE)
+        return self
+
+
 # ----------------------------------------------------------------------------------------- spec
 
 _ROUTER = "has(self.traffic) && (has(self.traffic.gatewayAPI) || has(self.traffic.istio))"
@@ -905,6 +1051,7 @@ class ModelDeploymentSpec(Model):
     traffic: Traffic = Field(default_factory=Traffic)
     rollout: Rollout = Field(default_factory=Rollout)
     network_policy: NetworkPolicy = Field(default_factory=NetworkPolicy)
+    alerts: Alerts = Field(default_factory=Alerts)
 
     @model_validator(mode="after")
     def _cross_section(self) -> ModelDeploymentSpec:

@@ -56,6 +56,7 @@ CHILD_KINDS = [
     KINDS[("autoscaling/v2", "HorizontalPodAutoscaler")],
     KINDS[("networking.k8s.io/v1", "NetworkPolicy")],
     KINDS[("monitoring.coreos.com/v1", "PodMonitor")],
+    KINDS[("monitoring.coreos.com/v1", "PrometheusRule")],
     KINDS[("gateway.networking.k8s.io/v1", "HTTPRoute")],
     KINDS[("gateway.networking.k8s.io/v1", "GRPCRoute")],
     KINDS[("networking.istio.io/v1", "VirtualService")],

@@ -51,6 +51,7 @@ _BASE_KINDS = [
 # says so in its status, while every other object reconciles as usual.
 _OPTIONAL_KINDS = {
     "podmonitors.monitoring.coreos.com": [KINDS[("monitoring.coreos.com/v1", "PodMonitor")]],
+    "prometheusrules.monitoring.coreos.com": [KINDS[("monitoring.coreos.com/v1", "PrometheusRule")]],
     "httproutes.gateway.networking.k8s.io": [KINDS[("gateway.networking.k8s.io/v1", "HTTPRoute")]],
     "grpcroutes.gateway.networking.k8s.io": [KINDS[("gateway.networking.k8s.io/v1", "GRPCRoute")]],
     "virtualservices.networking.istio.io": [KINDS[("networking.istio.io/v1", "VirtualService")]],
@@ -264,7 +265,8 @@ class Reconciler:
         installed = self._installed()
         served = self._served_kinds(installed)
         pod_monitor = KINDS[("monitoring.coreos.com/v1", "PodMonitor")] in served
-        options = replace(self._options, pod_monitor=pod_monitor)
+        rule = KINDS[("monitoring.coreos.com/v1", "PrometheusRule")] in served
+        options = replace(self._options, pod_monitor=pod_monitor, prometheus_rule=rule)
         kinds = _BASE_KINDS + served
         live = self._live_children(parent, kinds)
         seen = self._observe(parent, body, old, live)

@@ -14,6 +14,7 @@ from modeldeploy.render.names import Track, deployment_name, service_name, track
 from modeldeploy.render.networkpolicy import network_policy
 from modeldeploy.render.options import RenderOptions
 from modeldeploy.render.podmonitor import pod_monitor
+from modeldeploy.render.prometheusrule import prometheus_rule
 from modeldeploy.render.revision import revision
 from modeldeploy.render.service import service
 
@@ -43,8 +44,8 @@ def desired_children(
     service_track: Track | None = Track.PRIMARY,
     routed: bool = False,
 ) -> list[dict[str, Any]]:
-    """Config, Deployments and Services for the given tracks, the HPA, the NetworkPolicy and the
-    PodMonitor.
+    """Config, Deployments and Services for the given tracks, the HPA, the NetworkPolicy, the
+    PodMonitor and the PrometheusRule.
 
     Route objects come from the router (modeldeploy.routing); with a router, each track also gets
     its own Service as a route backend.
@@ -70,4 +71,7 @@ def desired_children(
     monitor = pod_monitor(parent, options)
     if monitor is not None:
         out.append(monitor)
+    rule = prometheus_rule(parent, spec, options)
+    if rule is not None:
+        out.append(rule)
     return out

@@ -12,6 +12,8 @@ class RenderOptions:
     puller_image: str = DEFAULT_PULLER_IMAGE
     # The PodMonitor is rendered only where the Prometheus Operator's CRD is installed.
     pod_monitor: bool = True
+    # Likewise the PrometheusRule (spec.alerts), where its CRD is installed.
+    prometheus_rule: bool = True
     scrape_interval: str = "15s"
     # Labels a Prometheus podMonitorSelector matches on (kube-prometheus-stack: release=<name>).
     pod_monitor_labels: tuple[tuple[str, str], ...] = ()

@@ -61,6 +61,9 @@ BUILTIN_RESOURCES: tuple[ResourceSpec, ...] = (
     ResourceSpec("node.k8s.io", "v1", "runtimeclasses", "RuntimeClass", namespaced=False),
     ResourceSpec("monitoring.coreos.com", "v1", "podmonitors", "PodMonitor", short_names=("pmon",)),
     ResourceSpec("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor", short_names=("smon",)),
+    ResourceSpec(
+        "monitoring.coreos.com", "v1", "prometheusrules", "PrometheusRule", short_names=("promrule",)
+    ),
     ResourceSpec("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute", subresources=("status",)),
     ResourceSpec("gateway.networking.k8s.io", "v1", "grpcroutes", "GRPCRoute", subresources=("status",)),
     ResourceSpec(
