@@ -68,6 +68,7 @@ CHILD_RESOURCES = [(k.group, k.api_version.rpartition("/")[2], k.plural) for k i
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 # After a failed pass: 1 s, 2 s, 4 s ... up to 5 minutes, each with jitter (equal jitter).
 RETRY_BACKOFF = Backoff(base=1.0, factor=2.0, cap=300.0)
+WATCH_BACKOFFS = (0.5, 1, 1, 2, 2, 3, 3, 5, 5, 5, 5, 10, 10, 10, 10, 10)
 # Initial listings in pages, so that neither side holds a whole kind of a large cluster at once.
 LIST_CHUNK = 500
 
@@ -243,6 +244,10 @@ def register(
             kwargs["cache_crds"],
         )
         settings.watching.chunk_size = LIST_CHUNK
+        # A restarted API server answers 403 (RBAC caches filling) and 429 (storage initialising)
+        # for a few seconds; with kopf's default backoffs (1, 1, 2 ... 21 s) a watch could stay
+        # 21 s behind after that. Retried as long, but never more than 10 s apart.
+        settings.networking.error_backoffs = WATCH_BACKOFFS
         settings.persistence.finalizer = f"{GROUP}/finalizer"  # never added: no handler needs one
         settings.posting.level = logging.WARNING  # our Events are explicit, on transitions only
         settings.execution.max_workers = config.workers
