@@ -166,7 +166,12 @@ def test_create_makes_owned_children_and_a_stable_status(operator: Callable[...,
     since = resource_version(api, mds)
     md = bed.apply(manifest())
     uid = md["metadata"]["uid"]
-    children = bed.wait(lambda: len(found := bed.children("scorer")) >= 5 and found, what="the children")
+
+    def every_child() -> list[dict[str, Any]] | None:
+        found = bed.children("scorer")
+        return found if len(found) >= 7 and any(c["kind"] == "ConfigMap" for c in found) else None
+
+    children = bed.wait(every_child, what="the children")
     found = kinds(children)
     assert {
         "Deployment/scorer-primary",
