@@ -192,12 +192,7 @@ def overall(results: Sequence[MetricResult]) -> Verdict:
     No metrics configured is a Pass: the step is then gated by the canary's readiness alone, as
     with Flagger and Argo Rollouts when no analysis is declared.
     """
-    verdicts = {Verdict(r.verdict) for r in results}
-    if Verdict.FAIL in verdicts:
-        return Verdict.FAIL
-    if Verdict.INCONCLUSIVE in verdicts:
-        return Verdict.INCONCLUSIVE
-    return Verdict.PASS
+    return Verdict.combined(r.verdict for r in results)
 
 
 def canary_unmeasured(results: Sequence[MetricResult]) -> bool:

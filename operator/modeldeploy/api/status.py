@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -32,6 +33,17 @@ class Verdict(StrEnum):
     PASS = "Pass"
     FAIL = "Fail"
     INCONCLUSIVE = "Inconclusive"
+
+    @staticmethod
+    def combined(verdicts: Iterable[str]) -> Verdict:
+        """Three-valued, as analysis rounds and gates judge: any Fail fails, else any
+        Inconclusive holds, else (or with nothing to judge) it passes."""
+        found = {Verdict(v) for v in verdicts}
+        if Verdict.FAIL in found:
+            return Verdict.FAIL
+        if Verdict.INCONCLUSIVE in found:
+            return Verdict.INCONCLUSIVE
+        return Verdict.PASS
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]

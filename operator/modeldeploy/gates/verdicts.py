@@ -299,12 +299,7 @@ def _parity(golden: GoldenSet, t: Thresholds, canary: Answers, threshold: float)
 
 def overall(results: Sequence[GateCheck]) -> Verdict:
     """Any Fail fails the gate; else any Inconclusive holds it; else (or with no checks) it passes."""
-    verdicts = {Verdict(r.verdict) for r in results}
-    if Verdict.FAIL in verdicts:
-        return Verdict.FAIL
-    if Verdict.INCONCLUSIVE in verdicts:
-        return Verdict.INCONCLUSIVE
-    return Verdict.PASS
+    return Verdict.combined(r.verdict for r in results)
 
 
 def explain(results: Sequence[GateCheck]) -> str:
