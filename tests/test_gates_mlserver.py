@@ -1,5 +1,5 @@
 """The gate run (adapters/inference.py) against a real, independent V2 server: MLServer serving
-scikit-learn models trained here on iris (tests/mlserver_fixture.py).
+scikit-learn models trained here on iris (tests/mlserver_fixture.py, modeldeploy.sim.mlserver).
 
 - iris-primary (production) and iris-good: logistic regressions, the canary as good as the primary;
 - iris-worse: a depth-1 tree, accuracy 0.67 < 0.92 and a shifted output distribution;
@@ -9,7 +9,7 @@ scikit-learn models trained here on iris (tests/mlserver_fixture.py).
 from __future__ import annotations
 
 import asyncio
-import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +26,7 @@ from mlserver_fixture import (
     free_port,
     mlserver_venv,
     running,
-    serve_subset,
+    serve,
     train,
 )
 from modeldeploy.adapters.inference import (
@@ -41,6 +41,7 @@ from modeldeploy.api.spec import Gates
 from modeldeploy.api.status import Verdict
 from modeldeploy.gates.contract import Contract, Tensor
 from modeldeploy.gates.golden import GoldenSet, parse_golden_set
+from modeldeploy.sim import mlserver as sim
 
 ALL_THRESHOLDS = {
     "minAccuracy": 0.92,
@@ -64,13 +65,14 @@ def venv() -> Path:
 
 @pytest.fixture(scope="module")
 def trained(venv: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainedModels:
-    return train(venv, tmp_path_factory.mktemp("mlserver"), free_port())
+    return train(venv, tmp_path_factory.mktemp("mlserver"))
 
 
 @pytest.fixture(scope="module")
-def server(venv: Path, trained: TrainedModels) -> Iterator[MLServer]:
-    port = json.loads((trained.folder / "settings.json").read_text())["http_port"]
-    with running(MLServer(venv=venv, folder=trained.folder, port=port, models=MODELS)) as srv:
+def server(
+    venv: Path, trained: TrainedModels, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MLServer]:
+    with running(serve(venv, trained, tmp_path_factory.mktemp("mlserver-all"), MODELS)) as srv:
         yield srv
 
 
@@ -200,8 +202,60 @@ async def test_too_few_examples_answered_is_inconclusive(server: MLServer, golde
     assert by_name(outcome)["accuracy"].message == ("only 45 of 45 examples answered by the canary, need 46")
 
 
+def test_one_variant_as_the_model_on_a_pod_ip(venv: Path, trained: TrainedModels, server: MLServer) -> None:
+    """What the demo does: iris-worse served as `iris` on 127.0.0.3 (a canary pod's IP), judged
+    against the primary; stopping it closes the port and removes its model repository."""
+    canary = MLServer(venv, trained, {"iris": "iris-worse"}, host="127.0.0.3")
+    with canary:
+        assert canary.ready("iris")
+        assert not canary.ready("iris-worse")
+        outcome = asyncio.run(
+            run_gate(
+                gates(),
+                parse_golden_set(trained.golden),
+                Endpoint(canary.address, "iris"),
+                Endpoint(server.address, "iris-primary", role="primary"),
+            )
+        )
+        assert by_name(outcome)["accuracy"].value == pytest.approx(trained.accuracy["iris-worse"])
+        assert outcome.verdict == Verdict.FAIL
+    assert not canary.workdir.exists()
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.3", canary.port), 2):
+        pass
+
+
+def test_an_address_in_use_is_one_line(venv: Path, trained: TrainedModels) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.3", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(sim.MLServerFailed) as err:
+            MLServer(venv, trained, {"iris": "iris-good"}, host="127.0.0.3", port=port).start()
+    assert str(err.value) == f"cannot serve on 127.0.0.3:{port}: the address is in use"
+
+
+def test_a_venv_that_cannot_be_had_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELDEPLOY_MLSERVER_VENV", str(tmp_path))
+    with pytest.raises(sim.MLServerMissing) as err:
+        sim.find_venv()
+    assert str(err.value) == f"MODELDEPLOY_MLSERVER_VENV={tmp_path} has no bin/mlserver"
+    monkeypatch.delenv("MODELDEPLOY_MLSERVER_VENV")
+    failing = tmp_path / "install-mlserver.sh"
+    failing.write_text(
+        "echo 'tools: building'\necho 'ERROR: No matching distribution found for mlserver' >&2\nexit 1\n"
+    )
+    monkeypatch.setattr(sim, "INSTALL", failing)
+    with pytest.raises(sim.MLServerMissing) as err:
+        sim.find_venv()
+    assert str(err.value) == (
+        "install-mlserver.sh could not build .tools/mlserver-venv (exit 1): "
+        "ERROR: No matching distribution found for mlserver"
+    )
+    assert "tools: building" in err.value.details
+
+
 def test_the_stopped_canary_is_unreachable(venv: Path, trained: TrainedModels, tmp_path: Path) -> None:
-    lone = serve_subset(venv, trained, tmp_path / "lone", ("iris-good",))
+    lone = serve(venv, trained, tmp_path / "lone", ("iris-good",))
     with running(lone):
         pass  # started, answered readiness, stopped
     canary = Endpoint(lone.address, "iris-good")
@@ -222,11 +276,11 @@ def test_mlserver_stopped_mid_gate_is_inconclusive(
 ) -> None:
     """A golden set of 4,500 examples sent one per request; MLServer is stopped once it has
     answered some: what the canary answered before it died is not judged."""
-    lone = serve_subset(venv, trained, tmp_path / "lone", ("iris-good", "iris-primary"))
+    lone = serve(venv, trained, tmp_path / "lone", ("iris-good", "iris-primary"))
     big = parse_golden_set(trained.golden * 100)
     spec = gates(goldenSet={"batchSize": 1}, minAgreement=None, maxPSI=None)
     with running(lone):
-        log = lone.folder / "mlserver.log"
+        log = lone.log_path
 
         async def gate_then_stop() -> Any:
             task = asyncio.create_task(run_gate(spec, big, Endpoint(lone.address, "iris-good"), None))
