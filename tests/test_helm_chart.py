@@ -627,6 +627,8 @@ NAMESPACED_RULES: set[Rule] = {
     ("monitoring.coreos.com", "podmonitors", "create"),
     ("monitoring.coreos.com", "podmonitors", "patch"),
     ("", "pods", "list"),
+    # A gate's golden set: the user's ConfigMap, read by name (spec.rollout.gates.goldenSet).
+    ("", "configmaps", "get"),
     ("", "events", "create"),
 }
 CRD_RULES: set[Rule] = {
@@ -728,12 +730,25 @@ def test_network_policy_defaults() -> None:
     assert ingress["from"][0]["namespaceSelector"]["matchLabels"] == {
         "kubernetes.io/metadata.name": "monitoring"
     }
-    api, dns, prometheus = spec["egress"]
+    api, dns, prometheus, triton = spec["egress"]
     assert "to" not in api
     assert [p["port"] for p in api["ports"]] == [443, 6443]
     assert {(p["port"], p["protocol"]) for p in dns["ports"]} == {(53, "UDP"), (53, "TCP")}
     assert dns["to"][0]["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
     assert prometheus["ports"] == [{"port": 9090, "protocol": "TCP"}]
+    # Model-quality gates ask the Triton pods on their HTTP port, in any namespace.
+    assert triton["ports"] == [{"port": 8000, "protocol": "TCP"}]
+    assert triton["to"] == [
+        {
+            "namespaceSelector": {},
+            "podSelector": {
+                "matchLabels": {
+                    "app.kubernetes.io/name": "triton-inference-server",
+                    "app.kubernetes.io/part-of": "modeldeploy",
+                }
+            },
+        }
+    ]
 
 
 @needs_helm
@@ -752,7 +767,13 @@ def test_network_policy_tight() -> None:
 @needs_helm
 def test_network_policy_with_no_sources_denies_all_ingress() -> None:
     values = {
-        "networkPolicy": {"metricsFrom": [], "healthFrom": [], "dns": {"to": []}, "prometheus": {"to": []}}
+        "networkPolicy": {
+            "metricsFrom": [],
+            "healthFrom": [],
+            "dns": {"to": []},
+            "prometheus": {"to": []},
+            "triton": {"to": []},
+        }
     }
     (policy,) = find(render_chart(values), "NetworkPolicy")
     assert "ingress" not in policy["spec"]

@@ -608,6 +608,34 @@ class Scenario:
         )
         self.promoted(name, "2")
 
+    def gated_rollout(self) -> None:
+        """A model-quality gate reads its golden set (a ConfigMap GET) and asks the canary; no
+        model server listens here, so the gate is Inconclusive and, by policy, rolls back."""
+        name = "gated"
+        golden = '{"inputs": {"features": [1.0, 2.0]}, "label": 1}\n'
+        self.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "golden", "namespace": self.ns},
+                "data": {"golden.jsonl": golden},
+            }
+        )
+        rollout = {
+            **QUICK_ROLLOUT,
+            "analysis": {"metrics": [], "inconclusive": {"limit": 1, "action": "Rollback"}},
+            "gates": {
+                "goldenSet": {"configMapKeyRef": {"name": "golden", "key": "golden.jsonl"}, "minAnswered": 1},
+                "minAccuracy": 0.9,
+                "timeout": "20s",
+            },
+        }
+        self.apply(self.md(name, "1", rollout=rollout))
+        self.phase(name, "Stable")
+        self.apply(self.md(name, "2", rollout=rollout))
+        status = self.phase(name, "RolledBack")
+        assert (status.get("gate") or {}).get("state") == "Inconclusive", status.get("gate")
+
     def example(self) -> None:
         """The README's first example, as a user applies it (Done when: Stable with 0 forbidden)."""
         (manifest,) = [
@@ -626,6 +654,7 @@ class Scenario:
             self.istio_rollout,
             self.rollback_at_deadline,
             self.analysed_rollout,
+            self.gated_rollout,
             self.example,
         ]
         with concurrent.futures.ThreadPoolExecutor(len(moves), thread_name_prefix="move") as pool:

@@ -17,11 +17,11 @@ import pytest
 from modeldeploy.analysis.verdicts import ProviderFailure, Result, evaluate
 from modeldeploy.api.resource import ObjectRef, parse_spec
 from modeldeploy.api.spec import Analysis
-from modeldeploy.api.status import MetricResult, ModelDeploymentStatus, Phase, Verdict
+from modeldeploy.api.status import GateCheck, MetricResult, ModelDeploymentStatus, Phase, Verdict
 from modeldeploy.render.names import Track
 from modeldeploy.render.revision import revision
 from modeldeploy.rollout.machine import Decision, decide, snapshot
-from modeldeploy.rollout.observe import Commands, DeploymentState, Observations, PodsSummary
+from modeldeploy.rollout.observe import Commands, DeploymentState, GateResult, Observations, PodsSummary
 
 T0 = datetime.datetime(2026, 11, 24, 12, 0, 0, tzinfo=datetime.UTC)
 PARENT = ObjectRef(name="scorer", namespace="ml", uid="u-1", generation=2)
@@ -73,6 +73,11 @@ class Tick:
     asked_analysis: bool | None = None
     reason: str | None = None  # Degraded/Progressing condition reason that must appear
     history: str | None = None  # result of the newest history entry
+    # The gate worker's report for the run status.gate names: pass | fail | inconclusive | stale
+    # (a result of an older run, which must be ignored); None: nothing reported yet.
+    gate: str | None = None
+    gate_state: str | None = None  # status.gate.state that must follow ("-": no gate in status)
+    gate_run: bool | None = None  # whether the decision wants a gate run going
 
 
 def _deployment(revision_: str, size: int, ready: bool) -> DeploymentState:
@@ -133,7 +138,9 @@ def run_ticks(target: Any, ticks: list[Tick], status: ModelDeploymentStatus | No
         )
         primary_rev = plan[Track.PRIMARY].revision if Track.PRIMARY in plan else revision(V1)
         primary = _deployment(primary_rev, 4, tick.primary != "rolling")
-        seen = Observations(primary=primary, canary=canary, canary_pods=pods, commands=tick.commands)
+        seen = Observations(
+            primary=primary, canary=canary, canary_pods=pods, commands=tick.commands, gate=_gate(tick, status)
+        )
         now = T0 + datetime.timedelta(seconds=tick.at)
         decision = decide(target, PARENT, status, seen, now)
         asked = decision.wants_analysis
@@ -147,6 +154,7 @@ def run_ticks(target: Any, ticks: list[Tick], status: ModelDeploymentStatus | No
                 canary_pods=pods,
                 commands=tick.commands,
                 analysis=_verdict(tick.analysis),
+                gate=seen.gate,
             )
             decision = decide(target, PARENT, status, seen, now)
             assert not decision.wants_analysis
@@ -173,10 +181,51 @@ def run_ticks(target: Any, ticks: list[Tick], status: ModelDeploymentStatus | No
             assert tick.reason in reasons, f"{where}: reasons {reasons}"
         if tick.history is not None:
             assert got.history and got.history[0].result == tick.history, f"{where}: history {got.history}"
+        if tick.gate_state is not None:
+            state = got.gate.state if got.gate is not None else "-"
+            assert state == tick.gate_state, f"{where}: gate {got.gate}"
+        if tick.gate_run is not None:
+            assert (decision.gate is not None) == tick.gate_run, f"{where}: gate run {decision.gate}"
+        if decision.gate is not None:
+            assert decision.gate == got.gate, f"{where}: the run wanted is the one status names"
         status = got
         last = decision
         decisions.append(decision)
     return decisions
+
+
+_GATE_CHECKS = {
+    "pass": GateCheck(name="accuracy", value=0.97, threshold=0.92, verdict=Verdict.PASS, message="ok"),
+    "fail": GateCheck(
+        name="accuracy",
+        value=0.6,
+        threshold=0.92,
+        verdict=Verdict.FAIL,
+        message="accuracy 0.6 < min 0.92 (45 labelled)",
+    ),
+    "inconclusive": GateCheck(
+        name="accuracy", threshold=0.92, verdict=Verdict.INCONCLUSIVE, message="canary unreachable"
+    ),
+}
+
+
+def _gate(tick: Tick, status: ModelDeploymentStatus) -> GateResult | None:
+    run = status.gate
+    if tick.gate is None or run is None:
+        return None
+    started = "2000-01-01T00:00:00.000Z" if tick.gate == "stale" else run.started_at
+    check = _GATE_CHECKS["pass" if tick.gate == "stale" else tick.gate]
+    message = f"{check.name}: {check.message}"
+    return GateResult(run.revision, started, Verdict(check.verdict), message, (check,))
+
+
+def gated(**rollout: Any) -> Any:
+    gates = {
+        "goldenSet": {"configMapKeyRef": {"name": "golden", "key": "golden.jsonl"}},
+        "minAccuracy": 0.92,
+        **rollout.pop("gates", {}),
+    }
+    return spec(gates=gates, **rollout)
 
 
 ONE_INCONCLUSIVE = {
@@ -395,6 +444,165 @@ CASES: dict[str, tuple[Any, list[Tick]]] = {
             Tick(20, canary="ready", weight=50, step=1),
             Tick(31, analysis="unseen", phase=Phase.PROGRESSING, step=1),
             Tick(42, analysis="pass", phase=Phase.PROMOTING),
+        ],
+    ),
+    "a passing gate runs before any traffic, then the steps go on": (
+        gated(),
+        [
+            Tick(0, canary="absent", weight=0, gate_state="-", gate_run=False),
+            Tick(
+                5,
+                weight=0,
+                phase=Phase.PROGRESSING,
+                gate_state="Running",
+                gate_run=True,
+                reason="GateRunning",
+            ),
+            Tick(8, weight=0, gate_state="Running", gate_run=True),  # the worker has not reported yet
+            Tick(9, gate="stale", weight=0, gate_state="Running", gate_run=True),  # an older run's result
+            Tick(10, gate="pass", weight=10, gate_state="Passed", gate_run=False),
+            Tick(71, analysis="pass", step=1, gate_state="Passed"),
+            Tick(75, canary="ready", weight=50, step=1, gate_run=False),
+            Tick(136, analysis="pass", phase=Phase.PROMOTING),
+            Tick(140, primary="ready", phase=Phase.STABLE, history="Promoted", gate_state="-"),
+        ],
+    ),
+    "a failing gate rolls back before any traffic, naming the check": (
+        gated(),
+        [
+            Tick(0, canary="absent"),
+            Tick(5, gate_state="Running"),
+            Tick(
+                9,
+                gate="fail",
+                phase=Phase.ROLLED_BACK,
+                weight=0,
+                canary_replicas=0,
+                reason="GateFailed",
+                history="RolledBack",
+                gate_state="Failed",
+                gate_run=False,
+            ),
+            Tick(60, phase=Phase.ROLLED_BACK, gate_state="Failed", gate_run=False),
+            # retry runs the gate again from the start, once the canary is ready again
+            Tick(61, commands=Commands(retry="r1"), canary="absent", phase=Phase.PROGRESSING, gate_state="-"),
+            Tick(66, commands=Commands(retry="r1"), gate_state="Running", gate_run=True, weight=0),
+        ],
+    ),
+    "an inconclusive gate holds, runs again each interval, and holds at the limit": (
+        gated(analysis={"metrics": [], "inconclusive": {"limit": 2, "action": "Hold"}}),
+        [
+            Tick(0, canary="absent"),
+            Tick(5, gate_state="Running"),
+            Tick(
+                9,
+                gate="inconclusive",
+                weight=0,
+                phase=Phase.PROGRESSING,
+                reason="GateInconclusive",
+                gate_state="Inconclusive",
+                gate_run=False,
+            ),
+            Tick(30, weight=0, gate_state="Inconclusive", gate_run=False),  # within the interval
+            Tick(70, weight=0, gate_state="Running", gate_run=True),  # a new run
+            Tick(
+                75,
+                gate="inconclusive",
+                weight=0,
+                phase=Phase.PAUSED,
+                reason="InconclusiveLimit",
+                gate_state="Inconclusive",
+                gate_run=False,
+            ),
+            Tick(500, weight=0, phase=Phase.PAUSED, gate_run=False),
+            # resume: the gate runs again from the start, and never before traffic is judged
+            Tick(
+                501,
+                commands=Commands(resume="r1"),
+                weight=0,
+                phase=Phase.PROGRESSING,
+                gate_state="Running",
+                gate_run=True,
+            ),
+            Tick(505, commands=Commands(resume="r1"), gate="pass", weight=10, gate_state="Passed"),
+        ],
+    ),
+    "an inconclusive gate with the Rollback policy rolls back": (
+        gated(analysis={"metrics": [], "inconclusive": {"limit": 1, "action": "Rollback"}}),
+        [
+            Tick(0, canary="absent"),
+            Tick(5, gate_state="Running"),
+            Tick(9, gate="inconclusive", phase=Phase.ROLLED_BACK, reason="GateInconclusive", weight=0),
+        ],
+    ),
+    "pausing mid-gate stops the run; resuming runs it again": (
+        gated(),
+        [
+            Tick(0, canary="absent"),
+            Tick(5, gate_state="Running", gate_run=True),
+            Tick(6, commands=Commands(paused=True), phase=Phase.PAUSED, gate_run=False, weight=0),
+            Tick(30, phase=Phase.PROGRESSING, gate_state="Running", gate_run=True, weight=0),
+            Tick(31, gate="pass", weight=10),
+        ],
+    ),
+    "abort mid-gate cancels the run": (
+        gated(),
+        [
+            Tick(0, canary="absent"),
+            Tick(5, gate_state="Running"),
+            Tick(
+                6,
+                commands=Commands(abort="a1"),
+                phase=Phase.ROLLED_BACK,
+                reason="Aborted",
+                gate_state="Cancelled",
+                gate_run=False,
+            ),
+        ],
+    ),
+    "promote by hand mid-gate skips it": (
+        gated(),
+        [
+            Tick(0, canary="absent"),
+            Tick(5, gate_state="Running"),
+            Tick(
+                6,
+                commands=Commands(promote="p1"),
+                phase=Phase.PROMOTING,
+                gate_state="Cancelled",
+                gate_run=False,
+            ),
+        ],
+    ),
+    "blue-green gates before the switch, with the canary at full size": (
+        gated(strategy="BlueGreen"),
+        [
+            Tick(0, canary="absent", canary_replicas=4),
+            Tick(5, gate_state="Running", weight=0, canary_replicas=4),
+            Tick(9, gate="pass", weight=0, gate_state="Passed"),
+            Tick(70, analysis="pass", step=1, weight=0),
+            Tick(131, analysis="pass", phase=Phase.PROMOTING, weight=100),
+        ],
+    ),
+    "shadow gates before mirroring, and again on the mirrored phase": (
+        gated(strategy="Shadow", steps=[{"weight": 10}], gates={"onMirror": True}),
+        [
+            Tick(0, canary="absent"),
+            Tick(5, gate_state="Running", gate_run=True),
+            Tick(9, gate="pass", gate_state="Passed"),
+            Tick(70, analysis="pass", phase=Phase.PROGRESSING, gate_state="Running", gate_run=True),
+            Tick(75, gate_state="Running", gate_run=True),
+            Tick(80, gate="pass", phase=Phase.PROMOTING, gate_state="Passed", gate_run=False),
+        ],
+    ),
+    "a failing mirrored-phase gate rolls back": (
+        gated(strategy="Shadow", steps=[{"weight": 10}], gates={"onMirror": True}),
+        [
+            Tick(0, canary="absent"),
+            Tick(5, gate_state="Running"),
+            Tick(9, gate="pass"),
+            Tick(70, analysis="pass", gate_state="Running"),
+            Tick(75, gate="fail", phase=Phase.ROLLED_BACK, reason="GateFailed", gate_state="Failed"),
         ],
     ),
     "no metrics: readiness and the interval gate each step": (

@@ -96,6 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         prometheus_url=args.prometheus_url,
         puller_image=args.puller_image,
         pod_monitor_labels=tuple(_label(item) for item in args.pod_monitor_label or ()),
+        operator_namespace=args.operator_namespace,
         kubeconfig=args.kubeconfig,
         context=args.context,
         kube_qps=args.kube_qps,
@@ -485,6 +486,12 @@ def parser(prog: str = "modeldeploy") -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="label for every rendered PodMonitor and PrometheusRule, for your Prometheus's "
         "podMonitorSelector and ruleSelector (repeatable)",
+    )
+    run.add_argument(
+        "--operator-namespace",
+        default=os.environ.get("MODELDEPLOY_OPERATOR_NAMESPACE"),
+        help="the operator's own namespace, which the Triton pods' NetworkPolicy admits on port 8000 "
+        "when a ModelDeployment has gates (default: the pod's own namespace; outside a pod: none)",
     )
     run.add_argument(
         "--kube-qps",

@@ -100,8 +100,13 @@ pod spec and never reads the Secret, so it cannot leak the model store's credent
   resources: [deployments]
   verbs: [list, watch, create, patch, delete]
 - apiGroups: [""]
-  resources: [services, configmaps]
+  resources: [services]
   verbs: [list, watch, create, patch, delete]
+# ConfigMaps: the generated model configs as above, plus get: a gate's golden set is a ConfigMap of
+# the user's (spec.rollout.gates.goldenSet.configMapKeyRef), read by name once per gate run.
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [list, watch, create, patch, delete]

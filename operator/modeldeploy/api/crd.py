@@ -207,6 +207,8 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Version", "type": "string", "jsonPath": ".spec.model.version"},
     {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
     {"name": "Weight", "type": "integer", "jsonPath": ".status.canaryWeight", "priority": 1},
+    # Running while a model-quality gate judges the canary, then its outcome (docs/gates.md).
+    {"name": "Gate", "type": "string", "jsonPath": ".status.gate.state"},
     {"name": "URL", "type": "string", "jsonPath": ".status.url"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]

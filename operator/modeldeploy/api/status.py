@@ -81,13 +81,41 @@ class GateCheck(Model):
     message: str = ""
 
 
+class GateStage(StrEnum):
+    """When a gate runs: before the canary takes any traffic (every strategy), or, for Shadow with
+    `gates.onMirror`, again once the mirrored phase's analysis has passed, before promotion."""
+
+    PRE_TRAFFIC = "PreTraffic"
+    MIRROR = "Mirror"
+
+
+class GateState(StrEnum):
+    RUNNING = "Running"
+    PASSED = "Passed"
+    FAILED = "Failed"
+    INCONCLUSIVE = "Inconclusive"
+    # Ended without a verdict: the rollout was aborted, promoted by hand or superseded meanwhile.
+    CANCELLED = "Cancelled"
+
+    @staticmethod
+    def of(verdict: Verdict) -> GateState:
+        return {
+            Verdict.PASS: GateState.PASSED,
+            Verdict.FAIL: GateState.FAILED,
+            Verdict.INCONCLUSIVE: GateState.INCONCLUSIVE,
+        }[Verdict(verdict)]
+
+
 class GateRun(Model):
     """A gate run on the canary revision: the checks and their combined verdict. `finishedAt` unset
-    while the run is in progress."""
+    while the run is in progress. `startedAt` (to the millisecond) names the run: the operator's
+    gate worker reports its result against it, so a result of an older run is never taken."""
 
     model_config = Model.model_config | {"extra": "ignore"}
 
     revision: str
+    stage: GateStage = GateStage.PRE_TRAFFIC
+    state: GateState = GateState.RUNNING
     started_at: str
     finished_at: str | None = None
     verdict: Verdict | None = None
@@ -101,6 +129,8 @@ class HistoryEntry(Model):
     result: str
     reason: str = ""
     at: str
+    # The last gate run's checks, when the revision was gated: what it was promoted or stopped on.
+    gate: list[GateCheck] = Field(default_factory=list, max_length=16)
 
 
 class StableSpec(Model):

@@ -137,6 +137,12 @@ def unreachable(thresholds: Thresholds, reason: str, *, contract: bool = False) 
     return out
 
 
+def check_names(gates: Gates) -> list[str]:
+    """The checks a gate run of `gates` reports, in the order it reports them."""
+    names = [CONTRACT] if gates.contract.enabled else []
+    return names + [name for name, _ in _configured(thresholds_of(gates))]
+
+
 def _configured(t: Thresholds) -> list[tuple[str, float]]:
     pairs = [
         (ACCURACY, t.min_accuracy),

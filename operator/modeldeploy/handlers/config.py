@@ -21,6 +21,8 @@ class OperatorConfig:
     prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
     puller_image: str = DEFAULT_PULLER_IMAGE
     pod_monitor_labels: tuple[tuple[str, str], ...] = ()
+    # Where the operator runs: the Triton pods' NetworkPolicy lets it ask the models (gates).
+    operator_namespace: str | None = None
     workers: int = 16
     # The client's own rate limit, as client-go's --kube-api-qps/--kube-api-burst; kopf's watch
     # streams are long-lived and not counted. Sized for a thousand objects converging in a minute.

@@ -71,6 +71,29 @@ THROTTLED_SECONDS = Counter(
     registry=REGISTRY,
 )
 
+GATE_RUNS = Counter(
+    "modeldeploy_gate_runs_total",
+    "Model-quality gate runs finished, by verdict (Pass, Fail, Inconclusive).",
+    ["verdict"],
+    registry=REGISTRY,
+)
+GATE_SECONDS = Histogram(
+    "modeldeploy_gate_run_duration_seconds",
+    "Time one model-quality gate run took, contract and golden set, both models.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+    registry=REGISTRY,
+)
+GATE_REQUESTS = Counter(
+    "modeldeploy_gate_inference_requests_total",
+    "Inference requests the gate runs sent to canaries and primaries.",
+    registry=REGISTRY,
+)
+GATES_RUNNING = Gauge(
+    "modeldeploy_gates_running",
+    "Model-quality gate runs in progress (queued for a slot included).",
+    registry=REGISTRY,
+)
+
 
 class PhaseCollector(Collector):
     """ModelDeployments by status.phase, counted at scrape time from the cache: the phases as the

@@ -40,6 +40,7 @@ from modeldeploy.api.base import GROUP, KIND, PLURAL, VERSION
 from modeldeploy.handlers import metrics
 from modeldeploy.handlers.cache import Cache, child_key, encode_child, encode_crd, encode_parent, parent_key
 from modeldeploy.handlers.config import OperatorConfig
+from modeldeploy.handlers.gates import GateRunner
 from modeldeploy.handlers.leader import Elector, Timings
 from modeldeploy.handlers.reconciler import OPTIONAL_CRDS, NotLeader, Reconciler, fetch_parent
 from modeldeploy.handlers.workqueue import Key, WorkQueue
@@ -118,13 +119,20 @@ def register(
         # Checked before each write of a pass: one that outlived a lost renewal must not write.
         return not config.leader_elect or ("elector" in elector and elector["elector"].still_leading())
 
+    # Gate runs report back by waking their object: its next pass takes the result into status.
+    gates = GateRunner(lambda namespace, name: enqueue(namespace, name))
     reconciler = Reconciler(
         client,
-        RenderOptions(puller_image=config.puller_image, pod_monitor_labels=config.pod_monitor_labels),
+        RenderOptions(
+            puller_image=config.puller_image,
+            pod_monitor_labels=config.pod_monitor_labels,
+            operator_namespace=config.operator_namespace or pod_namespace(),
+        ),
         post_event,
         config.prometheus_url,
         cache=cache,
         may_write=may_write,
+        gates=gates,
     )
     resync: dict[str, asyncio.Task[None]] = {}
     timers: dict[Key, asyncio.TimerHandle] = {}
@@ -277,6 +285,7 @@ def register(
 
         def stopped() -> None:
             metrics.LEADER.set(0)
+            gates.forget_all()  # the new leader runs them again
             for handle in list(timers.values()):
                 loop.call_soon_threadsafe(handle.cancel)
 
@@ -301,6 +310,7 @@ def register(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        gates.close()
         reconciler.close()
         client.close()
 
@@ -327,8 +337,11 @@ def register(
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def model_deployment_event(body: kopf.Body, type: str | None, **_: Any) -> None:
         cache.mark_ready()  # kopf runs no handler before every index is filled
-        if type == "DELETED" or (type is not None and reconciler.echoes.is_echo(body)):
-            return  # gone, or only the echo of our own status write
+        if type == "DELETED":
+            reconciler.forget_gate(body.metadata.namespace or "", body.metadata.name or "")
+            return
+        if type is not None and reconciler.echoes.is_echo(body):
+            return  # only the echo of our own status write
         enqueue(body.metadata.namespace or "", body.metadata.name or "")
 
     async def child_event(body: kopf.Body, type: str | None, **_: Any) -> None:

@@ -25,6 +25,7 @@ from modeldeploy.api.status import MetricResult, ModelDeploymentStatus
 from modeldeploy.handlers import metrics
 from modeldeploy.handlers.cache import Cache
 from modeldeploy.handlers.echoes import Echoes
+from modeldeploy.handlers.gates import GateRunner, gate_work
 from modeldeploy.render.compare import needs_apply, stamped
 from modeldeploy.render.names import NAME_LABEL, TRACK_LABEL, Track, deployment_name
 from modeldeploy.render.options import RenderOptions
@@ -93,8 +94,10 @@ class Reconciler:
         clock_fn: Clock = utcnow,
         cache: Cache | None = None,
         may_write: Callable[[], bool] = lambda: True,
+        gates: GateRunner | None = None,
     ) -> None:
         self._kube = kube
+        self._gates = gates
         self._cache = cache
         self._may_write = may_write
         self._options = options
@@ -251,6 +254,7 @@ class Reconciler:
     def _reconcile(self, body: Mapping[str, Any]) -> tuple[str, float | None]:
         meta = body.get("metadata", {})
         if meta.get("deletionTimestamp"):
+            self.forget_gate(str(meta.get("namespace")), str(meta.get("name")))
             return "deleting", None  # the garbage collector removes the children
         parent = object_ref(body)
         old = parse_status(body.get("status"))
@@ -260,6 +264,7 @@ class Reconciler:
         except InvalidSpecError as error:
             # Children are left exactly as they are: a bad edit must not take a serving model down.
             new = invalid_status(parent, old, error.problems, clock.iso(now))
+            self.forget_gate(parent.namespace, parent.name)
             return self._finish(body, old, new, "invalid"), None
 
         installed = self._installed()
@@ -270,6 +275,8 @@ class Reconciler:
         kinds = _BASE_KINDS + served
         live = self._live_children(parent, kinds)
         seen = self._observe(parent, body, old, live)
+        if self._gates is not None:
+            seen = replace(seen, gate=self._gates.result((parent.namespace, parent.name)))
         decision = decide(spec, parent, old, seen, now)
         if decision.wants_analysis:
             seen = replace(seen, analysis=self._analyze(spec, parent, now))
@@ -285,7 +292,7 @@ class Reconciler:
             # The status is decided from the children as they are now, after this pass's writes:
             # the watch echo of those writes does not wake another pass to correct it.
             fresh = self._observe(parent, body, old, live)
-            fresh = replace(fresh, analysis=seen.analysis, apply_errors=errors)
+            fresh = replace(fresh, analysis=seen.analysis, gate=seen.gate, apply_errors=errors)
             redecided = decide(spec, parent, old, fresh, now)
             requeue = decision.requeue_after
             if _shape(redecided) != _shape(decision):
@@ -294,7 +301,28 @@ class Reconciler:
                 requeue = 0.0
             decision = replace(decision, status=redecided.status, requeue_after=requeue)
         result = self._finish(body, old, decision.status, "apply-error" if errors else "ok")
+        if result == "gone":
+            self.forget_gate(parent.namespace, parent.name)
+        else:
+            self._run_gate(parent, spec, decision)
         return result, decision.requeue_after
+
+    def _run_gate(self, parent: ObjectRef, spec: ModelDeploymentSpec, decision: Decision) -> None:
+        """After the status naming the run is written: have the run going, or none at all."""
+        if self._gates is None:
+            return
+        key = (parent.namespace, parent.name)
+        run, current = decision.gate, decision.status.gate
+        if run is None or current is None or current.finished_at is not None or current != run:
+            self._gates.forget(key)  # its result is in status now, or no run is wanted any more
+            return
+        if self._gates.wants(key, run):
+            work = gate_work(self._kube, parent, spec, run, decision.status.stable_revision)
+            self._gates.submit(key, run, work)
+
+    def forget_gate(self, namespace: str, name: str) -> None:
+        if self._gates is not None:
+            self._gates.forget((namespace, name))
 
     # ---------------------------------------------------------------------------------- act
 

@@ -65,7 +65,7 @@ def desired_children(
     hpa = autoscaler(parent, parent.name, deployment_name(parent, Track.PRIMARY), spec.scaling)
     if hpa is not None:
         out.append(hpa)
-    policy = network_policy(parent, spec)
+    policy = network_policy(parent, spec, options.operator_namespace)
     if policy is not None:
         out.append(policy)
     monitor = pod_monitor(parent, options)

@@ -4,7 +4,9 @@ Ingress only, and only:
 - HTTP 8000 and gRPC 8001 from pods of the same namespace, from the namespaces of the gateways the
   routes attach to (Gateway API parentRefs, Istio `<namespace>/<gateway>`) and from
   spec.networkPolicy.ingressNamespaces;
-- metrics 8002 from the namespaces spec.networkPolicy.metricsNamespaceSelector picks (Prometheus).
+- metrics 8002 from the namespaces spec.networkPolicy.metricsNamespaceSelector picks (Prometheus);
+- HTTP 8000 from the operator's namespace when spec.rollout.gates is set: the gate worker asks the
+  canary and the primary pods directly (docs/gates.md).
 Kubelet probes come from the node, which NetworkPolicy implementations let through. Egress is left
 open: the model puller fetches from object stores outside the cluster, whose addresses no policy
 can name.
@@ -40,7 +42,9 @@ def _ports(*numbers: int) -> list[dict[str, Any]]:
     return [{"protocol": "TCP", "port": number} for number in numbers]
 
 
-def network_policy(parent: ObjectRef, spec: ModelDeploymentSpec) -> dict[str, Any] | None:
+def network_policy(
+    parent: ObjectRef, spec: ModelDeploymentSpec, operator_namespace: str | None = None
+) -> dict[str, Any] | None:
     if not spec.network_policy.enabled:
         return None
     callers: list[dict[str, Any]] = [{"podSelector": {}}]
@@ -50,6 +54,18 @@ def network_policy(parent: ObjectRef, spec: ModelDeploymentSpec) -> dict[str, An
     ]
     selector = dict(spec.network_policy.metrics_namespace_selector)
     scrapers = [{"namespaceSelector": {"matchLabels": selector} if selector else {}}]
+    rules = [
+        {"from": callers, "ports": _ports(HTTP_PORT, GRPC_PORT)},
+        {"from": scrapers, "ports": _ports(METRICS_PORT)},
+    ]
+    gated = spec.rollout.gates is not None
+    if (
+        gated
+        and operator_namespace
+        and operator_namespace not in (parent.namespace, *gateway_namespaces(parent, spec))
+    ):
+        operator = {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: operator_namespace}}}
+        rules.append({"from": [operator], "ports": _ports(HTTP_PORT)})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -57,9 +73,6 @@ def network_policy(parent: ObjectRef, spec: ModelDeploymentSpec) -> dict[str, An
         "spec": {
             "podSelector": {"matchLabels": selector_labels(parent)},
             "policyTypes": ["Ingress"],
-            "ingress": [
-                {"from": callers, "ports": _ports(HTTP_PORT, GRPC_PORT)},
-                {"from": scrapers, "ports": _ports(METRICS_PORT)},
-            ],
+            "ingress": rules,
         },
     }

@@ -17,3 +17,6 @@ class RenderOptions:
     scrape_interval: str = "15s"
     # Labels a Prometheus podMonitorSelector matches on (kube-prometheus-stack: release=<name>).
     pod_monitor_labels: tuple[tuple[str, str], ...] = ()
+    # The operator's namespace: with spec.rollout.gates, the NetworkPolicy admits it on Triton's
+    # HTTP port, so the gate worker can ask the canary and the primary. None: not known (outside a pod).
+    operator_namespace: str | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from modeldeploy.api.conditions import find_condition
-from modeldeploy.api.status import ConditionType, ModelDeploymentStatus, Phase
+from modeldeploy.api.status import ConditionType, GateRun, GateState, ModelDeploymentStatus, Phase
 
 _WARNING_PHASES = {Phase.FAILED, Phase.ROLLED_BACK, Phase.BLOCKED}
 _WARNING_RESULTS = {"RolledBack"}
@@ -42,4 +42,28 @@ def transition_events(old: ModelDeploymentStatus, new: ModelDeploymentStatus) ->
         and (old.canary_weight is not None or new.canary_weight > 0)
     ):
         events.append(Event("Normal", "TrafficShifted", f"{new.canary_weight}% of traffic to the canary"))
+    return events + gate_events(old.gate, new.gate)
+
+
+_GATE_EVENTS = {
+    GateState.PASSED: ("Normal", "GatePassed"),
+    GateState.FAILED: ("Warning", "GateFailed"),
+    GateState.INCONCLUSIVE: ("Warning", "GateInconclusive"),
+    GateState.CANCELLED: ("Normal", "GateCancelled"),
+}
+
+
+def gate_events(old: GateRun | None, new: GateRun | None) -> list[Event]:
+    """A run started, and a run ended: each check with its value, threshold and verdict."""
+    if new is None:
+        return []
+    same_run = old is not None and (old.revision, old.started_at) == (new.revision, new.started_at)
+    events = []
+    stage = "mirrored-phase gate" if new.stage == "Mirror" else "gate"
+    if not same_run:
+        events.append(Event("Normal", "GateStarted", f"revision {new.revision}: {stage} started"))
+    if new.finished_at is not None and not (same_run and old is not None and old.finished_at is not None):
+        kind, reason = _GATE_EVENTS[GateState(new.state)]
+        checks = "; ".join(f"{c.name} {c.verdict}: {c.message}" for c in new.checks) or new.message
+        events.append(Event(kind, reason, f"revision {new.revision}: {stage} {new.state.lower()}: {checks}"))
     return events

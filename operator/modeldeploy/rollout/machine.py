@@ -24,6 +24,9 @@ from modeldeploy.api.status import (
     HISTORY_LIMIT,
     ConditionStatus,
     ConditionType,
+    GateRun,
+    GateStage,
+    GateState,
     Handled,
     HistoryEntry,
     MetricResult,
@@ -32,11 +35,12 @@ from modeldeploy.api.status import (
     StableSpec,
     Verdict,
 )
+from modeldeploy.gates.verdicts import check_names
 from modeldeploy.render.children import TrackPlan
 from modeldeploy.render.names import Track, url
 from modeldeploy.render.revision import revision
 from modeldeploy.rollout import clock
-from modeldeploy.rollout.observe import Observations
+from modeldeploy.rollout.observe import GateResult, Observations
 from modeldeploy.rollout.replicas import (
     effective_ratio_weight,
     extra_gpus,
@@ -55,6 +59,9 @@ POLL_SECONDS = 10.0
 # scraped it twice for `rate()`. 60 s covers that at scrape intervals up to 25 s (the rendered
 # PodMonitor scrapes every 15 s). Provider failures and thin-but-measured traffic always count.
 DISCOVERY_GRACE_SECONDS = 60.0
+# A running gate is looked at again after its timeout plus this, in case its worker was lost; the
+# worker wakes the object itself when the run ends.
+GATE_SLACK_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,9 @@ class Decision:
     wants_analysis: bool = False
     requeue_after: float | None = None
     notes: list[str] = field(default_factory=list)
+    # The gate run the shell must have running (status.gate, unfinished); None: no run wanted, so a
+    # run of this object still going (the rollout aborted, paused, superseded) is cancelled.
+    gate: GateRun | None = None
 
 
 def snapshot(spec: ModelDeploymentSpec) -> StableSpec:
@@ -256,9 +266,14 @@ class _Machine:
             self.update(weight_set_at=self.now_ms, last_analysis_at=None)
         if self.held():
             if commands.resume and commands.resume != handled.resume:
+                spent = handled.model_copy(update={"resume": commands.resume})
+                if self.gate_held():
+                    # The model server was just fixed: the gate runs again from the start.
+                    self.update(handled=spent, inconclusive_checks=0, gate=None)
+                    return self.progress()
                 # A fresh interval: the metrics source was just fixed, judge it on new data only.
                 self.update(
-                    handled=handled.model_copy(update={"resume": commands.resume}),
+                    handled=spent,
                     inconclusive_checks=0,
                     weight_set_at=self.now_ms,
                     last_analysis_at=None,
@@ -274,6 +289,11 @@ class _Machine:
             and progressing is not None
             and progressing.reason == "InconclusiveLimit"
         )
+
+    def gate_held(self) -> bool:
+        """Held by inconclusive gate runs rather than by inconclusive analysis rounds."""
+        run = self.status.gate
+        return run is not None and run.revision == self.rev and run.state == GateState.INCONCLUSIVE
 
     def keep_held(self) -> Decision:
         step = self.status.step or 0
@@ -319,15 +339,19 @@ class _Machine:
             inconclusive_checks=None,
             promoted_by_hand=None,
             analysis=[],
+            gate=None,
         )
 
     def record(self, result: str, reason: str) -> None:
+        run = self.status.gate
+        gated = run is not None and run.revision == self.status.canary_revision and run.finished_at
         entry = HistoryEntry(
             revision=self.status.canary_revision or "",
             model_version=self.status.canary_model_version or "",
             result=result,
             reason=reason,
             at=self.now_s,
+            gate=list(run.checks) if gated and run is not None else [],
         )
         self.update(history=_history(self.status, entry))
 
@@ -345,6 +369,7 @@ class _Machine:
             inconclusive_checks=0,
             promoted_by_hand=None,
             analysis=[],
+            gate=None,
         )
         return self.progress()
 
@@ -371,8 +396,20 @@ class _Machine:
         if self.status.weight_set_at is None:
             if not ready:
                 return self.wait_for_canary(step, replicas)
+            if step == 0:
+                # The canary is ready and takes no traffic yet (weight 0, no cohort, no mirror).
+                gated = self.gate_stage(GateStage.PRE_TRAFFIC, step, replicas, self.status.canary_weight or 0)
+                if gated is not None:
+                    return gated
             self.update(weight_set_at=self.now_ms, canary_weight=target, last_analysis_at=None)
         weight = self.status.canary_weight or 0
+        run = self.status.gate
+        if run is not None and run.revision == self.rev and run.stage == GateStage.MIRROR:
+            # The analysis passed at the last step; the mirrored-phase gate decides the promotion.
+            gated = self.gate_stage(GateStage.MIRROR, step, replicas, weight)
+            if gated is not None:
+                return gated
+            return self.begin_promotion("analysis passed at every step and the mirrored-phase gate passed")
         elapsed = clock.since(self.status.last_analysis_at or self.status.weight_set_at, self.now)
         interval = parse_duration(self.spec.rollout.interval)
         if elapsed < interval:
@@ -427,6 +464,11 @@ class _Machine:
         if remaining_pause > 0:
             return self.hold(step, replicas, weight, min(interval, remaining_pause), note="pausing")
         if step + 1 >= self.steps_count():
+            gates = self.spec.rollout.gates
+            if self.spec.rollout.strategy == Strategy.SHADOW and gates is not None and gates.on_mirror:
+                gated = self.gate_stage(GateStage.MIRROR, step, replicas, weight)
+                if gated is not None:
+                    return gated
             return self.begin_promotion("analysis passed at every step")
         self.update(step=step + 1, step_started_at=self.now_ms, weight_set_at=None, last_analysis_at=None)
         return self.progress()
@@ -581,9 +623,111 @@ class _Machine:
             plans.append(self.canary_plan(current))
         return Decision(self.status, plans, self.split_for(weight), self.service_track(weight))
 
+    # ---------------------------------------------------------------------------- gates
+
+    def gate_stage(self, stage: GateStage, step: int, replicas: int, weight: int) -> Decision | None:
+        """The model-quality gate of `stage`: None once it has passed (or with no gates), so the
+        caller carries on; else the decision that holds the step while a run is under way, or
+        that ends the rollout on its verdict. Three-valued like the analysis: Fail rolls back,
+        Inconclusive holds (and counts toward `analysis.inconclusive`), never promotes."""
+        gates = self.spec.rollout.gates
+        if gates is None:
+            return None
+        run = self.status.gate
+        if run is None or run.revision != self.rev or run.stage != stage:
+            return self.start_gate(stage, step, replicas, weight)
+        if run.finished_at is None:
+            result = self.seen.gate
+            if result is None or (result.revision, result.started_at) != (run.revision, run.started_at):
+                return self.gate_running(run, step, replicas, weight)
+            return self.gate_finished(run, result, step, replicas, weight)
+        if run.state == GateState.PASSED:
+            return None
+        if run.state == GateState.FAILED:
+            return self.rollback("GateFailed", f"{self.gate_name(run)} failed: {run.message}")
+        # Inconclusive: a new run once an interval has passed since the last one ended.
+        wait = parse_duration(self.spec.rollout.interval) - clock.since(run.finished_at, self.now)
+        if wait > 0:
+            return self.hold(step, replicas, weight, wait, keep_condition=True)
+        return self.start_gate(stage, step, replicas, weight)
+
+    @staticmethod
+    def gate_name(run: GateRun) -> str:
+        return "the mirrored-phase gate" if run.stage == GateStage.MIRROR else "the gate"
+
+    def start_gate(self, stage: GateStage, step: int, replicas: int, weight: int) -> Decision:
+        run = GateRun(revision=self.rev, stage=stage, state=GateState.RUNNING, started_at=self.now_ms)
+        self.update(gate=run)
+        return self.gate_running(run, step, replicas, weight)
+
+    def gate_running(self, run: GateRun, step: int, replicas: int, weight: int) -> Decision:
+        gates = self.spec.rollout.gates
+        assert gates is not None
+        where = (
+            "while it receives mirrored traffic"
+            if run.stage == GateStage.MIRROR
+            else "before it receives any traffic"
+        )
+        message = (
+            f"step {step + 1}/{self.steps_count()}: model-quality gate running on the canary "
+            f"{where}: {', '.join(check_names(gates))}"
+        )
+        self.cond(ConditionType.PROGRESSING, "True", "GateRunning", message)
+        requeue = parse_duration(gates.timeout) + GATE_SLACK_SECONDS
+        decision = self.hold(step, replicas, weight, requeue, keep_condition=True)
+        self.update(message=message)
+        return replace(decision, status=self.status, gate=run)
+
+    def gate_finished(
+        self, run: GateRun, result: GateResult, step: int, replicas: int, weight: int
+    ) -> Decision | None:
+        verdict = Verdict(result.verdict)
+        done = run.model_copy(
+            update={
+                "finished_at": self.now_ms,
+                "verdict": verdict,
+                "state": GateState.of(verdict),
+                "message": result.message,
+                "checks": list(result.checks),
+            }
+        )
+        self.update(gate=done)
+        name = self.gate_name(done)
+        if verdict == Verdict.PASS:
+            self.update(inconclusive_checks=0)
+            return None
+        if verdict == Verdict.FAIL:
+            return self.rollback("GateFailed", f"{name} failed: {result.message}")
+        count = (self.status.inconclusive_checks or 0) + 1
+        self.update(inconclusive_checks=count)
+        limit = self.spec.rollout.analysis.inconclusive
+        reasons = f"{name}: {result.message}"
+        if count >= limit.limit:
+            if limit.action == InconclusiveAction.ROLLBACK:
+                return self.rollback("GateInconclusive", f"{count} inconclusive checks: {reasons}")
+            return self.held_inconclusive(step, replicas, weight, count, reasons)
+        interval = parse_duration(self.spec.rollout.interval)
+        self.cond(
+            ConditionType.PROGRESSING,
+            "True",
+            "GateInconclusive",
+            f"holding step {step + 1}: {count}/{limit.limit} inconclusive checks, the gate runs again in "
+            f"{self.spec.rollout.interval}: {reasons}",
+        )
+        return self.hold(step, replicas, weight, interval, keep_condition=True)
+
+    def cancel_gate(self, why: str) -> None:
+        run = self.status.gate
+        if run is not None and run.finished_at is None:
+            cancelled = run.model_copy(
+                update={"finished_at": self.now_ms, "state": GateState.CANCELLED, "message": why}
+            )
+            self.update(gate=cancelled)
+
     # ------------------------------------------------------------------------ promotion
 
     def begin_promotion(self, reason: str) -> Decision:
+        self.cancel_gate(f"cancelled: {reason}")
         self.update(phase=Phase.PROMOTING, step_started_at=self.now_ms, message=reason)
         self.cond(ConditionType.PROGRESSING, "True", "Promoting", reason)
         return self.promoting(reason)
@@ -653,6 +797,7 @@ class _Machine:
 
     def rollback(self, reason: str, message: str) -> Decision:
         """All traffic to the primary, the canary scaled to zero; the spec is left as it is."""
+        self.cancel_gate(f"cancelled: {message}")
         self.record("RolledBack", message)
         self.update(phase=Phase.ROLLED_BACK, canary_weight=0, weight_set_at=None, message=message)
         return self.rolled_back_hold(reason, message)

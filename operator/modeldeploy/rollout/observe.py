@@ -13,7 +13,7 @@ from modeldeploy.api.base import (
     RESUME_ANNOTATION,
     RETRY_ANNOTATION,
 )
-from modeldeploy.api.status import MetricResult
+from modeldeploy.api.status import GateCheck, MetricResult, Verdict
 from modeldeploy.render.names import REVISION_LABEL
 
 
@@ -136,6 +136,18 @@ class Commands:
 
 
 @dataclass(frozen=True)
+class GateResult:
+    """A finished gate run, as the operator's gate worker reports it: for the run of `revision`
+    that status.gate names by `started_at`, and no other."""
+
+    revision: str
+    started_at: str
+    verdict: Verdict
+    message: str
+    checks: tuple[GateCheck, ...] = ()
+
+
+@dataclass(frozen=True)
 class Observations:
     primary: DeploymentState | None = None
     canary: DeploymentState | None = None
@@ -145,6 +157,8 @@ class Observations:
     commands: Commands = field(default_factory=Commands)
     # This round's analysis, when the machine asked for one (Decision.wants_analysis).
     analysis: list[MetricResult] | None = None
+    # The gate worker's result for this object's current gate run, once it has finished.
+    gate: GateResult | None = None
 
 
 def commands(annotations: Mapping[str, str] | None) -> Commands:

@@ -1,0 +1,263 @@
+"""The gate worker: model-quality gate runs on an event loop of their own, off the pass threads.
+
+A run takes seconds to minutes (a golden set sent in batches to the canary and the primary), and a
+pass must not wait for it, nor hold up other objects' passes. So a pass only asks for the run that
+status.gate names (`wants` / `submit`); the worker runs it on its own thread's asyncio loop
+(`run_gate` awaits tritonclient's aio client; `gates.timeout` bounds it and cancels the request in
+flight), at most `parallel` at once, and wakes the object when the result is in. The next pass
+takes the result (`result`) into status, once.
+
+Results live in memory only. An operator restarted mid-run (or a new leader) finds status.gate
+unfinished and runs it again from the start, under the same `startedAt`: a half-finished run's
+answers would judge a model on whatever part of the golden set it reached, and a run is cheap
+next to a rollout (docs/gates.md, Costs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from modeldeploy.adapters.inference import Endpoint, GateOutcome, run_gate
+from modeldeploy.adapters.kube import KINDS, Kind, KubeClient, KubeError
+from modeldeploy.api.resource import ObjectRef
+from modeldeploy.api.spec import Gates, ModelDeploymentSpec
+from modeldeploy.api.status import GateRun, Verdict
+from modeldeploy.gates.golden import GoldenSet, GoldenSetError, parse_golden_set
+from modeldeploy.gates.verdicts import explain, thresholds_of, unreachable
+from modeldeploy.handlers import metrics
+from modeldeploy.render.deployment import ADMIN_HEADER, HTTP_PORT, admin_key
+from modeldeploy.render.names import NAME_LABEL, REVISION_LABEL, TRACK_LABEL, Track
+from modeldeploy.rollout.observe import GateResult
+
+log = logging.getLogger("modeldeploy.gates")
+
+Key = tuple[str, str]  # namespace, name
+Identity = tuple[str, str]  # revision, startedAt: one run
+DEFAULT_PARALLEL = 4
+_PODS = Kind("v1", "Pod", "pods")
+_CONFIG_MAP = KINDS[("v1", "ConfigMap")]
+
+
+def identity(run: GateRun) -> Identity:
+    return (run.revision, run.started_at)
+
+
+@dataclass
+class _Job:
+    identity: Identity
+    future: concurrent.futures.Future[GateOutcome] | None = None
+    result: GateResult | None = None
+
+
+class GateRunner:
+    def __init__(self, wake: Callable[[str, str], None], parallel: int = DEFAULT_PARALLEL) -> None:
+        self._wake = wake
+        self._parallel = parallel
+        self._lock = threading.Lock()
+        self._jobs: dict[Key, _Job] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._thread: threading.Thread | None = None
+        metrics.GATES_RUNNING.set_function(self.running)
+
+    def running(self) -> int:
+        with self._lock:
+            return sum(1 for job in self._jobs.values() if job.result is None)
+
+    def result(self, key: Key) -> GateResult | None:
+        with self._lock:
+            job = self._jobs.get(key)
+            return job.result if job is not None else None
+
+    def wants(self, key: Key, run: GateRun) -> bool:
+        """Whether `run` must be started: neither running nor finished here (a restart, a new
+        leader, a run cancelled by a pause, or simply its first pass)."""
+        with self._lock:
+            job = self._jobs.get(key)
+            return job is None or job.identity != identity(run)
+
+    def submit(self, key: Key, run: GateRun, work: Callable[[], Coroutine[Any, Any, GateOutcome]]) -> None:
+        """Start `work()` for `run`, replacing (cancelling) any other run of the object."""
+        loop = self._ensure_loop()
+        with self._lock:
+            previous = self._jobs.pop(key, None)
+            if previous is not None and previous.future is not None:
+                previous.future.cancel()
+            job = self._jobs[key] = _Job(identity(run))
+            job.future = asyncio.run_coroutine_threadsafe(self._bounded(work), loop)
+        log.info("%s/%s: gate run of revision %s started (%s)", *key, run.revision, run.started_at)
+        job.future.add_done_callback(lambda future: self._done(key, job, future))
+
+    def forget(self, key: Key) -> None:
+        """No run wanted for the object (its result taken into status, the rollout ended or paused,
+        the object deleted): cancel what still runs and drop what is kept."""
+        with self._lock:
+            job = self._jobs.pop(key, None)
+        if job is not None and job.future is not None and job.result is None:
+            job.future.cancel()
+
+    def forget_all(self) -> None:
+        with self._lock:
+            keys = list(self._jobs)
+        for key in keys:
+            self.forget(key)
+
+    def close(self) -> None:
+        self.forget_all()
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    # ---------------------------------------------------------------------------- internals
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(target=loop.run_forever, name="gate-worker", daemon=True)
+                self._thread.start()
+                self._loop = loop
+            return self._loop
+
+    async def _bounded(self, work: Callable[[], Coroutine[Any, Any, GateOutcome]]) -> GateOutcome:
+        if self._slots is None:  # created on the worker's loop, which it belongs to
+            self._slots = asyncio.Semaphore(self._parallel)
+        async with self._slots:
+            # Made only once it has a slot: a run cancelled while queued leaves no coroutine unawaited.
+            return await work()
+
+    def _done(self, key: Key, job: _Job, future: concurrent.futures.Future[GateOutcome]) -> None:
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            # run_gate turns every model or network problem into Inconclusive checks; anything
+            # else is a bug here, and still must not leave the rollout waiting for ever.
+            log.error("%s/%s: gate run failed", *key, exc_info=error)
+            message = f"the gate run failed in the operator: {type(error).__name__}: {error}"
+            result = GateResult(job.identity[0], job.identity[1], Verdict.INCONCLUSIVE, message)
+        else:
+            outcome = future.result()
+            result = GateResult(
+                job.identity[0], job.identity[1], outcome.verdict, outcome.message, tuple(outcome.checks)
+            )
+            metrics.GATE_SECONDS.observe(outcome.seconds)
+            metrics.GATE_REQUESTS.inc(outcome.requests)
+            log.info(
+                "%s/%s: gate run of revision %s: %s (%d inference requests, %.2fs): %s",
+                *key,
+                job.identity[0],
+                outcome.verdict,
+                outcome.requests,
+                outcome.seconds,
+                outcome.message,
+            )
+        metrics.GATE_RUNS.labels(verdict=str(result.verdict)).inc()
+        with self._lock:
+            if self._jobs.get(key) is not job:
+                return  # replaced or forgotten meanwhile
+            job.result = result
+        self._wake(*key)
+
+
+# ------------------------------------------------------------------------------- a run's inputs
+
+
+def read_golden_set(kube: KubeClient, namespace: str, gates: Gates) -> tuple[GoldenSet | None, str | None]:
+    """The golden set, or None and one line saying why it cannot be used (the quality checks are
+    then Inconclusive with that line; the contract check still runs)."""
+    source = gates.golden_set
+    if source is None:
+        return None, None
+    ref = source.config_map_key_ref
+    if ref is None:
+        return None, (
+            f"goldenSet.storageUri {source.storage_uri}: this operator reads golden sets from a "
+            "ConfigMap only (goldenSet.configMapKeyRef); see docs/gates.md, Limits"
+        )
+    where = f"goldenSet.configMapKeyRef: ConfigMap {namespace}/{ref.name}"
+    try:
+        found = kube.get(_CONFIG_MAP, namespace, ref.name)
+    except KubeError as error:
+        return None, f"{where}: cannot be read: {error.reason}"
+    if found is None:
+        return None, f"{where} not found"
+    text = (found.get("data") or {}).get(ref.key)
+    if text is None:
+        return None, f"{where} has no key {ref.key!r} in its data"
+    try:
+        return parse_golden_set(text), None
+    except GoldenSetError as error:
+        return None, f"{where} key {ref.key}: {error}"
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    status = pod.get("status") or {}
+    return (
+        not pod.get("metadata", {}).get("deletionTimestamp")
+        and bool(status.get("podIP"))
+        and any(
+            c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+        )
+    )
+
+
+def endpoint(
+    kube: KubeClient, parent: ObjectRef, spec: ModelDeploymentSpec, track: Track, revision: str | None
+) -> Endpoint | None:
+    """The V2 HTTP endpoint of one Ready pod of `track` running `revision` (the first by name):
+    the pod's own address, so the run judges that revision only, whatever the Services select
+    (the replica-ratio split has no canary Service, and the main Service may select both tracks)."""
+    if revision is None:
+        return None
+    selector = f"{NAME_LABEL}={parent.name},{TRACK_LABEL}={track.value},{REVISION_LABEL}={revision}"
+    pods = sorted(
+        (p for p in kube.list(_PODS, parent.namespace, selector) if _ready(p)),
+        key=lambda p: str(p["metadata"]["name"]),
+    )
+    if not pods:
+        return None
+    ip = str(pods[0]["status"]["podIP"])
+    host = f"[{ip}]" if ":" in ip else ip
+    return Endpoint(
+        address=f"{host}:{HTTP_PORT}",
+        model=spec.model.name,
+        config_headers={ADMIN_HEADER: admin_key(parent)},
+    )
+
+
+def gate_work(
+    kube: KubeClient,
+    parent: ObjectRef,
+    spec: ModelDeploymentSpec,
+    run: GateRun,
+    stable_revision: str | None,
+) -> Callable[[], Coroutine[Any, Any, GateOutcome]]:
+    """What one run does, with its inputs read now (a GET of the golden set's ConfigMap and two
+    pod LISTs, once per run): the requests themselves go on the worker's loop."""
+    gates = spec.rollout.gates
+    assert gates is not None
+    golden, golden_error = read_golden_set(kube, parent.namespace, gates)
+    canary = endpoint(kube, parent, spec, Track.CANARY, run.revision)
+    primary = endpoint(kube, parent, spec, Track.PRIMARY, stable_revision)
+    if canary is None:
+        reason = f"no Ready canary pod of revision {run.revision} with an address to ask"
+
+        async def nothing_to_ask() -> GateOutcome:
+            checks = unreachable(thresholds_of(gates), reason, contract=gates.contract.enabled)
+            return GateOutcome(checks=checks, verdict=Verdict.INCONCLUSIVE, message=explain(checks))
+
+        return nothing_to_ask
+
+    async def work() -> GateOutcome:
+        return await run_gate(gates, golden, canary, primary, golden_error=golden_error)
+
+    return work
