@@ -316,7 +316,12 @@ class Reconciler:
         if run is None or current is None or current.finished_at is not None or current != run:
             result = self._gates.result(key)
             unfinished = current is not None and current.finished_at is None
-            if unfinished and result is not None and result.started_at == current.started_at:
+            if (
+                unfinished
+                and result is not None
+                and current is not None
+                and result.started_at == current.started_at
+            ):
                 return  # a result this pass did not take into status: kept for the next pass
             self._gates.forget(key)  # its result is in status now, or no run is wanted any more
             return
