@@ -11,6 +11,8 @@ models exactly as it does in a cluster: through the Ready pods' `status.podIP`.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -20,6 +22,7 @@ import pytest
 
 from mlserver_fixture import MLServer, TrainedModels, mlserver_venv, running, train
 from modeldeploy.api.base import RESUME_ANNOTATION
+from modeldeploy.sim.controlplane import ADMIN_USER, Credentials
 from modeldeploy.sim.kubelet import PodReport
 from operator_bed import MD, OperatorBed
 
@@ -152,6 +155,22 @@ def events(bed: OperatorBed) -> list[tuple[str, str]]:
     return [(str(e["reason"]), str(e.get("message", ""))) for e in found]
 
 
+def kubectl_get(bed: OperatorBed, folder: Path) -> dict[str, str]:
+    """`kubectl get mdep NAME`, as a user runs it: the API server fills in the printer columns."""
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is missing: `make tools-helm` puts it in .tools/bin"
+    cp = bed.control_plane
+    config = cp.kubeconfig(Credentials(user=ADMIN_USER, token=cp.admin_token), folder / "kubeconfig-admin")
+    shown = subprocess.run(
+        [kubectl, "--kubeconfig", str(config), "get", "mdep", NAME, "-n", bed.namespace],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.splitlines()
+    return dict(zip(shown[0].split(), shown[1].split(), strict=False))
+
+
 def test_a_good_canary_passes_every_gate_and_is_promoted(
     bed: OperatorBed, trained: tuple[Path, TrainedModels], tmp_path: Path
 ) -> None:
@@ -260,7 +279,14 @@ def test_an_operator_killed_mid_gate_runs_it_again_and_promotes(
         running_gate = watch.until(
             "the gate running", lambda s: (s.get("gate") or {}).get("state") == "Running"
         )
-        time.sleep(0.5)
+        assert kubectl_get(bed, tmp_path)["GATE"] == "Running"  # what `kubectl get mdep` shows
+        # The run is off the pass threads: another object is reconciled to Stable meanwhile.
+        other = manifest("1")
+        other["metadata"] = {"name": "other"}
+        del other["spec"]["rollout"]["gates"]
+        bed.apply(other)
+        bed.wait_phase("other", "Stable", timeout=30)
+        assert bed.status(NAME)["gate"]["state"] == "Running", "the gate run ended before the check"
         bed.process.kill()
         started_at = running_gate["gate"]["startedAt"]
         assert bed.status(NAME)["gate"]["state"] == "Running"  # nothing finished it
