@@ -1186,6 +1186,34 @@ def test_network_policy_metrics_namespace_selector(
     assert policy["spec"]["ingress"][1]["from"] == [{"namespaceSelector": expected}]
 
 
+GATED = {"gates": {"contract": {"enabled": True}}}
+
+
+@pytest.mark.parametrize(
+    ("rollout", "operator_namespace", "admitted"),
+    [
+        pytest.param(GATED, "modeldeploy-system", "modeldeploy-system", id="gates-admit-the-operator"),
+        pytest.param({}, "modeldeploy-system", None, id="no-gates-no-rule"),
+        pytest.param(GATED, None, None, id="operator-namespace-unknown"),
+        pytest.param(GATED, PARENT.namespace, None, id="same-namespace-already-admitted"),
+    ],
+)
+def test_network_policy_admits_the_operator_on_http_for_gates(
+    rollout: dict[str, Any], operator_namespace: str | None, admitted: str | None
+) -> None:
+    policy = network_policy(PARENT, spec_of(rollout=rollout), operator_namespace)
+    assert policy is not None
+    rules = policy["spec"]["ingress"]
+    if admitted is None:
+        assert len(rules) == 2
+        return
+    assert rules[2] == {
+        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": admitted}}}],
+        "ports": [{"protocol": "TCP", "port": 8000}],
+    }
+    validate_k8s(policy)
+
+
 def test_network_policy_opt_out_renders_none_and_the_child_set_drops_it() -> None:
     spec = spec_of(networkPolicy={"enabled": False})
     assert network_policy(PARENT, spec) is None

@@ -392,6 +392,11 @@ def format_status(obj: dict[str, Any]) -> str:
         lines.append(
             f"  analysis:  {result['name']} = {shown}{vs}: {result['verdict']} {result.get('reason', '')}"
         )
+    gate = status.get("gate")
+    if gate:
+        stage = "mirrored phase" if gate.get("stage") == "Mirror" else "before traffic"
+        lines.append(f"  gate:      {gate.get('state', '-')} ({stage}, revision {gate.get('revision')})")
+        lines += _gate_checks(gate.get("checks") or [])
     for cond in status.get("conditions") or []:
         lines.append(f"  {cond['type']:<10} {cond['status']:<5} {cond['reason']}: {cond.get('message', '')}")
     for entry in status.get("history") or []:
@@ -399,7 +404,21 @@ def format_status(obj: dict[str, Any]) -> str:
             f"  history:   {entry['at']} {entry['result']} {entry['revision']} "
             f"v{entry.get('modelVersion', '')}: {entry.get('reason', '')}"
         )
+        lines += _gate_checks(entry.get("gate") or [], indent="             ")
     return "\n".join(lines)
+
+
+def _gate_checks(checks: list[dict[str, Any]], indent: str = "    ") -> list[str]:
+    """One line per gate check: its value against its threshold, the verdict and why."""
+    out = []
+    for check in checks:
+        value, threshold = check.get("value"), check.get("threshold")
+        shown = f"{value:.4g}" if isinstance(value, int | float) else "-"
+        bound = f" (threshold {threshold:.4g})" if isinstance(threshold, int | float) else ""
+        out.append(
+            f"{indent}check {check['name']} = {shown}{bound}: {check['verdict']} {check.get('message', '')}"
+        )
+    return out
 
 
 def cmd_status(args: argparse.Namespace) -> int:

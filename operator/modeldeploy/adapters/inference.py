@@ -329,6 +329,10 @@ async def _run(
         )
         primary_answers: Answers | None = None
         needs_primary = thresholds.min_agreement is not None or thresholds.max_psi is not None
+        if answers.answered < thresholds.min_answered:
+            # Every check is Inconclusive on the canary's side: asking the primary would cost a
+            # whole golden set of requests and change nothing.
+            needs_primary = False
         if primary is not None and needs_primary:
             if primary_contract is None or primary_client is None:
                 primary_answers = Answers(predictions=(None,) * len(golden.examples), error=primary_error)

@@ -314,6 +314,15 @@ class Reconciler:
         key = (parent.namespace, parent.name)
         run, current = decision.gate, decision.status.gate
         if run is None or current is None or current.finished_at is not None or current != run:
+            result = self._gates.result(key)
+            unfinished = current is not None and current.finished_at is None
+            if (
+                unfinished
+                and result is not None
+                and current is not None
+                and result.started_at == current.started_at
+            ):
+                return  # a result this pass did not take into status: kept for the next pass
             self._gates.forget(key)  # its result is in status now, or no run is wanted any more
             return
         if self._gates.wants(key, run):
@@ -389,10 +398,11 @@ class Reconciler:
         before, after = status_dict(old), status_dict(new)
         if before == after:
             return result
-        # A merge patch: keys we no longer set are removed with an explicit null. It carries the
-        # resourceVersion of the body this pass decided from: if the object changed since, the
-        # server refuses it rather than let an older decision overwrite a newer status.
-        patch: dict[str, Any] = {**{k: None for k in before if k not in after}, **after}
+        # A merge patch (RFC 7386): keys we no longer set are removed with an explicit null, at
+        # every depth. It carries the resourceVersion of the body this pass decided from: if the
+        # object changed since, the server refuses it rather than let an older decision
+        # overwrite a newer status.
+        patch = merge_patch(before, after)
         meta = body["metadata"]
         if not self._may_write():
             raise NotLeader()
@@ -411,6 +421,23 @@ class Reconciler:
         for event in transition_events(old, new):
             self._post_event(body, event)
         return result
+
+
+def merge_patch(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns `before` into `after`. Objects are merged key by
+    key, so a key dropped inside a nested object (a new gate run has no `finishedAt` yet) must be
+    nulled there too: sending the nested object whole would keep the stale key. Lists and scalars
+    are replaced whole, as the RFC says."""
+    patch: dict[str, Any] = {key: None for key in before if key not in after}
+    for key, value in after.items():
+        old = before.get(key)
+        if isinstance(value, Mapping) and isinstance(old, Mapping):
+            nested = merge_patch(old, value)
+            if nested:
+                patch[key] = nested
+        elif key not in before or old != value:
+            patch[key] = value
+    return patch
 
 
 class NotLeader(Exception):

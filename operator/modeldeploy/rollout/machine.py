@@ -394,13 +394,15 @@ class _Machine:
             and canary.ready >= replicas
         )
         if self.status.weight_set_at is None:
-            if not ready:
-                return self.wait_for_canary(step, replicas)
-            if step == 0:
-                # The canary is ready and takes no traffic yet (weight 0, no cohort, no mirror).
+            # The gate runs once the canary is ready, while it takes no traffic yet (weight 0, no
+            # cohort, no mirror). A result that came in is judged even if the canary is no longer
+            # all ready (a pod restarting): the verdict was reached on a ready canary.
+            if step == 0 and (ready or self.gate_reported()):
                 gated = self.gate_stage(GateStage.PRE_TRAFFIC, step, replicas, self.status.canary_weight or 0)
                 if gated is not None:
                     return gated
+            if not ready:
+                return self.wait_for_canary(step, replicas)
             self.update(weight_set_at=self.now_ms, canary_weight=target, last_analysis_at=None)
         weight = self.status.canary_weight or 0
         run = self.status.gate
@@ -637,10 +639,10 @@ class _Machine:
         if run is None or run.revision != self.rev or run.stage != stage:
             return self.start_gate(stage, step, replicas, weight)
         if run.finished_at is None:
-            result = self.seen.gate
-            if result is None or (result.revision, result.started_at) != (run.revision, run.started_at):
+            if not self.gate_reported():
                 return self.gate_running(run, step, replicas, weight)
-            return self.gate_finished(run, result, step, replicas, weight)
+            assert self.seen.gate is not None
+            return self.gate_finished(run, self.seen.gate, step, replicas, weight)
         if run.state == GateState.PASSED:
             return None
         if run.state == GateState.FAILED:
@@ -650,6 +652,16 @@ class _Machine:
         if wait > 0:
             return self.hold(step, replicas, weight, wait, keep_condition=True)
         return self.start_gate(stage, step, replicas, weight)
+
+    def gate_reported(self) -> bool:
+        """The worker's result for the run status.gate names is in."""
+        run, result = self.status.gate, self.seen.gate
+        return (
+            run is not None
+            and run.finished_at is None
+            and result is not None
+            and (result.revision, result.started_at) == (run.revision, run.started_at)
+        )
 
     @staticmethod
     def gate_name(run: GateRun) -> str:

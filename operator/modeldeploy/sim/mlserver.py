@@ -103,6 +103,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def _port_free(host: str, port: int) -> bool:
     with socket.socket() as sock:
+        # As the server binds (uvicorn sets SO_REUSEADDR): connections of a server stopped a moment
+        # ago, still in TIME_WAIT, do not make the port busy; a live listener does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
