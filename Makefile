@@ -32,10 +32,10 @@ tools-helm: $(STAMP)  # helm and kubectl: the chart tests
 tools-prometheus:  # prometheus and promtool: the analysis tests and the demo's rollouts
 	@bash scripts/install-prometheus.sh
 
-tools-mlserver:  # MLServer + scikit-learn in .tools/mlserver-venv: the model-quality gate tests
+tools-mlserver:  # MLServer + scikit-learn in .tools/mlserver-venv: the model-quality gate tests and demo
 	@bash scripts/install-mlserver.sh
 
-demo: $(STAMP) tools-prometheus
+demo: $(STAMP) tools-prometheus tools-mlserver
 	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/modeldeploy demo
 
 lint: $(STAMP)

@@ -1,11 +1,14 @@
-"""`modeldeploy demo`: the operator, as a process, reconciles the examples; then two rollouts.
+"""`modeldeploy demo`: the operator, as a process, reconciles the examples; then two rollouts
+judged by Prometheus; then a model-quality gate that stops a worse model before any traffic.
 
 It runs on the real control plane (etcd, kube-apiserver, kube-controller-manager from
 $KUBEBUILDER_ASSETS, else ../shared/k8s/bin) when the binaries are there, and on kmock's emulator
 otherwise; the banner says which. Either way it is a local simulation and says so: no container
 runs (a kubelet stand-in reports the pods Ready) and Triton's metrics come from simulated
 exporters. The operator (`modeldeploy run`), its reconcile passes, the analysis queries and the
-Prometheus server are all real.
+Prometheus server are all real. So are the gate's model servers (part four, real control plane
+only): MLServers (sim/mlserver.py) on the IPs the kubelet stand-in gives the primary and canary
+pods, where the operator asks the models over the V2 protocol as it asks Triton in a cluster.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import tempfile
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +32,7 @@ import yaml
 
 from modeldeploy.api.base import API_VERSION, GROUP, KIND
 from modeldeploy.api.crd import crd
+from modeldeploy.render.names import TRACK_LABEL
 from modeldeploy.sim.controlplane import (
     ADMIN_USER,
     ControlPlane,
@@ -36,7 +41,15 @@ from modeldeploy.sim.controlplane import (
     find_assets,
 )
 from modeldeploy.sim.kubeapi import ApiError, KubeApi
-from modeldeploy.sim.kubelet import Kubelet
+from modeldeploy.sim.kubelet import Kubelet, PodReport
+from modeldeploy.sim.mlserver import (
+    MLServer,
+    MLServerFailed,
+    MLServerMissing,
+    TrainedModels,
+    find_venv,
+    train,
+)
 from modeldeploy.sim.operator_process import OperatorProcess, modeldeploy_command
 from modeldeploy.sim.prometheus import PrometheusMissing, PrometheusServer, find_prometheus, pod_target
 from modeldeploy.sim.triton_exporter import Traffic, TritonExporter
@@ -47,6 +60,13 @@ if TYPE_CHECKING:  # kmock, a development dependency, only for the fallback
 ROLLOUT_EXAMPLE = "recommender"  # examples/gateway-canary.yaml
 ROLLOUT_NAMESPACE = "ml-rollouts"  # its own namespace: part three's operator watches only it
 DEMO_INTERVAL = 2  # seconds; a real rollout analyses every minute or so
+GATES_NAMESPACE = "ml-gates"  # part four: its own namespace and its own operator, like part three
+GATES_NAME = "iris"  # the ModelDeployment, and the model name MLServer serves (spec.model.name)
+# The kubelet stand-in's pod IPs per track; an MLServer listens on each at Triton's HTTP port, so
+# the operator reaches the models at `<Ready pod's status.podIP>:8000`, as in a cluster. All of
+# 127.0.0.0/8 is loopback on Linux.
+POD_IPS = {"primary": "127.0.0.2", "canary": "127.0.0.3"}
+TRITON_HTTP_PORT = 8000
 CHILD_KINDS = (
     ("v1", "ConfigMap"),
     ("apps/v1", "Deployment"),
@@ -129,6 +149,7 @@ class RealCluster(Cluster):
     def __init__(self, plane: ControlPlane, workdir: Path, description: list[str]) -> None:
         super().__init__(plane.admin, workdir, description)
         self.plane = plane
+        self.pod_ips: dict[str, dict[str, str]] = {}  # namespace -> track -> IP
 
     def connection(self) -> tuple[Path | None, list[str]]:
         # As a user runs it: a kubeconfig, no --server. The admin's (system:masters): the chart's
@@ -145,9 +166,21 @@ class RealCluster(Cluster):
             what=f"the default ServiceAccount of {name}",
         )
 
+    def set_pod_ips(self, namespace: str, by_track: Mapping[str, str]) -> None:
+        """The IP the kubelet stand-in reports for the namespace's Pods, by their track label
+        (others get the stand-in's default, 127.0.0.1). Set before the Pods are created."""
+        self.pod_ips[namespace] = dict(by_track)
+
+    def report(self, pod: Mapping[str, Any]) -> PodReport:
+        meta = pod.get("metadata") or {}
+        track = (meta.get("labels") or {}).get(TRACK_LABEL, "")
+        ip = self.pod_ips.get(meta.get("namespace", ""), {}).get(track)
+        return PodReport(pod_ip=ip) if ip else PodReport()
+
     @contextlib.contextmanager
     def pods_become_ready(self) -> Iterator[None]:
-        with Kubelet(self.plane.admin):  # binds every Pod and reports it Running and Ready
+        # Binds every Pod and reports it Running and Ready, at the IP of its track.
+        with Kubelet(self.plane.admin, self.report):
             yield
 
 
@@ -417,7 +450,7 @@ def prepare_namespaces(cluster: Cluster, docs: list[dict[str, Any]]) -> None:
 
 def part_one(cluster: Cluster, docs: list[dict[str, Any]], examples: Path) -> None:
     count = f"{len(docs)} {KIND}{'' if len(docs) == 1 else 's'}"
-    say(f"\n[1/3] {count} from {examples}/, applied server-side")
+    say(f"\n[1/4] {count} from {examples}/, applied server-side")
     say("      (what `kubectl apply --server-side -f` sends, by the demo's own client: no kubectl runs)")
     for doc in docs:
         meta = doc["metadata"]
@@ -449,7 +482,7 @@ def part_one(cluster: Cluster, docs: list[dict[str, Any]], examples: Path) -> No
 
 
 def part_two(cluster: Cluster, docs: list[dict[str, Any]]) -> None:
-    say("\n[2/3] The pods become ready (simulated); the operator reports Stable:")
+    say("\n[2/4] The pods become ready (simulated); the operator reports Stable:")
     for doc in docs:
         meta = doc["metadata"]
         namespace, name = meta["namespace"], meta["name"]
@@ -528,7 +561,7 @@ def metrics(namespace: str, name: str, model: str) -> Iterator[tuple[TritonExpor
 
 
 def part_three(cluster: Cluster, examples: Path) -> None:
-    say("\n[3/3] Two rollouts of the Gateway API example, gated by Prometheus analysis")
+    say("\n[3/4] Two rollouts of the Gateway API example, gated by Prometheus analysis")
     if find_prometheus() is None:
         say(
             "  skipped: the prometheus binary is missing (`make tools-prometheus` unpacks it into .tools/bin)"
@@ -607,6 +640,246 @@ def show_what_a_user_sees(cluster: Cluster, namespace: str, name: str) -> None:
         say("  (none)")
 
 
+# ------------------------------------------------------------------- part four: the gates
+
+
+def gates_manifest(version: str) -> dict[str, Any]:
+    """The iris ModelDeployment: replica-ratio traffic (no router), one Canary step, and gates."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": GATES_NAME, "namespace": GATES_NAMESPACE},
+        "spec": {
+            "model": {"name": GATES_NAME, "version": version, "storageUri": f"s3://models/iris/{version}"},
+            "runtime": {"gpus": 0},
+            "scaling": {"minReplicas": 1, "maxReplicas": 1},
+            "rollout": {
+                "strategy": "Canary",
+                "steps": [{"weight": 50}],
+                "interval": f"{DEMO_INTERVAL}s",
+                "progressDeadline": "60s",
+                # No metrics analysis here: part three shows it; this part is about the gate.
+                "analysis": {"metrics": []},
+                "gates": {
+                    "contract": {"enabled": True},
+                    "goldenSet": {
+                        "configMapKeyRef": {"name": "iris-golden", "key": "golden.jsonl"},
+                        "batchSize": 16,
+                    },
+                    "minAccuracy": 0.92,
+                    "minAgreement": 0.9,
+                    "maxLatencyP95": "500ms",
+                    "timeout": "1m",
+                },
+            },
+        },
+    }
+
+
+@dataclass
+class GateWatch:
+    """What a rollout's statuses showed while it ran: the largest canary weight, and the tracks
+    the Service selected while the gate ran (replica-ratio traffic goes where the Service points)."""
+
+    max_weight: int = 0
+    selected_while_gated: set[str] = field(default_factory=set)
+
+
+def follow_gate(cluster: Cluster, watch: GateWatch, timeout: float = 120) -> dict[str, Any]:
+    """Print each change of phase, message and gate state until the rollout of iris ends."""
+    namespace, name = GATES_NAMESPACE, GATES_NAME
+    seen: tuple[Any, ...] = ()
+    gate_seen: tuple[Any, ...] = ()
+    outcomes = len(status(cluster, namespace, name).get("history") or [])
+    start = time.monotonic()
+    while time.monotonic() < start + timeout:
+        current = status(cluster, namespace, name)
+        phase, gate = current.get("phase"), current.get("gate") or {}
+        elapsed = time.monotonic() - start
+        watch.max_weight = max(watch.max_weight, int(current.get("canaryWeight") or 0))
+        if gate.get("state") == "Running":
+            service = cluster.api.get("v1", "Service", namespace, name) or {}
+            selector = (service.get("spec") or {}).get("selector") or {}
+            watch.selected_while_gated.add(selector.get(TRACK_LABEL, "both tracks"))
+        key = (phase, current.get("message"), current.get("canaryWeight"))
+        if key != seen:
+            seen = key
+            weight = current.get("canaryWeight") or 0
+            message = textwrap.shorten(str(current.get("message", "")), 84, placeholder="...")
+            say(f"  +{elapsed:4.1f}s  {phase or '-':<11} weight {weight:>2}%  {message}")
+        run = (gate.get("startedAt"), gate.get("state"))
+        if gate and run != gate_seen:
+            gate_seen = run
+            verdict = f": {gate['message']}" if gate.get("message") else ""
+            line = f"gate ({gate.get('stage')}) {gate.get('state')}{verdict}"
+            say(f"  +{elapsed:4.1f}s  {textwrap.shorten(line, 96, placeholder='...')}")
+        if phase in ("Stable", "RolledBack") and len(current.get("history") or []) > outcomes:
+            return current
+        time.sleep(0.1)
+    tail = cluster.operator.tail(2000) if cluster.operator else ""
+    raise DemoFailed(f"the rollout of {name} did not end within {timeout:.0f}s; operator log (tail):\n{tail}")
+
+
+def show_checks(checks: list[dict[str, Any]]) -> None:
+    rows = [("CHECK", "VALUE", "THRESHOLD", "VERDICT", "MESSAGE")]
+    for check in checks:
+        value, threshold = check.get("value"), check.get("threshold")
+        rows.append(
+            (
+                check["name"],
+                f"{value:.4g}" if isinstance(value, int | float) else "-",
+                f"{threshold:.4g}" if isinstance(threshold, int | float) else "-",
+                check.get("verdict", "-"),
+                check.get("message", ""),
+            )
+        )
+    widths = [max(len(str(row[i])) for row in rows) for i in range(4)]
+    for row in rows:
+        cells = [str(cell).ljust(width) for cell, width in zip(row[:4], widths, strict=True)]
+        say("       " + "  ".join([*cells, row[4]]))
+
+
+def show_history(entry: Mapping[str, Any]) -> None:
+    say(
+        f"     history[0]: {entry.get('result')} revision {entry.get('revision')} "
+        f"v{entry.get('modelVersion')} at {entry.get('at')}: {entry.get('reason')}"
+    )
+
+
+def primary_generation(cluster: Cluster) -> int:
+    primary = cluster.api.get("apps/v1", "Deployment", GATES_NAMESPACE, f"{GATES_NAME}-primary") or {}
+    return int((primary.get("metadata") or {}).get("generation") or 0)
+
+
+class ModelServers:
+    """The MLServers standing in for the Triton pods of each track, one at a time per track."""
+
+    def __init__(self, venv: Path, trained: TrainedModels, workdir: Path) -> None:
+        self.venv, self.trained, self.workdir = venv, trained, workdir
+        self.running: dict[str, MLServer] = {}
+
+    def serve(self, track: str, variant: str) -> MLServer:
+        self.stop(track)
+        server = MLServer(
+            self.venv,
+            self.trained,
+            {GATES_NAME: variant},
+            host=POD_IPS[track],
+            port=TRITON_HTTP_PORT,
+            workdir=self.workdir / f"mlserver-{track}-{variant}",
+        )
+        try:
+            server.start()
+        except MLServerFailed as error:
+            raise DemoFailed(f"{error}\nmlserver log (tail):\n{error.details}") from None
+        self.running[track] = server
+        say(f"  MLServer: {variant} as model {GATES_NAME!r} on {server.address} ({track} pods' IP)")
+        return server
+
+    def stop(self, track: str) -> None:
+        server = self.running.pop(track, None)
+        if server is not None:
+            server.stop()
+
+    def stop_all(self) -> None:
+        for track in list(self.running):
+            self.stop(track)
+
+
+def part_four(cluster: Cluster) -> None:
+    say("\n[4/4] A model-quality gate stops a worse model before it gets any traffic")
+    if not isinstance(cluster, RealCluster):
+        say("  skipped: the emulator has no pods, so no pod IPs for the operator to ask the models at")
+        return
+    intro = (
+        "MLServer (a real V2 inference server, in .tools/mlserver-venv) serves scikit-learn models "
+        f"trained here on iris, standing in for Triton. The kubelet stand-in gives primary pods the IP "
+        f"{POD_IPS['primary']} and canary pods {POD_IPS['canary']}; the operator asks the model at "
+        f"<Ready pod IP>:{TRITON_HTTP_PORT}, as it asks Triton in a cluster."
+    )
+    for line in textwrap.wrap(intro, 94):
+        say(f"  {line}")
+    try:
+        venv = find_venv()
+    except MLServerMissing as error:
+        say(f"  skipped: {error}")
+        return
+    try:
+        trained = train(venv, cluster.workdir / "iris-models")
+    except MLServerFailed as error:
+        raise DemoFailed(f"{error}\n{error.details}") from None
+    scores = ", ".join(f"{m} {a:.4g}" for m, a in trained.accuracy.items() if m != "iris-narrow")
+    gates = (
+        "Gates (spec.rollout.gates): the contract unchanged; on a golden set of "
+        f"{len(trained.golden.splitlines())} labelled examples (ConfigMap iris-golden, key golden.jsonl) "
+        "accuracy >= 0.92, agreement with the primary >= 0.9, p95 latency <= 500ms. "
+        f"scikit-learn's own accuracy on that set: {scores}."
+    )
+    for line in textwrap.wrap(gates, 94):
+        say(f"  {line}")
+    namespace, name = GATES_NAMESPACE, GATES_NAME
+    cluster.set_pod_ips(namespace, POD_IPS)
+    prepare_namespaces(cluster, [gates_manifest("1")])
+    cluster.api.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "iris-golden", "namespace": namespace},
+            "data": {"golden.jsonl": trained.golden},
+        }
+    )
+    servers = ModelServers(venv, trained, cluster.workdir)
+    try:
+        servers.serve("primary", "iris-primary")
+        cluster.start_operator([namespace], resync_seconds=1.0)
+        cluster.api.apply(gates_manifest("1"))
+        wait(
+            cluster,
+            lambda: status(cluster, namespace, name).get("phase") == "Stable",
+            90,
+            f"{name} to be Stable",
+            about=(namespace, name),
+        )
+        say("  Version 1 (iris-primary) is Stable.")
+
+        say("\n  Version 2: iris-good, as accurate as the primary")
+        servers.serve("canary", "iris-good")
+        cluster.api.apply(gates_manifest("2"))
+        final = follow_gate(cluster, GateWatch())
+        entry = final["history"][0]
+        say(f"  => {entry['result']}: {entry['reason']}")
+        show_checks(entry.get("gate") or [])
+        # The new primary pods run version 2: its model serves at the primary's IP now.
+        servers.serve("primary", "iris-good")
+        servers.stop("canary")
+
+        say("\n  Version 3: iris-worse, a depth-1 tree (it tells at most two of the three species apart)")
+        servers.serve("canary", "iris-worse")
+        generation = primary_generation(cluster)
+        watch = GateWatch()
+        cluster.api.apply(gates_manifest("3"))
+        final = follow_gate(cluster, watch)
+        say(f"  => {final['history'][0]['result']}: {final['history'][0]['reason']}")
+        conditions: list[dict[str, Any]] = final.get("conditions") or []
+        degraded = next((c for c in conditions if c.get("type") == "Degraded"), {})
+        say(f"     condition Degraded={degraded.get('status')} reason {degraded.get('reason')}")
+        say("     status.gate.checks:")
+        show_checks((final.get("gate") or {}).get("checks") or [])
+        show_history(final["history"][0])
+        untouched = primary_generation(cluster) == generation
+        tracks = ", ".join(sorted(watch.selected_while_gated)) or "-"
+        say(
+            f"     The primary was {'untouched' if untouched else 'CHANGED'} (Deployment {name}-primary "
+            f"at generation {generation}) and still serves version {final.get('stableModelVersion')}."
+        )
+        say(
+            f"     No traffic moved: canaryWeight stayed {watch.max_weight} in every status seen, and the "
+            f"Service selected track {tracks} while the gate ran."
+        )
+    finally:
+        servers.stop_all()
+
+
 @contextlib.contextmanager
 def cluster_for_demo(workdir: Path) -> Iterator[Cluster]:
     """The real control plane if its binaries are there, else the emulator."""
@@ -623,7 +896,7 @@ def cluster_for_demo(workdir: Path) -> Iterator[Cluster]:
 def demo(cluster: Cluster, docs: list[dict[str, Any]], examples: Path, rollouts: bool) -> None:
     banner(cluster)
     if isinstance(cluster, EmulatedCluster):
-        cluster.namespaces = [*namespaces_of(docs), ROLLOUT_NAMESPACE]
+        cluster.namespaces = [*namespaces_of(docs), ROLLOUT_NAMESPACE]  # part four needs pods: skipped
     prepare_namespaces(cluster, docs)
     operator = cluster.start_operator(namespaces_of(docs), resync_seconds=5.0)
     pid = operator.process.pid if operator.process else "?"
@@ -632,12 +905,14 @@ def demo(cluster: Cluster, docs: list[dict[str, Any]], examples: Path, rollouts:
     with cluster.pods_become_ready():
         part_two(cluster, docs)
         if not rollouts:
-            say("\n[3/3] skipped (--no-rollouts)")
+            say("\n[3/4] skipped (--no-rollouts)")
+            say("[4/4] skipped (--no-rollouts)")
             return
         try:
             part_three(cluster, examples)
         except PrometheusMissing as error:
             say(f"  skipped: {error}")
+        part_four(cluster)
 
 
 def run(examples: Path, rollouts: bool = True) -> int:
