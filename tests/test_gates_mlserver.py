@@ -229,9 +229,11 @@ def test_an_address_in_use_is_one_line(venv: Path, trained: TrainedModels) -> No
         taken.bind(("127.0.0.3", 0))
         taken.listen()
         port = taken.getsockname()[1]
+        server = MLServer(venv, trained, {"iris": "iris-good"}, host="127.0.0.3", port=port)
         with pytest.raises(sim.MLServerFailed) as err:
-            MLServer(venv, trained, {"iris": "iris-good"}, host="127.0.0.3", port=port).start()
+            server.start()
     assert str(err.value) == f"cannot serve on 127.0.0.3:{port}: the address is in use"
+    assert not server.workdir.exists()  # its temp model repository is not left behind
 
 
 def test_a_venv_that_cannot_be_had_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -214,6 +214,7 @@ class MLServer:
         """Start and wait until every served model answers ready; MLServerFailed otherwise."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         if not _port_free(self.host, self.port):
+            self.stop()  # nothing runs: only removes a temp workdir of its own
             raise MLServerFailed(f"cannot serve on {self.address}: the address is in use")
         self._lay_out()
         began = time.monotonic()
@@ -227,10 +228,11 @@ class MLServer:
         while time.monotonic() - began < timeout:
             code = self.proc.poll()
             if code is not None:
+                tail = self.log_tail()
+                self.stop()
                 raise MLServerFailed(
-                    f"mlserver on {self.address} exited with {code} before it was ready: "
-                    f"{_last_line(self.log_tail())}",
-                    details=self.log_tail(),
+                    f"mlserver on {self.address} exited with {code} before it was ready: {_last_line(tail)}",
+                    details=tail,
                 )
             if all(self.ready(name) for name in self.models):
                 self.started_in = time.monotonic() - began
