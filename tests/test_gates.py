@@ -832,14 +832,17 @@ def test_thresholds_of_the_spec() -> None:
         pytest.param({"minAccuracy": 0.9}, GATES_NEED_GOLDEN_MESSAGE, id="threshold-without-golden-set"),
         pytest.param({"contract": {"enabled": False}}, GATES_EMPTY_MESSAGE, id="nothing-to-check"),
         pytest.param(
-            {"contract": {"enabled": False}, "goldenSet": {"storageUri": "s3://models/golden.jsonl"}},
+            {
+                "contract": {"enabled": False},
+                "goldenSet": {"storageUri": "https://models.example.com/golden.jsonl"},
+            },
             GATES_EMPTY_MESSAGE,
             id="golden-set-without-threshold",
         ),
         pytest.param(
             {
                 "goldenSet": {
-                    "storageUri": "s3://models/g.jsonl",
+                    "storageUri": "https://models.example.com/g.jsonl",
                     "configMapKeyRef": {"name": "g", "key": "k"},
                 }
             },

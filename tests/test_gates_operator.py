@@ -25,6 +25,9 @@ from modeldeploy.api.base import RESUME_ANNOTATION
 from modeldeploy.sim.controlplane import ADMIN_USER, Credentials
 from modeldeploy.sim.kubelet import PodReport
 from operator_bed import MD, OperatorBed
+from test_model_puller import HttpsServer, https_server, tls_files
+
+__all__ = ["https_server", "tls_files"]  # fixtures, shared with the puller's tests
 
 # Not the demo's 127.0.0.2 and .3: a demo running on the same machine keeps its servers.
 PRIMARY_IP, CANARY_IP, PORT = "127.0.0.12", "127.0.0.13", 8000
@@ -302,3 +305,34 @@ def test_an_operator_killed_mid_gate_runs_it_again_and_promotes(
     assert "gate run of revision" in second.process.tail(20_000)
     assert all(c["verdict"] == "Pass" for c in done["history"][0]["gate"])
     assert json.dumps(done["history"][0]["gate"])  # serialisable, as stored
+
+
+def test_a_golden_set_over_https_gates_the_rollout(
+    operator: Any,
+    kubelet_policies: Any,
+    namespace: str,
+    trained: tuple[Path, TrainedModels],
+    primary_server: MLServer,
+    https_server: HttpsServer,
+    tmp_path: Path,
+) -> None:
+    """A presigned-style URL: fetched by the gate worker (trusting the server's CA through the
+    system store, as SSL_CERT_FILE sets it), judged, and its signature shown nowhere."""
+    kubelet_policies.set(namespace, by_track)
+    bed: OperatorBed = operator(resync_seconds=5, env={"SSL_CERT_FILE": str(https_server.ca_file)})
+    url = https_server.serve("/golden.jsonl", trained[1].golden.encode()) + "?X-Amz-Signature=s3cr3t"
+
+    def over_https(version: str) -> dict[str, Any]:
+        doc = manifest(version)
+        doc["spec"]["rollout"]["gates"]["goldenSet"] = {"storageUri": url, "batchSize": 8}
+        return doc
+
+    bed.apply(over_https("1"))
+    bed.wait_phase(NAME, "Stable")
+    with running(canary_server(trained, "iris-worse", tmp_path)):
+        bed.apply(over_https("2"))
+        done = Watch(bed).until("version 2 rolled back", lambda s: s.get("phase") == "RolledBack")
+    assert checks(done)["accuracy"]["verdict"] == "Fail", done["gate"]
+    assert any(path.startswith("/golden.jsonl") for path, _ in https_server.requests)
+    shown = json.dumps(done) + json.dumps(events(bed)) + bed.process.tail(200_000)
+    assert "s3cr3t" not in shown

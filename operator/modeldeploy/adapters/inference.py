@@ -18,6 +18,7 @@ Every failure to talk to a model is one `InferenceUnavailable`, whose `kind` say
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -345,6 +346,54 @@ async def _run(
         await canary_client.close()
         if primary_client is not None:
             await primary_client.close()
+
+
+# A golden set over https is read whole into memory and parsed: bounded, as a ConfigMap is (1 MiB).
+GOLDEN_MAX_BYTES = 16 * 1024 * 1024
+
+
+class FetchFailed(Exception):
+    """A golden set that could not be downloaded; the message names the URL without its query."""
+
+
+def redacted(uri: str) -> str:
+    """The URL as messages show it: no query or fragment (a presigned URL's signature is there)
+    and no user info."""
+    scheme, _, rest = uri.partition("://")
+    host_path = rest.split("?", 1)[0].split("#", 1)[0]
+    netloc, slash, path = host_path.partition("/")
+    return f"{scheme}://{netloc.rpartition('@')[2]}{slash}{path}"
+
+
+async def fetch_text(uri: str, timeout: float, limit: int = GOLDEN_MAX_BYTES) -> str:
+    """GET `uri` (https, TLS verified against the system's CAs) as UTF-8 text of at most `limit`
+    bytes. No proxy from the environment, as for the model endpoints."""
+    shown = redacted(uri)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+            # A context of its own, made now: the system's CAs as SSL_CERT_FILE/SSL_CERT_DIR say at
+            # the time (aiohttp's shared context is fixed when it is imported).
+            session.get(uri, allow_redirects=True, ssl=ssl.create_default_context()) as response,
+        ):
+            if response.status != 200:
+                raise FetchFailed(f"{shown}: HTTP {response.status} {response.reason or ''}".rstrip())
+            data = await response.content.read(limit + 1)
+    except aiohttp.ClientError as err:
+        raise FetchFailed(f"{shown}: {type(err).__name__}: {_short(redacted_text(err, uri))}") from None
+    except TimeoutError:
+        raise FetchFailed(f"{shown}: no answer within {timeout:.0f}s") from None
+    if len(data) > limit:
+        raise FetchFailed(f"{shown}: larger than {limit // (1024 * 1024)} MiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise FetchFailed(f"{shown}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
+def redacted_text(err: BaseException, uri: str) -> str:
+    """An error's text with the full URL (query included) replaced by its redacted form."""
+    return str(err).replace(uri, redacted(uri))
 
 
 async def run_gate(

@@ -634,9 +634,10 @@ class Analysis(Model):
 
 # ------------------------------------------------------------------------------ model-quality gates
 
-GOLDEN_URI_PATTERN = (
-    r"^((s3|gs)://[a-z0-9][a-z0-9._-]{1,221}/\S+|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/\S+|https://[^\s#]+)$"
-)
+# https only: the operator fetches the golden set itself, and it never reads Secrets (object stores
+# need the model's credentials; the Triton pods mount them). A presigned URL works: its query is
+# never logged or shown.
+GOLDEN_URI_PATTERN = r"^https://[^\s#]+$"
 CONFIGMAP_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 GOLDEN_SOURCE_MESSAGE = "set exactly one of configMapKeyRef or storageUri"
 GATES_NEED_GOLDEN_MESSAGE = (
@@ -661,7 +662,7 @@ class GoldenSet(Model):
     }
 
     config_map_key_ref: ConfigMapKeyRef | None = None
-    # One JSON-lines file, fetched as models are (s3, gs, pvc, https), with spec.model's credentials.
+    # One JSON-lines file over https, fetched by the operator (at most 16 MiB; docs/gates.md).
     storage_uri: str | None = Field(default=None, pattern=GOLDEN_URI_PATTERN, max_length=2048)
     batch_size: int = Field(default=32, ge=1, le=1024)
     # Fewer examples answered than this makes every quality check Inconclusive.

@@ -23,8 +23,9 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from modeldeploy.adapters.inference import Endpoint, GateOutcome, run_gate
+from modeldeploy.adapters.inference import Endpoint, FetchFailed, GateOutcome, fetch_text, redacted, run_gate
 from modeldeploy.adapters.kube import KINDS, Kind, KubeClient, KubeError
+from modeldeploy.api.base import parse_duration
 from modeldeploy.api.resource import ObjectRef
 from modeldeploy.api.spec import Gates, ModelDeploymentSpec
 from modeldeploy.api.status import GateRun, Verdict
@@ -178,11 +179,7 @@ def read_golden_set(kube: KubeClient, namespace: str, gates: Gates) -> tuple[Gol
     if source is None:
         return None, None
     ref = source.config_map_key_ref
-    if ref is None:
-        return None, (
-            f"goldenSet.storageUri {source.storage_uri}: this operator reads golden sets from a "
-            "ConfigMap only (goldenSet.configMapKeyRef); see docs/gates.md, Limits"
-        )
+    assert ref is not None, "a storageUri is fetched by the run itself (fetch_golden_set)"
     where = f"goldenSet.configMapKeyRef: ConfigMap {namespace}/{ref.name}"
     try:
         found = kube.get(_CONFIG_MAP, namespace, ref.name)
@@ -197,6 +194,19 @@ def read_golden_set(kube: KubeClient, namespace: str, gates: Gates) -> tuple[Gol
         return parse_golden_set(text), None
     except GoldenSetError as error:
         return None, f"{where} key {ref.key}: {error}"
+
+
+async def fetch_golden_set(uri: str, timeout: float) -> tuple[GoldenSet | None, str | None]:
+    """The golden set at an https `storageUri`, fetched on the worker's loop (a large file must not
+    hold a pass thread), or None and one line saying why."""
+    try:
+        text = await fetch_text(uri, timeout)
+    except FetchFailed as error:
+        return None, f"goldenSet.storageUri {error}"
+    try:
+        return parse_golden_set(text), None
+    except GoldenSetError as error:
+        return None, f"goldenSet.storageUri {redacted(uri)}: {error}"
 
 
 def _ready(pod: dict[str, Any]) -> bool:
@@ -245,7 +255,8 @@ def gate_work(
     pod LISTs, once per run): the requests themselves go on the worker's loop."""
     gates = spec.rollout.gates
     assert gates is not None
-    golden, golden_error = read_golden_set(kube, parent.namespace, gates)
+    uri = gates.golden_set.storage_uri if gates.golden_set is not None else None
+    golden, golden_error = (None, None) if uri else read_golden_set(kube, parent.namespace, gates)
     canary = endpoint(kube, parent, spec, Track.CANARY, run.revision)
     primary = endpoint(kube, parent, spec, Track.PRIMARY, stable_revision)
     if canary is None:
@@ -258,6 +269,9 @@ def gate_work(
         return nothing_to_ask
 
     async def work() -> GateOutcome:
-        return await run_gate(gates, golden, canary, primary, golden_error=golden_error)
+        found, error = golden, golden_error
+        if uri:
+            found, error = await fetch_golden_set(uri, parse_duration(gates.timeout))
+        return await run_gate(gates, found, canary, primary, golden_error=error)
 
     return work
