@@ -423,7 +423,11 @@ def test_api_server_defaults_agree_with_the_operator(
         pytest.param(
             {
                 "contract": {"enabled": True, "allowContractChange": False},
-                "goldenSet": {"storageUri": "https://models.example.com/golden.jsonl", "batchSize": 64, "minAnswered": 200},
+                "goldenSet": {
+                    "storageUri": "https://models.example.com/golden.jsonl",
+                    "batchSize": 64,
+                    "minAnswered": 200,
+                },
                 "minAccuracy": 0.92,
                 "minAgreement": 0.95,
                 "maxPSI": 0.25,

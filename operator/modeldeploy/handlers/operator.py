@@ -155,7 +155,9 @@ def register(
             timers.pop(key, None)
             enqueue(*key)
 
-        loop.call_soon_threadsafe(arm)
+        # RuntimeError: the operator is stopping and its loop is closed; nothing is to be woken.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(arm)
 
     failures: dict[Key, int] = {}
     failures_lock = threading.Lock()

@@ -411,7 +411,7 @@ class _Machine:
             gated = self.gate_stage(GateStage.MIRROR, step, replicas, weight)
             if gated is not None:
                 return gated
-            return self.begin_promotion("analysis passed at every step and the mirrored-phase gate passed")
+            return self.begin_promotion(self.passed() + " (again on the mirrored phase)")
         elapsed = clock.since(self.status.last_analysis_at or self.status.weight_set_at, self.now)
         interval = parse_duration(self.spec.rollout.interval)
         if elapsed < interval:
@@ -471,9 +471,17 @@ class _Machine:
                 gated = self.gate_stage(GateStage.MIRROR, step, replicas, weight)
                 if gated is not None:
                     return gated
-            return self.begin_promotion("analysis passed at every step")
+            return self.begin_promotion(self.passed())
         self.update(step=step + 1, step_started_at=self.now_ms, weight_set_at=None, last_analysis_at=None)
         return self.progress()
+
+    def passed(self) -> str:
+        """Why a rollout that went through every step is promoted, as its history says it."""
+        if self.spec.rollout.analysis.metrics:
+            reason = "analysis passed at every step"
+        else:
+            reason = "every step held its interval with the canary ready (no analysis metrics set)"
+        return reason + ("; the model-quality gate passed" if self.spec.rollout.gates is not None else "")
 
     def awaiting_discovery(self, results: list[MetricResult]) -> bool:
         """A round before the canary's series can exist: not counted (DISCOVERY_GRACE_SECONDS).
@@ -752,11 +760,7 @@ class _Machine:
         canary_size = canary.desired if canary is not None and canary.desired > 0 else 1
         new_primary = TrackPlan(Track.PRIMARY, self.spec, self.rev, _fixed_replicas(self.spec))
         if primary is not None and primary.revision == self.rev and primary.rolled_out and primary.ready > 0:
-            why = (
-                "promoted by hand"
-                if self.status.promoted_by_hand
-                else (reason or "analysis passed at every step")
-            )
+            why = "promoted by hand" if self.status.promoted_by_hand else (reason or self.passed())
             self.record("Promoted", why)
             self.update(
                 stable_revision=self.rev,
