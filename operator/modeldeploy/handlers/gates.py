@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Coroutine
@@ -110,12 +111,27 @@ class GateRunner:
             self.forget(key)
 
     def close(self) -> None:
+        """Cancel every run and wait for them to unwind (each closes its HTTP clients), then stop
+        and close the worker's loop."""
         self.forget_all()
-        loop = self._loop
-        if loop is not None:
-            loop.call_soon_threadsafe(loop.stop)
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+
+        async def drain() -> None:
+            # Runs after every submission already handed to the loop: those are tasks by now.
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
+            asyncio.run_coroutine_threadsafe(drain(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(timeout=5)
+            if not self._thread.is_alive():
+                loop.close()
 
     # ---------------------------------------------------------------------------- internals
 
