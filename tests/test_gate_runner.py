@@ -63,6 +63,8 @@ def test_a_run_reports_its_result_once_and_wakes_the_object(runner: GateRunner, 
     assert result is not None and (result.revision, result.started_at) == ("r2", "t1")
     assert result.verdict == Verdict.PASS and result.checks == tuple(PASS.checks)
     assert woken.keys == [KEY]
+    assert runner.reported(KEY, RUN)
+    assert not runner.reported(KEY, GateRun(revision="r2", started_at="t0"))  # an older run's name
     assert not runner.wants(KEY, RUN)  # finished: kept until forgotten
     runner.forget(KEY)
     assert runner.result(KEY) is None and runner.wants(KEY, RUN)

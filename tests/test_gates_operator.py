@@ -192,8 +192,8 @@ def test_a_good_canary_passes_every_gate_and_is_promoted(
     assert gate["accuracy"]["value"] >= 0.92
     assert "gate" not in done  # a finished rollout keeps its gate in the history only
     # Traffic moved only after the gate passed: the first status with weight > 0 has a passed gate.
-    shifted = next(s for s in watch.seen if int(s.get("canaryWeight") or 0) > 0 or s.get("phase") == "Stable")
-    assert (shifted.get("gate") or {}).get("state", "Passed") == "Passed"
+    shifted = next(s for s in watch.seen if int(s.get("canaryWeight") or 0) > 0)
+    assert shifted["gate"]["state"] == "Passed", shifted["gate"]
     reasons = [reason for reason, _ in events(bed)]
     assert reasons.index("GateStarted") < reasons.index("GatePassed") < reasons.index("Promoted")
 
@@ -304,7 +304,6 @@ def test_an_operator_killed_mid_gate_runs_it_again_and_promotes(
     assert finished and all(g["startedAt"] == started_at for g in finished), finished
     assert "gate run of revision" in second.process.tail(20_000)
     assert all(c["verdict"] == "Pass" for c in done["history"][0]["gate"])
-    assert json.dumps(done["history"][0]["gate"])  # serialisable, as stored
 
 
 def test_a_golden_set_over_https_gates_the_rollout(

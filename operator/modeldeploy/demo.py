@@ -522,28 +522,45 @@ def rollout_manifest(doc: dict[str, Any], version: str) -> dict[str, Any]:
     return out
 
 
-def follow(cluster: Cluster, namespace: str, name: str, timeout: float = 120) -> dict[str, Any]:
-    """Print each change of phase, step, weight and analysis until the rollout ends."""
-    seen: tuple[Any, ...] = ()
+def until_outcome(
+    cluster: Cluster,
+    namespace: str,
+    name: str,
+    each: Callable[[float, dict[str, Any]], None],
+    timeout: float = 120,
+) -> dict[str, Any]:
+    """Poll the status, handing each to `each(seconds since the start, status)`, until the rollout
+    ends: Stable or RolledBack with a new history entry. The status it ended with."""
     outcomes = len(status(cluster, namespace, name).get("history") or [])
     start = time.monotonic()
     while time.monotonic() < start + timeout:
         current = status(cluster, namespace, name)
-        phase = current.get("phase")
-        key = (phase, current.get("step"), current.get("canaryWeight"), current.get("lastAnalysisAt"))
-        if key != seen:
-            seen = key
-            say(f"  +{time.monotonic() - start:4.1f}s  {phase or '-':<11} {current.get('message', '')}")
-            for result in current.get("analysis") or []:
-                value = result.get("value")
-                shown = f"{value:.4g}" if isinstance(value, int | float) else "no data"
-                verdict, reason = result["verdict"], result.get("reason", "")
-                say(f"           analysis {result['name']} = {shown}: {verdict} ({reason})")
-        if phase in ("Stable", "RolledBack") and len(current.get("history") or []) > outcomes:
+        each(time.monotonic() - start, current)
+        if current.get("phase") in ("Stable", "RolledBack") and len(current.get("history") or []) > outcomes:
             return current
         time.sleep(0.1)
     tail = cluster.operator.tail(2000) if cluster.operator else ""
     raise DemoFailed(f"the rollout of {name} did not end within {timeout:.0f}s; operator log (tail):\n{tail}")
+
+
+def follow(cluster: Cluster, namespace: str, name: str, timeout: float = 120) -> dict[str, Any]:
+    """Print each change of phase, step, weight and analysis until the rollout ends."""
+    seen: list[tuple[Any, ...]] = [()]
+
+    def each(elapsed: float, current: dict[str, Any]) -> None:
+        phase = current.get("phase")
+        key = (phase, current.get("step"), current.get("canaryWeight"), current.get("lastAnalysisAt"))
+        if key == seen[0]:
+            return
+        seen[0] = key
+        say(f"  +{elapsed:4.1f}s  {phase or '-':<11} {current.get('message', '')}")
+        for result in current.get("analysis") or []:
+            value = result.get("value")
+            shown = f"{value:.4g}" if isinstance(value, int | float) else "no data"
+            verdict, reason = result["verdict"], result.get("reason", "")
+            say(f"           analysis {result['name']} = {shown}: {verdict} ({reason})")
+
+    return until_outcome(cluster, namespace, name, each, timeout)
 
 
 @contextlib.contextmanager
@@ -688,36 +705,29 @@ class GateWatch:
 def follow_gate(cluster: Cluster, watch: GateWatch, timeout: float = 120) -> dict[str, Any]:
     """Print each change of phase, message and gate state until the rollout of iris ends."""
     namespace, name = GATES_NAMESPACE, GATES_NAME
-    seen: tuple[Any, ...] = ()
-    gate_seen: tuple[Any, ...] = ()
-    outcomes = len(status(cluster, namespace, name).get("history") or [])
-    start = time.monotonic()
-    while time.monotonic() < start + timeout:
-        current = status(cluster, namespace, name)
+    seen: dict[str, tuple[Any, ...]] = {"status": (), "gate": ()}
+
+    def each(elapsed: float, current: dict[str, Any]) -> None:
         phase, gate = current.get("phase"), current.get("gate") or {}
-        elapsed = time.monotonic() - start
         watch.max_weight = max(watch.max_weight, int(current.get("canaryWeight") or 0))
         if gate.get("state") == "Running":
             service = cluster.api.get("v1", "Service", namespace, name) or {}
             selector = (service.get("spec") or {}).get("selector") or {}
             watch.selected_while_gated.add(selector.get(TRACK_LABEL, "both tracks"))
         key = (phase, current.get("message"), current.get("canaryWeight"))
-        if key != seen:
-            seen = key
+        if key != seen["status"]:
+            seen["status"] = key
             weight = current.get("canaryWeight") or 0
             message = textwrap.shorten(str(current.get("message", "")), 84, placeholder="...")
             say(f"  +{elapsed:4.1f}s  {phase or '-':<11} weight {weight:>2}%  {message}")
         run = (gate.get("startedAt"), gate.get("state"))
-        if gate and run != gate_seen:
-            gate_seen = run
+        if gate and run != seen["gate"]:
+            seen["gate"] = run
             verdict = f": {gate['message']}" if gate.get("message") else ""
             line = f"gate ({gate.get('stage')}) {gate.get('state')}{verdict}"
             say(f"  +{elapsed:4.1f}s  {textwrap.shorten(line, 96, placeholder='...')}")
-        if phase in ("Stable", "RolledBack") and len(current.get("history") or []) > outcomes:
-            return current
-        time.sleep(0.1)
-    tail = cluster.operator.tail(2000) if cluster.operator else ""
-    raise DemoFailed(f"the rollout of {name} did not end within {timeout:.0f}s; operator log (tail):\n{tail}")
+
+    return until_outcome(cluster, namespace, name, each, timeout)
 
 
 def show_checks(checks: list[dict[str, Any]]) -> None:

@@ -77,6 +77,11 @@ class GateRunner:
             job = self._jobs.get(key)
             return job.result if job is not None else None
 
+    def reported(self, key: Key, run: GateRun) -> bool:
+        """Whether the result of `run` is in, not yet taken into status."""
+        result = self.result(key)
+        return result is not None and (result.revision, result.started_at) == identity(run)
+
     def wants(self, key: Key, run: GateRun) -> bool:
         """Whether `run` must be started: neither running nor finished here (a restart, a new
         leader, a run cancelled by a pause, or simply its first pass)."""
@@ -237,21 +242,28 @@ def _ready(pod: dict[str, Any]) -> bool:
 
 
 def endpoint(
-    kube: KubeClient, parent: ObjectRef, spec: ModelDeploymentSpec, track: Track, revision: str | None
+    pods: list[dict[str, Any]],
+    spec: ModelDeploymentSpec,
+    parent: ObjectRef,
+    track: Track,
+    revision: str | None,
 ) -> Endpoint | None:
     """The V2 HTTP endpoint of one Ready pod of `track` running `revision` (the first by name):
     the pod's own address, so the run judges that revision only, whatever the Services select
     (the replica-ratio split has no canary Service, and the main Service may select both tracks)."""
-    if revision is None:
-        return None
-    selector = f"{NAME_LABEL}={parent.name},{TRACK_LABEL}={track.value},{REVISION_LABEL}={revision}"
-    pods = sorted(
-        (p for p in kube.list(_PODS, parent.namespace, selector) if _ready(p)),
+    ready = sorted(
+        (
+            p
+            for p in pods
+            if (p.get("metadata", {}).get("labels") or {}).get(TRACK_LABEL) == track.value
+            and p["metadata"]["labels"].get(REVISION_LABEL) == revision
+            and _ready(p)
+        ),
         key=lambda p: str(p["metadata"]["name"]),
     )
-    if not pods:
+    if revision is None or not ready:
         return None
-    ip = str(pods[0]["status"]["podIP"])
+    ip = str(ready[0]["status"]["podIP"])
     host = f"[{ip}]" if ":" in ip else ip
     return Endpoint(
         address=f"{host}:{HTTP_PORT}",
@@ -268,13 +280,14 @@ def gate_work(
     stable_revision: str | None,
 ) -> Callable[[], Coroutine[Any, Any, GateOutcome]]:
     """What one run does, with its inputs read now (a GET of the golden set's ConfigMap and two
-    pod LISTs, once per run): the requests themselves go on the worker's loop."""
+    pod LIST, once per run): the requests themselves go on the worker's loop."""
     gates = spec.rollout.gates
     assert gates is not None
     uri = gates.golden_set.storage_uri if gates.golden_set is not None else None
     golden, golden_error = (None, None) if uri else read_golden_set(kube, parent.namespace, gates)
-    canary = endpoint(kube, parent, spec, Track.CANARY, run.revision)
-    primary = endpoint(kube, parent, spec, Track.PRIMARY, stable_revision)
+    pods = kube.list(_PODS, parent.namespace, f"{NAME_LABEL}={parent.name}")  # both tracks at once
+    canary = endpoint(pods, spec, parent, Track.CANARY, run.revision)
+    primary = endpoint(pods, spec, parent, Track.PRIMARY, stable_revision)
     if canary is None:
         reason = f"no Ready canary pod of revision {run.revision} with an address to ask"
 

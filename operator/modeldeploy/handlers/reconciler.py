@@ -312,22 +312,15 @@ class Reconciler:
         if self._gates is None:
             return
         key = (parent.namespace, parent.name)
-        run, current = decision.gate, decision.status.gate
-        if run is None or current is None or current.finished_at is not None or current != run:
-            result = self._gates.result(key)
-            unfinished = current is not None and current.finished_at is None
-            if (
-                unfinished
-                and result is not None
-                and current is not None
-                and result.started_at == current.started_at
-            ):
-                return  # a result this pass did not take into status: kept for the next pass
-            self._gates.forget(key)  # its result is in status now, or no run is wanted any more
-            return
-        if self._gates.wants(key, run):
-            work = gate_work(self._kube, parent, spec, run, decision.status.stable_revision)
-            self._gates.submit(key, run, work)
+        current = decision.status.gate
+        if decision.gate is not None and decision.gate == current:
+            if self._gates.wants(key, current):
+                work = gate_work(self._kube, parent, spec, current, decision.status.stable_revision)
+                self._gates.submit(key, current, work)
+        elif current is None or current.finished_at is not None or not self._gates.reported(key, current):
+            # Its result is in status now, or no run is wanted any more (paused, rolled back). A
+            # result for the unfinished run status names is kept: the next pass takes it.
+            self._gates.forget(key)
 
     def forget_gate(self, namespace: str, name: str) -> None:
         if self._gates is not None:

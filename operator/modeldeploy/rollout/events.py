@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from modeldeploy.api.conditions import find_condition
-from modeldeploy.api.status import ConditionType, GateRun, GateState, ModelDeploymentStatus, Phase
+from modeldeploy.api.status import ConditionType, GateRun, GateStage, GateState, ModelDeploymentStatus, Phase
 
 _WARNING_PHASES = {Phase.FAILED, Phase.ROLLED_BACK, Phase.BLOCKED}
 _WARNING_RESULTS = {"RolledBack"}
@@ -59,7 +59,7 @@ def gate_events(old: GateRun | None, new: GateRun | None) -> list[Event]:
         return []
     same_run = old is not None and (old.revision, old.started_at) == (new.revision, new.started_at)
     events = []
-    stage = "mirrored-phase gate" if new.stage == "Mirror" else "gate"
+    stage = "mirrored-phase gate" if new.stage == GateStage.MIRROR else "gate"
     if not same_run:
         events.append(Event("Normal", "GateStarted", f"revision {new.revision}: {stage} started"))
     if new.finished_at is not None and not (same_run and old is not None and old.finished_at is not None):

@@ -344,14 +344,15 @@ class _Machine:
 
     def record(self, result: str, reason: str) -> None:
         run = self.status.gate
-        gated = run is not None and run.revision == self.status.canary_revision and run.finished_at
+        judged = run is not None and run.revision == self.status.canary_revision and run.finished_at
+        checks = list(run.checks) if judged and run is not None else []  # the last finished run's
         entry = HistoryEntry(
             revision=self.status.canary_revision or "",
             model_version=self.status.canary_model_version or "",
             result=result,
             reason=reason,
             at=self.now_s,
-            gate=list(run.checks) if gated and run is not None else [],
+            gate=checks,
         )
         self.update(history=_history(self.status, entry))
 
