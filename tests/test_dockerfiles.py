@@ -192,7 +192,10 @@ def test_puller_image_contract() -> None:
     final = parse(PULLER.read_text())[-1]
     (entrypoint,) = final.all("ENTRYPOINT")
     assert entrypoint.args == '["python", "/opt/model-puller/puller.py"]'
-    assert "COPY puller.py /opt/model-puller/puller.py" in [f"COPY {i.args}" for i in final.all("COPY")]
+    copies = [f"COPY {i.args}" for i in final.all("COPY")]
+    assert "COPY puller.py /opt/model-puller/puller.py" in copies
+    # Loaded by path beside puller.py: the config merge needs Triton's schema in the image.
+    assert "COPY model_config_pb2.py /opt/model-puller/model_config_pb2.py" in copies
     assert final.all("USER")[-1].args == "10001:10001"
 
 
@@ -227,7 +230,12 @@ def test_operator_dependency_step_reads_pinned_requirements() -> None:
 def test_puller_requirements_are_pinned() -> None:
     lines = (PULLER.parent / "requirements.txt").read_text().splitlines()
     requirements = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-    assert {r.split("==")[0] for r in requirements} == {"boto3", "google-cloud-storage"}
+    assert {r.split("==")[0] for r in requirements} == {"boto3", "google-cloud-storage", "protobuf"}
+    # One protobuf for the operator (which renders config.pbtxt) and the puller (which merges it).
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert [r for r in requirements if r.startswith("protobuf==")] == [
+        r for r in project if r.startswith("protobuf==")
+    ]
     assert all(re.fullmatch(r"[a-z0-9-]+==[0-9][0-9.]*", r) for r in requirements), requirements
 
 

@@ -18,6 +18,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -35,6 +36,11 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from google.protobuf import text_format
+
+from modeldeploy.api.spec import ModelSource
+from modeldeploy.render import model_config_pb2
+from modeldeploy.render.modelconfig import config_pbtxt
 
 ROOT = Path(__file__).resolve().parents[1]
 PULLER_PATH = ROOT / "runtime-images" / "model-puller" / "puller.py"
@@ -507,14 +513,67 @@ def test_bad_source_uri(run_puller: Callable[..., Result], uri: str, problem: st
     ("uri", "shown"),
     [
         pytest.param("s3://bucket/a/b", "s3://bucket/a/b", id="s3"),
+        pytest.param("s3://bucket/a/b?versionId=s3cr3t", "s3://bucket/a/b?<redacted>", id="s3-query"),
         pytest.param("gs://bucket/a/", "gs://bucket/a", id="gs-trailing-slash"),
         pytest.param("pvc://claim/x/y", "pvc://claim/x/y", id="pvc"),
-        pytest.param("https://user:pw@h.example:8443/m.zip?sig=1#f", "https://h.example:8443/m.zip?<redacted>",
-                     id="https-userinfo-query"),
+        pytest.param("https://h.example:8443/m.zip?sig=1#f", "https://h.example:8443/m.zip?<redacted>",
+                     id="https-query-fragment"),
     ],
 )  # fmt: skip
 def test_source_display_hides_secrets(uri: str, shown: str) -> None:
     assert puller.parse_source(uri).display == shown
+
+
+PASSWORD = "pa55-must-not-print"
+# Every URI form with userinfo: refused before anything is fetched, and the password never printed.
+USERINFO_SOURCES = [
+    pytest.param(f"https://user:{PASSWORD}@127.0.0.1:1/m.tar.gz", "https://127.0.0.1:1/m.tar.gz", id="https"),
+    pytest.param(f"https://user:{PASSWORD}@127.0.0.1:1/m.tar.gz?{SIGNATURE}",
+                 "https://127.0.0.1:1/m.tar.gz?<redacted>", id="https-and-signed-query"),
+    pytest.param(f"https://us@r:{PASSWORD}@host.example/m.zip", "https://host.example/m.zip",
+                 id="https-at-sign-in-userinfo"),
+    pytest.param(f"https://{PASSWORD}@host.example/m.zip", "https://host.example/m.zip", id="https-token-only"),
+    pytest.param(f"s3://AKIAEXAMPLE:{PASSWORD}@models/simple/7", "s3://models/simple/7", id="s3"),
+    pytest.param(f"gs://user:{PASSWORD}@models/simple/7", "gs://models/simple/7", id="gs"),
+    pytest.param(f"pvc://user:{PASSWORD}@store/simple", "pvc://store/simple", id="pvc"),
+    pytest.param(f"HTTPS://user:{PASSWORD}@host.example/m.zip", "https://host.example/m.zip", id="upper-scheme"),
+    pytest.param(f"https://user:{PASSWORD}@[::1/m.tar.gz", "(unparsable source)", id="unparsable"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("uri", "shown"), USERINFO_SOURCES)
+def test_credentials_in_the_source_are_refused_and_never_printed(
+    run_puller: Callable[..., Result], tmp_path: Path, uri: str, shown: str
+) -> None:
+    result = run_puller(uri)
+    result.assert_clean_failure(f"model-puller: {shown}: ")
+    termination = (tmp_path / "termination-log").read_text()
+    for output in (result.stdout, result.stderr, termination):
+        assert PASSWORD not in output
+        assert "deadbeef" not in output
+    if shown != "(unparsable source)":
+        assert "carries credentials (user:password@)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("message", "scrubbed"),
+    [
+        pytest.param(f"GET https://u:{PASSWORD}@h/m.tar.gz failed", "GET https://h/m.tar.gz failed", id="https"),
+        pytest.param(f"Could not connect to the endpoint URL: \"http://127.0.0.1:9/models?list-type=2&{SIGNATURE}\"",
+                     'Could not connect to the endpoint URL: "http://127.0.0.1:9/models?<redacted>"',
+                     id="http-query-in-quotes"),
+        pytest.param(f"s3://key:{PASSWORD}@bucket/k?versionId=1 gone", "s3://bucket/k?<redacted> gone", id="s3"),
+        pytest.param(f"gs://{PASSWORD}@bucket/k", "gs://bucket/k", id="gs"),
+        pytest.param(f"pvc://a:{PASSWORD}@claim/x", "pvc://claim/x", id="pvc"),
+        pytest.param(f"redirect to https://a@b:{PASSWORD}@h.example/x?{SIGNATURE}#frag",
+                     "redirect to https://h.example/x?<redacted>#frag", id="last-at-sign"),
+        pytest.param(f"<urlopen https://h/x?{SIGNATURE}>", "<urlopen https://h/x?<redacted>>", id="angle-brackets"),
+        pytest.param(f"token {TOKEN} refused", "token <redacted> refused", id="secret-env-value"),
+        pytest.param("user@example.com wrote 3 bytes", "user@example.com wrote 3 bytes", id="email-untouched"),
+    ],
+)  # fmt: skip
+def test_scrub_removes_credentials_from_every_uri_form(message: str, scrubbed: str) -> None:
+    assert puller.scrub(message, {"STORAGE_BEARER_TOKEN": TOKEN}) == scrubbed
 
 
 def test_invalid_model_name(run_puller: Callable[..., Result], tmp_path: Path) -> None:
@@ -588,24 +647,204 @@ def test_pvc_errors(
 # ----------------------------------------------------------------------- config override, atomicity
 
 
-@pytest.mark.parametrize(
-    "files",
-    [
-        pytest.param(MODEL_FILES, id="replaces-repository-config"),
-        pytest.param({"1/model.onnx": b"m"}, id="adds-missing-config"),
-    ],
+def triton_config(text: str) -> Any:
+    """Parse with Triton's schema (model_config.proto as tritonclient ships it; test_modelconfig.py
+    proves the copy byte-identical): a config that fails here fails in Triton too."""
+    return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
+def rendered_for(config: dict[str, Any], name: str = "simple", backend: str = "pytorch") -> str:
+    """The operator's own rendering of spec.model.config, as the ConfigMap carries it."""
+    model = ModelSource.model_validate(
+        {"name": name, "version": "1", "storageUri": "s3://models/simple", "backend": backend, "config": config}
+    )
+    text = config_pbtxt(model)
+    assert text is not None
+    return text
+
+
+# A TorchScript model's own config: Triton cannot load a libtorch model without input and output.
+PYTORCH_OWN = """
+name: "simple"
+platform: "pytorch_libtorch"
+max_batch_size: 8
+version_policy { latest { num_versions: 2 } }
+input [ { name: "INPUT__0" data_type: TYPE_FP32 dims: [ 3, 224, 224 ] } ]
+output [ { name: "OUTPUT__0" data_type: TYPE_FP32 dims: [ 1000 ] label_filename: "labels.txt" } ]
+instance_group [ { kind: KIND_CPU count: 4 }, { kind: KIND_GPU count: 1 gpus: [ 1 ] } ]
+dynamic_batching { max_queue_delay_microseconds: 50 priority_levels: 2 default_priority_level: 1 }
+optimization { cuda { graphs: true } }
+parameters { key: "INFERENCE_MODE" value: { string_value: "true" } }
+parameters { key: "ENABLE_NVFUSER" value: { string_value: "false" } }
+model_warmup [ {
+  name: "zeros" batch_size: 1
+  inputs { key: "INPUT__0" value: { data_type: TYPE_FP32 dims: [ 3, 224, 224 ] zero_data: true } }
+} ]
+"""
+# What examples/gateway-canary.yaml (a pytorch model) states in spec.model.config.
+EXAMPLE_CONFIG = {
+    "maxBatchSize": 32,
+    "dynamicBatching": {"maxQueueDelayMicroseconds": 1000},
+    "instanceGroups": [{"kind": "KIND_GPU", "count": 1}],
+}
+SEQUENCE_OWN = 'name: "simple" backend: "python" max_batch_size: 4 sequence_batching { max_sequence_idle_microseconds: 5000000 }'
+ENSEMBLE_OWN = (
+    'name: "simple" platform: "ensemble" max_batch_size: 4 '
+    'ensemble_scheduling { step [ { model_name: "pre" model_version: -1 input_map { key: "IN" value: "RAW" } '
+    'output_map { key: "OUT" value: "PIXELS" } } ] }'
 )
-def test_rendered_config_overrides(
-    run_puller: Callable[..., Result], tmp_path: Path, files: dict[str, bytes]
+
+
+@dataclass
+class Merge:
+    own: str | None
+    config: dict[str, Any]
+    # (field, value) pairs the merged message must show; value compared with its text form
+    expect: dict[str, str] = field(default_factory=dict)
+    backend: str = "pytorch"
+
+
+def text_of(message: Any, name: str) -> str:
+    value = getattr(message, name)
+    if hasattr(value, "DESCRIPTOR") or hasattr(value, "__len__") and not isinstance(value, str):
+        if hasattr(value, "ListFields"):
+            return text_format.MessageToString(value, as_one_line=True)
+        if hasattr(value, "items"):  # a map
+            return " ".join(
+                f"{k}={text_format.MessageToString(v, as_one_line=True)}" for k, v in sorted(value.items())
+            )
+        return " | ".join(
+            text_format.MessageToString(v, as_one_line=True) if hasattr(v, "ListFields") else str(v)
+            for v in value
+        )
+    return str(value)
+
+
+MERGES = [
+    pytest.param(Merge(PYTORCH_OWN, EXAMPLE_CONFIG, {
+        # The ModelDeployment's fields win ...
+        "max_batch_size": "32",
+        "backend": "pytorch",
+        # ... a message it states replaces the model's whole (priority levels are the model's no more) ...
+        "dynamic_batching": "max_queue_delay_microseconds: 1000",
+        # ... a repeated field it states replaces the model's whole list ...
+        "instance_group": "count: 1 kind: KIND_GPU",
+        # ... and everything else of the model's stays.
+        "platform": "pytorch_libtorch",
+        "input": 'name: "INPUT__0" data_type: TYPE_FP32 dims: 3 dims: 224 dims: 224',
+        "output": 'name: "OUTPUT__0" data_type: TYPE_FP32 dims: 1000 label_filename: "labels.txt"',
+        "version_policy": "latest { num_versions: 2 }",
+        "optimization": "cuda { graphs: true }",
+        "model_warmup": 'name: "zeros" batch_size: 1 inputs { key: "INPUT__0" value { data_type: TYPE_FP32 '
+                        'dims: 3 dims: 224 dims: 224 zero_data: true } }',
+        "parameters": 'ENABLE_NVFUSER=string_value: "false" INFERENCE_MODE=string_value: "true"',
+    }), id="pytorch-example-over-full-model-config"),
+    pytest.param(Merge(PYTORCH_OWN, {"maxBatchSize": 8, "parameters": {"INFERENCE_MODE": "false", "X": "1"}}, {
+        # parameters merge by key: the model's other keys stay.
+        "parameters": 'ENABLE_NVFUSER=string_value: "false" INFERENCE_MODE=string_value: "false" X=string_value: "1"',
+        # Not stated: the model's own.
+        "instance_group": "count: 4 kind: KIND_CPU | count: 1 gpus: 1 kind: KIND_GPU",
+        "dynamic_batching": "max_queue_delay_microseconds: 50 priority_levels: 2 default_priority_level: 1",
+    }), id="parameters-merge-by-key"),
+    pytest.param(Merge(PYTORCH_OWN, {}, {"max_batch_size": "0", "input": 'name: "INPUT__0" data_type: TYPE_FP32 dims: 3 dims: 224 dims: 224'}),
+                 id="max-batch-size-is-always-the-crs"),
+    pytest.param(Merge(None, EXAMPLE_CONFIG, {"max_batch_size": "32", "input": "", "name": "simple"}),
+                 id="no-own-config-rendered-stands-alone"),
+    pytest.param(Merge('max_batch_size: 2 input [ { name: "x" data_type: TYPE_INT64 dims: [ -1 ] } ]', {"maxBatchSize": 2},
+                       {"name": "simple", "input": 'name: "x" data_type: TYPE_INT64 dims: -1'}),
+                 id="own-config-without-a-name-gets-the-crs"),
+    pytest.param(Merge(SEQUENCE_OWN, {"maxBatchSize": 4, "instanceGroups": [{"kind": "KIND_CPU", "count": 2}]},
+                       {"sequence_batching": "max_sequence_idle_microseconds: 5000000", "backend": "python"},
+                       backend="python"), id="sequence-batching-stays"),
+    pytest.param(Merge(ENSEMBLE_OWN, {"maxBatchSize": 4}, {
+        "ensemble_scheduling": 'step { model_name: "pre" model_version: -1 input_map { key: "IN" value: "RAW" } '
+                               'output_map { key: "OUT" value: "PIXELS" } }',
+        "platform": "ensemble"}, backend="python"), id="ensemble-scheduling-stays"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", MERGES)
+def test_config_merge(case: Merge) -> None:
+    rendered = rendered_for(case.config, backend=case.backend)
+    triton_config(rendered)
+    text, fields = puller.merge_config(case.own, rendered, "simple")
+    merged = triton_config(text)  # every merged configuration parses with Triton's schema
+    for name, value in case.expect.items():
+        assert text_of(merged, name) == value, name
+    assert {"name", "backend", "max_batch_size"} <= set(fields)
+    if case.own is None:
+        assert merged == triton_config(rendered)
+
+
+@pytest.mark.parametrize(
+    ("own", "config", "problem"),
+    [
+        pytest.param("name: \"simple\" input [ { name: \"x\" ", {}, "the model's config.pbtxt is not a valid Triton model configuration",
+                     id="malformed"),
+        pytest.param("name: \"simple\" max_batch_sizes: 3", {}, "has no field named \"max_batch_sizes\"", id="unknown-field"),
+        pytest.param("name: \"simple\" max_batch_size: \"eight\"", {}, "not a valid Triton model configuration",
+                     id="wrong-type"),
+        pytest.param('name: "resnet50" platform: "pytorch_libtorch"', {}, "names model 'resnet50', not 'simple'",
+                     id="names-another-model"),
+        pytest.param(SEQUENCE_OWN, {"maxBatchSize": 4, "dynamicBatching": {}},
+                     "uses sequence_batching, which the rendered dynamic_batching would replace", id="sequence-vs-dynamic"),
+        pytest.param(ENSEMBLE_OWN, {"maxBatchSize": 4, "dynamicBatching": {}},
+                     "uses ensemble_scheduling, which the rendered dynamic_batching would replace", id="ensemble-vs-dynamic"),
+    ],
+)  # fmt: skip
+def test_config_merge_refuses(own: str, config: dict[str, Any], problem: str) -> None:
+    with pytest.raises(puller.PullError, match=re.escape(problem)):
+        puller.merge_config(own, rendered_for(config), "simple")
+
+
+@pytest.mark.parametrize(
+    ("files", "event"),
+    [
+        pytest.param({"config.pbtxt": PYTORCH_OWN.encode(), "1/model.pt": b"torchscript"}, "config.merged",
+                     id="merged-over-the-models-own"),
+        pytest.param({"1/model.pt": b"torchscript"}, "config.rendered", id="rendered-when-the-model-has-none"),
+    ],
+)  # fmt: skip
+def test_rendered_config_on_disk(
+    run_puller: Callable[..., Result], tmp_path: Path, files: dict[str, bytes], event: str
 ) -> None:
     write_tree(tmp_path / "mnt" / "store" / "simple", files)
     rendered = tmp_path / "model-config" / "config.pbtxt"
     rendered.parent.mkdir()
-    rendered.write_bytes(b'name: "simple"\nmax_batch_size: 64\ndynamic_batching { }\n')
+    rendered.write_text(rendered_for(EXAMPLE_CONFIG))
     result = run_puller("pvc://store/simple", "--config", str(rendered))
     assert result.code == 0, result.stderr
-    assert (result.model_dir / "config.pbtxt").read_bytes() == rendered.read_bytes()
-    assert any(e["event"] == "config.override" for e in result.events)
+    written = result.model_dir / "config.pbtxt"
+    merged = triton_config(written.read_text())
+    assert merged.max_batch_size == 32
+    assert [g.kind for g in merged.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_GPU]
+    assert len(merged.input) == (1 if "config.pbtxt" in files else 0)
+    assert written.stat().st_mode & 0o777 == 0o644
+    (done,) = [e for e in result.events if e["event"] == event]
+    assert "max_batch_size" in done["fields"]
+    # The source on the claim is never written.
+    assert (tmp_path / "mnt" / "store" / "simple" / "1" / "model.pt").read_bytes() == b"torchscript"
+
+
+@pytest.mark.parametrize(
+    ("own", "problem"),
+    [
+        pytest.param(b"name: \"simple\" input [ {", "the model's config.pbtxt is not a valid Triton model configuration",
+                     id="malformed"),
+        pytest.param(b"name: \"other_model\"", "names model 'other_model', not 'simple' (spec.model.name)",
+                     id="names-another-model"),
+        pytest.param(b"\xff\xfe not text", "the model's config.pbtxt is not UTF-8 text", id="not-text"),
+    ],
+)  # fmt: skip
+def test_bad_model_config_fails_the_pull_with_one_line(
+    run_puller: Callable[..., Result], tmp_path: Path, own: bytes, problem: str
+) -> None:
+    write_tree(tmp_path / "mnt" / "store" / "simple", {"config.pbtxt": own, "1/model.pt": b"m"})
+    rendered = tmp_path / "model-config" / "config.pbtxt"
+    rendered.parent.mkdir()
+    rendered.write_text(rendered_for(EXAMPLE_CONFIG))
+    result = run_puller("pvc://store/simple", "--config", str(rendered))
+    result.assert_clean_failure("model-puller: pvc://store/simple: ", problem)
 
 
 def test_missing_rendered_config_is_an_error(run_puller: Callable[..., Result], tmp_path: Path) -> None:

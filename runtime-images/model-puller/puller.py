@@ -4,7 +4,7 @@
 Runs as the `model-puller` initContainer of every Triton pod the operator renders:
 
     puller.py --source s3://bucket/prefix --model-name NAME --repository /models \
-              [--config /etc/modeldeploy/model-config/config.pbtxt]
+              [--config /etc/modeldeploy/model-config/config.pbtxt] [--max-bytes N]
 
 The source is a model directory in Triton's layout (optional config.pbtxt, numeric version
 subdirectories) or a .tar.gz/.tgz/.zip archive of one, behind one of:
@@ -16,12 +16,23 @@ subdirectories) or a .tar.gz/.tgz/.zip archive of one, behind one of:
 
 The result is <repository>/<model-name>/, built in a temporary directory inside the repository
 and renamed into place, so Triton never sees a half-written model. Archive members, object
-keys and symlinks are untrusted input: nothing may land outside the target directory.
+keys and symlinks are untrusted input: nothing may land outside the target directory. A
+downloaded archive is deleted as soon as it is extracted; while both exist, they count together
+against --max-bytes, which the operator sets below the model volume's sizeLimit, so a model too
+large for the volume fails with one line instead of getting the pod evicted.
+
+With --config, the rendered config.pbtxt is merged over the model's own with Triton's schema
+(model_config_pb2.py beside this file, as tritonclient ships it): each top-level field the
+rendered file states replaces the model's (a repeated field its whole list; `parameters` merge by
+key), and everything else of the model's stays (input, output, model_warmup, optimization, ...).
+name, backend and max_batch_size always come from the rendered file. A model's own config that
+does not parse, or that names another model than --model-name, fails the pull.
 
 Exit status 0 on success, 1 on any failure with one line on stderr naming the source and the
 problem (also written to the container's termination log, so `kubectl describe pod` shows it).
-Progress goes to stdout as one JSON object per line. Credentials and the query strings of
-signed URLs are never printed.
+Progress goes to stdout as one JSON object per line. Credentials are never printed: a source
+with user:password@ is refused, and every line, error lines included, has the userinfo and the
+query string of any URI in it removed (signed URLs), whatever its scheme.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ import argparse
 import contextlib
 import functools
 import http.client
+import importlib.util
 import json
 import os
 import posixpath
@@ -58,7 +70,9 @@ DEFAULT_PVC_MOUNT_ROOT = "/mnt/pvc"
 DEFAULT_SECRET_DIR = "/var/run/secrets/modeldeploy/storage"
 GCS_CREDENTIALS_FILE = "gcs-credentials.json"
 CA_FILE = "ca.crt"
-DEFAULT_MAX_BYTES = 64 * 1024**3  # the emptyDir's sizeLimit is the real cap; this stops a runaway archive
+# 95% of the model volume's default sizeLimit (50Gi): the operator passes --max-bytes derived the
+# same way from the ModelDeployment's own sizeLimit (render/deployment.py, puller_max_bytes).
+DEFAULT_MAX_BYTES = 50 * 1024**3 * 95 // 100
 DEFAULT_MAX_FILES = 100_000
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 CLAIM_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -66,6 +80,11 @@ CLAIM_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "STORAGE_BEARER_TOKEN")
 TRANSIENT_HTTP_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 CHUNK = 1024 * 1024
+CONFIG_FILE = "config.pbtxt"
+CONFIG_SCHEMA = "model_config_pb2.py"  # Triton's ModelConfig, generated from model_config.proto
+MAX_CONFIG_BYTES = 4 * 1024**2  # a model's config.pbtxt is a few KiB; this one is read into memory
+# Fields the rendered config states even at their proto3 default (0, ""), which text format omits.
+ALWAYS_STATED = ("name", "backend", "max_batch_size")
 # Staging and trash directories carry a '+', which model names cannot contain: no clash with a model.
 STAGING_PREFIX = ".modeldeploy-pull+"
 TRASH_PREFIX = ".modeldeploy-old+"
@@ -84,12 +103,15 @@ class TransientError(PullError):
 # ------------------------------------------------------------------------------------ logging
 
 
-_URL_QUERY_RE = re.compile(r"(https?://[^\s?#\"']+)\?(?!<redacted>)[^\s#\"']*")
+# Any scheme: s3://, gs://, pvc://, http(s):// and whatever a library's message may quote.
+_URI_USERINFO_RE = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#\"'<>]*@")
+_URI_QUERY_RE = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://[^\s?#\"'<>]*)\?(?!<redacted>)[^\s#\"'<>]*")
 
 
 def scrub(text: str, env: Mapping[str, str]) -> str:
-    """Remove signed-URL query strings and the values of secret env vars from a message."""
-    text = _URL_QUERY_RE.sub(r"\1?<redacted>", text)
+    """Remove the userinfo and query of every URI, and the values of secret env vars, from a message."""
+    text = _URI_USERINFO_RE.sub(r"\1", text)  # greedy: up to the last @ of the authority
+    text = _URI_QUERY_RE.sub(r"\1?<redacted>", text)
     for name in SECRET_ENV:
         value = env.get(name, "")
         if len(value) >= 4:  # a shorter "secret" would redact innocent text and protect nothing
@@ -135,7 +157,7 @@ class Source:
     def display(self) -> str:
         """The URI without userinfo, query or fragment: safe for logs and errors."""
         shown = f"{self.scheme}://{self.authority}/{self.path}".rstrip("/")
-        if self.scheme == "https" and urllib.parse.urlsplit(self.url).query:
+        if urllib.parse.urlsplit(self.url).query:
             shown += "?<redacted>"
         return shown
 
@@ -144,9 +166,9 @@ def redact_raw(uri: str) -> str:
     """A printable form of a URI that may not even parse: no userinfo, query or fragment."""
     try:
         parts = urllib.parse.urlsplit(uri)
-        host = parts.hostname or ""
     except ValueError:
         return "(unparsable source)"
+    host = parts.netloc.rpartition("@")[2]  # userinfo ends at the authority's last @
     shown = f"{parts.scheme}://{host}{parts.path}" if parts.scheme else parts.path
     return shown + ("?<redacted>" if parts.query else "")
 
@@ -161,6 +183,12 @@ def parse_source(uri: str) -> Source:
     if scheme not in SCHEMES:
         shown = scheme or "(none)"
         raise PullError(f"unsupported scheme {shown!r}: use s3://, gs://, https:// or pvc://")
+    if "@" in parts.netloc:
+        # The CRD refuses it too; credentials belong in the storage Secret, which only the puller reads.
+        raise PullError(
+            "the source carries credentials (user:password@): anyone who may read the ModelDeployment "
+            "or the pod would see them; put them in the storage Secret (storageSecretRef) instead"
+        )
     # hostname/port rather than netloc: netloc may carry user:password@.
     authority = parts.hostname or ""
     if scheme == "https" and parts.port is not None:
@@ -188,24 +216,55 @@ def safe_relpath(name: str, what: str = "member") -> PurePosixPath:
     return PurePosixPath(*parts)
 
 
+def over_size(what: str, max_bytes: int) -> PullError:
+    return PullError(
+        f"{what}: over the size limit (--max-bytes {max_bytes}, below the model volume's sizeLimit; "
+        "raise spec.runtime.volumes.modelsSizeLimit for a larger model)"
+    )
+
+
 @dataclass
 class Budget:
-    """Caps total bytes and files, so a hostile or mistaken source cannot fill the node's disk."""
+    """Caps the bytes on the model volume and the files, so a source cannot fill the node's disk.
+
+    `used_bytes` is the model's; `held_bytes` a downloaded archive's, on the same volume until it
+    is extracted and deleted (`release`). Both count against `max_bytes` while they coexist."""
 
     max_bytes: int
     max_files: int
     used_bytes: int = 0
     used_files: int = 0
+    held_bytes: int = 0
+    earlier_bytes: int = 0  # an earlier pull's result (an initContainer restart), until it is replaced
 
     def add_file(self) -> None:
         self.used_files += 1
         if self.used_files > self.max_files:
             raise PullError(f"more than {self.max_files} files: over the file-count limit")
 
+    @property
+    def free_bytes(self) -> int:
+        return self.max_bytes - self.used_bytes - self.held_bytes - self.earlier_bytes
+
+    def _beside(self) -> str:
+        also = [f"the {self.held_bytes}-byte archive"] if self.held_bytes else []
+        also += [f"the earlier pull's {self.earlier_bytes} bytes"] if self.earlier_bytes else []
+        return f" (with {' and '.join(also)})" if also else ""
+
     def add_bytes(self, n: int) -> None:
         self.used_bytes += n
-        if self.used_bytes > self.max_bytes:
-            raise PullError(f"more than {self.max_bytes} bytes: over the size limit (--max-bytes)")
+        if self.free_bytes < 0:
+            raise over_size(f"more than {self.used_bytes} bytes{self._beside()}", self.max_bytes)
+
+    def hold(self, n: int) -> None:
+        """A downloaded archive of n bytes now sits on the volume."""
+        self.held_bytes += n
+        if self.free_bytes < 0:
+            self.held_bytes -= n
+            raise over_size(f"the archive is {n} bytes{self._beside()}", self.max_bytes)
+
+    def release(self, n: int) -> None:
+        self.held_bytes -= n
 
 
 EntryKind = Literal["file", "dir", "symlink", "hardlink", "special"]
@@ -361,7 +420,10 @@ def zip_entries(archive: zipfile.ZipFile) -> Iterator[Entry]:
             )
 
 
-def extract_archive(path: Path, kind: Literal["tar", "zip"], root: Path, budget: Budget) -> None:
+def extract_archive(
+    path: Path, kind: Literal["tar", "zip"], root: Path, budget: Budget, downloaded: bool = False
+) -> None:
+    """Extract; a downloaded archive is deleted right after (it and the model share the volume)."""
     try:
         if kind == "zip":
             with zipfile.ZipFile(path) as archive:
@@ -371,6 +433,19 @@ def extract_archive(path: Path, kind: Literal["tar", "zip"], root: Path, budget:
                 materialize(tar_entries(tar), root, budget)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
         raise PullError(f"cannot read the {kind} archive: {exc}") from exc
+    finally:
+        if downloaded:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            budget.release(budget.held_bytes)
+
+
+def download_archive(budget: Budget, dest: Path, size: int, download: Callable[[], None]) -> None:
+    """Download an archive of a known size: refused before it starts when it cannot fit."""
+    budget.hold(size)
+    download()
+    budget.release(size)
+    budget.hold(dest.stat().st_size)  # what is really on the volume
 
 
 def open_binary(path: Path) -> IO[bytes]:
@@ -450,7 +525,9 @@ class _HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
 
 
 def fetch_https(opts: Options, dest: Path, budget: Budget, log: Logger) -> None:
-    context = ssl.create_default_context(cafile=str(opts.ca_file) if opts.ca_file else None)
+    context = ssl.create_default_context()  # the system trust store ...
+    if opts.ca_file:
+        context.load_verify_locations(cafile=str(opts.ca_file))  # ... plus the Secret's CA, never instead
     opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), _HttpsOnlyRedirects())
     # S310: parse_source admitted https only, and redirects are held to https too.
     request = urllib.request.Request(opts.source.url, headers={"User-Agent": "modeldeploy-model-puller/0.1"})  # noqa: S310
@@ -462,13 +539,19 @@ def fetch_https(opts: Options, dest: Path, budget: Budget, log: Logger) -> None:
     def attempt() -> None:
         with contextlib.suppress(FileNotFoundError):
             dest.unlink()  # a retry starts over
-        attempt_budget = Budget(budget.max_bytes, budget.max_files)
+        # The archive and the model share the volume: a retry starts over with what is free now.
+        attempt_budget = Budget(budget.free_bytes, budget.max_files)
         try:
             with opener.open(request, timeout=opts.timeout) as response:
                 length = response.headers.get("Content-Length")
-                if length and length.isdigit() and int(length) > budget.max_bytes:
-                    raise PullError(f"the archive is {length} bytes: over the size limit (--max-bytes)")
-                copy_stream(response, dest, attempt_budget)
+                if length and length.isdigit() and int(length) > budget.free_bytes:
+                    raise over_size(f"the archive is {length} bytes", budget.max_bytes)
+                try:
+                    copy_stream(response, dest, attempt_budget)
+                except PullError:
+                    raise over_size(
+                        f"the archive is over {budget.free_bytes} bytes{budget._beside()}", budget.max_bytes
+                    ) from None
                 if length and length.isdigit() and dest.stat().st_size != int(length):
                     raise TransientError(f"connection closed after {dest.stat().st_size} of {length} bytes")
         except urllib.error.HTTPError as exc:
@@ -488,11 +571,27 @@ def fetch_https(opts: Options, dest: Path, budget: Budget, log: Logger) -> None:
 
     log("info", "download.start", source=opts.source.display)
     with_retries(attempt, "download", opts.retries, opts.retry_base_delay, log)
+    budget.hold(dest.stat().st_size)
 
 
-def s3_client(opts: Options) -> Any:
+def ca_bundle(opts: Options, staging: Path, default_bundle: str) -> Path | None:
+    """The client library's own trust store plus the Secret's ca.crt, as one file.
+
+    botocore and requests take one bundle, which replaces their default: given ca.crt alone, a
+    store behind a public certificate (or a redirect to one) would no longer verify."""
+    if opts.ca_file is None:
+        return None
+    bundle = staging / "ca-bundle.pem"
+    with open(bundle, "xb") as out:
+        out.write(Path(default_bundle).read_bytes().rstrip(b"\n") + b"\n")
+        out.write(opts.ca_file.read_bytes())
+    return bundle
+
+
+def s3_client(opts: Options, staging: Path) -> Any:
     import boto3  # lazily: the https and pvc paths need the stdlib only
     from botocore.config import Config
+    from botocore.httpsession import where
 
     endpoint = opts.env.get("AWS_ENDPOINT_URL") or None
     config = Config(
@@ -507,7 +606,7 @@ def s3_client(opts: Options) -> Any:
         endpoint_url=endpoint,
         region_name=opts.env.get("AWS_REGION") or opts.env.get("AWS_DEFAULT_REGION") or None,
         config=config,
-        verify=str(opts.ca_file) if opts.ca_file else None,
+        verify=str(bundle) if (bundle := ca_bundle(opts, staging, where())) else None,
     )
 
 
@@ -533,16 +632,19 @@ def s3_entries(opts: Options, client: Any) -> Iterator[Entry]:
 def pull_s3(opts: Options, root: Path, staging: Path, budget: Budget, log: Logger) -> None:
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-    client = s3_client(opts)
+    client = s3_client(opts, staging)
     try:
         if opts.source.is_archive:
             archive = staging / "archive"
             head = client.head_object(Bucket=opts.source.authority, Key=opts.source.path)
-            if int(head["ContentLength"]) > budget.max_bytes:
-                raise PullError(f"the archive is {head['ContentLength']} bytes: over the size limit")
             log("info", "download.start", source=opts.source.display)
-            client.download_file(opts.source.authority, opts.source.path, str(archive))
-            extract_archive(archive, opts.source.archive_kind, root, budget)
+            download_archive(
+                budget,
+                archive,
+                int(head["ContentLength"]),
+                lambda: client.download_file(opts.source.authority, opts.source.path, str(archive)),
+            )
+            extract_archive(archive, opts.source.archive_kind, root, budget, downloaded=True)
         else:
             log("info", "download.start", source=opts.source.display)
             materialize(s3_entries(opts, client), root, budget, "object")
@@ -560,12 +662,21 @@ def pull_s3(opts: Options, root: Path, staging: Path, budget: Budget, log: Logge
         raise PullError(f"S3 request failed: {exc}") from None
 
 
+def certifi_where() -> str:
+    import certifi  # requests' own trust store, which google-cloud-storage's sessions use
+
+    return str(certifi.where())
+
+
 def pull_gs(opts: Options, root: Path, staging: Path, budget: Budget, log: Logger) -> None:
     from google.api_core import exceptions as gexc
     from google.auth import exceptions as auth_exc
     from google.cloud import storage
 
     key_file = opts.secret_dir / GCS_CREDENTIALS_FILE
+    bundle = ca_bundle(opts, staging, certifi_where())
+    if bundle is not None:
+        os.environ["REQUESTS_CA_BUNDLE"] = str(bundle)  # the GCS client's sessions are requests'
     try:
         if key_file.is_file():
             client = storage.Client.from_service_account_json(str(key_file))
@@ -576,12 +687,15 @@ def pull_gs(opts: Options, root: Path, staging: Path, budget: Budget, log: Logge
         if opts.source.is_archive:
             blob = bucket.blob(opts.source.path)
             blob.reload(timeout=opts.timeout)
-            if int(blob.size or 0) > budget.max_bytes:
-                raise PullError(f"the archive is {blob.size} bytes: over the size limit")
             log("info", "download.start", source=opts.source.display)
             archive = staging / "archive"
-            blob.download_to_filename(str(archive), timeout=opts.timeout)
-            extract_archive(archive, opts.source.archive_kind, root, budget)
+            download_archive(
+                budget,
+                archive,
+                int(blob.size or 0),
+                lambda: blob.download_to_filename(str(archive), timeout=opts.timeout),
+            )
+            extract_archive(archive, opts.source.archive_kind, root, budget, downloaded=True)
             return
 
         prefix = opts.source.path.rstrip("/")
@@ -651,6 +765,124 @@ def find_model_root(tree: Path) -> Path:
     raise PullError("no numeric version directory (such as 1/) found: not a Triton model directory")
 
 
+# ------------------------------------------------------------------------------ config merge
+
+
+def config_schema() -> Any:
+    """Triton's ModelConfig module (model_config_pb2.py beside this file), loaded by path, once."""
+    name = "modeldeploy_puller_model_config_pb2"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = Path(__file__).with_name(CONFIG_SCHEMA)
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None or not path.is_file():
+        raise PullError(f"Triton's config schema {path} is missing from the image")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)  # needs protobuf (requirements.txt)
+    except ImportError as exc:
+        raise PullError(f"cannot load Triton's config schema: {exc}") from None
+    sys.modules[name] = module
+    return module
+
+
+def parse_config(text: str, what: str) -> Any:
+    """A config.pbtxt as Triton's ModelConfig message; anything Triton would not parse is refused."""
+    from google.protobuf import text_format  # lazily, like the object-store clients
+
+    try:
+        return text_format.Parse(text, config_schema().ModelConfig())
+    except text_format.ParseError as exc:
+        raise PullError(f"{what} is not a valid Triton model configuration: {exc}") from None
+
+
+def read_config(path: Path, what: str) -> str:
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise PullError(f"{what} is larger than {MAX_CONFIG_BYTES} bytes: not a model configuration")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise PullError(f"{what} is not UTF-8 text") from None
+
+
+def merge_config(own_text: str | None, rendered_text: str, model_name: str) -> tuple[str, list[str]]:
+    """The model's own config with the rendered fields over it: (text, the fields taken from the rendered).
+
+    Each top-level field the rendered config states replaces the model's whole field: a message as
+    a whole, a repeated field (instance_group, ...) as a whole list. `parameters` is a map: merged
+    by key, the rendered value winning. Everything else of the model's stays as it was.
+    """
+    from google.protobuf import text_format
+
+    rendered = parse_config(rendered_text, "the rendered config.pbtxt")
+    if rendered.name != model_name:
+        raise PullError(f"the rendered config.pbtxt names model {rendered.name!r}, not {model_name!r}")
+    fields = sorted({f.name for f, _ in rendered.ListFields()} | set(ALWAYS_STATED))
+    if own_text is None:
+        return str(text_format.MessageToString(rendered)), fields  # it stands alone
+    own = parse_config(own_text, "the model's config.pbtxt")
+    if own.name and own.name != model_name:
+        # Triton loads a model only if its config's name is its directory's. Renaming it here would
+        # serve one model under another's name: a wrong storageUri or model.name, most likely.
+        raise PullError(
+            f"the model's config.pbtxt names model {own.name!r}, not {model_name!r} (spec.model.name): "
+            "point storageUri at the right model, or set spec.model.name to the config's name"
+        )
+    descriptor = own.DESCRIPTOR
+    for oneof in descriptor.oneofs:
+        chosen = own.WhichOneof(oneof.name)
+        stated = [f.name for f in oneof.fields if f.name in fields]
+        if chosen is not None and stated and stated != [chosen]:
+            # dynamic_batching, sequence_batching and ensemble_scheduling exclude each other:
+            # setting one would silently drop the model's stateful or ensemble scheduling.
+            raise PullError(
+                f"the model's config.pbtxt uses {chosen}, which the rendered {stated[0]} would replace: "
+                f"remove dynamicBatching from spec.model.config for this model"
+            )
+    for name in fields:
+        field = descriptor.fields_by_name[name]
+        ours, theirs = getattr(own, name), getattr(rendered, name)
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            for key in theirs:
+                if field.message_type.fields_by_name["value"].message_type is not None:
+                    ours[key].CopyFrom(theirs[key])
+                else:
+                    ours[key] = theirs[key]
+        elif field.is_repeated:
+            del ours[:]
+            ours.extend(theirs)
+        elif field.message_type is not None:
+            ours.CopyFrom(theirs)
+        else:
+            setattr(own, name, theirs)
+    return str(text_format.MessageToString(own)), fields
+
+
+def apply_config(model_root: Path, rendered: Path, model_name: str, log: Logger) -> None:
+    target = model_root / CONFIG_FILE
+    own_text = None
+    if target.exists():  # may be a symlink: materialize() proved it resolves inside the model
+        own_text = read_config(target, "the model's config.pbtxt")
+    text, fields = merge_config(own_text, read_config(rendered, "the rendered config.pbtxt"), model_name)
+    if target.is_symlink() or target.exists():
+        target.unlink()
+    target.write_text(text, encoding="utf-8")
+    os.chmod(target, 0o644)
+    log("info", "config.merged" if own_text is not None else "config.rendered", fields=fields)
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes of the regular files under path (symlinks not followed)."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                info = os.lstat(os.path.join(dirpath, name))
+                if stat.S_ISREG(info.st_mode):
+                    total += info.st_size
+    return total
+
+
 def replace_dir(staged: Path, final: Path) -> None:
     """Move staged to final. An earlier pull's result (an initContainer restart) is moved aside first."""
     trash = None
@@ -678,7 +910,9 @@ def pull(opts: Options, log: Logger) -> Path:
     clean_leftovers(opts.repository, opts.model_name)
 
     started = time.monotonic()
-    budget = Budget(opts.max_bytes, opts.max_files)
+    final = opts.repository / opts.model_name
+    earlier = tree_bytes(final) if final.is_dir() and not final.is_symlink() else 0
+    budget = Budget(opts.max_bytes, opts.max_files, earlier_bytes=earlier)
     # Inside the repository, so the final rename stays on one filesystem and is atomic.
     staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{opts.model_name}+", dir=opts.repository))
     try:
@@ -687,7 +921,7 @@ def pull(opts: Options, log: Logger) -> Path:
         if scheme == "https":
             archive = staging / "archive"
             fetch_https(opts, archive, budget, log)
-            extract_archive(archive, opts.source.archive_kind, tree, budget)
+            extract_archive(archive, opts.source.archive_kind, tree, budget, downloaded=True)
         elif scheme == "s3":
             pull_s3(opts, tree, staging, budget, log)
         elif scheme == "gs":
@@ -698,14 +932,8 @@ def pull(opts: Options, log: Logger) -> Path:
         model_root = find_model_root(tree)
         versions = sorted(c.name for c in model_root.iterdir() if is_version_dir(c))
         if opts.config is not None:
-            target = model_root / "config.pbtxt"
-            with contextlib.suppress(FileNotFoundError):
-                target.unlink()
-            shutil.copyfile(opts.config, target)
-            os.chmod(target, 0o644)
-            log("info", "config.override", path=str(opts.config))
+            apply_config(model_root, opts.config, opts.model_name, log)
         os.chmod(model_root, 0o755)  # noqa: S103 - mkdtemp made it 0700; Triton's uid must read it
-        final = opts.repository / opts.model_name
         replace_dir(model_root, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -734,7 +962,7 @@ def parse_args(argv: list[str] | None, env: Mapping[str, str]) -> argparse.Names
     parser.add_argument("--source", required=True, help="s3://, gs://, https:// or pvc:// URI of the model")
     parser.add_argument("--model-name", required=True, help="Triton model name: the directory to create")
     parser.add_argument("--repository", type=Path, default=Path(DEFAULT_REPOSITORY))
-    parser.add_argument("--config", type=Path, help="rendered config.pbtxt to place over the model's own")
+    parser.add_argument("--config", type=Path, help="rendered config.pbtxt to merge over the model's own")
     parser.add_argument("--pvc-mount-root", type=Path, default=Path(DEFAULT_PVC_MOUNT_ROOT))
     parser.add_argument("--secret-dir", type=Path, default=Path(DEFAULT_SECRET_DIR))
     parser.add_argument(

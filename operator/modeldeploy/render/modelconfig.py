@@ -1,54 +1,70 @@
-"""config.pbtxt (protobuf text format) from spec.model.config, and the ConfigMap carrying it."""
+"""config.pbtxt from spec.model.config, built with Triton's own schema, and the ConfigMap carrying it.
+
+The message is Triton's `inference.ModelConfig` (model_config.proto), from model_config_pb2 beside
+this module: a verbatim copy of the module tritonclient ships (tests/test_modelconfig.py checks it
+byte for byte). It is a copy, not an import of `tritonclient.grpc.model_config_pb2`, because
+importing that runs `tritonclient.grpc`'s package, which loads grpc and the gRPC client: I/O
+libraries the pure layers may not import (pyproject's import-linter contracts). The generated
+module needs protobuf only, which is data, not I/O.
+
+The rendered file is not the model's whole configuration: the model puller merges it over the
+model's own config.pbtxt (runtime-images/model-puller/puller.py, `merge_config`; docs/reference.md).
+"""
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from google.protobuf import text_format
 
 from modeldeploy.api.resource import ObjectRef
 from modeldeploy.api.spec import ModelSource
+from modeldeploy.render import model_config_pb2
 from modeldeploy.render.names import REVISION_LABEL, metadata
 
 CONFIG_KEY = "config.pbtxt"
+# Read by people looking at the ConfigMap; the text format takes '#' comments.
+HEADER = (
+    "# Rendered by modeldeploy from spec.model.config. The model puller merges it over the model's\n"
+    "# own config.pbtxt: each field below replaces the model's (a list replaces the whole list,\n"
+    "# parameters are merged by key), everything else of the model's stays. name, backend and\n"
+    "# max_batch_size are always the ModelDeployment's; a max_batch_size not printed is 0.\n"
+)
 
 
-def _quote(value: str) -> str:
-    # Protobuf text format string literals accept JSON's escaping.
-    return json.dumps(value)
-
-
-def config_pbtxt(model: ModelSource) -> str | None:
-    """The rendered config.pbtxt, or None when the repository's own config is to be used."""
+def model_config(model: ModelSource) -> Any | None:
+    """The ModelConfig message the ModelDeployment states, or None when it states none."""
     config = model.config
     if config is None:
         return None
-    lines = [
-        f"name: {_quote(model.name)}",
-        f"backend: {_quote(model.backend)}",
-        f"max_batch_size: {config.max_batch_size}",
-    ]
+    message = model_config_pb2.ModelConfig(
+        name=model.name, backend=str(model.backend), max_batch_size=config.max_batch_size
+    )
     if config.dynamic_batching is not None:
         batching = config.dynamic_batching
-        lines.append("dynamic_batching {")
-        if batching.preferred_batch_size:
-            lines.append(f"  preferred_batch_size: [ {', '.join(map(str, batching.preferred_batch_size))} ]")
+        message.dynamic_batching.SetInParent()  # present even when empty: "batch, with the defaults"
+        message.dynamic_batching.preferred_batch_size.extend(batching.preferred_batch_size or [])
         if batching.max_queue_delay_microseconds is not None:
-            lines.append(f"  max_queue_delay_microseconds: {batching.max_queue_delay_microseconds}")
+            message.dynamic_batching.max_queue_delay_microseconds = batching.max_queue_delay_microseconds
         if batching.preserve_ordering is not None:
-            lines.append(f"  preserve_ordering: {str(batching.preserve_ordering).lower()}")
-        lines.append("}")
+            message.dynamic_batching.preserve_ordering = batching.preserve_ordering
     for group in config.instance_groups:
-        lines.append("instance_group {")
-        lines.append(f"  kind: {group.kind}")
-        lines.append(f"  count: {group.count}")
-        if group.gpus:
-            lines.append(f"  gpus: [ {', '.join(map(str, group.gpus))} ]")
-        lines.append("}")
-    for key in sorted(config.parameters):
-        lines.append(
-            f"parameters {{ key: {_quote(key)} value: {{ string_value: {_quote(config.parameters[key])} }} }}"
+        message.instance_group.add(
+            kind=model_config_pb2.ModelInstanceGroup.Kind.Value(str(group.kind)),
+            count=group.count,
+            gpus=group.gpus or [],
         )
-    return "\n".join(lines) + "\n"
+    for key in sorted(config.parameters):
+        message.parameters[key].string_value = config.parameters[key]
+    return message
+
+
+def config_pbtxt(model: ModelSource) -> str | None:
+    """The rendered config.pbtxt, or None when the repository's own config is to be used as is."""
+    message = model_config(model)
+    if message is None:
+        return None
+    return HEADER + str(text_format.MessageToString(message))
 
 
 def config_map_name(parent: ObjectRef, revision: str) -> str:
