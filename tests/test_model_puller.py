@@ -158,10 +158,39 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return cert, key
 
 
+@pytest.fixture(scope="session")
+def ca_signed_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """A test CA and a server certificate it signed: (ca.crt, server cert, server key)."""
+    d = tmp_path_factory.mktemp("ca")
+    ca, ca_key, csr, cert, key = (
+        d / n for n in ("ca.crt", "ca.key", "server.csr", "server.crt", "server.key")
+    )
+    ext = d / "ext.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+    steps = [
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=modeldeploy test CA",
+         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+         "-keyout", str(ca_key), "-out", str(ca)],
+        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", str(key),
+         "-out", str(csr)],
+        ["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+         "-days", "2", "-extfile", str(ext), "-out", str(cert)],
+    ]  # fmt: skip
+    for step in steps:
+        subprocess.run(step, check=True, capture_output=True, timeout=60)
+    return ca, cert, key
+
+
 @pytest.fixture
 def https_server(tls_files: tuple[Path, Path]) -> Iterator[HttpsServer]:
     cert, key = tls_files
-    state = HttpsServer(base_url="", ca_file=cert)
+    with serve_https(cert, key, cert) as state:
+        yield state
+
+
+@contextlib.contextmanager
+def serve_https(cert: Path, key: Path, ca_file: Path) -> Iterator[HttpsServer]:
+    state = HttpsServer(base_url="", ca_file=ca_file)
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
@@ -186,7 +215,11 @@ def https_server(tls_files: tuple[Path, Path]) -> Iterator[HttpsServer]:
         def log_message(self, format: str, *args: Any) -> None:
             pass  # keep pytest's output clean
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            pass  # a client that hangs up mid-body (a refused download) is no error of the server's
+
+    server = Server(("127.0.0.1", 0), Handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     server.socket = context.wrap_socket(server.socket, server_side=True)
@@ -382,6 +415,60 @@ def test_size_limits(
     run_puller(url, "--ca-file", str(https_server.ca_file), *limit).assert_clean_failure(problem)
 
 
+def test_archive_is_deleted_once_extracted(
+    https_server: HttpsServer, run_puller: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[list[str]] = []
+    find = puller.find_model_root
+
+    def spy(tree: Path) -> Path:
+        seen.append(sorted(p.name for p in tree.parent.iterdir()))  # the staging directory
+        return find(tree)
+
+    monkeypatch.setattr(puller, "find_model_root", spy)
+    url = https_server.serve("/m.tar.gz", make_tar(model_members()))
+    assert run_puller(url, "--ca-file", str(https_server.ca_file)).code == 0
+    assert seen == [["tree"]]  # no archive beside the extracted tree
+
+
+RANDOM = os.urandom(60_000)  # incompressible: the archive is about as large as the model
+
+
+@pytest.mark.parametrize(
+    ("max_bytes", "problem"),
+    [
+        # Archive (~60 kB) and model (~60 kB) are on the volume together while it is extracted.
+        pytest.param(100_000, "with the ", id="archive-and-model-together"),
+        pytest.param(50_000, "the archive is ", id="archive-alone"),
+        pytest.param(200_000, None, id="fits"),
+    ],
+)
+def test_archive_counts_against_the_limit_until_deleted(
+    https_server: HttpsServer, run_puller: Callable[..., Result], max_bytes: int, problem: str | None
+) -> None:
+    archive = make_tar(model_members(files={"config.pbtxt": CONFIG, "1/model.onnx": RANDOM}))
+    assert len(archive) > 60_000
+    url = https_server.serve("/big.tar.gz", archive)
+    result = run_puller(url, "--ca-file", str(https_server.ca_file), "--max-bytes", str(max_bytes))
+    if problem is None:
+        assert result.code == 0, result.stderr
+        return
+    result.assert_clean_failure(
+        problem, f"over the size limit (--max-bytes {max_bytes}, below the model volume's sizeLimit",
+        "raise spec.runtime.volumes.modelsSizeLimit",
+    )  # fmt: skip
+
+
+def test_earlier_result_counts_against_the_limit(run_puller: Callable[..., Result], tmp_path: Path) -> None:
+    """An initContainer restart finds the last pull's model on the volume: both count until the swap."""
+    write_tree(tmp_path / "mnt" / "store" / "simple", {"config.pbtxt": CONFIG, "1/model.onnx": RANDOM})
+    assert run_puller("pvc://store/simple", "--max-bytes", "100000").code == 0
+    failed = run_puller("pvc://store/simple", "--max-bytes", "100000")
+    assert failed.code == 1
+    assert "with the earlier pull's" in failed.stderr
+    assert run_puller("pvc://store/simple", "--max-bytes", "200000").code == 0
+
+
 def test_corrupt_archive(https_server: HttpsServer, run_puller: Callable[..., Result]) -> None:
     url = https_server.serve("/corrupt.tar.gz", b"\x1f\x8b\x08 this is not gzip at all")
     run_puller(url, "--ca-file", str(https_server.ca_file)).assert_clean_failure(
@@ -439,6 +526,34 @@ def test_untrusted_certificate_is_refused(
 ) -> None:
     url = https_server.serve("/m.tar.gz", make_tar(model_members()))
     run_puller(url).assert_clean_failure("TLS certificate verification failed")
+
+
+def test_ca_file_adds_to_the_system_trust_store(
+    https_server: HttpsServer,
+    ca_signed_files: tuple[Path, Path, Path],
+    run_puller: Callable[..., Result],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ca.crt from the storage Secret is trusted beside the system store, never instead of it."""
+    ca, cert, key = ca_signed_files
+    archive = make_tar(model_members())
+    # The "system" store: OpenSSL's default verify paths read SSL_CERT_FILE when a context is made.
+    monkeypatch.setenv("SSL_CERT_FILE", str(https_server.ca_file))
+    public = https_server.serve("/public/m.tar.gz", archive)
+    with serve_https(cert, key, ca) as private_server:
+        private = private_server.serve("/private/m.tar.gz", archive)
+        # Without ca.crt the private server's certificate (signed by the test CA) is refused ...
+        run_puller(private).assert_clean_failure("TLS certificate verification failed")
+        # ... with it, the private server is trusted ...
+        assert run_puller(private, "--ca-file", str(ca)).code == 0
+    # ... and a server the system store trusts still is (ca.crt used to replace the store).
+    result = run_puller(public, "--ca-file", str(ca))
+    assert result.code == 0, result.stderr
+    # The default: <secret-dir>/ca.crt, when the Secret carries one.
+    (tmp_path / "secret").mkdir()
+    shutil.copy(ca, tmp_path / "secret" / "ca.crt")
+    assert run_puller(public).code == 0
 
 
 def test_bearer_token_is_sent_and_never_printed(
@@ -656,7 +771,13 @@ def triton_config(text: str) -> Any:
 def rendered_for(config: dict[str, Any], name: str = "simple", backend: str = "pytorch") -> str:
     """The operator's own rendering of spec.model.config, as the ConfigMap carries it."""
     model = ModelSource.model_validate(
-        {"name": name, "version": "1", "storageUri": "s3://models/simple", "backend": backend, "config": config}
+        {
+            "name": name,
+            "version": "1",
+            "storageUri": "s3://models/simple",
+            "backend": backend,
+            "config": config,
+        }
     )
     text = config_pbtxt(model)
     assert text is not None
