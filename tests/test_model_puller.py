@@ -151,10 +151,28 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     d = tmp_path_factory.mktemp("tls")
     cert, key = d / "cert.pem", d / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return cert, key
 
 
@@ -168,14 +186,58 @@ def ca_signed_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
     ext = d / "ext.cnf"
     ext.write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
     steps = [
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=modeldeploy test CA",
-         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-         "-keyout", str(ca_key), "-out", str(ca)],
-        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", str(key),
-         "-out", str(csr)],
-        ["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
-         "-days", "2", "-extfile", str(ext), "-out", str(cert)],
-    ]  # fmt: skip
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=modeldeploy test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            str(ca_key),
+            "-out",
+            str(ca),
+        ],
+        [
+            "openssl",
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(csr),
+        ],
+        [
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            "-CA",
+            str(ca),
+            "-CAkey",
+            str(ca_key),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            str(ext),
+            "-out",
+            str(cert),
+        ],
+    ]
     for step in steps:
         subprocess.run(step, check=True, capture_output=True, timeout=60)
     return ca, cert, key
@@ -307,7 +369,7 @@ GOOD_ARCHIVES = [
     pytest.param("m.tgz", make_tar([("dir", "simple", None), *model_members("simple/")]), id="tgz-in-folder"),
     pytest.param("m.zip", make_zip(model_members()), id="zip"),
     pytest.param("m.zip", make_zip(model_members("./export/")), id="zip-in-folder"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("name", "archive"), GOOD_ARCHIVES)
@@ -357,11 +419,19 @@ MALICIOUS = [
     bad("tar.gz", [("symlink", "1/escape", "../../../evil")], ESCAPE, "tar-symlink-escape"),
     bad("tar.gz", [("symlink", "1/abs", "/etc/passwd")], "is absolute", "tar-symlink-absolute"),
     # p/q/up -> ../.. is the root itself; out -> p/q/up/.. looks inside lexically but lands above root.
-    bad("tar.gz", [("symlink", "p/q/up", "../.."), ("symlink", "out", "p/q/up/..")], "resolves outside",
-        "tar-symlink-chain-escape"),
+    bad(
+        "tar.gz",
+        [("symlink", "p/q/up", "../.."), ("symlink", "out", "p/q/up/..")],
+        "resolves outside",
+        "tar-symlink-chain-escape",
+    ),
     # A file written through a symlink would land wherever the link points.
-    bad("tar.gz", [("symlink", "link", "1"), ("file", "link/evil", b"x")], "lies below symlink",
-        "tar-file-through-symlink"),
+    bad(
+        "tar.gz",
+        [("symlink", "link", "1"), ("file", "link/evil", b"x")],
+        "lies below symlink",
+        "tar-file-through-symlink",
+    ),
     bad("tar.gz", [("hardlink", "1/h", "../../etc/passwd")], "path traversal", "tar-hardlink-escape"),
     bad("tar.gz", [("hardlink", "1/h", "no/such")], "does not point at a regular", "tar-hardlink-dangling"),
     bad("tar.gz", [("fifo", "1/pipe", None)], "device, fifo", "tar-fifo"),
@@ -370,9 +440,14 @@ MALICIOUS = [
     bad("zip", [("file", "../evil", b"x")], "path traversal", "zip-path-traversal"),
     bad("zip", [("file", "/tmp/evil", b"x")], "absolute path", "zip-absolute-path"),
     bad("zip", [("symlink", "1/escape", "../../evil")], ESCAPE, "zip-symlink-escape"),
-    bad("tar.gz", [("file", "config.pbtxt", CONFIG)], "no numeric version directory", "not-a-triton-model",
-        base=False),
-]  # fmt: skip
+    bad(
+        "tar.gz",
+        [("file", "config.pbtxt", CONFIG)],
+        "no numeric version directory",
+        "not-a-triton-model",
+        base=False,
+    ),
+]
 
 
 @pytest.mark.parametrize(("kind", "members", "problem"), MALICIOUS)
@@ -454,9 +529,10 @@ def test_archive_counts_against_the_limit_until_deleted(
         assert result.code == 0, result.stderr
         return
     result.assert_clean_failure(
-        problem, f"over the size limit (--max-bytes {max_bytes}, below the model volume's sizeLimit",
+        problem,
+        f"over the size limit (--max-bytes {max_bytes}, below the model volume's sizeLimit",
         "raise spec.runtime.volumes.modelsSizeLimit",
-    )  # fmt: skip
+    )
 
 
 def test_earlier_result_counts_against_the_limit(run_puller: Callable[..., Result], tmp_path: Path) -> None:
@@ -631,10 +707,13 @@ def test_bad_source_uri(run_puller: Callable[..., Result], uri: str, problem: st
         pytest.param("s3://bucket/a/b?versionId=s3cr3t", "s3://bucket/a/b?<redacted>", id="s3-query"),
         pytest.param("gs://bucket/a/", "gs://bucket/a", id="gs-trailing-slash"),
         pytest.param("pvc://claim/x/y", "pvc://claim/x/y", id="pvc"),
-        pytest.param("https://h.example:8443/m.zip?sig=1#f", "https://h.example:8443/m.zip?<redacted>",
-                     id="https-query-fragment"),
+        pytest.param(
+            "https://h.example:8443/m.zip?sig=1#f",
+            "https://h.example:8443/m.zip?<redacted>",
+            id="https-query-fragment",
+        ),
     ],
-)  # fmt: skip
+)
 def test_source_display_hides_secrets(uri: str, shown: str) -> None:
     assert puller.parse_source(uri).display == shown
 
@@ -643,17 +722,27 @@ PASSWORD = "pa55-must-not-print"
 # Every URI form with userinfo: refused before anything is fetched, and the password never printed.
 USERINFO_SOURCES = [
     pytest.param(f"https://user:{PASSWORD}@127.0.0.1:1/m.tar.gz", "https://127.0.0.1:1/m.tar.gz", id="https"),
-    pytest.param(f"https://user:{PASSWORD}@127.0.0.1:1/m.tar.gz?{SIGNATURE}",
-                 "https://127.0.0.1:1/m.tar.gz?<redacted>", id="https-and-signed-query"),
-    pytest.param(f"https://us@r:{PASSWORD}@host.example/m.zip", "https://host.example/m.zip",
-                 id="https-at-sign-in-userinfo"),
-    pytest.param(f"https://{PASSWORD}@host.example/m.zip", "https://host.example/m.zip", id="https-token-only"),
+    pytest.param(
+        f"https://user:{PASSWORD}@127.0.0.1:1/m.tar.gz?{SIGNATURE}",
+        "https://127.0.0.1:1/m.tar.gz?<redacted>",
+        id="https-and-signed-query",
+    ),
+    pytest.param(
+        f"https://us@r:{PASSWORD}@host.example/m.zip",
+        "https://host.example/m.zip",
+        id="https-at-sign-in-userinfo",
+    ),
+    pytest.param(
+        f"https://{PASSWORD}@host.example/m.zip", "https://host.example/m.zip", id="https-token-only"
+    ),
     pytest.param(f"s3://AKIAEXAMPLE:{PASSWORD}@models/simple/7", "s3://models/simple/7", id="s3"),
     pytest.param(f"gs://user:{PASSWORD}@models/simple/7", "gs://models/simple/7", id="gs"),
     pytest.param(f"pvc://user:{PASSWORD}@store/simple", "pvc://store/simple", id="pvc"),
-    pytest.param(f"HTTPS://user:{PASSWORD}@host.example/m.zip", "https://host.example/m.zip", id="upper-scheme"),
+    pytest.param(
+        f"HTTPS://user:{PASSWORD}@host.example/m.zip", "https://host.example/m.zip", id="upper-scheme"
+    ),
     pytest.param(f"https://user:{PASSWORD}@[::1/m.tar.gz", "(unparsable source)", id="unparsable"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("uri", "shown"), USERINFO_SOURCES)
@@ -673,20 +762,33 @@ def test_credentials_in_the_source_are_refused_and_never_printed(
 @pytest.mark.parametrize(
     ("message", "scrubbed"),
     [
-        pytest.param(f"GET https://u:{PASSWORD}@h/m.tar.gz failed", "GET https://h/m.tar.gz failed", id="https"),
-        pytest.param(f"Could not connect to the endpoint URL: \"http://127.0.0.1:9/models?list-type=2&{SIGNATURE}\"",
-                     'Could not connect to the endpoint URL: "http://127.0.0.1:9/models?<redacted>"',
-                     id="http-query-in-quotes"),
-        pytest.param(f"s3://key:{PASSWORD}@bucket/k?versionId=1 gone", "s3://bucket/k?<redacted> gone", id="s3"),
+        pytest.param(
+            f"GET https://u:{PASSWORD}@h/m.tar.gz failed", "GET https://h/m.tar.gz failed", id="https"
+        ),
+        pytest.param(
+            f'Could not connect to the endpoint URL: "http://127.0.0.1:9/models?list-type=2&{SIGNATURE}"',
+            'Could not connect to the endpoint URL: "http://127.0.0.1:9/models?<redacted>"',
+            id="http-query-in-quotes",
+        ),
+        pytest.param(
+            f"s3://key:{PASSWORD}@bucket/k?versionId=1 gone", "s3://bucket/k?<redacted> gone", id="s3"
+        ),
         pytest.param(f"gs://{PASSWORD}@bucket/k", "gs://bucket/k", id="gs"),
         pytest.param(f"pvc://a:{PASSWORD}@claim/x", "pvc://claim/x", id="pvc"),
-        pytest.param(f"redirect to https://a@b:{PASSWORD}@h.example/x?{SIGNATURE}#frag",
-                     "redirect to https://h.example/x?<redacted>#frag", id="last-at-sign"),
-        pytest.param(f"<urlopen https://h/x?{SIGNATURE}>", "<urlopen https://h/x?<redacted>>", id="angle-brackets"),
+        pytest.param(
+            f"redirect to https://a@b:{PASSWORD}@h.example/x?{SIGNATURE}#frag",
+            "redirect to https://h.example/x?<redacted>#frag",
+            id="last-at-sign",
+        ),
+        pytest.param(
+            f"<urlopen https://h/x?{SIGNATURE}>", "<urlopen https://h/x?<redacted>>", id="angle-brackets"
+        ),
         pytest.param(f"token {TOKEN} refused", "token <redacted> refused", id="secret-env-value"),
-        pytest.param("user@example.com wrote 3 bytes", "user@example.com wrote 3 bytes", id="email-untouched"),
+        pytest.param(
+            "user@example.com wrote 3 bytes", "user@example.com wrote 3 bytes", id="email-untouched"
+        ),
     ],
-)  # fmt: skip
+)
 def test_scrub_removes_credentials_from_every_uri_form(message: str, scrubbed: str) -> None:
     assert puller.scrub(message, {"STORAGE_BEARER_TOKEN": TOKEN}) == scrubbed
 
@@ -740,7 +842,7 @@ def test_pvc_archive_is_extracted(run_puller: Callable[..., Result], tmp_path: P
         pytest.param("pvc://model-store/simple", "inner-link-out", "escapes the target", id="inner-link-out"),
         pytest.param("pvc://model-store/simple", "fifo", "device, fifo or socket", id="fifo"),
     ],
-)  # fmt: skip
+)
 def test_pvc_errors(
     run_puller: Callable[..., Result], tmp_path: Path, uri: str, prepare: str | None, problem: str
 ) -> None:
@@ -808,7 +910,10 @@ EXAMPLE_CONFIG = {
     "dynamicBatching": {"maxQueueDelayMicroseconds": 1000},
     "instanceGroups": [{"kind": "KIND_GPU", "count": 1}],
 }
-SEQUENCE_OWN = 'name: "simple" backend: "python" max_batch_size: 4 sequence_batching { max_sequence_idle_microseconds: 5000000 }'
+SEQUENCE_OWN = (
+    'name: "simple" backend: "python" max_batch_size: 4 '
+    "sequence_batching { max_sequence_idle_microseconds: 5000000 }"
+)
 ENSEMBLE_OWN = (
     'name: "simple" platform: "ensemble" max_batch_size: 4 '
     'ensemble_scheduling { step [ { model_name: "pre" model_version: -1 input_map { key: "IN" value: "RAW" } '
@@ -826,62 +931,108 @@ class Merge:
 
 
 def text_of(message: Any, name: str) -> str:
+    """One field as one line of text format: list items joined by " | ", map items as key=value."""
+    field = message.DESCRIPTOR.fields_by_name[name]
     value = getattr(message, name)
-    if hasattr(value, "DESCRIPTOR") or hasattr(value, "__len__") and not isinstance(value, str):
-        if hasattr(value, "ListFields"):
-            return text_format.MessageToString(value, as_one_line=True)
-        if hasattr(value, "items"):  # a map
-            return " ".join(
-                f"{k}={text_format.MessageToString(v, as_one_line=True)}" for k, v in sorted(value.items())
-            )
-        return " | ".join(
-            text_format.MessageToString(v, as_one_line=True) if hasattr(v, "ListFields") else str(v)
-            for v in value
+
+    def one(item: Any) -> str:
+        return text_format.MessageToString(item, as_one_line=True) if field.message_type else str(item)
+
+    if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        return " ".join(
+            f"{k}={text_format.MessageToString(v, as_one_line=True)}" for k, v in sorted(value.items())
         )
-    return str(value)
+    return " | ".join(one(v) for v in value) if field.is_repeated else one(value)
 
 
 MERGES = [
-    pytest.param(Merge(PYTORCH_OWN, EXAMPLE_CONFIG, {
-        # The ModelDeployment's fields win ...
-        "max_batch_size": "32",
-        "backend": "pytorch",
-        # ... a message it states replaces the model's whole (priority levels are the model's no more) ...
-        "dynamic_batching": "max_queue_delay_microseconds: 1000",
-        # ... a repeated field it states replaces the model's whole list ...
-        "instance_group": "count: 1 kind: KIND_GPU",
-        # ... and everything else of the model's stays.
-        "platform": "pytorch_libtorch",
-        "input": 'name: "INPUT__0" data_type: TYPE_FP32 dims: 3 dims: 224 dims: 224',
-        "output": 'name: "OUTPUT__0" data_type: TYPE_FP32 dims: 1000 label_filename: "labels.txt"',
-        "version_policy": "latest { num_versions: 2 }",
-        "optimization": "cuda { graphs: true }",
-        "model_warmup": 'name: "zeros" batch_size: 1 inputs { key: "INPUT__0" value { data_type: TYPE_FP32 '
-                        'dims: 3 dims: 224 dims: 224 zero_data: true } }',
-        "parameters": 'ENABLE_NVFUSER=string_value: "false" INFERENCE_MODE=string_value: "true"',
-    }), id="pytorch-example-over-full-model-config"),
-    pytest.param(Merge(PYTORCH_OWN, {"maxBatchSize": 8, "parameters": {"INFERENCE_MODE": "false", "X": "1"}}, {
-        # parameters merge by key: the model's other keys stay.
-        "parameters": 'ENABLE_NVFUSER=string_value: "false" INFERENCE_MODE=string_value: "false" X=string_value: "1"',
-        # Not stated: the model's own.
-        "instance_group": "count: 4 kind: KIND_CPU | count: 1 gpus: 1 kind: KIND_GPU",
-        "dynamic_batching": "max_queue_delay_microseconds: 50 priority_levels: 2 default_priority_level: 1",
-    }), id="parameters-merge-by-key"),
-    pytest.param(Merge(PYTORCH_OWN, {}, {"max_batch_size": "0", "input": 'name: "INPUT__0" data_type: TYPE_FP32 dims: 3 dims: 224 dims: 224'}),
-                 id="max-batch-size-is-always-the-crs"),
-    pytest.param(Merge(None, EXAMPLE_CONFIG, {"max_batch_size": "32", "input": "", "name": "simple"}),
-                 id="no-own-config-rendered-stands-alone"),
-    pytest.param(Merge('max_batch_size: 2 input [ { name: "x" data_type: TYPE_INT64 dims: [ -1 ] } ]', {"maxBatchSize": 2},
-                       {"name": "simple", "input": 'name: "x" data_type: TYPE_INT64 dims: -1'}),
-                 id="own-config-without-a-name-gets-the-crs"),
-    pytest.param(Merge(SEQUENCE_OWN, {"maxBatchSize": 4, "instanceGroups": [{"kind": "KIND_CPU", "count": 2}]},
-                       {"sequence_batching": "max_sequence_idle_microseconds: 5000000", "backend": "python"},
-                       backend="python"), id="sequence-batching-stays"),
-    pytest.param(Merge(ENSEMBLE_OWN, {"maxBatchSize": 4}, {
-        "ensemble_scheduling": 'step { model_name: "pre" model_version: -1 input_map { key: "IN" value: "RAW" } '
-                               'output_map { key: "OUT" value: "PIXELS" } }',
-        "platform": "ensemble"}, backend="python"), id="ensemble-scheduling-stays"),
-]  # fmt: skip
+    pytest.param(
+        Merge(
+            PYTORCH_OWN,
+            EXAMPLE_CONFIG,
+            {
+                # The ModelDeployment's fields win ...
+                "max_batch_size": "32",
+                "backend": "pytorch",
+                # ... a message it states replaces the model's whole (the priority levels go) ...
+                "dynamic_batching": "max_queue_delay_microseconds: 1000",
+                # ... a repeated field it states replaces the model's whole list ...
+                "instance_group": "count: 1 kind: KIND_GPU",
+                # ... and everything else of the model's stays.
+                "platform": "pytorch_libtorch",
+                "input": 'name: "INPUT__0" data_type: TYPE_FP32 dims: 3 dims: 224 dims: 224',
+                "output": 'name: "OUTPUT__0" data_type: TYPE_FP32 dims: 1000 label_filename: "labels.txt"',
+                "version_policy": "latest { num_versions: 2 }",
+                "optimization": "cuda { graphs: true }",
+                "model_warmup": 'name: "zeros" batch_size: 1 inputs { key: "INPUT__0" value { '
+                "data_type: TYPE_FP32 dims: 3 dims: 224 dims: 224 zero_data: true } }",
+                "parameters": 'ENABLE_NVFUSER=string_value: "false" INFERENCE_MODE=string_value: "true"',
+            },
+        ),
+        id="pytorch-example-over-full-model-config",
+    ),
+    pytest.param(
+        Merge(
+            PYTORCH_OWN,
+            {"maxBatchSize": 8, "parameters": {"INFERENCE_MODE": "false", "X": "1"}},
+            {
+                # parameters merge by key: the model's other keys stay.
+                "parameters": 'ENABLE_NVFUSER=string_value: "false" INFERENCE_MODE=string_value: "false" '
+                'X=string_value: "1"',
+                # Not stated: the model's own.
+                "instance_group": "count: 4 kind: KIND_CPU | count: 1 gpus: 1 kind: KIND_GPU",
+                "dynamic_batching": "max_queue_delay_microseconds: 50 priority_levels: 2 "
+                "default_priority_level: 1",
+            },
+        ),
+        id="parameters-merge-by-key",
+    ),
+    pytest.param(
+        Merge(
+            PYTORCH_OWN,
+            {},
+            {
+                "max_batch_size": "0",
+                "input": 'name: "INPUT__0" data_type: TYPE_FP32 dims: 3 dims: 224 dims: 224',
+            },
+        ),
+        id="max-batch-size-is-always-the-crs",
+    ),
+    pytest.param(
+        Merge(None, EXAMPLE_CONFIG, {"max_batch_size": "32", "input": "", "name": "simple"}),
+        id="no-own-config-rendered-stands-alone",
+    ),
+    pytest.param(
+        Merge(
+            'max_batch_size: 2 input [ { name: "x" data_type: TYPE_INT64 dims: [ -1 ] } ]',
+            {"maxBatchSize": 2},
+            {"name": "simple", "input": 'name: "x" data_type: TYPE_INT64 dims: -1'},
+        ),
+        id="own-config-without-a-name-gets-the-crs",
+    ),
+    pytest.param(
+        Merge(
+            SEQUENCE_OWN,
+            {"maxBatchSize": 4, "instanceGroups": [{"kind": "KIND_CPU", "count": 2}]},
+            {"sequence_batching": "max_sequence_idle_microseconds: 5000000", "backend": "python"},
+            backend="python",
+        ),
+        id="sequence-batching-stays",
+    ),
+    pytest.param(
+        Merge(
+            ENSEMBLE_OWN,
+            {"maxBatchSize": 4},
+            {
+                "ensemble_scheduling": 'step { model_name: "pre" model_version: -1 '
+                'input_map { key: "IN" value: "RAW" } output_map { key: "OUT" value: "PIXELS" } }',
+                "platform": "ensemble",
+            },
+            backend="python",
+        ),
+        id="ensemble-scheduling-stays",
+    ),
+]
 
 
 @pytest.mark.parametrize("case", MERGES)
@@ -900,19 +1051,44 @@ def test_config_merge(case: Merge) -> None:
 @pytest.mark.parametrize(
     ("own", "config", "problem"),
     [
-        pytest.param("name: \"simple\" input [ { name: \"x\" ", {}, "the model's config.pbtxt is not a valid Triton model configuration",
-                     id="malformed"),
-        pytest.param("name: \"simple\" max_batch_sizes: 3", {}, "has no field named \"max_batch_sizes\"", id="unknown-field"),
-        pytest.param("name: \"simple\" max_batch_size: \"eight\"", {}, "not a valid Triton model configuration",
-                     id="wrong-type"),
-        pytest.param('name: "resnet50" platform: "pytorch_libtorch"', {}, "names model 'resnet50', not 'simple'",
-                     id="names-another-model"),
-        pytest.param(SEQUENCE_OWN, {"maxBatchSize": 4, "dynamicBatching": {}},
-                     "uses sequence_batching, which the rendered dynamic_batching would replace", id="sequence-vs-dynamic"),
-        pytest.param(ENSEMBLE_OWN, {"maxBatchSize": 4, "dynamicBatching": {}},
-                     "uses ensemble_scheduling, which the rendered dynamic_batching would replace", id="ensemble-vs-dynamic"),
+        pytest.param(
+            'name: "simple" input [ { name: "x" ',
+            {},
+            "the model's config.pbtxt is not a valid Triton model configuration",
+            id="malformed",
+        ),
+        pytest.param(
+            'name: "simple" max_batch_sizes: 3',
+            {},
+            'has no field named "max_batch_sizes"',
+            id="unknown-field",
+        ),
+        pytest.param(
+            'name: "simple" max_batch_size: "eight"',
+            {},
+            "not a valid Triton model configuration",
+            id="wrong-type",
+        ),
+        pytest.param(
+            'name: "resnet50" platform: "pytorch_libtorch"',
+            {},
+            "names model 'resnet50', not 'simple'",
+            id="names-another-model",
+        ),
+        pytest.param(
+            SEQUENCE_OWN,
+            {"maxBatchSize": 4, "dynamicBatching": {}},
+            "uses sequence_batching, which the rendered dynamic_batching would replace",
+            id="sequence-vs-dynamic",
+        ),
+        pytest.param(
+            ENSEMBLE_OWN,
+            {"maxBatchSize": 4, "dynamicBatching": {}},
+            "uses ensemble_scheduling, which the rendered dynamic_batching would replace",
+            id="ensemble-vs-dynamic",
+        ),
     ],
-)  # fmt: skip
+)
 def test_config_merge_refuses(own: str, config: dict[str, Any], problem: str) -> None:
     with pytest.raises(puller.PullError, match=re.escape(problem)):
         puller.merge_config(own, rendered_for(config), "simple")
@@ -921,11 +1097,16 @@ def test_config_merge_refuses(own: str, config: dict[str, Any], problem: str) ->
 @pytest.mark.parametrize(
     ("files", "event"),
     [
-        pytest.param({"config.pbtxt": PYTORCH_OWN.encode(), "1/model.pt": b"torchscript"}, "config.merged",
-                     id="merged-over-the-models-own"),
-        pytest.param({"1/model.pt": b"torchscript"}, "config.rendered", id="rendered-when-the-model-has-none"),
+        pytest.param(
+            {"config.pbtxt": PYTORCH_OWN.encode(), "1/model.pt": b"torchscript"},
+            "config.merged",
+            id="merged-over-the-models-own",
+        ),
+        pytest.param(
+            {"1/model.pt": b"torchscript"}, "config.rendered", id="rendered-when-the-model-has-none"
+        ),
     ],
-)  # fmt: skip
+)
 def test_rendered_config_on_disk(
     run_puller: Callable[..., Result], tmp_path: Path, files: dict[str, bytes], event: str
 ) -> None:
@@ -950,13 +1131,19 @@ def test_rendered_config_on_disk(
 @pytest.mark.parametrize(
     ("own", "problem"),
     [
-        pytest.param(b"name: \"simple\" input [ {", "the model's config.pbtxt is not a valid Triton model configuration",
-                     id="malformed"),
-        pytest.param(b"name: \"other_model\"", "names model 'other_model', not 'simple' (spec.model.name)",
-                     id="names-another-model"),
+        pytest.param(
+            b'name: "simple" input [ {',
+            "the model's config.pbtxt is not a valid Triton model configuration",
+            id="malformed",
+        ),
+        pytest.param(
+            b'name: "other_model"',
+            "names model 'other_model', not 'simple' (spec.model.name)",
+            id="names-another-model",
+        ),
         pytest.param(b"\xff\xfe not text", "the model's config.pbtxt is not UTF-8 text", id="not-text"),
     ],
-)  # fmt: skip
+)
 def test_bad_model_config_fails_the_pull_with_one_line(
     run_puller: Callable[..., Result], tmp_path: Path, own: bytes, problem: str
 ) -> None:

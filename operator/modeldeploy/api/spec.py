@@ -33,7 +33,14 @@ from modeldeploy.api.errors import FieldError
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
 DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
 
-STORAGE_URI_PATTERN = r"^((s3|gs)://[a-z0-9][a-z0-9._-]{1,221}(/.*)?|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?|https://[^\s?#]+\.(tar\.gz|tgz|zip)(\?[^\s#]*)?)$"
+# Userinfo (user:password@) is admitted by the pattern only so that the CEL rule below refuses it
+# with a message that says why; every other part of the URI is the pattern's.
+STORAGE_URI_PATTERN = r"^((s3|gs)://([^/?#\s]*@)?[a-z0-9][a-z0-9._-]{1,221}(/.*)?|pvc://([^/?#\s]*@)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?|https://[^\s?#]+\.(tar\.gz|tgz|zip)(\?[^\s#]*)?)$"
+STORAGE_USERINFO_PATTERN = r"^[a-z][a-z0-9+.-]*://[^/?#]*@"
+STORAGE_CREDENTIALS_MESSAGE = (
+    "storageUri must not carry credentials (user:password@): anyone who may read the "
+    "ModelDeployment or its pods would see them; put them in the Secret named by storageSecretRef"
+)
 # Triton model names become directory names in the model repository.
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 # Extended resource names: "nvidia.com/gpu", "nvidia.com/mig-1g.10gb", "amd.com/gpu".
@@ -152,10 +159,25 @@ class ModelConfig(Model):
 class ModelSource(Model):
     name: str = Field(pattern=MODEL_NAME_PATTERN, min_length=1, max_length=128)
     version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", min_length=1, max_length=63)
-    storage_uri: str = Field(pattern=STORAGE_URI_PATTERN, max_length=2048)
+    storage_uri: str = Field(
+        pattern=STORAGE_URI_PATTERN,
+        max_length=2048,
+        json_schema_extra=cel(
+            # The pattern has no quote or backslash: it is a CEL string literal as it stands.
+            (f"!self.matches('{STORAGE_USERINFO_PATTERN}')", STORAGE_CREDENTIALS_MESSAGE, "")
+        ),
+    )
     storage_secret_ref: SecretRef | None = None
     backend: Backend = Backend.ONNXRUNTIME
     config: ModelConfig | None = None
+
+    @field_validator("storage_uri", mode="before")
+    @classmethod
+    def _no_credentials(cls, uri: object) -> object:
+        # Before the pattern, so the message says why, as the CEL rule does.
+        if isinstance(uri, str) and re.search(STORAGE_USERINFO_PATTERN, uri):
+            raise ValueError(STORAGE_CREDENTIALS_MESSAGE)
+        return uri
 
 
 # -------------------------------------------------------------------------------------- runtime
@@ -206,6 +228,8 @@ RESERVED_FLAG_MESSAGE = (
 # against the pod's memory) and carries Python-backend and shared-memory tensors.
 DEFAULT_MODELS_SIZE_LIMIT = "50Gi"
 DEFAULT_SHM_SIZE_LIMIT = "1Gi"
+# /tmp is Triton's $HOME: backend caches, Python-backend environments unpacked at load time.
+DEFAULT_TMP_SIZE_LIMIT = "4Gi"
 
 
 def _cel_string(value: str) -> str:
@@ -218,6 +242,7 @@ class Volumes(Model):
 
     models_size_limit: Quantity = DEFAULT_MODELS_SIZE_LIMIT
     shm_size_limit: Quantity = DEFAULT_SHM_SIZE_LIMIT
+    tmp_size_limit: Quantity = DEFAULT_TMP_SIZE_LIMIT
 
 
 class Runtime(Model):

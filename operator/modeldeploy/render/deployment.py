@@ -20,7 +20,7 @@ from modeldeploy.render.names import (
     selector_labels,
 )
 from modeldeploy.render.options import RenderOptions
-from modeldeploy.render.quantity import canonical
+from modeldeploy.render.quantity import canonical, parse
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 MODEL_REPOSITORY = "/models"
@@ -28,6 +28,9 @@ CONFIG_DIR = "/etc/modeldeploy/model-config"
 SECRET_DIR = "/var/run/secrets/modeldeploy/storage"
 PVC_ROOT = "/mnt/pvc"
 TRITON_UID = 1000  # the `triton-server` user of NVIDIA's image
+# The puller may fill this share of the models volume: files take whole blocks and directories
+# take some, as the kubelet's usage count sees them, and past the sizeLimit it evicts the pod.
+PULLER_SHARE_PERCENT = 95
 STARTUP_PERIOD_SECONDS = 10
 
 # The safe defaults: serve exactly what the repository holds, refuse to be ready before every
@@ -98,11 +101,19 @@ def _storage(spec: ModelDeploymentSpec) -> tuple[list[dict[str, Any]], list[dict
     return [volume], [mount]
 
 
+def puller_max_bytes(models_size_limit: int | str) -> int:
+    """The puller's --max-bytes, from the models emptyDir's sizeLimit: one place for both, so the
+    puller fails with one clear line before the kubelet would evict the pod for the volume."""
+    amount, _ = parse(models_size_limit)
+    return int(amount) * PULLER_SHARE_PERCENT // 100
+
+
 def _puller(
     parent: ObjectRef, spec: ModelDeploymentSpec, revision: str, options: RenderOptions
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     model = spec.model
     args = ["--source", model.storage_uri, "--model-name", model.name, "--repository", MODEL_REPOSITORY]
+    args += ["--max-bytes", str(puller_max_bytes(spec.runtime.volumes.models_size_limit))]
     mounts: list[dict[str, Any]] = [{"name": "models", "mountPath": MODEL_REPOSITORY}]
     volumes, store_mounts = _storage(spec)
     mounts += store_mounts
@@ -238,7 +249,7 @@ def deployment(
                 "name": "dshm",
                 "emptyDir": {"medium": "Memory", "sizeLimit": canonical(runtime.volumes.shm_size_limit)},
             },
-            {"name": "tmp", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": canonical(runtime.volumes.tmp_size_limit)}},
             *volumes,
         ],
     }

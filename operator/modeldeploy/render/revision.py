@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from modeldeploy.api.spec import DEFAULT_GPU_RESOURCE, ModelDeploymentSpec, Volumes
+from modeldeploy.api.spec import DEFAULT_GPU_RESOURCE, DEFAULT_TMP_SIZE_LIMIT, ModelDeploymentSpec, Volumes
 
 
 def revision(spec: ModelDeploymentSpec) -> str:
@@ -17,6 +17,8 @@ def revision(spec: ModelDeploymentSpec) -> str:
         # Added in a later release: objects that leave it at its default keep their revision, so
         # an operator upgrade rolls their pods in place rather than starting a canary for each.
         del runtime["volumes"]
+    elif spec.runtime.volumes.tmp_size_limit == DEFAULT_TMP_SIZE_LIMIT:
+        del runtime["volumes"]["tmpSizeLimit"]  # added later still: the same reason
     material = {
         "model": spec.model.model_dump(mode="json", by_alias=True),
         "runtime": {
