@@ -12,17 +12,19 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from google.protobuf import text_format
 from kubernetes.utils import parse_quantity  # test-only: render/ itself never imports kubernetes
 
 from modeldeploy.api.base import API_VERSION, KIND
 from modeldeploy.api.resource import InvalidSpecError, ObjectRef, parse_spec
 from modeldeploy.api.spec import ModelDeploymentSpec
 from modeldeploy.cli import render_document
+from modeldeploy.render import model_config_pb2
 from modeldeploy.render.autoscaler import autoscaler
 from modeldeploy.render.children import desired_children, stable_plan
 from modeldeploy.render.compare import contains
 from modeldeploy.render.deployment import ADMIN_HEADER, RESTRICTED_PROTOCOLS, TRITON_FLAGS, deployment
-from modeldeploy.render.modelconfig import config_map, config_map_name, config_pbtxt
+from modeldeploy.render.modelconfig import HEADER, config_map, config_map_name, config_pbtxt, model_config
 from modeldeploy.render.names import Track, deployment_name
 from modeldeploy.render.networkpolicy import gateway_namespaces, network_policy
 from modeldeploy.render.options import RenderOptions
@@ -171,22 +173,30 @@ def test_management_protocols_are_restricted_on_both_endpoints() -> None:
 
 
 @pytest.mark.parametrize(
-    ("runtime", "models", "shm"),
+    ("runtime", "models", "shm", "tmp", "max_bytes"),
     [
-        pytest.param({}, "50Gi", "1Gi", id="defaults"),
+        pytest.param({}, "50Gi", "1Gi", "4Gi", 51_002_736_640, id="defaults"),
         pytest.param(
-            {"volumes": {"modelsSizeLimit": "200Gi", "shmSizeLimit": "8Gi"}}, "200Gi", "8Gi", id="set"
+            {"volumes": {"modelsSizeLimit": "200Gi", "shmSizeLimit": "8Gi", "tmpSizeLimit": "10Gi"}},
+            "200Gi", "8Gi", "10Gi", 204_010_946_560, id="set",
         ),
-        pytest.param({"volumes": {"shmSizeLimit": 2147483648}}, "50Gi", "2147483648", id="int-canonical"),
+        pytest.param({"volumes": {"shmSizeLimit": 2147483648}}, "50Gi", "2147483648", "4Gi", 51_002_736_640,
+                     id="int-canonical"),
+        pytest.param({"volumes": {"modelsSizeLimit": "1G"}}, "1G", "1Gi", "4Gi", 950_000_000, id="decimal"),
     ],
-)
-def test_scratch_volumes_have_size_limits(runtime: dict[str, Any], models: str, shm: str) -> None:
-    volumes = {
-        v["name"]: v
-        for v in render_deployment(spec_of(runtime=runtime))["spec"]["template"]["spec"]["volumes"]
-    }
+)  # fmt: skip
+def test_scratch_volumes_have_size_limits(
+    runtime: dict[str, Any], models: str, shm: str, tmp: str, max_bytes: int
+) -> None:
+    obj = render_deployment(spec_of(runtime=runtime))
+    volumes = {v["name"]: v for v in obj["spec"]["template"]["spec"]["volumes"]}
     assert volumes["models"]["emptyDir"] == {"sizeLimit": models}
     assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": shm}
+    assert volumes["tmp"]["emptyDir"] == {"sizeLimit": tmp}
+    # The puller fails with one line before the model volume is over its sizeLimit (95% of it).
+    args = puller(obj)["args"]
+    assert int(args[args.index("--max-bytes") + 1]) == max_bytes
+    assert max_bytes == parse_quantity(models) * 95 // 100
 
 
 @pytest.mark.parametrize(
@@ -532,10 +542,11 @@ def test_rolling_update_never_drops_serving_capacity() -> None:
 
 # ================================================================================ config.pbtxt
 
+# The text after HEADER, as protobuf's text format prints Triton's ModelConfig (field-number order).
 PBTXT_CASES = {
     "no-batching": (
         {"config": {}},
-        'name: "fraud_scorer"\nbackend: "onnxruntime"\nmax_batch_size: 0\n',
+        'name: "fraud_scorer"\nbackend: "onnxruntime"\n',
     ),
     "dynamic-batching-and-instances": (
         {
@@ -546,19 +557,19 @@ PBTXT_CASES = {
             }
         },
         'name: "fraud_scorer"\n'
-        'backend: "onnxruntime"\n'
         "max_batch_size: 64\n"
+        "instance_group {\n"
+        "  count: 2\n"
+        "  kind: KIND_GPU\n"
+        "}\n"
         "dynamic_batching {\n"
         "  max_queue_delay_microseconds: 500\n"
         "}\n"
-        "instance_group {\n"
-        "  kind: KIND_GPU\n"
-        "  count: 2\n"
-        "}\n",
+        'backend: "onnxruntime"\n',
     ),
     "batching-without-preferred-sizes": (
         {"config": {"maxBatchSize": 8, "dynamicBatching": {}}},
-        'name: "fraud_scorer"\nbackend: "onnxruntime"\nmax_batch_size: 8\ndynamic_batching {\n}\n',
+        'name: "fraud_scorer"\nmax_batch_size: 8\ndynamic_batching {\n}\nbackend: "onnxruntime"\n',
     ),
     "everything": (
         {
@@ -576,24 +587,36 @@ PBTXT_CASES = {
             },
         },
         'name: "text_embedder"\n'
-        'backend: "tensorrt"\n'
         "max_batch_size: 128\n"
+        "instance_group {\n"
+        "  count: 1\n"
+        "  gpus: 0\n"
+        "  gpus: 1\n"
+        "  kind: KIND_GPU\n"
+        "}\n"
+        "instance_group {\n"
+        "  count: 4\n"
+        "  kind: KIND_CPU\n"
+        "}\n"
         "dynamic_batching {\n"
-        "  preferred_batch_size: [ 32, 64 ]\n"
+        "  preferred_batch_size: 32\n"
+        "  preferred_batch_size: 64\n"
         "  max_queue_delay_microseconds: 100\n"
         "  preserve_ordering: true\n"
         "}\n"
-        "instance_group {\n"
-        "  kind: KIND_GPU\n"
-        "  count: 1\n"
-        "  gpus: [ 0, 1 ]\n"
+        "parameters {\n"
+        '  key: "a_first"\n'
+        "  value {\n"
+        '    string_value: "say \\"hi\\"\\n"\n'
+        "  }\n"
         "}\n"
-        "instance_group {\n"
-        "  kind: KIND_CPU\n"
-        "  count: 4\n"
+        "parameters {\n"
+        '  key: "z_last"\n'
+        "  value {\n"
+        '    string_value: "1"\n'
+        "  }\n"
         "}\n"
-        'parameters { key: "a_first" value: { string_value: "say \\"hi\\"\\n" } }\n'
-        'parameters { key: "z_last" value: { string_value: "1" } }\n',
+        'backend: "tensorrt"\n',
     ),
     "python-backend-on-cpu": (
         {
@@ -602,12 +625,12 @@ PBTXT_CASES = {
             "config": {"maxBatchSize": 4, "instanceGroups": [{"kind": "KIND_CPU", "count": 2}]},
         },
         'name: "whisper_small"\n'
-        'backend: "python"\n'
         "max_batch_size: 4\n"
         "instance_group {\n"
-        "  kind: KIND_CPU\n"
         "  count: 2\n"
-        "}\n",
+        "  kind: KIND_CPU\n"
+        "}\n"
+        'backend: "python"\n',
     ),
 }
 
@@ -615,7 +638,10 @@ PBTXT_CASES = {
 @pytest.mark.parametrize(("model", "text"), PBTXT_CASES.values(), ids=PBTXT_CASES.keys())
 def test_config_pbtxt_text(model: dict[str, Any], text: str) -> None:
     spec = spec_of(model=model, runtime={"gpus": 1})
-    assert config_pbtxt(spec.model) == text
+    rendered = config_pbtxt(spec.model)
+    assert rendered == HEADER + text
+    # Triton's own schema reads it back to the message the renderer built (comments are skipped).
+    assert text_format.Parse(rendered, model_config_pb2.ModelConfig()) == model_config(spec.model)
 
 
 def test_no_config_means_the_repository_config() -> None:
