@@ -357,8 +357,8 @@ def manifest(namespace: str, version: str) -> dict[str, Any]:
                 "version": version,
                 "storageUri": f"pvc://{make_model.CLAIM}/{make_model.MODEL_NAME}/v{version}",
                 "backend": "onnxruntime",
-                # Rendered into a ConfigMap and placed over the repository's config.pbtxt by the
-                # puller; Triton completes the inputs and outputs from the ONNX model.
+                # Rendered into a ConfigMap and merged over the repository's config.pbtxt by the
+                # puller: these fields win, the model's inputs and outputs stay.
                 "config": {
                     "maxBatchSize": 8,
                     "dynamicBatching": {"maxQueueDelayMicroseconds": 1000},

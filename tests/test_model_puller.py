@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import importlib.util
@@ -1353,11 +1354,11 @@ class ObjectStore:
     env: dict[str, str]
     python: Path
 
-    def pull(self, source: str, repository: Path) -> subprocess.CompletedProcess[str]:
+    def pull(self, source: str, repository: Path, *extra: str) -> subprocess.CompletedProcess[str]:
         cmd = [
             str(self.python), str(PULLER_PATH), "--source", source, "--model-name", "simple",
             "--repository", str(repository), "--termination-log", str(repository.parent / "termination-log"),
-            "--secret-dir", str(repository.parent / "no-secret"), "--retries", "2", "--timeout", "20",
+            "--secret-dir", str(repository.parent / "no-secret"), "--retries", "2", "--timeout", "20", *extra,
         ]  # fmt: skip
         return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=180)
 
@@ -1429,6 +1430,35 @@ def test_object_store_errors(object_store: ObjectStore, tmp_path: Path, source: 
     assert problem.format(scheme=object_store.scheme) in lines[0]
     assert S3_SECRET not in done.stdout + done.stderr
     assert list(repository.iterdir()) == []
+
+
+def test_object_store_ca_file_joins_the_clients_bundle(
+    object_store: ObjectStore, tmp_path: Path, tls_files: tuple[Path, Path]
+) -> None:
+    """With ca.crt, botocore and requests get one bundle: their own trust store plus ca.crt (each
+    takes a single file, which replaces its default). The emulators speak http, so this proves the
+    bundle is built and the pull works with it; test_ca_file_adds_to_the_system_trust_store proves
+    the trust itself on a real TLS server."""
+    repository = tmp_path / "models"
+    cmd_ca = ["--ca-file", str(tls_files[0])]
+    done = object_store.pull(f"{object_store.scheme}://models/simple/7", repository, *cmd_ca)
+    assert done.returncode == 0, done.stderr
+    assert tree(repository / "simple") == MODEL_FILES
+
+
+def test_ca_bundle_is_the_default_store_plus_ca_crt(tmp_path: Path) -> None:
+    default, ca = tmp_path / "default.pem", tmp_path / "ca.crt"
+    default.write_bytes(b"-----DEFAULT STORE-----")
+    ca.write_bytes(b"-----PRIVATE CA-----\n")
+    opts = puller.Options(
+        source=puller.parse_source("s3://models/m"), model_name="m", repository=tmp_path, config=None,
+        pvc_mount_root=tmp_path, secret_dir=tmp_path, ca_file=ca, max_bytes=1, max_files=1, retries=1,
+        retry_base_delay=0, timeout=1, env={},
+    )  # fmt: skip
+    bundle = puller.ca_bundle(opts, tmp_path, str(default))
+    assert bundle is not None
+    assert bundle.read_bytes() == b"-----DEFAULT STORE-----\n-----PRIVATE CA-----\n"
+    assert puller.ca_bundle(dataclasses.replace(opts, ca_file=None), tmp_path, str(default)) is None
 
 
 def test_s3_key_with_traversal_is_refused(puller_python: Path, tmp_path: Path) -> None:
