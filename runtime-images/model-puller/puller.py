@@ -246,7 +246,7 @@ class Budget:
     def free_bytes(self) -> int:
         return self.max_bytes - self.used_bytes - self.held_bytes - self.earlier_bytes
 
-    def _beside(self) -> str:
+    def beside(self) -> str:
         also = [f"the {self.held_bytes}-byte archive"] if self.held_bytes else []
         also += [f"the earlier pull's {self.earlier_bytes} bytes"] if self.earlier_bytes else []
         return f" (with {' and '.join(also)})" if also else ""
@@ -254,14 +254,14 @@ class Budget:
     def add_bytes(self, n: int) -> None:
         self.used_bytes += n
         if self.free_bytes < 0:
-            raise over_size(f"more than {self.used_bytes} bytes{self._beside()}", self.max_bytes)
+            raise over_size(f"more than {self.used_bytes} bytes{self.beside()}", self.max_bytes)
 
     def hold(self, n: int) -> None:
         """A downloaded archive of n bytes now sits on the volume."""
         self.held_bytes += n
         if self.free_bytes < 0:
             self.held_bytes -= n
-            raise over_size(f"the archive is {n} bytes{self._beside()}", self.max_bytes)
+            raise over_size(f"the archive is {n} bytes{self.beside()}", self.max_bytes)
 
     def release(self, n: int) -> None:
         self.held_bytes -= n
@@ -550,7 +550,7 @@ def fetch_https(opts: Options, dest: Path, budget: Budget, log: Logger) -> None:
                     copy_stream(response, dest, attempt_budget)
                 except PullError:
                     raise over_size(
-                        f"the archive is over {budget.free_bytes} bytes{budget._beside()}", budget.max_bytes
+                        f"the archive is over {budget.free_bytes} bytes{budget.beside()}", budget.max_bytes
                     ) from None
                 if length and length.isdigit() and dest.stat().st_size != int(length):
                     raise TransientError(f"connection closed after {dest.stat().st_size} of {length} bytes")
