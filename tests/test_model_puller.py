@@ -1446,6 +1446,21 @@ def test_object_store_ca_file_joins_the_clients_bundle(
     assert tree(repository / "simple") == MODEL_FILES
 
 
+def test_object_store_pull_merges_the_rendered_config(object_store: ObjectStore, tmp_path: Path) -> None:
+    """As the image runs it (`python puller.py`, protobuf from requirements.txt, the schema beside it)."""
+    repository = tmp_path / "models"
+    rendered = tmp_path / "rendered.pbtxt"
+    rendered.write_text(rendered_for({"maxBatchSize": 4, "dynamicBatching": {}}, backend="onnxruntime"))
+    done = object_store.pull(
+        f"{object_store.scheme}://models/simple/7", repository, "--config", str(rendered)
+    )
+    assert done.returncode == 0, done.stderr
+    merged = triton_config((repository / "simple" / "config.pbtxt").read_text())
+    assert (merged.name, merged.backend, merged.max_batch_size) == ("simple", "onnxruntime", 4)
+    assert merged.HasField("dynamic_batching")
+    assert json.loads(done.stdout.splitlines()[-2])["event"] == "config.merged"
+
+
 def test_ca_bundle_is_the_default_store_plus_ca_crt(tmp_path: Path) -> None:
     default, ca = tmp_path / "default.pem", tmp_path / "ca.crt"
     default.write_bytes(b"-----DEFAULT STORE-----")
