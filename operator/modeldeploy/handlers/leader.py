@@ -160,7 +160,8 @@ class Elector:
 
     def stop(self, release: bool = True) -> None:
         self._stop.set()
-        self._thread.join(timeout=self._timings.retry_period + 10)
+        if self._thread.is_alive():
+            self._thread.join(timeout=self._timings.retry_period + 10)
         # Writes first: the passes in flight are cancelled and awaited while the Lease is still
         # ours, so that no write of this term can land after the next leader has begun.
         was_leading = self._leading.is_set()
