@@ -48,6 +48,7 @@ class StallProxy:
         with self._lock:
             for sock in self._sockets:
                 sock.close()
+            self._sockets.clear()
 
     def __enter__(self) -> StallProxy:
         return self
@@ -96,10 +97,11 @@ class StallProxy:
                     return
                 held += data
                 was_held = was_held or self._stalled.is_set()
-        except OSError:
+        except (OSError, ValueError):  # the other direction closed the sockets under us
             return
         finally:
             ends.set()  # one end gone: the connection is over both ways
             for sock in (src, dst):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
