@@ -336,7 +336,7 @@ def register(
             _resync_once()
 
         def stopped() -> bool:
-            # Every write of the term is refused from now (the Elector cleared its term); the passes
+            # Every write of the term is refused from now (the Elector no longer leads); the passes
             # in flight are waited for before the Lease can be released or won again.
             metrics.LEADER.set(0)
             gates.forget_all()  # the new leader runs them again
