@@ -143,8 +143,14 @@ def start_operator(
             "subjects": [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}],
         }
     )
+    kubeconfig = control_plane.kubeconfig(creds, folder / f"kubeconfig-{index}")
+    server = kwargs.pop("server", None)  # another way to the API server (a proxy), same certificate
+    if server is not None:
+        config = yaml.safe_load(kubeconfig.read_text())
+        config["clusters"][0]["cluster"]["server"] = server
+        kubeconfig.write_text(yaml.safe_dump(config))
     process = OperatorProcess(
-        kubeconfig=control_plane.kubeconfig(creds, folder / f"kubeconfig-{index}"),
+        kubeconfig=kubeconfig,
         log=folder / f"operator-{index}.log",
         args=[f"--namespace={namespace}", *kwargs.pop("args", ())],
         **kwargs,

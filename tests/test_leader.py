@@ -63,8 +63,12 @@ class Candidate:
             identity,
             timings,
             lambda: self.started.append(time.monotonic()),
-            lambda: self.stopped.append(time.monotonic()),
+            self.stop,
         )
+
+    def stop(self) -> bool:
+        self.stopped.append(time.monotonic())
+        return True
 
 
 def wait_until(predicate: object, timeout: float) -> float:
@@ -129,12 +133,12 @@ def test_a_leader_cut_off_from_the_server_stops_writing_before_the_lease_ends(
     cut = threading.Event()
     real_get = client.get_lease
 
-    def partitioned(namespace: str, name: str) -> object:
+    def partitioned(namespace: str, name: str, deadline: float | None = None) -> object:
         if cut.is_set():
             from modeldeploy.adapters.kube import KubeError
 
             raise KubeError(0, "ConnectTimeoutError", "cannot reach the API server: timed out")
-        return real_get(namespace, name)
+        return real_get(namespace, name, deadline)
 
     client.get_lease = partitioned  # type: ignore[method-assign,assignment]
     cut_at = time.monotonic()

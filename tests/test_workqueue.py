@@ -81,3 +81,23 @@ def test_a_failing_pass_does_not_kill_the_worker() -> None:
     queue.close()
     queue.add(A)  # closed: ignored
     assert passes == [A, B]
+
+
+def test_wait_idle_returns_once_the_pass_in_flight_has_ended() -> None:
+    """What a replica that loses the Lease waits on before it releases it: the passes running then,
+    closed queue or not (its queued keys are cancelled, and never counted)."""
+    started, release = threading.Event(), threading.Event()
+
+    def work(key: Key) -> None:
+        started.set()
+        release.wait(5)
+
+    queue = WorkQueue(work, workers=1)
+    queue.add(A)
+    queue.add(B)  # queued behind A, on the one worker
+    assert started.wait(5)
+    queue.close()
+    assert not queue.wait_idle(0.2), "returned while a pass was running"
+    threading.Timer(0.2, release.set).start()
+    assert queue.wait_idle(5)
+    assert queue.running() == 0

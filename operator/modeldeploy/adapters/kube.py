@@ -294,6 +294,21 @@ def unreachable(server: str, exc: Exception) -> KubeError:
     return KubeError(0, type(exc).__name__, f"cannot reach the API server {server}: {detail}")
 
 
+# Called right before each attempt of a write (retries included, after any wait): raises to refuse
+# the write (this replica may no longer lead), else returns the seconds the attempt may take at
+# most (the time left before another replica may lead), or None for no bound.
+WriteGuard = Callable[[], float | None]
+
+
+def bounded(timeout: tuple[float, float], seconds: float | None) -> tuple[float, float] | float:
+    """The request timeout for one attempt that must be over within `seconds`: a total (urllib3's
+    `Timeout(total=)`: connecting and every read share it) when that is shorter than the usual
+    (connect, read) pair allows, else the pair."""
+    if seconds is None or seconds >= sum(timeout):
+        return timeout
+    return max(0.001, seconds)
+
+
 class KubeClient:
     """Synchronous and thread-safe: kopf runs our sync handlers in its thread pool."""
 
@@ -307,6 +322,7 @@ class KubeClient:
         sleep: Callable[[float], None] = time.sleep,
         limiter: TokenBucket | None = None,
         observe: Callable[[str, int], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         config.connection_pool_maxsize = max(config.connection_pool_maxsize or 0, 32)
         if config.retries is None:
@@ -318,6 +334,8 @@ class KubeClient:
         self._backoff = backoff
         self._timeout = timeout  # (connect, read) seconds: a hung server must not hang a pass
         self._sleep = sleep
+        self._clock = clock
+        self._guard: WriteGuard | None = None
         self._limiter = limiter
         self._observe = observe  # called with (verb, HTTP status; 0 when no answer) per request
         self._random = random.Random()  # noqa: S311 -- jitter, not a secret
@@ -326,6 +344,10 @@ class KubeClient:
 
     def close(self) -> None:
         self._api.close()
+
+    def guard_writes(self, guard: WriteGuard | None) -> None:
+        """Check `guard` before every attempt of every write but the Lease's own (leader election)."""
+        self._guard = guard
 
     def _call(
         self,
@@ -336,7 +358,12 @@ class KubeClient:
         query: list[tuple[str, str]] | None = None,
         body: Any = None,
         content_type: str | None = None,
+        guarded: bool = True,
+        deadline: float | None = None,
     ) -> Any:
+        """One request, tried again on a transient failure. A write (`guarded`) asks the write
+        guard before every attempt; no attempt starts after `deadline` (monotonic), and none may
+        run past it."""
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
@@ -350,14 +377,18 @@ class KubeClient:
         )
         waited = 0.0
         verb = verb or method.lower()
+        error: KubeError | None = None
         for attempt in range(1, self._backoff.tries + 1):
+            if self._limiter is not None:
+                self._limiter.acquire()
+            # Judged now, at the moment of sending, for this attempt: a retry (after a Retry-After,
+            # a backoff, the rate limiter) may come long after the pass's first check.
+            timeout = self._attempt_timeout(method, guarded, deadline, error)
             if method != "GET":
                 with self._lock:
                     self.writes += 1
-            if self._limiter is not None:
-                self._limiter.acquire()
             try:
-                response = self._api.call_api(*params, _request_timeout=self._timeout)
+                response = self._api.call_api(*params, _request_timeout=timeout)
                 response.read()
                 self._observed(verb, response.status)
             except ApiException as exc:
@@ -385,7 +416,9 @@ class KubeClient:
             with self._lock:
                 jitter = self._random.random()
             wait = self._backoff.delay(attempt, wait_hint, jitter)
-            if waited + wait > self._backoff.budget:
+            if waited + wait > self._backoff.budget or (
+                deadline is not None and self._clock() + wait >= deadline
+            ):
                 raise error
             waited += wait
             with self._lock:
@@ -393,6 +426,20 @@ class KubeClient:
             log.info("%s %s: %s; retry %d in %.2fs", method, path, error, attempt, wait)
             self._sleep(wait)
         raise AssertionError("unreachable: the last try returns or raises")
+
+    def _attempt_timeout(
+        self, method: str, guarded: bool, deadline: float | None, error: KubeError | None
+    ) -> tuple[float, float] | float:
+        seconds = None
+        if deadline is not None:
+            seconds = deadline - self._clock()
+            if seconds <= 0:
+                raise error or KubeError(0, "Timeout", "no time left for the request")
+        if method != "GET" and guarded and self._guard is not None:
+            window = self._guard()  # raises when this replica may not write
+            if window is not None:
+                seconds = window if seconds is None else min(seconds, window)
+        return bounded(self._timeout, seconds)
 
     def _observed(self, verb: str, status: int) -> None:
         if self._observe is not None:
@@ -512,14 +559,34 @@ class KubeClient:
         }
         self._call("POST", f"/api/v1/namespaces/{namespace}/events", body=event, verb="create")
 
-    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.get(LEASE, namespace, name)
+    # The Lease's own requests are the election: never behind the write guard, and over by
+    # `deadline` (monotonic), so that a leader that cannot renew learns it before its renew deadline.
 
-    def create_lease(self, namespace: str, name: str, spec: Mapping[str, Any]) -> dict[str, Any] | None:
+    def get_lease(self, namespace: str, name: str, deadline: float | None = None) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = self._call(
+                "GET", f"{LEASE.collection(namespace)}/{name}", verb="get", deadline=deadline
+            )
+        except KubeError as error:
+            if error.not_found:
+                return None
+            raise
+        return result
+
+    def create_lease(
+        self, namespace: str, name: str, spec: Mapping[str, Any], deadline: float | None = None
+    ) -> dict[str, Any] | None:
         """A new Lease; None when one of that name exists already (another replica was first)."""
         body = {"apiVersion": LEASE.api_version, "kind": LEASE.kind, "metadata": {"name": name}, "spec": spec}
         try:
-            result: dict[str, Any] = self._call("POST", LEASE.collection(namespace), body=body, verb="create")
+            result: dict[str, Any] = self._call(
+                "POST",
+                LEASE.collection(namespace),
+                body=body,
+                verb="create",
+                guarded=False,
+                deadline=deadline,
+            )
         except KubeError as error:
             if error.conflict:
                 return None
@@ -527,14 +594,24 @@ class KubeClient:
         return result
 
     def replace_lease(
-        self, namespace: str, name: str, spec: Mapping[str, Any], resource_version: str
+        self,
+        namespace: str,
+        name: str,
+        spec: Mapping[str, Any],
+        resource_version: str,
+        deadline: float | None = None,
     ) -> dict[str, Any] | None:
         """The Lease replaced if it is still at `resource_version`; None if it changed since."""
         meta = {"name": name, "namespace": namespace, "resourceVersion": resource_version}
         body = {"apiVersion": LEASE.api_version, "kind": LEASE.kind, "metadata": meta, "spec": spec}
         try:
             result: dict[str, Any] = self._call(
-                "PUT", f"{LEASE.collection(namespace)}/{name}", body=body, verb="update"
+                "PUT",
+                f"{LEASE.collection(namespace)}/{name}",
+                body=body,
+                verb="update",
+                guarded=False,
+                deadline=deadline,
             )
         except KubeError as error:
             if error.conflict:

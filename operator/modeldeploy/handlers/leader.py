@@ -8,6 +8,12 @@ by another machine, whose clock may differ). A holder that cannot renew within `
 with its cache still warm. A replica that stops cleanly releases the Lease, so that a rolling
 update hands over at once instead of after a whole `duration`.
 
+Fencing by time: a write is sent only while the last renewal is younger than `renew_deadline`
+(judged at the moment of sending, each attempt of each write), and each attempt must be over
+before the last renewal is a whole `duration` old (`write_window`), the earliest moment another
+replica may take the Lease. Stepping down (a lost renewal, or `stop`) first waits for the passes
+in flight to end (`on_stopped`), and only then releases the Lease (docs/faults.md).
+
 kopf's peering is not this: it pauses operators by priority and writes to a shared object on
 every change, with no fencing by time.
 """
@@ -99,7 +105,9 @@ def micro_time(now: datetime.datetime) -> str:
 
 class Elector:
     """One replica's campaign, in a thread: `on_started` when it becomes the leader, `on_stopped`
-    when it stops being one (a lost renewal, or `stop`)."""
+    when it stops being one (a lost renewal, or `stop`). `on_stopped` returns once the writes of
+    the lost term have stopped (False: some may still run); `stop` releases the Lease only after
+    it returned True."""
 
     def __init__(
         self,
@@ -109,7 +117,7 @@ class Elector:
         identity: str,
         timings: Timings,
         on_started: Callable[[], None],
-        on_stopped: Callable[[], None],
+        on_stopped: Callable[[], bool],
         *,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
@@ -120,6 +128,7 @@ class Elector:
         self._monotonic, self._wall = monotonic, wall
         self._seen: tuple[Record, float] | None = None  # the record last read, and since when
         self._renewed_at: float | None = None  # last successful write of ours (monotonic)
+        self.term = 0  # counts the times this replica became the leader
         self._leading = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="leader-election", daemon=True)
@@ -128,25 +137,44 @@ class Elector:
     def leading(self) -> bool:
         return self._leading.is_set()
 
-    def still_leading(self) -> bool:
-        """Leading, and the last renewal is recent enough that nobody else may have taken over:
-        checked before each write, so a pass that outlives a lost renewal does not write."""
-        renewed = self._renewed_at
-        return (
-            self._leading.is_set()
-            and renewed is not None
-            and self._monotonic() - renewed < self._timings.renew_deadline
-        )
+    def still_leading(self, term: int | None = None) -> bool:
+        """Leading (in `term`, if given), and the last renewal is recent enough that nobody else
+        may have taken over: checked before each write, so a pass that outlives a lost renewal
+        does not write."""
+        return self.write_window(term) is not None
+
+    def write_window(self, term: int | None = None) -> float | None:
+        """None when this replica may not write now: not leading, leading in another term than
+        `term`, or not renewed for `renew_deadline`. Else the seconds left before another replica
+        may take the Lease (the last renewal was sent no earlier than that, and a standby waits a
+        whole `duration` from when it saw it): a write must be over by then."""
+        renewed, now = self._renewed_at, self._monotonic()
+        if not self._leading.is_set() or renewed is None or (term is not None and term != self.term):
+            return None
+        if now - renewed >= self._timings.renew_deadline:
+            return None
+        return renewed + self._timings.duration - now
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self, release: bool = True) -> None:
         self._stop.set()
-        self._thread.join(timeout=self._timings.retry_period + 10)
-        if release and self._leading.is_set():
-            self._release()
-        self._step_down()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self._timings.retry_period + 10)
+        # Writes first: the passes in flight are cancelled and awaited while the Lease is still
+        # ours, so that no write of this term can land after the next leader has begun.
+        was_leading = self._leading.is_set()
+        drained = self._step_down()
+        if release and was_leading:
+            if drained:
+                self._release()
+            else:
+                log.warning(
+                    "passes still running: the Lease %s/%s is left to expire, not released",
+                    self.namespace,
+                    self.name,
+                )
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -164,8 +192,17 @@ class Elector:
                 self._step_down()
             self._stop.wait(self._timings.retry_period)
 
+    def _deadline(self) -> float:
+        """When this round of the campaign must be over: a leader's renewal is no use after its
+        renew deadline (it steps down then), a candidate's round within one renew deadline."""
+        renewed = self._renewed_at
+        if self._leading.is_set() and renewed is not None:
+            return max(renewed + self._timings.renew_deadline, self._monotonic() + 0.5)
+        return self._monotonic() + self._timings.renew_deadline
+
     def _attempt(self) -> None:
-        lease = self._client.get_lease(self.namespace, self.name)
+        deadline = self._deadline()
+        lease = self._client.get_lease(self.namespace, self.name, deadline=deadline)
         record = Record.of(lease) if lease is not None else None
         now = self._monotonic()
         if record is not None and (self._seen is None or self._seen[0] != record):
@@ -187,7 +224,7 @@ class Elector:
         }
         if action is Action.CREATE:
             spec.update(acquireTime=stamp, leaseTransitions=0)
-            written = self._client.create_lease(self.namespace, self.name, spec)
+            written = self._client.create_lease(self.namespace, self.name, spec, deadline=deadline)
         else:
             assert record is not None
             if action is Action.ACQUIRE:
@@ -195,13 +232,16 @@ class Elector:
             else:
                 spec.update(acquireTime=record.acquired or stamp, leaseTransitions=record.transitions)
             # With the version read: if another replica wrote in between, the server refuses ours.
-            written = self._client.replace_lease(self.namespace, self.name, spec, record.version)
+            written = self._client.replace_lease(
+                self.namespace, self.name, spec, record.version, deadline=deadline
+            )
         if written is None:
             return  # lost the race: another replica created or took it first
         self._renewed_at = now
         self._seen = (Record.of(written), now)
         if not self._leading.is_set():
             log.info("leading: holds the Lease %s/%s as %s", self.namespace, self.name, self.identity)
+            self.term += 1
             self._leading.set()
             self._on_started()
 
@@ -211,13 +251,16 @@ class Elector:
             return
         spec = {"holderIdentity": "", "leaseDurationSeconds": 1, "renewTime": micro_time(self._wall())}
         try:
-            self._client.replace_lease(self.namespace, self.name, spec, seen[0].version)
+            deadline = self._monotonic() + self._timings.renew_deadline
+            self._client.replace_lease(self.namespace, self.name, spec, seen[0].version, deadline=deadline)
             log.info("released the Lease %s/%s", self.namespace, self.name)
         except KubeError as error:
             log.warning("could not release the Lease %s/%s: %s", self.namespace, self.name, error)
 
-    def _step_down(self) -> None:
-        if self._leading.is_set():
-            self._leading.clear()
-            self._renewed_at = None
-            self._on_stopped()
+    def _step_down(self) -> bool:
+        """Stop leading; True once the writes of the term have stopped."""
+        if not self._leading.is_set():
+            return True
+        self._leading.clear()  # from here every write of the term is refused
+        self._renewed_at = None
+        return self._on_stopped()

@@ -55,6 +55,11 @@ QUEUE_SCHEDULED = Gauge(
     "Objects waiting for a timed pass (an analysis interval, a pause, a retry after an error).",
     registry=REGISTRY,
 )
+FAILING = Gauge(
+    "modeldeploy_workqueue_failing",
+    "Objects whose last pass failed, each retried with its own backoff; an object deleted leaves it.",
+    registry=REGISTRY,
+)
 RETRIES = Counter(
     "modeldeploy_workqueue_retries_total",
     "Passes scheduled again with a per-object backoff after a failed pass.",

@@ -72,6 +72,9 @@ RETRY_BACKOFF = Backoff(base=1.0, factor=2.0, cap=300.0)
 WATCH_BACKOFFS = (0.5, 1, 1, 2, 2, 3, 3, 5, 5, 5, 5, 10, 10, 10, 10, 10)
 # Initial listings in pages, so that neither side holds a whole kind of a large cluster at once.
 LIST_CHUNK = 500
+# How long a replica that stops leading waits for its passes in flight (they write nothing more,
+# but may be waiting on a read) before it goes on; a stopping one then leaves the Lease to expire.
+PASS_GRACE_SECONDS = 30.0
 
 
 def _owner(body: Mapping[str, Any]) -> str | None:
@@ -115,9 +118,27 @@ def register(
     def leading() -> bool:
         return not config.leader_elect or ("elector" in elector and elector["elector"].leading)
 
+    # The term in which the pass on this thread started: a pass that outlived its term (the Lease
+    # lost, then won again) writes nothing more, whatever the new term decides.
+    pass_term = threading.local()
+
+    def write_window() -> float | None:
+        """The client's write guard: before every attempt of every write, retries included."""
+        candidate = elector.get("elector")
+        window = candidate.write_window(getattr(pass_term, "term", None)) if candidate else None
+        if window is None:
+            raise NotLeader()
+        return window
+
+    if config.leader_elect:
+        client.guard_writes(write_window)
+
     def may_write() -> bool:
-        # Checked before each write of a pass: one that outlived a lost renewal must not write.
-        return not config.leader_elect or ("elector" in elector and elector["elector"].still_leading())
+        # Checked before each write of a pass (the client checks each attempt again).
+        if not config.leader_elect:
+            return True
+        candidate = elector.get("elector")
+        return candidate is not None and candidate.still_leading(getattr(pass_term, "term", None))
 
     # Gate runs report back by waking their object: its next pass takes the result into status.
     gates = GateRunner(lambda namespace, name: enqueue(namespace, name))
@@ -164,11 +185,36 @@ def register(
     spread = random.Random()  # noqa: S311 -- jitter, not a secret
 
     def work(key: Key) -> None:
+        candidate = elector.get("elector")
+        pass_term.term = candidate.term if candidate is not None else None
+        try:
+            run_pass(key)
+        finally:
+            pass_term.term = None
+
+    def forget(key: Key) -> None:
+        """Drop what is kept per object: for one deleted, or gone when its pass looked."""
+        with failures_lock:
+            failures.pop(key, None)
+            metrics.FAILING.set(len(failures))
+        loop = loop_ref.get("loop")
+        if loop is not None:
+
+            def disarm() -> None:
+                handle = timers.pop(key, None)
+                if handle is not None:
+                    handle.cancel()
+
+            with contextlib.suppress(RuntimeError):  # a closed loop: nothing is armed any more
+                loop.call_soon_threadsafe(disarm)
+
+    def run_pass(key: Key) -> None:
         if not leading():
             return
         body = load(*key)
         if body is None:
-            return  # deleted meanwhile
+            forget(key)  # deleted meanwhile
+            return
         try:
             result, requeue = reconciler.reconcile_result(body)
         except NotLeader:
@@ -190,6 +236,10 @@ def register(
                 metrics.RETRIES.inc()
             else:
                 failures.pop(key, None)
+            metrics.FAILING.set(len(failures))
+        if result == "gone":
+            forget(key)
+            return
         if requeue is not None:
             wake_later(key, requeue)
 
@@ -285,11 +335,18 @@ def register(
             # the status left it (timers are recomputed from its timestamps).
             _resync_once()
 
-        def stopped() -> None:
+        def stopped() -> bool:
+            # Every write of the term is refused from now (the Elector no longer leads); the passes
+            # in flight are waited for before the Lease can be released or won again.
             metrics.LEADER.set(0)
             gates.forget_all()  # the new leader runs them again
             for handle in list(timers.values()):
-                loop.call_soon_threadsafe(handle.cancel)
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(handle.cancel)
+            if queue.wait_idle(PASS_GRACE_SECONDS):
+                return True
+            log.warning("passes still running %.0fs after the Lease was lost", PASS_GRACE_SECONDS)
+            return False
 
         timings = Timings(config.lease_duration, config.renew_deadline, config.retry_period)
         namespace = config.leader_election_namespace or pod_namespace() or "default"
@@ -301,10 +358,14 @@ def register(
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
-        queue.close()  # no new pass; one running ends, and may_write() stops it writing once unleased
-        candidate = elector.pop("elector", None)
+        queue.close()  # no new pass
+        candidate = elector.get("elector")
         if candidate is not None:
-            await asyncio.to_thread(candidate.stop)  # releases the Lease: the standby takes over now
+            # Stops writing, waits for the passes in flight, and only then releases the Lease: the
+            # standby takes over at once, and no write of ours can land after its first.
+            await asyncio.to_thread(candidate.stop)
+        else:
+            await asyncio.to_thread(queue.wait_idle, PASS_GRACE_SECONDS)
         for handle in timers.values():
             handle.cancel()
         task = resync.pop("task", None)
@@ -341,6 +402,7 @@ def register(
         cache.mark_ready()  # kopf runs no handler before every index is filled
         if type == "DELETED":
             reconciler.forget_gate(body.metadata.namespace or "", body.metadata.name or "")
+            forget((body.metadata.namespace or "", body.metadata.name or ""))
             return
         if type is not None and reconciler.echoes.is_echo(body):
             return  # only the echo of our own status write

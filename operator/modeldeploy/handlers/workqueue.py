@@ -22,6 +22,7 @@ class WorkQueue:
     def __init__(self, work: Callable[[Key], None], workers: int) -> None:
         self._work = work
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified when a pass ends
         self._queued: set[Key] = set()
         self._running: set[Key] = set()
         self._dirty: set[Key] = set()
@@ -49,6 +50,12 @@ class WorkQueue:
         with self._lock:
             return len(self._running)
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no pass runs; False if one still does after `timeout` seconds. Passes that
+        start later are not waited for (the caller has stopped them writing before)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._running, timeout)
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -69,4 +76,5 @@ class WorkQueue:
                     self._dirty.discard(key)
                     continue
                 self._running.discard(key)
+                self._idle.notify_all()
                 return
