@@ -14,7 +14,18 @@ from modeldeploy.api.spec import GATES_EMPTY_MESSAGE, GATES_NEED_GOLDEN_MESSAGE,
 from modeldeploy.api.status import GateCheck, Verdict
 from modeldeploy.gates import checks
 from modeldeploy.gates.contract import Change, Contract, ContractError, Tensor, diff, from_metadata
-from modeldeploy.gates.golden import Example, GoldenSet, GoldenSetError, batches, parse_golden_set
+from modeldeploy.gates import golden as golden_module
+from modeldeploy.gates.golden import (
+    MAX_BYTES,
+    MAX_DEPTH,
+    MAX_EXAMPLES,
+    Example,
+    GoldenSet,
+    GoldenSetError,
+    batches,
+    nesting_problem,
+    parse_golden_set,
+)
 from modeldeploy.gates.verdicts import (
     Answers,
     Thresholds,
@@ -22,6 +33,7 @@ from modeldeploy.gates.verdicts import (
     evaluate,
     explain,
     overall,
+    refused,
     thresholds_of,
     unreachable,
 )
@@ -134,6 +146,132 @@ def test_golden_set_errors_name_the_line_and_field(text: str, message: str) -> N
     with pytest.raises(GoldenSetError) as err:
         parse_golden_set(text)
     assert str(err.value) == message
+
+
+def nested(depth: int) -> str:
+    """A line whose deepest value is `depth` levels down: the line's object and `inputs` are two."""
+    return '{"inputs": {"x": ' + "[" * (depth - 2) + "1" + "]" * (depth - 2) + "}}"
+
+
+ONE = '{"inputs": {"x": [1, 2]}}\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            nested(MAX_DEPTH + 1),
+            f"golden set line 1: nested deeper than {MAX_DEPTH} levels",
+            id="too-deep",
+        ),
+        pytest.param(
+            # Deep enough to exhaust any recursion limit: refused before a parser recurses.
+            ONE + nested(1_000_000),
+            f"golden set line 2: nested deeper than {MAX_DEPTH} levels",
+            id="too-deep-for-recursion",
+        ),
+        pytest.param(
+            '{"inputs": {"x": ' + "[" * 500_000,
+            "golden set line 1: not JSON (brackets do not balance)",
+            id="unbalanced-open",
+        ),
+        pytest.param(
+            '{"inputs": {"x": ' + "[{" * 20 + "1" + "}]" * 20 + "}}",
+            f"golden set line 1: nested deeper than {MAX_DEPTH} levels",
+            id="too-deep-mixed-brackets",
+        ),
+        pytest.param(
+            ONE * MAX_EXAMPLES + ONE,
+            f"golden set line {MAX_EXAMPLES + 1}: more than {MAX_EXAMPLES} examples",
+            id="too-many-examples",
+        ),
+        pytest.param(
+            ONE * (MAX_BYTES // len(ONE) + 1),
+            f"golden set: {len(ONE) * (MAX_BYTES // len(ONE) + 1)} bytes, more than the "
+            f"{MAX_BYTES // (1024 * 1024)} MiB allowed",
+            id="too-many-bytes",
+        ),
+        pytest.param(
+            # Counted as UTF-8, as it travels: 2 bytes a character here.
+            '{"inputs": {"x": "' + "é" * (MAX_BYTES // 2) + '"}}',
+            f"golden set: {MAX_BYTES + 21} bytes, more than the {MAX_BYTES // (1024 * 1024)} MiB allowed",
+            id="too-many-bytes-utf8",
+        ),
+        pytest.param(
+            ONE + '{"inputs": {"x": [1, 2}}',
+            "golden set line 2: not JSON (Expecting ',' delimiter at column 23)",
+            id="invalid-json",
+        ),
+        pytest.param(
+            "inputs: {x: [1, 2]}\n",
+            "golden set line 1: not JSON (Expecting value at column 1)",
+            id="yaml-not-json",
+        ),
+        pytest.param(
+            '{"inputs": {"x": [{}, {}]}}',
+            "golden set line 1: inputs.x: dict is not a number, string, boolean or list",
+            id="wrong-shape-objects",
+        ),
+        pytest.param(
+            '"just a string"',
+            "golden set line 1: must be a JSON object with inputs, not str",
+            id="wrong-shape-top",
+        ),
+    ],
+)
+def test_golden_set_bounds_and_malformed_sets_are_one_error(text: str, message: str) -> None:
+    with pytest.raises(GoldenSetError) as err:
+        parse_golden_set(text)
+    assert str(err.value) == message
+
+
+def test_golden_set_at_the_bounds_parses() -> None:
+    assert parse_golden_set(nested(MAX_DEPTH)).shapes == {"x": (1,) * (MAX_DEPTH - 2)}
+    assert len(parse_golden_set(ONE * MAX_EXAMPLES).examples) == MAX_EXAMPLES
+    # Brackets inside strings are not nesting, escaped quotes included.
+    text = '{"inputs": {"x": ["a\\"' + "[" * 100 + '", "' + "{" * 100 + '"]}}'
+    assert parse_golden_set(text).shapes == {"x": (2,)}
+
+
+@pytest.mark.parametrize(
+    "error", [pytest.param(RecursionError, id="recursion"), pytest.param(MemoryError, id="memory")]
+)
+def test_golden_set_parser_exhaustion_is_a_golden_set_error(
+    error: type[BaseException], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def exhausted(_: str) -> Any:
+        raise error()
+
+    monkeypatch.setattr(golden_module.json, "loads", exhausted)
+    with pytest.raises(GoldenSetError) as err:
+        parse_golden_set(ONE)
+    assert str(err.value) == f"golden set line 1: cannot be parsed ({error.__name__})"
+
+
+@pytest.mark.parametrize(
+    ("line", "limit", "expected"),
+    [
+        pytest.param("[[1]]", 2, None, id="at-limit"),
+        pytest.param("[[[1]]]", 2, "nested deeper than 2 levels", id="one-over"),
+        pytest.param("[[1],[2],[3],[4]]", 2, None, id="wide-not-deep"),
+        pytest.param('["[[[[", "]]]]]"]', 2, None, id="brackets-in-strings"),
+        pytest.param("[[[", 2, "not JSON (brackets do not balance)", id="unclosed"),
+        pytest.param("]]][[[", 2, "not JSON (brackets do not balance)", id="closes-unmatched"),
+    ],
+)
+def test_nesting_problem(line: str, limit: int, expected: str | None) -> None:
+    assert nesting_problem(line, limit) == expected
+
+
+def test_an_invalid_golden_set_fails_every_quality_check_naming_the_problem() -> None:
+    thresholds = Thresholds(min_accuracy=0.9, max_psi=0.2)
+    found = refused(thresholds, "golden set invalid: line 1: nested deeper than 32 levels")
+    assert [(c.name, c.verdict) for c in found] == [("accuracy", Verdict.FAIL), ("psi", Verdict.FAIL)]
+    assert overall(found) == Verdict.FAIL
+    assert explain(found) == (
+        "accuracy: golden set invalid: line 1: nested deeper than 32 levels; "
+        "psi: golden set invalid: line 1: nested deeper than 32 levels"
+    )
 
 
 @pytest.mark.parametrize(

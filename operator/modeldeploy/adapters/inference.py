@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -35,13 +36,14 @@ from modeldeploy.api.spec import Gates
 from modeldeploy.api.status import GateCheck, Verdict
 from modeldeploy.gates import checks
 from modeldeploy.gates.contract import Contract, ContractError, diff, from_metadata
-from modeldeploy.gates.golden import GoldenSet, Scalar, batches
+from modeldeploy.gates.golden import MAX_BYTES, GoldenSet, Scalar, batches
 from modeldeploy.gates.verdicts import (
     Answers,
     contract_check,
     evaluate,
     explain,
     overall,
+    refused,
     thresholds_of,
     unreachable,
 )
@@ -279,10 +281,22 @@ async def ask(
     )
 
 
+@dataclass(frozen=True)
+class GoldenInput:
+    """A run's golden set, or why there is none: `invalid` when the set itself is at fault (its
+    size, nesting, lines or shapes; the quality checks Fail), else it could not be read (not
+    found, unreachable, HTTP error; they are Inconclusive)."""
+
+    golden: GoldenSet | None
+    problem: str | None = None
+    invalid: bool = False
+
+
 async def _run(
     gates: Gates,
     golden: GoldenSet | None,
     golden_error: str | None,
+    golden_invalid: bool,
     canary: Endpoint,
     primary: Endpoint | None,
     counter: _Counter,
@@ -321,6 +335,8 @@ async def _run(
 
         if not thresholds.any_quality_check():
             return results
+        if golden is None and golden_invalid:
+            return results + refused(thresholds, f"golden set invalid: {golden_error}")
         if golden is None:
             return results + unreachable(thresholds, f"golden set unreadable: {golden_error or 'not given'}")
         assert gates.golden_set is not None
@@ -348,12 +364,19 @@ async def _run(
             await primary_client.close()
 
 
-# A golden set over https is read whole into memory and parsed: bounded, as a ConfigMap is (1 MiB).
-GOLDEN_MAX_BYTES = 16 * 1024 * 1024
+# A golden set over https is read whole into memory and parsed: bounded as every golden set is.
+GOLDEN_MAX_BYTES = MAX_BYTES
+# Redirects followed, each to https only: the download is as private as the URL the user gave.
+_MAX_REDIRECTS = 5
 
 
 class FetchFailed(Exception):
-    """A golden set that could not be downloaded; the message names the URL without its query."""
+    """A golden set that could not be downloaded; the message names the URL without its query.
+    `invalid`: the body itself is at fault (too large, not UTF-8), not the way to it."""
+
+    def __init__(self, message: str, *, invalid: bool = False) -> None:
+        super().__init__(message)
+        self.invalid = invalid
 
 
 def redacted(uri: str) -> str:
@@ -367,28 +390,50 @@ def redacted(uri: str) -> str:
 
 async def fetch_text(uri: str, timeout: float, limit: int = GOLDEN_MAX_BYTES) -> str:
     """GET `uri` (https, TLS verified against the system's CAs) as UTF-8 text of at most `limit`
-    bytes. No proxy from the environment, as for the model endpoints."""
+    bytes. Redirects are followed only to https URLs (at most _MAX_REDIRECTS): one to http would
+    send the request, a presigned URL's signature included, in clear, and let anyone on the path
+    answer in the server's name. No proxy from the environment, as for the model endpoints."""
     shown = redacted(uri)
     try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
             # A context of its own, made now: the system's CAs as SSL_CERT_FILE/SSL_CERT_DIR say at
             # the time (aiohttp's shared context is fixed when it is imported).
-            session.get(uri, allow_redirects=True, ssl=ssl.create_default_context()) as response,
-        ):
-            if response.status != 200:
-                raise FetchFailed(f"{shown}: HTTP {response.status} {response.reason or ''}".rstrip())
-            data = await response.content.read(limit + 1)
+            context = ssl.create_default_context()
+            url = uri
+            for _hop in range(_MAX_REDIRECTS + 1):
+                async with session.get(url, allow_redirects=False, ssl=context) as response:
+                    if response.status in (301, 302, 303, 307, 308):
+                        location = response.headers.get("Location")
+                        if not location:
+                            raise FetchFailed(f"{shown}: HTTP {response.status} redirect without a Location")
+                        url = urllib.parse.urljoin(str(response.url), location)
+                        if urllib.parse.urlsplit(url).scheme != "https":
+                            raise FetchFailed(
+                                f"{shown}: redirected to {redacted(url)}, which is not https: refused"
+                            )
+                        continue
+                    if response.status != 200:
+                        raise FetchFailed(f"{shown}: HTTP {response.status} {response.reason or ''}".rstrip())
+                    data = await response.content.read(limit + 1)
+                    break
+            else:
+                raise FetchFailed(f"{shown}: more than {_MAX_REDIRECTS} redirects")
     except aiohttp.ClientError as err:
         raise FetchFailed(f"{shown}: {type(err).__name__}: {_short(redacted_text(err, uri))}") from None
     except TimeoutError:
         raise FetchFailed(f"{shown}: no answer within {timeout:.0f}s") from None
     if len(data) > limit:
-        raise FetchFailed(f"{shown}: larger than {limit // (1024 * 1024)} MiB")
+        raise FetchFailed(f"{shown}: larger than the {_mib(limit)} allowed", invalid=True)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise FetchFailed(f"{shown}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+        raise FetchFailed(
+            f"{shown}: not UTF-8 text ({err.reason} at byte {err.start})", invalid=True
+        ) from None
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):g} MiB" if size >= 1024 * 1024 else f"{size} bytes"
 
 
 def redacted_text(err: BaseException, uri: str) -> str:
@@ -403,12 +448,14 @@ async def run_gate(
     primary: Endpoint | None,
     *,
     golden_error: str | None = None,
+    golden_invalid: bool = False,
     clock: Callable[[], float] = time.monotonic,
 ) -> GateOutcome:
     """Run every check of `spec.rollout.gates` against the canary (and the primary, when one
     serves), within `gates.timeout`. Never raises for a model or network problem: those make the
     checks Inconclusive. `golden` None with `golden_error`: the golden set could not be read or
-    parsed (the contract check still runs; the quality checks are Inconclusive with that reason).
+    parsed: the contract check still runs, and the quality checks Fail with that reason when
+    `golden_invalid` (the set itself is at fault), else are Inconclusive.
     The latency check times the canary's requests only."""
     started = clock()
     counter = _Counter()
@@ -417,7 +464,7 @@ async def run_gate(
     timeout = parse_duration(gates.timeout)
     try:
         async with asyncio.timeout(timeout):
-            results = await _run(gates, golden, golden_error, canary, primary, counter)
+            results = await _run(gates, golden, golden_error, golden_invalid, canary, primary, counter)
     except TimeoutError:
         results = unreachable(
             thresholds_of(gates),
