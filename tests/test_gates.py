@@ -13,8 +13,8 @@ from pydantic import ValidationError
 from modeldeploy.api.spec import GATES_EMPTY_MESSAGE, GATES_NEED_GOLDEN_MESSAGE, GOLDEN_SOURCE_MESSAGE, Gates
 from modeldeploy.api.status import GateCheck, Verdict
 from modeldeploy.gates import checks
-from modeldeploy.gates.contract import Change, Contract, ContractError, Tensor, diff, from_metadata
 from modeldeploy.gates import golden as golden_module
+from modeldeploy.gates.contract import Change, Contract, ContractError, Tensor, diff, from_metadata
 from modeldeploy.gates.golden import (
     MAX_BYTES,
     MAX_DEPTH,

@@ -414,7 +414,7 @@ async def fetch_text(uri: str, timeout: float, limit: int = GOLDEN_MAX_BYTES) ->
                         continue
                     if response.status != 200:
                         raise FetchFailed(f"{shown}: HTTP {response.status} {response.reason or ''}".rstrip())
-                    data = await response.content.read(limit + 1)
+                    data = await _read_at_most(response.content, limit + 1)
                     break
             else:
                 raise FetchFailed(f"{shown}: more than {_MAX_REDIRECTS} redirects")
@@ -430,6 +430,19 @@ async def fetch_text(uri: str, timeout: float, limit: int = GOLDEN_MAX_BYTES) ->
         raise FetchFailed(
             f"{shown}: not UTF-8 text ({err.reason} at byte {err.start})", invalid=True
         ) from None
+
+
+async def _read_at_most(stream: aiohttp.StreamReader, size: int) -> bytes:
+    """The body up to `size` bytes: read(n) answers with what is buffered, often less than n."""
+    chunks: list[bytes] = []
+    total = 0
+    while total < size:
+        chunk = await stream.read(size - total)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
 
 
 def _mib(size: int) -> str:
