@@ -32,7 +32,7 @@ Scalar = int | float | str | bool
 Nested = Any
 
 # The bounds; docs/gates.md (Bounds) has the operator's measured peak memory at these values.
-MAX_BYTES = 4 * 1024 * 1024
+MAX_BYTES = 2 * 1024 * 1024
 MAX_EXAMPLES = 100_000
 # A line is an object of inputs (2 levels) around a tensor: rank 30 is far past any model's.
 MAX_DEPTH = 32
