@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from array import array
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from modeldeploy.gates.golden import (
     GoldenSet,
     GoldenSetError,
     batches,
+    flatten,
     nesting_problem,
     parse_golden_set,
 )
@@ -63,8 +65,9 @@ def test_golden_set_parses_inputs_labels_groups_and_shapes() -> None:
     )
     golden = parse_golden_set(text)
     assert golden.shapes == {"x": (2,), "mask": (2, 2)}
+    # Kept flat and compact: numbers in an array (int64 'q' when every value is an integer).
     assert golden.examples[0] == Example(
-        inputs={"x": [1.0, 2.0], "mask": [[1, 0], [0, 1]]}, label=1, group="a"
+        inputs={"x": array("d", [1.0, 2.0]), "mask": array("q", [1, 0, 0, 1])}, label=1, group="a"
     )
     assert golden.examples[1].label == "cat"
     assert golden.examples[1].group == "7"
@@ -154,6 +157,7 @@ def nested(depth: int) -> str:
 
 
 ONE = '{"inputs": {"x": [1, 2]}}\n'
+TINY = '{"inputs":{"x":1}}\n'  # the shortest line: MAX_EXAMPLES of them fit in MAX_BYTES
 
 
 @pytest.mark.parametrize(
@@ -181,7 +185,7 @@ ONE = '{"inputs": {"x": [1, 2]}}\n'
             id="too-deep-mixed-brackets",
         ),
         pytest.param(
-            ONE * MAX_EXAMPLES + ONE,
+            TINY * MAX_EXAMPLES + TINY,
             f"golden set line {MAX_EXAMPLES + 1}: more than {MAX_EXAMPLES} examples",
             id="too-many-examples",
         ),
@@ -227,7 +231,7 @@ def test_golden_set_bounds_and_malformed_sets_are_one_error(text: str, message: 
 
 def test_golden_set_at_the_bounds_parses() -> None:
     assert parse_golden_set(nested(MAX_DEPTH)).shapes == {"x": (1,) * (MAX_DEPTH - 2)}
-    assert len(parse_golden_set(ONE * MAX_EXAMPLES).examples) == MAX_EXAMPLES
+    assert len(parse_golden_set(TINY * MAX_EXAMPLES).examples) == MAX_EXAMPLES
     # Brackets inside strings are not nesting, escaped quotes included.
     text = '{"inputs": {"x": ["a\\"' + "[" * 100 + '", "' + "{" * 100 + '"]}}'
     assert parse_golden_set(text).shapes == {"x": (2,)}
@@ -272,6 +276,25 @@ def test_an_invalid_golden_set_fails_every_quality_check_naming_the_problem() ->
         "accuracy: golden set invalid: line 1: nested deeper than 32 levels; "
         "psi: golden set invalid: line 1: nested deeper than 32 levels"
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param(3, array("q", [3]), id="scalar"),
+        pytest.param([[1, 2], [3, 4]], array("q", [1, 2, 3, 4]), id="ints-row-major"),
+        pytest.param([1, 2.5], array("d", [1.0, 2.5]), id="ints-and-floats"),
+        pytest.param([2**63, 1], array("d", [2.0**63, 1.0]), id="past-int64"),
+        pytest.param([10**400], [10**400], id="past-a-double"),
+        pytest.param([True, False], [True, False], id="booleans"),
+        pytest.param([["a", 1]], ["a", 1], id="strings-and-numbers"),
+    ],
+)
+def test_golden_set_tensors_are_kept_flat_and_compact(value: Any, expected: Any) -> None:
+    found = flatten(value)
+    assert type(found) is type(expected) and found == expected
+    if isinstance(expected, array):
+        assert isinstance(found, array) and found.typecode == expected.typecode
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ import asyncio
 import ssl
 import time
 import urllib.parse
+from array import array
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -36,7 +37,7 @@ from modeldeploy.api.spec import Gates
 from modeldeploy.api.status import GateCheck, Verdict
 from modeldeploy.gates import checks
 from modeldeploy.gates.contract import Contract, ContractError, diff, from_metadata
-from modeldeploy.gates.golden import MAX_BYTES, GoldenSet, Scalar, batches
+from modeldeploy.gates.golden import MAX_BYTES, Flat, GoldenSet, Scalar, batches
 from modeldeploy.gates.verdicts import (
     Answers,
     contract_check,
@@ -159,12 +160,15 @@ async def fetch_contract(client: Any, endpoint: Endpoint) -> Contract:
         raise InferenceUnavailable(Failure.BAD_RESPONSE, f"{endpoint.role} {endpoint.model}: {err}") from None
 
 
-def _datatype(contract: Contract, name: str, values: Sequence[Any]) -> str:
+def _datatype(contract: Contract, name: str, values: Sequence[Flat]) -> str:
     declared = contract.input(name)
     if declared is not None:
         return declared.datatype
     # Not declared (an MLServer model without `inputs` in its settings): from the JSON values.
-    flat = np.asarray(values).ravel().tolist()
+    arrays = [v for v in values if isinstance(v, array)]
+    if len(arrays) == len(values):
+        return "INT64" if all(v.typecode == "q" for v in arrays) else "FP32"
+    flat = [x for v in values for x in v]
     if all(isinstance(v, bool) for v in flat):
         return "BOOL"
     if all(isinstance(v, int) and not isinstance(v, bool) for v in flat):
@@ -174,22 +178,31 @@ def _datatype(contract: Contract, name: str, values: Sequence[Any]) -> str:
     return "BYTES"
 
 
+def _stacked(values: Sequence[Flat], shape: tuple[int, ...], datatype: str) -> Any:
+    """One batch of one input, (examples, *shape), from the examples' flat values."""
+    rows = (len(values), *shape)
+    if datatype == "BYTES":
+        encoded = [str(x).encode() for v in values for x in v]
+        return np.array(encoded, dtype=np.object_).reshape(rows)
+    dtype = triton_to_np_dtype(datatype)
+    arrays = [v for v in values if isinstance(v, array)]
+    if len(arrays) == len(values):
+        # The arrays' own buffers, no Python number made: int64 or float64, then the model's type.
+        parts = [np.frombuffer(v, dtype=np.int64 if v.typecode == "q" else np.float64) for v in arrays]
+        return np.concatenate(parts).astype(dtype, copy=False).reshape(rows)
+    return np.asarray([x for v in values for x in v], dtype=dtype).reshape(rows)
+
+
 def _inputs(golden: GoldenSet, rows: range, contract: Contract) -> list[Any]:
     out = []
-    for name in golden.shapes:
+    for name, shape in golden.shapes.items():
         values = [golden.examples[i].inputs[name] for i in rows]
         datatype = _datatype(contract, name, values)
-        if datatype == "BYTES":
-            array = np.array(
-                [[str(v).encode() for v in np.asarray(r).ravel()] for r in values], dtype=np.object_
-            )
-            array = array.reshape((len(values), *golden.shapes[name]))
-        else:
-            array = np.asarray(values, dtype=triton_to_np_dtype(datatype))
-        tensor = triton_aio.InferInput(name, list(array.shape), datatype)
+        array_ = _stacked(values, shape, datatype)
+        tensor = triton_aio.InferInput(name, list(array_.shape), datatype)
         # JSON, not Triton's binary tensor extension: the V2 protocol's own encoding, which every
         # server speaks (MLServer fails on binary data).
-        tensor.set_data_from_numpy(array, binary_data=False)
+        tensor.set_data_from_numpy(array_, binary_data=False)
         out.append(tensor)
     return out
 
@@ -303,6 +316,11 @@ async def _run(
 ) -> list[GateCheck]:
     thresholds = thresholds_of(gates)
     contract_on = gates.contract.enabled
+    if golden is None and golden_invalid and thresholds.any_quality_check():
+        # The user's set is at fault whatever the models say: Fail now, and ask them nothing.
+        reason = f"golden set invalid: {golden_error}"
+        skipped = [GateCheck(name="contract", verdict=Verdict.INCONCLUSIVE, message=f"not run: {reason}")]
+        return (skipped if contract_on else []) + refused(thresholds, reason)
     canary_client = _client(canary)
     primary_client = _client(primary) if primary is not None else None
     try:
@@ -335,8 +353,6 @@ async def _run(
 
         if not thresholds.any_quality_check():
             return results
-        if golden is None and golden_invalid:
-            return results + refused(thresholds, f"golden set invalid: {golden_error}")
         if golden is None:
             return results + unreachable(thresholds, f"golden set unreadable: {golden_error or 'not given'}")
         assert gates.golden_set is not None

@@ -17,19 +17,29 @@ MAX_DEPTH levels of nesting. Depth is checked on each line's text before `json.l
 line of a million `[` would otherwise exhaust the interpreter's recursion limit), and lines are
 parsed one at a time, so the largest transient tree is one line's. Whatever still goes wrong in
 parsing, `RecursionError` and `MemoryError` included, is a GoldenSetError naming the line.
+
+What is kept of a line is compact: each input flattened (row-major; its shape is the set's), numbers
+in an `array` (8 bytes each, where a parsed tree costs 32 bytes a float and 64 more a nested list),
+other scalars in a flat list. Up to four runs hold their sets at once; trees of nested lists would
+hold several times the bytes of the text.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
+from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 Scalar = int | float | str | bool
-# One example's tensor: nested lists of scalars, as JSON gives them.
+# One example's tensor as JSON gives it: nested lists of scalars.
 Nested = Any
+# One example's tensor as kept: flattened in row-major order; `array` of 'q' (every value an
+# integer that fits int64) or 'd' (numbers), else a list (booleans, strings, a mix).
+Flat: TypeAlias = "array[int] | array[float] | list[Scalar]"  # array is generic from Python 3.12
 
 # The bounds; docs/gates.md (Bounds) has the operator's measured peak memory at these values.
 MAX_BYTES = 2 * 1024 * 1024
@@ -45,7 +55,7 @@ class GoldenSetError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Example:
-    inputs: dict[str, Nested]
+    inputs: dict[str, Flat]
     label: Scalar | None = None
     group: str | None = None
 
@@ -73,6 +83,32 @@ def _shape(value: Nested, where: str) -> tuple[int, ...]:
     if isinstance(value, bool | int | float | str):
         return ()
     raise GoldenSetError(f"{where}: {type(value).__name__} is not a number, string, boolean or list")
+
+
+def _leaves(value: Nested, out: list[Scalar]) -> None:
+    if isinstance(value, list):
+        for item in value:
+            _leaves(item, out)  # depth is bounded (MAX_DEPTH) before a line is parsed
+    else:
+        out.append(value)
+
+
+def flatten(value: Nested) -> Flat:
+    """A validated tensor (rectangular, scalars only), flat and compact."""
+    flat: list[Scalar] = []
+    _leaves(value, flat)
+    if not any(isinstance(v, bool | str) for v in flat):
+        numbers = cast(list[float], flat)  # no bool, no str: int and float only
+        try:
+            if all(isinstance(v, int) for v in numbers):
+                return array("q", cast(list[int], numbers))
+        except OverflowError:
+            pass  # an integer past int64: as a double, below
+        try:
+            return array("d", numbers)
+        except OverflowError:
+            pass  # an integer past a double: kept as JSON gave it
+    return flat
 
 
 def _scalar(value: Any, where: str) -> Scalar:
@@ -183,7 +219,7 @@ def _parse(text: str) -> GoldenSet:
         group = row.get("group")
         examples.append(
             Example(
-                inputs=inputs,
+                inputs={sys.intern(name): flatten(value) for name, value in inputs.items()},
                 label=None if label is None else _scalar(label, f"{at}: label"),
                 group=None if group is None else str(_scalar(group, f"{at}: group")),
             )
