@@ -248,9 +248,11 @@ def test_a_golden_set_nested_too_deep_fails_the_gate_not_the_operator(
     deep = '{"inputs": {"features": ' + "[" * 200_000 + "1" + "]" * 200_000 + "}}"
     golden_config_map(bed, "golden-deep", f"{line}\n{deep}\n")
     with running(canary_server(trained, "iris-good", tmp_path)):
+        applied = time.monotonic()
         bed.apply(manifest("2", golden="golden-deep"))
         watch = Watch(bed)
         done = watch.until("version 2 rolled back", lambda s: s.get("phase") == "RolledBack")
+        print(f"golden set nested too deep: rolled back {time.monotonic() - applied:.1f}s after the apply")
     degraded = next(c for c in done["conditions"] if c["type"] == "Degraded")
     assert degraded["reason"] == "GateFailed"
     reason = (
