@@ -24,7 +24,7 @@ The scenarios, each golden set at the bounds of gates/golden.py (MAX_BYTES, MAX_
 every run holds its parsed set until the model request times out (10 s): all runs' sets held at
 once, the worst case for what stays in memory.
 
-Run: ``.venv/bin/python bench/gate_memory.py`` (about 5 minutes); docs/gates.md (Bounds) has the figures.
+Run: ``.venv/bin/python bench/gate_memory.py`` (2-3 minutes); docs/gates.md (Bounds) has the figures.
 """
 
 from __future__ import annotations

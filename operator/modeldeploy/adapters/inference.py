@@ -248,7 +248,7 @@ async def ask(
     for rows in batches(golden.examples, batch_size):
         try:
             inputs = _inputs(golden, rows, contract)
-        except (ValueError, TypeError) as err:
+        except (ValueError, TypeError, OverflowError) as err:  # 10**400 as INT64, say
             message = f"golden set does not fit {endpoint.role} input: {_short(err)}"
             return Answers(predictions=(None,) * len(predictions), error=message)
         started = time.perf_counter()
