@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from modeldeploy.adapters.inference import GateOutcome
+from modeldeploy.adapters.kube import KubeClient, configuration
+from modeldeploy.api.resource import ObjectRef, parse_spec
 from modeldeploy.api.status import GateCheck, GateRun, Verdict
-from modeldeploy.handlers.gates import GateRunner
+from modeldeploy.handlers.gates import GateRunner, gate_work
+from modeldeploy.render.names import NAME_LABEL, REVISION_LABEL, TRACK_LABEL, Track
+from modeldeploy.sim.controlplane import ControlPlane
+from test_real_api_defects import admin_kubeconfig
 
 KEY = ("ml", "iris")
 RUN = GateRun(revision="r2", started_at="t1")
@@ -123,3 +129,74 @@ def test_a_run_that_raises_is_inconclusive_not_lost(runner: GateRunner, woken: W
     result = runner.result(KEY)
     assert result is not None and result.verdict == Verdict.INCONCLUSIVE
     assert "KeyError" in result.message
+
+
+# ------------------------------------------------------------------- the golden set, off the pass
+
+
+def test_the_golden_set_is_read_by_the_run_not_by_the_pass(
+    control_plane: ControlPlane,
+    kubelet_policies: Any,
+    namespace: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """gate_work() is what a pass calls: it may list the pods, never read the golden set. The
+    ConfigMap is read when the run itself runs (on the worker), and a set nested far past any
+    recursion limit is a Fail with its reason, not an exception."""
+    api = control_plane.admin
+    deep = '{"inputs": {"x": ' + "[" * 300_000 + "1" + "]" * 300_000 + "}}"
+    api.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "golden", "namespace": namespace},
+            "data": {"golden.jsonl": deep},
+        }
+    )
+    labels = {NAME_LABEL: "iris", TRACK_LABEL: Track.CANARY.value, REVISION_LABEL: "r2"}
+    api.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "iris-canary-0", "namespace": namespace, "labels": labels},
+            "spec": {"containers": [{"name": "triton", "image": "triton"}]},
+        }
+    )
+    api.wait_for(
+        lambda: (api.get("v1", "Pod", namespace, "iris-canary-0") or {}).get("status", {}).get("podIP")
+    )
+    spec = parse_spec(
+        {
+            "model": {"name": "iris", "version": "2", "storageUri": "s3://models/iris/2"},
+            "rollout": {
+                "gates": {
+                    "goldenSet": {"configMapKeyRef": {"name": "golden", "key": "golden.jsonl"}},
+                    "minAccuracy": 0.9,
+                }
+            },
+        }
+    )
+    monkeypatch.setenv("KUBECONFIG", str(admin_kubeconfig(control_plane, tmp_path / "kubeconfig")))
+    kube = KubeClient(configuration())
+    parent = ObjectRef(name="iris", namespace=namespace, uid="u1")
+    since = control_plane.audit_position()
+
+    def configmap_reads() -> list[str]:
+        return [
+            e["requestURI"]
+            for e in control_plane.audit_events(since)
+            if e["verb"] == "get" and "/configmaps/golden" in e["requestURI"]
+        ]
+
+    work = gate_work(kube, parent, spec, RUN, None)  # what the pass does
+    assert configmap_reads() == [], "the pass read the golden set"
+    outcome = asyncio.run(work())  # what the worker does
+    assert len(configmap_reads()) == 1
+    assert outcome.verdict == Verdict.FAIL and outcome.requests == 0
+    accuracy = next(c for c in outcome.checks if c.name == "accuracy")
+    assert accuracy.verdict == Verdict.FAIL
+    assert accuracy.message == (
+        f"golden set invalid: goldenSet.configMapKeyRef: ConfigMap {namespace}/golden key golden.jsonl: "
+        "golden set line 1: nested deeper than 32 levels"
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from array import array
 from typing import Any
 
 import pytest
@@ -13,8 +14,20 @@ from pydantic import ValidationError
 from modeldeploy.api.spec import GATES_EMPTY_MESSAGE, GATES_NEED_GOLDEN_MESSAGE, GOLDEN_SOURCE_MESSAGE, Gates
 from modeldeploy.api.status import GateCheck, Verdict
 from modeldeploy.gates import checks
+from modeldeploy.gates import golden as golden_module
 from modeldeploy.gates.contract import Change, Contract, ContractError, Tensor, diff, from_metadata
-from modeldeploy.gates.golden import Example, GoldenSet, GoldenSetError, batches, parse_golden_set
+from modeldeploy.gates.golden import (
+    MAX_BYTES,
+    MAX_DEPTH,
+    MAX_EXAMPLES,
+    Example,
+    GoldenSet,
+    GoldenSetError,
+    batches,
+    flatten,
+    nesting_problem,
+    parse_golden_set,
+)
 from modeldeploy.gates.verdicts import (
     Answers,
     Thresholds,
@@ -22,6 +35,7 @@ from modeldeploy.gates.verdicts import (
     evaluate,
     explain,
     overall,
+    refused,
     thresholds_of,
     unreachable,
 )
@@ -51,8 +65,9 @@ def test_golden_set_parses_inputs_labels_groups_and_shapes() -> None:
     )
     golden = parse_golden_set(text)
     assert golden.shapes == {"x": (2,), "mask": (2, 2)}
+    # Kept flat and compact: numbers in an array (int64 'q' when every value is an integer).
     assert golden.examples[0] == Example(
-        inputs={"x": [1.0, 2.0], "mask": [[1, 0], [0, 1]]}, label=1, group="a"
+        inputs={"x": array("d", [1.0, 2.0]), "mask": array("q", [1, 0, 0, 1])}, label=1, group="a"
     )
     assert golden.examples[1].label == "cat"
     assert golden.examples[1].group == "7"
@@ -134,6 +149,152 @@ def test_golden_set_errors_name_the_line_and_field(text: str, message: str) -> N
     with pytest.raises(GoldenSetError) as err:
         parse_golden_set(text)
     assert str(err.value) == message
+
+
+def nested(depth: int) -> str:
+    """A line whose deepest value is `depth` levels down: the line's object and `inputs` are two."""
+    return '{"inputs": {"x": ' + "[" * (depth - 2) + "1" + "]" * (depth - 2) + "}}"
+
+
+ONE = '{"inputs": {"x": [1, 2]}}\n'
+TINY = '{"inputs":{"x":1}}\n'  # the shortest line: MAX_EXAMPLES of them fit in MAX_BYTES
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            nested(MAX_DEPTH + 1),
+            f"golden set line 1: nested deeper than {MAX_DEPTH} levels",
+            id="too-deep",
+        ),
+        pytest.param(
+            # Deep enough to exhaust any recursion limit: refused before a parser recurses.
+            ONE + nested(1_000_000),
+            f"golden set line 2: nested deeper than {MAX_DEPTH} levels",
+            id="too-deep-for-recursion",
+        ),
+        pytest.param(
+            '{"inputs": {"x": ' + "[" * 500_000,
+            "golden set line 1: not JSON (brackets do not balance)",
+            id="unbalanced-open",
+        ),
+        pytest.param(
+            '{"inputs": {"x": ' + "[{" * 20 + "1" + "}]" * 20 + "}}",
+            f"golden set line 1: nested deeper than {MAX_DEPTH} levels",
+            id="too-deep-mixed-brackets",
+        ),
+        pytest.param(
+            TINY * MAX_EXAMPLES + TINY,
+            f"golden set line {MAX_EXAMPLES + 1}: more than {MAX_EXAMPLES} examples",
+            id="too-many-examples",
+        ),
+        pytest.param(
+            ONE * (MAX_BYTES // len(ONE) + 1),
+            f"golden set: {len(ONE) * (MAX_BYTES // len(ONE) + 1)} bytes, more than the "
+            f"{MAX_BYTES // (1024 * 1024)} MiB allowed",
+            id="too-many-bytes",
+        ),
+        pytest.param(
+            # Counted as UTF-8, as it travels: 2 bytes a character here.
+            '{"inputs": {"x": "' + "é" * (MAX_BYTES // 2) + '"}}',
+            f"golden set: {MAX_BYTES + 21} bytes, more than the {MAX_BYTES // (1024 * 1024)} MiB allowed",
+            id="too-many-bytes-utf8",
+        ),
+        pytest.param(
+            ONE + '{"inputs": {"x": [1, 2}}',
+            "golden set line 2: not JSON (Expecting ',' delimiter at column 23)",
+            id="invalid-json",
+        ),
+        pytest.param(
+            "inputs: {x: [1, 2]}\n",
+            "golden set line 1: not JSON (Expecting value at column 1)",
+            id="yaml-not-json",
+        ),
+        pytest.param(
+            '{"inputs": {"x": [{}, {}]}}',
+            "golden set line 1: inputs.x: dict is not a number, string, boolean or list",
+            id="wrong-shape-objects",
+        ),
+        pytest.param(
+            '"just a string"',
+            "golden set line 1: must be a JSON object with inputs, not str",
+            id="wrong-shape-top",
+        ),
+    ],
+)
+def test_golden_set_bounds_and_malformed_sets_are_one_error(text: str, message: str) -> None:
+    with pytest.raises(GoldenSetError) as err:
+        parse_golden_set(text)
+    assert str(err.value) == message
+
+
+def test_golden_set_at_the_bounds_parses() -> None:
+    assert parse_golden_set(nested(MAX_DEPTH)).shapes == {"x": (1,) * (MAX_DEPTH - 2)}
+    assert len(parse_golden_set(TINY * MAX_EXAMPLES).examples) == MAX_EXAMPLES
+    # Brackets inside strings are not nesting, escaped quotes included.
+    text = '{"inputs": {"x": ["a\\"' + "[" * 100 + '", "' + "{" * 100 + '"]}}'
+    assert parse_golden_set(text).shapes == {"x": (2,)}
+
+
+@pytest.mark.parametrize(
+    "error", [pytest.param(RecursionError, id="recursion"), pytest.param(MemoryError, id="memory")]
+)
+def test_golden_set_parser_exhaustion_is_a_golden_set_error(
+    error: type[BaseException], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def exhausted(_: str) -> Any:
+        raise error()
+
+    monkeypatch.setattr(golden_module.json, "loads", exhausted)
+    with pytest.raises(GoldenSetError) as err:
+        parse_golden_set(ONE)
+    assert str(err.value) == f"golden set line 1: cannot be parsed ({error.__name__})"
+
+
+@pytest.mark.parametrize(
+    ("line", "limit", "expected"),
+    [
+        pytest.param("[[1]]", 2, None, id="at-limit"),
+        pytest.param("[[[1]]]", 2, "nested deeper than 2 levels", id="one-over"),
+        pytest.param("[[1],[2],[3],[4]]", 2, None, id="wide-not-deep"),
+        pytest.param('["[[[[", "]]]]]"]', 2, None, id="brackets-in-strings"),
+        pytest.param("[[[", 2, "not JSON (brackets do not balance)", id="unclosed"),
+        pytest.param("]]][[[", 2, "not JSON (brackets do not balance)", id="closes-unmatched"),
+    ],
+)
+def test_nesting_problem(line: str, limit: int, expected: str | None) -> None:
+    assert nesting_problem(line, limit) == expected
+
+
+def test_an_invalid_golden_set_fails_every_quality_check_naming_the_problem() -> None:
+    thresholds = Thresholds(min_accuracy=0.9, max_psi=0.2)
+    found = refused(thresholds, "golden set invalid: line 1: nested deeper than 32 levels")
+    assert [(c.name, c.verdict) for c in found] == [("accuracy", Verdict.FAIL), ("psi", Verdict.FAIL)]
+    assert overall(found) == Verdict.FAIL
+    assert explain(found) == (
+        "accuracy: golden set invalid: line 1: nested deeper than 32 levels; "
+        "psi: golden set invalid: line 1: nested deeper than 32 levels"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param(3, array("q", [3]), id="scalar"),
+        pytest.param([[1, 2], [3, 4]], array("q", [1, 2, 3, 4]), id="ints-row-major"),
+        pytest.param([1, 2.5], array("d", [1.0, 2.5]), id="ints-and-floats"),
+        pytest.param([2**63, 1], array("d", [2.0**63, 1.0]), id="past-int64"),
+        pytest.param([10**400], [10**400], id="past-a-double"),
+        pytest.param([True, False], [True, False], id="booleans"),
+        pytest.param([["a", 1]], ["a", 1], id="strings-and-numbers"),
+    ],
+)
+def test_golden_set_tensors_are_kept_flat_and_compact(value: Any, expected: Any) -> None:
+    found = flatten(value)
+    assert type(found) is type(expected) and found == expected
+    if isinstance(expected, array):
+        assert isinstance(found, array) and found.typecode == expected.typecode
 
 
 @pytest.mark.parametrize(

@@ -325,6 +325,21 @@ async def test_an_unreadable_golden_set_still_checks_the_contract(server: MLServ
     outcome = await run_gate(gates(), None, canary, primary, golden_error="golden set line 3: not JSON")
     assert outcome.verdict == Verdict.INCONCLUSIVE
     assert by_name(outcome)["accuracy"].message == "golden set unreadable: golden set line 3: not JSON"
+    # A set that is itself at fault (too deep, not JSON lines, ...) fails the quality checks, and
+    # no model is asked: the verdict does not wait on (nor depend on) a model being reachable.
+    unreachable_canary = Endpoint("127.0.0.1:9", "iris")
+    outcome = await run_gate(
+        gates(),
+        None,
+        unreachable_canary,
+        None,
+        golden_error="golden set line 3: not JSON",
+        golden_invalid=True,
+    )
+    assert outcome.verdict == Verdict.FAIL and outcome.requests == 0
+    assert by_name(outcome)["contract"].verdict == Verdict.INCONCLUSIVE
+    assert by_name(outcome)["accuracy"].verdict == Verdict.FAIL
+    assert by_name(outcome)["accuracy"].message == "golden set invalid: golden set line 3: not JSON"
 
 
 async def test_failures_map_to_one_error_type(server: MLServer) -> None:

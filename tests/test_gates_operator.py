@@ -238,6 +238,40 @@ def test_a_contract_break_is_refused(
     assert next(c for c in done["conditions"] if c["type"] == "Degraded")["reason"] == "GateFailed"
 
 
+def test_a_golden_set_nested_too_deep_fails_the_gate_not_the_operator(
+    bed: OperatorBed, trained: tuple[Path, TrainedModels], tmp_path: Path
+) -> None:
+    """Nested far past any recursion limit: once it raised RecursionError in every pass of the
+    object, which said GateRunning for ever. Now the run reads it, off the pass threads, and the
+    set fails the gate with its reason; the operator logs no traceback."""
+    line = trained[1].golden.splitlines()[0]
+    deep = '{"inputs": {"features": ' + "[" * 200_000 + "1" + "]" * 200_000 + "}}"
+    golden_config_map(bed, "golden-deep", f"{line}\n{deep}\n")
+    with running(canary_server(trained, "iris-good", tmp_path)):
+        applied = time.monotonic()
+        bed.apply(manifest("2", golden="golden-deep"))
+        watch = Watch(bed)
+        done = watch.until("version 2 rolled back", lambda s: s.get("phase") == "RolledBack")
+        print(f"golden set nested too deep: rolled back {time.monotonic() - applied:.1f}s after the apply")
+    degraded = next(c for c in done["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "GateFailed"
+    reason = (
+        f"golden set invalid: goldenSet.configMapKeyRef: ConfigMap {bed.namespace}/golden-deep key "
+        "golden.jsonl: golden set line 2: nested deeper than 32 levels"
+    )
+    found = checks(done)
+    assert found["accuracy"] == {**found["accuracy"], "verdict": "Fail", "message": reason}
+    assert found["contract"] == {
+        **found["contract"],
+        "verdict": "Inconclusive",
+        "message": f"not run: {reason}",
+    }
+    assert reason in degraded["message"]
+    assert watch.max_weight() == 0
+    log = bed.process.tail(200_000)
+    assert "RecursionError" not in log and "Traceback" not in log
+
+
 def long_golden(bed: OperatorBed, trained: tuple[Path, TrainedModels]) -> None:
     golden_config_map(bed, "golden-long", trained[1].golden * LONG_COPIES)
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+import urllib.parse
+from array import array
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -35,13 +37,14 @@ from modeldeploy.api.spec import Gates
 from modeldeploy.api.status import GateCheck, Verdict
 from modeldeploy.gates import checks
 from modeldeploy.gates.contract import Contract, ContractError, diff, from_metadata
-from modeldeploy.gates.golden import GoldenSet, Scalar, batches
+from modeldeploy.gates.golden import MAX_BYTES, Flat, GoldenSet, Scalar, batches
 from modeldeploy.gates.verdicts import (
     Answers,
     contract_check,
     evaluate,
     explain,
     overall,
+    refused,
     thresholds_of,
     unreachable,
 )
@@ -157,12 +160,15 @@ async def fetch_contract(client: Any, endpoint: Endpoint) -> Contract:
         raise InferenceUnavailable(Failure.BAD_RESPONSE, f"{endpoint.role} {endpoint.model}: {err}") from None
 
 
-def _datatype(contract: Contract, name: str, values: Sequence[Any]) -> str:
+def _datatype(contract: Contract, name: str, values: Sequence[Flat]) -> str:
     declared = contract.input(name)
     if declared is not None:
         return declared.datatype
     # Not declared (an MLServer model without `inputs` in its settings): from the JSON values.
-    flat = np.asarray(values).ravel().tolist()
+    arrays = [v for v in values if isinstance(v, array)]
+    if len(arrays) == len(values):
+        return "INT64" if all(v.typecode == "q" for v in arrays) else "FP32"
+    flat = [x for v in values for x in v]
     if all(isinstance(v, bool) for v in flat):
         return "BOOL"
     if all(isinstance(v, int) and not isinstance(v, bool) for v in flat):
@@ -172,22 +178,31 @@ def _datatype(contract: Contract, name: str, values: Sequence[Any]) -> str:
     return "BYTES"
 
 
+def _stacked(values: Sequence[Flat], shape: tuple[int, ...], datatype: str) -> Any:
+    """One batch of one input, (examples, *shape), from the examples' flat values."""
+    rows = (len(values), *shape)
+    if datatype == "BYTES":
+        encoded = [str(x).encode() for v in values for x in v]
+        return np.array(encoded, dtype=np.object_).reshape(rows)
+    dtype = triton_to_np_dtype(datatype)
+    arrays = [v for v in values if isinstance(v, array)]
+    if len(arrays) == len(values):
+        # The arrays' own buffers, no Python number made: int64 or float64, then the model's type.
+        parts = [np.frombuffer(v, dtype=np.int64 if v.typecode == "q" else np.float64) for v in arrays]
+        return np.concatenate(parts).astype(dtype, copy=False).reshape(rows)
+    return np.asarray([x for v in values for x in v], dtype=dtype).reshape(rows)
+
+
 def _inputs(golden: GoldenSet, rows: range, contract: Contract) -> list[Any]:
     out = []
-    for name in golden.shapes:
+    for name, shape in golden.shapes.items():
         values = [golden.examples[i].inputs[name] for i in rows]
         datatype = _datatype(contract, name, values)
-        if datatype == "BYTES":
-            array = np.array(
-                [[str(v).encode() for v in np.asarray(r).ravel()] for r in values], dtype=np.object_
-            )
-            array = array.reshape((len(values), *golden.shapes[name]))
-        else:
-            array = np.asarray(values, dtype=triton_to_np_dtype(datatype))
-        tensor = triton_aio.InferInput(name, list(array.shape), datatype)
+        array_ = _stacked(values, shape, datatype)
+        tensor = triton_aio.InferInput(name, list(array_.shape), datatype)
         # JSON, not Triton's binary tensor extension: the V2 protocol's own encoding, which every
         # server speaks (MLServer fails on binary data).
-        tensor.set_data_from_numpy(array, binary_data=False)
+        tensor.set_data_from_numpy(array_, binary_data=False)
         out.append(tensor)
     return out
 
@@ -233,7 +248,7 @@ async def ask(
     for rows in batches(golden.examples, batch_size):
         try:
             inputs = _inputs(golden, rows, contract)
-        except (ValueError, TypeError) as err:
+        except (ValueError, TypeError, OverflowError) as err:  # 10**400 as INT64, say
             message = f"golden set does not fit {endpoint.role} input: {_short(err)}"
             return Answers(predictions=(None,) * len(predictions), error=message)
         started = time.perf_counter()
@@ -279,16 +294,33 @@ async def ask(
     )
 
 
+@dataclass(frozen=True)
+class GoldenInput:
+    """A run's golden set, or why there is none: `invalid` when the set itself is at fault (its
+    size, nesting, lines or shapes; the quality checks Fail), else it could not be read (not
+    found, unreachable, HTTP error; they are Inconclusive)."""
+
+    golden: GoldenSet | None
+    problem: str | None = None
+    invalid: bool = False
+
+
 async def _run(
     gates: Gates,
     golden: GoldenSet | None,
     golden_error: str | None,
+    golden_invalid: bool,
     canary: Endpoint,
     primary: Endpoint | None,
     counter: _Counter,
 ) -> list[GateCheck]:
     thresholds = thresholds_of(gates)
     contract_on = gates.contract.enabled
+    if golden is None and golden_invalid and thresholds.any_quality_check():
+        # The user's set is at fault whatever the models say: Fail now, and ask them nothing.
+        reason = f"golden set invalid: {golden_error}"
+        skipped = [GateCheck(name="contract", verdict=Verdict.INCONCLUSIVE, message=f"not run: {reason}")]
+        return (skipped if contract_on else []) + refused(thresholds, reason)
     canary_client = _client(canary)
     primary_client = _client(primary) if primary is not None else None
     try:
@@ -348,12 +380,19 @@ async def _run(
             await primary_client.close()
 
 
-# A golden set over https is read whole into memory and parsed: bounded, as a ConfigMap is (1 MiB).
-GOLDEN_MAX_BYTES = 16 * 1024 * 1024
+# A golden set over https is read whole into memory and parsed: bounded as every golden set is.
+GOLDEN_MAX_BYTES = MAX_BYTES
+# Redirects followed, each to https only: the download is as private as the URL the user gave.
+_MAX_REDIRECTS = 5
 
 
 class FetchFailed(Exception):
-    """A golden set that could not be downloaded; the message names the URL without its query."""
+    """A golden set that could not be downloaded; the message names the URL without its query.
+    `invalid`: the body itself is at fault (too large, not UTF-8), not the way to it."""
+
+    def __init__(self, message: str, *, invalid: bool = False) -> None:
+        super().__init__(message)
+        self.invalid = invalid
 
 
 def redacted(uri: str) -> str:
@@ -367,28 +406,63 @@ def redacted(uri: str) -> str:
 
 async def fetch_text(uri: str, timeout: float, limit: int = GOLDEN_MAX_BYTES) -> str:
     """GET `uri` (https, TLS verified against the system's CAs) as UTF-8 text of at most `limit`
-    bytes. No proxy from the environment, as for the model endpoints."""
+    bytes. Redirects are followed only to https URLs (at most _MAX_REDIRECTS): one to http would
+    send the request, a presigned URL's signature included, in clear, and let anyone on the path
+    answer in the server's name. No proxy from the environment, as for the model endpoints."""
     shown = redacted(uri)
     try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
             # A context of its own, made now: the system's CAs as SSL_CERT_FILE/SSL_CERT_DIR say at
             # the time (aiohttp's shared context is fixed when it is imported).
-            session.get(uri, allow_redirects=True, ssl=ssl.create_default_context()) as response,
-        ):
-            if response.status != 200:
-                raise FetchFailed(f"{shown}: HTTP {response.status} {response.reason or ''}".rstrip())
-            data = await response.content.read(limit + 1)
+            context = ssl.create_default_context()
+            url = uri
+            for _hop in range(_MAX_REDIRECTS + 1):
+                async with session.get(url, allow_redirects=False, ssl=context) as response:
+                    if response.status in (301, 302, 303, 307, 308):
+                        location = response.headers.get("Location")
+                        if not location:
+                            raise FetchFailed(f"{shown}: HTTP {response.status} redirect without a Location")
+                        url = urllib.parse.urljoin(str(response.url), location)
+                        if urllib.parse.urlsplit(url).scheme != "https":
+                            raise FetchFailed(
+                                f"{shown}: redirected to {redacted(url)}, which is not https: refused"
+                            )
+                        continue
+                    if response.status != 200:
+                        raise FetchFailed(f"{shown}: HTTP {response.status} {response.reason or ''}".rstrip())
+                    data = await _read_at_most(response.content, limit + 1)
+                    break
+            else:
+                raise FetchFailed(f"{shown}: more than {_MAX_REDIRECTS} redirects")
     except aiohttp.ClientError as err:
         raise FetchFailed(f"{shown}: {type(err).__name__}: {_short(redacted_text(err, uri))}") from None
     except TimeoutError:
         raise FetchFailed(f"{shown}: no answer within {timeout:.0f}s") from None
     if len(data) > limit:
-        raise FetchFailed(f"{shown}: larger than {limit // (1024 * 1024)} MiB")
+        raise FetchFailed(f"{shown}: larger than the {_mib(limit)} allowed", invalid=True)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise FetchFailed(f"{shown}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+        raise FetchFailed(
+            f"{shown}: not UTF-8 text ({err.reason} at byte {err.start})", invalid=True
+        ) from None
+
+
+async def _read_at_most(stream: aiohttp.StreamReader, size: int) -> bytes:
+    """The body up to `size` bytes: read(n) answers with what is buffered, often less than n."""
+    chunks: list[bytes] = []
+    total = 0
+    while total < size:
+        chunk = await stream.read(size - total)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):g} MiB" if size >= 1024 * 1024 else f"{size} bytes"
 
 
 def redacted_text(err: BaseException, uri: str) -> str:
@@ -403,12 +477,14 @@ async def run_gate(
     primary: Endpoint | None,
     *,
     golden_error: str | None = None,
+    golden_invalid: bool = False,
     clock: Callable[[], float] = time.monotonic,
 ) -> GateOutcome:
     """Run every check of `spec.rollout.gates` against the canary (and the primary, when one
     serves), within `gates.timeout`. Never raises for a model or network problem: those make the
     checks Inconclusive. `golden` None with `golden_error`: the golden set could not be read or
-    parsed (the contract check still runs; the quality checks are Inconclusive with that reason).
+    parsed: the contract check still runs, and the quality checks Fail with that reason when
+    `golden_invalid` (the set itself is at fault), else are Inconclusive.
     The latency check times the canary's requests only."""
     started = clock()
     counter = _Counter()
@@ -417,7 +493,7 @@ async def run_gate(
     timeout = parse_duration(gates.timeout)
     try:
         async with asyncio.timeout(timeout):
-            results = await _run(gates, golden, golden_error, canary, primary, counter)
+            results = await _run(gates, golden, golden_error, golden_invalid, canary, primary, counter)
     except TimeoutError:
         results = unreachable(
             thresholds_of(gates),

@@ -687,7 +687,7 @@ class GoldenSet(Model):
     }
 
     config_map_key_ref: ConfigMapKeyRef | None = None
-    # One JSON-lines file over https, fetched by the operator (at most 16 MiB; docs/gates.md).
+    # One JSON-lines file over https, fetched by the operator (at most 2 MiB; docs/gates.md).
     storage_uri: str | None = Field(default=None, pattern=GOLDEN_URI_PATTERN, max_length=2048)
     batch_size: int = Field(default=32, ge=1, le=1024)
     # Fewer examples answered than this makes every quality check Inconclusive.

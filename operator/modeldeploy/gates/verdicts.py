@@ -137,6 +137,15 @@ def unreachable(thresholds: Thresholds, reason: str, *, contract: bool = False) 
     return out
 
 
+def refused(thresholds: Thresholds, reason: str) -> list[GateCheck]:
+    """Every configured quality check Fail for one reason: the golden set is invalid as the user
+    gave it (too large, too deep, not JSON lines, shapes that differ), which no retry can mend."""
+    return [
+        GateCheck(name=name, threshold=threshold, verdict=Verdict.FAIL, message=reason)
+        for name, threshold in _configured(thresholds)
+    ]
+
+
 def check_names(gates: Gates) -> list[str]:
     """The checks a gate run of `gates` reports, in the order it reports them."""
     names = [CONTRACT] if gates.contract.enabled else []

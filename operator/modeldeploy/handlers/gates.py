@@ -7,6 +7,13 @@ status.gate names (`wants` / `submit`); the worker runs it on its own thread's a
 flight), at most `parallel` at once, and wakes the object when the result is in. The next pass
 takes the result (`result`) into status, once.
 
+The golden set is read (the ConfigMap GET or the https download) and parsed inside the run, never
+on a pass thread: a set the user made too large, too deep or malformed costs the run its verdict
+(Fail, with a reason naming the set and the problem), never a pass. Parsing goes on one thread of
+its own (`_READER`), so the gate worker's loop keeps serving the other runs' requests meanwhile,
+and at most one set is being parsed at a time: the transient memory of parsing is one set's, only
+the parsed sets of the runs in flight are held together (docs/gates.md, Bounds).
+
 Results live in memory only. An operator restarted mid-run (or a new leader) finds status.gate
 unfinished and runs it again from the start, under the same `startedAt`: a half-finished run's
 answers would judge a model on whatever part of the golden set it reached, and a run is cheap
@@ -24,13 +31,21 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from modeldeploy.adapters.inference import Endpoint, FetchFailed, GateOutcome, fetch_text, redacted, run_gate
+from modeldeploy.adapters.inference import (
+    Endpoint,
+    FetchFailed,
+    GateOutcome,
+    GoldenInput,
+    fetch_text,
+    redacted,
+    run_gate,
+)
 from modeldeploy.adapters.kube import KINDS, Kind, KubeClient, KubeError
 from modeldeploy.api.base import parse_duration
 from modeldeploy.api.resource import ObjectRef
 from modeldeploy.api.spec import Gates, ModelDeploymentSpec
 from modeldeploy.api.status import GateRun, Verdict
-from modeldeploy.gates.golden import GoldenSet, GoldenSetError, parse_golden_set
+from modeldeploy.gates.golden import GoldenSetError, parse_golden_set
 from modeldeploy.gates.verdicts import explain, thresholds_of, unreachable
 from modeldeploy.handlers import metrics
 from modeldeploy.render.deployment import ADMIN_HEADER, HTTP_PORT, admin_key
@@ -44,6 +59,8 @@ Identity = tuple[str, str]  # revision, startedAt: one run
 DEFAULT_PARALLEL = 4
 _PODS = Kind("v1", "Pod", "pods")
 _CONFIG_MAP = KINDS[("v1", "ConfigMap")]
+# One thread reads and parses golden sets for every run (see the module's docstring).
+_READER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="golden-set")
 
 
 def identity(run: GateRun) -> Identity:
@@ -193,41 +210,59 @@ class GateRunner:
 # ------------------------------------------------------------------------------- a run's inputs
 
 
-def read_golden_set(kube: KubeClient, namespace: str, gates: Gates) -> tuple[GoldenSet | None, str | None]:
-    """The golden set, or None and one line saying why it cannot be used (the quality checks are
-    then Inconclusive with that line; the contract check still runs)."""
+def _parsed(text: str, where: str) -> GoldenInput:
+    try:
+        return GoldenInput(parse_golden_set(text))
+    except GoldenSetError as error:
+        return GoldenInput(None, f"{where}: {error}", invalid=True)
+
+
+def read_golden_set(kube: KubeClient, namespace: str, gates: Gates) -> GoldenInput:
+    """The golden set of a ConfigMap, or why it cannot be used: unreadable (the quality checks are
+    Inconclusive: it may appear or be fixed without an edit of the ModelDeployment) or invalid
+    (they Fail). Blocking: runs on the reader thread."""
     source = gates.golden_set
     if source is None:
-        return None, None
+        return GoldenInput(None)
     ref = source.config_map_key_ref
     assert ref is not None, "a storageUri is fetched by the run itself (fetch_golden_set)"
     where = f"goldenSet.configMapKeyRef: ConfigMap {namespace}/{ref.name}"
     try:
         found = kube.get(_CONFIG_MAP, namespace, ref.name)
     except KubeError as error:
-        return None, f"{where}: cannot be read: {error.reason}"
+        return GoldenInput(None, f"{where}: cannot be read: {error.reason}")
     if found is None:
-        return None, f"{where} not found"
+        return GoldenInput(None, f"{where} not found")
     text = (found.get("data") or {}).get(ref.key)
     if text is None:
-        return None, f"{where} has no key {ref.key!r} in its data"
-    try:
-        return parse_golden_set(text), None
-    except GoldenSetError as error:
-        return None, f"{where} key {ref.key}: {error}"
+        return GoldenInput(None, f"{where} has no key {ref.key!r} in its data")
+    del found  # the object's other keys need not stay while the set is parsed
+    return _parsed(text, f"{where} key {ref.key}")
 
 
-async def fetch_golden_set(uri: str, timeout: float) -> tuple[GoldenSet | None, str | None]:
-    """The golden set at an https `storageUri`, fetched on the worker's loop (a large file must not
-    hold a pass thread), or None and one line saying why."""
+async def fetch_golden_set(uri: str, timeout: float) -> GoldenInput:
+    """The golden set at an https `storageUri`, downloaded on the worker's loop and parsed on the
+    reader thread, or why it cannot be used."""
     try:
         text = await fetch_text(uri, timeout)
     except FetchFailed as error:
-        return None, f"goldenSet.storageUri {error}"
+        return GoldenInput(None, f"goldenSet.storageUri {error}", invalid=error.invalid)
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_READER, _parsed, text, f"goldenSet.storageUri {redacted(uri)}")
+
+
+async def load_golden_set(kube: KubeClient, namespace: str, gates: Gates) -> GoldenInput:
+    """The run's golden set, from wherever `gates.goldenSet` says; never raises: anything that goes
+    wrong in reading or parsing is a reason on the verdict."""
+    source = gates.golden_set
     try:
-        return parse_golden_set(text), None
-    except GoldenSetError as error:
-        return None, f"goldenSet.storageUri {redacted(uri)}: {error}"
+        if source is not None and source.storage_uri:
+            return await fetch_golden_set(source.storage_uri, parse_duration(gates.timeout))
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(_READER, read_golden_set, kube, namespace, gates)
+    except Exception as error:  # a bug here must cost the verdict, not the run (nor a pass)
+        log.exception("%s: the golden set could not be loaded", namespace)
+        return GoldenInput(None, f"golden set could not be loaded: {type(error).__name__}: {error}")
 
 
 def _ready(pod: dict[str, Any]) -> bool:
@@ -279,12 +314,11 @@ def gate_work(
     run: GateRun,
     stable_revision: str | None,
 ) -> Callable[[], Coroutine[Any, Any, GateOutcome]]:
-    """What one run does, with its inputs read now (a GET of the golden set's ConfigMap and two
-    pod LIST, once per run): the requests themselves go on the worker's loop."""
+    """What one run does, with the pods read now (one LIST of both tracks, once per run): the
+    golden set is read and parsed by the run itself, off the pass thread, and the requests go on
+    the worker's loop."""
     gates = spec.rollout.gates
     assert gates is not None
-    uri = gates.golden_set.storage_uri if gates.golden_set is not None else None
-    golden, golden_error = (None, None) if uri else read_golden_set(kube, parent.namespace, gates)
     pods = kube.list(_PODS, parent.namespace, f"{NAME_LABEL}={parent.name}")  # both tracks at once
     canary = endpoint(pods, spec, parent, Track.CANARY, run.revision)
     primary = endpoint(pods, spec, parent, Track.PRIMARY, stable_revision)
@@ -298,9 +332,9 @@ def gate_work(
         return nothing_to_ask
 
     async def work() -> GateOutcome:
-        found, error = golden, golden_error
-        if uri:
-            found, error = await fetch_golden_set(uri, parse_duration(gates.timeout))
-        return await run_gate(gates, found, canary, primary, golden_error=error)
+        golden = await load_golden_set(kube, parent.namespace, gates)
+        return await run_gate(
+            gates, golden.golden, canary, primary, golden_error=golden.problem, golden_invalid=golden.invalid
+        )
 
     return work
