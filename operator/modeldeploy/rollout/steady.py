@@ -116,10 +116,14 @@ def steady_status(
 
 
 def invalid_status(
-    parent: ObjectRef, status: ModelDeploymentStatus, problems: list[str], now: str
+    parent: ObjectRef,
+    status: ModelDeploymentStatus,
+    problems: list[str],
+    now: str,
+    reason: str = "InvalidSpec",
 ) -> ModelDeploymentStatus:
     """A spec the operator cannot act on: children stay as they are, the object says why."""
-    message = "invalid spec: " + "; ".join(problems)
+    message = ("invalid spec: " if reason == "InvalidSpec" else "refused: ") + "; ".join(problems)
     # A rollout in flight keeps its phase (RolledBack must not turn into a fresh start once the
     # spec is fixed); only an object never acted on gets phase Failed.
     phase = status.phase if status.phase is not None else Phase.FAILED
@@ -130,6 +134,6 @@ def invalid_status(
         out,
         parent,
         now,
-        (ConditionType.PROGRESSING, "False", "InvalidSpec", message),
-        (ConditionType.DEGRADED, "True", "InvalidSpec", message),
+        (ConditionType.PROGRESSING, "False", reason, message),
+        (ConditionType.DEGRADED, "True", reason, message),
     )
