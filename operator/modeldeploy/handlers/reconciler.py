@@ -37,6 +37,7 @@ from modeldeploy.rollout.observe import Observations, commands, deployment_state
 from modeldeploy.rollout.plan import children, created
 from modeldeploy.rollout.steady import invalid_status
 from modeldeploy.rollout.validate import validate
+from modeldeploy.routing.gateway_api import route_hold
 
 log = logging.getLogger("modeldeploy.reconciler")
 
@@ -283,6 +284,7 @@ class Reconciler:
         kinds = _BASE_KINDS + served
         live = self._live_children(parent, kinds)
         seen = self._observe(parent, body, old, live)
+        seen = replace(seen, route=route_hold(parent, spec, live.values()))  # from the cache
         if self._gates is not None:
             seen = replace(seen, gate=self._gates.result((parent.namespace, parent.name)))
         decision = decide(spec, parent, old, seen, now)
@@ -301,6 +303,7 @@ class Reconciler:
             # the watch echo of those writes does not wake another pass to correct it.
             fresh = self._observe(parent, body, old, live)
             fresh = replace(fresh, analysis=seen.analysis, gate=seen.gate, apply_errors=errors)
+            fresh = replace(fresh, route=route_hold(parent, spec, live.values()))
             redecided = decide(spec, parent, old, fresh, now)
             requeue = decision.requeue_after
             if _shape(redecided) != _shape(decision):
