@@ -35,7 +35,7 @@ from modeldeploy.rollout.events import Event, transition_events
 from modeldeploy.rollout.machine import Decision, decide
 from modeldeploy.rollout.observe import Observations, commands, deployment_state, pods_summary
 from modeldeploy.rollout.plan import children, created
-from modeldeploy.rollout.steady import invalid_status
+from modeldeploy.rollout.steady import invalid_status, prometheus_refused_status
 from modeldeploy.rollout.validate import validate
 from modeldeploy.routing.gateway_api import route_hold
 
@@ -272,7 +272,7 @@ class Reconciler:
         refused = refusal(spec.rollout.analysis.prometheus_url, self._prometheus_url, self._prometheus_allow)
         if refused is not None:
             # As an invalid spec, and before anything is sent to that URL (docs/security.md).
-            new = invalid_status(parent, old, [refused], clock.iso(now), reason="PrometheusNotAllowed")
+            new = prometheus_refused_status(parent, old, refused, clock.iso(now))
             self.forget_gate(parent.namespace, parent.name)
             return self._finish(body, old, new, "invalid"), None
 
