@@ -715,3 +715,29 @@ def test_a_provider_holds_no_connection_between_calls() -> None:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def test_a_redirect_is_not_followed() -> None:
+    """Following it would send the query past the operator's allow-list (docs/security.md)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        provider = PrometheusProvider(f"http://127.0.0.1:{server.server_address[1]}", timeout_seconds=2)
+        with pytest.raises(ProviderError, match=r"^Prometheus query failed: HTTP 302 \(not a Prometheus API"):
+            provider.query("vector(1)")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
