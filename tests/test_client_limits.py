@@ -3,11 +3,18 @@ real API server (issue 9)."""
 
 from __future__ import annotations
 
+import http.server
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 
 from modeldeploy.adapters.kube import KINDS, KubeClient, TokenBucket, configuration
+from modeldeploy.handlers import metrics
 from modeldeploy.sim.controlplane import ControlPlane
 from test_real_api_defects import admin_kubeconfig
 
@@ -68,3 +75,66 @@ def test_a_list_is_read_in_pages(
     lists = [e for e in control_plane.audit_events(since) if e["verb"] == "list"]
     assert len(lists) >= 3 and all("limit=3" in e["requestURI"] for e in lists)
     assert any("continue=" in e["requestURI"] for e in lists)
+
+
+# -------------------------------------------------- modeldeploy_api_throttled_seconds_total
+
+
+@contextmanager
+def answering(statuses: list[tuple[int, str | None]]) -> Iterator[str]:
+    """A loopback HTTP server answering each request with the next (status, Retry-After), then 200."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status, after = statuses.pop(0) if statuses else (200, None)
+            payload = b'{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"x"}}'
+            if status != 200:
+                payload = b'{"kind":"Status","apiVersion":"v1","status":"Failure","code":%d}' % status
+            self.send_response(status)
+            if after is not None:
+                self.send_header("Retry-After", after)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.mark.parametrize(
+    ("answers", "qps", "burst", "at_least", "at_most"),
+    [
+        pytest.param([(429, "1")], 0, 1, 1.0, 1.5, id="server-429-retry-after-counts"),
+        pytest.param([(503, None), (500, None)], 0, 1, 0.0, 0.0, id="5xx-retries-are-not-throttling"),
+        pytest.param([], 20, 1, 0.04, 0.1, id="own-rate-limit-counts"),
+        pytest.param([], 0, 1, 0.0, 0.0, id="nothing-throttled-nothing-counted"),
+    ],
+)
+def test_throttled_seconds_are_counted_and_exposed(
+    answers: list[tuple[int, str | None]], qps: float, burst: int, at_least: float, at_most: float
+) -> None:
+    limiter = TokenBucket(qps, burst)
+    with answering(list(answers)) as url:
+        client = KubeClient(configuration(url), limiter=limiter)
+        try:
+            for _ in range(2):
+                assert client.get(KINDS[("v1", "ConfigMap")], "ns", "x") is not None
+        finally:
+            client.close()
+    waited = client.throttled_seconds + limiter.throttled_seconds
+    assert at_least <= waited <= at_most
+    metrics.count_throttling(lambda: client.throttled_seconds + limiter.throttled_seconds)
+    exposed = generate_latest(metrics.REGISTRY).decode()
+    (line,) = [x for x in exposed.splitlines() if x.startswith("modeldeploy_api_throttled_seconds_total ")]
+    assert float(line.split()[1]) == pytest.approx(waited)

@@ -526,6 +526,22 @@ DEFAULT_HA_ARGS = [
             ],
             id="namespaced",
         ),
+        pytest.param(
+            {"prometheusAllow": ["http://thanos-query.monitoring:9090/tenant-a", "*"]},
+            [
+                "run",
+                "--log-format=json",
+                "--health-port=8080",
+                "--metrics-port=9090",
+                "--resync-seconds=60",
+                "--puller-image=ghcr.io/modeldeploy/model-puller:0.1.0",
+                *DEFAULT_HA_ARGS,
+                "--prometheus-url=http://prometheus-operated.monitoring.svc:9090",
+                "--prometheus-allow=http://thanos-query.monitoring:9090/tenant-a",
+                "--prometheus-allow=*",
+            ],
+            id="prometheus-allow",
+        ),
     ],
 )
 def test_operator_args(values: dict[str, Any], args: list[str]) -> None:
@@ -865,6 +881,11 @@ BAD_VALUES: list[Any] = [
     pytest.param({"metricsPort": "9090"}, "/metricsPort", id="port-string"),
     pytest.param({"resyncSeconds": 0}, "/resyncSeconds", id="resync-zero"),
     pytest.param({"prometheusUrl": "prometheus:9090"}, "/prometheusUrl", id="prometheus-url-scheme"),
+    pytest.param({"prometheusAllow": "http://thanos"}, "/prometheusAllow", id="prometheus-allow-not-a-list"),
+    pytest.param({"prometheusAllow": ["thanos:9090"]}, "/prometheusAllow/0", id="prometheus-allow-scheme"),
+    pytest.param(
+        {"prometheusAllow": ["http://u:p@thanos"]}, "/prometheusAllow/0", id="prometheus-allow-credentials"
+    ),
     pytest.param({"resources": {"limits": {"memory": "lots"}}}, "/resources/limits/memory", id="quantity"),
     pytest.param({"resources": {"request": {"cpu": "1"}}}, "request", id="resources-typo"),
     pytest.param({"rbac": {"create": "yes"}}, "/rbac/create", id="bool-string"),

@@ -20,6 +20,7 @@ import http.server
 import math
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -27,7 +28,13 @@ from typing import Any
 
 import pytest
 
-from modeldeploy.adapters.prometheus import MetricsProvider, PrometheusProvider, ProviderError, run
+from modeldeploy.adapters.prometheus import (
+    MAX_BODY_BYTES,
+    MetricsProvider,
+    PrometheusProvider,
+    ProviderError,
+    run,
+)
 from modeldeploy.analysis import (
     ProviderFailure,
     Query,
@@ -38,7 +45,13 @@ from modeldeploy.analysis import (
     overall,
     plan,
 )
-from modeldeploy.analysis.templates import queue_time_ms, request_latency_ms, samples, success_rate
+from modeldeploy.analysis.templates import (
+    metric_key,
+    queue_time_ms,
+    request_latency_ms,
+    samples,
+    success_rate,
+)
 from modeldeploy.api.spec import Analysis
 from modeldeploy.api.status import Verdict
 from prometheus_fixture import PrometheusServer, pod_target, require_prometheus
@@ -252,6 +265,7 @@ def test_query_errors(lab: Lab, promql: str, message: str) -> None:
     assert message in str(raised.value)
     assert not raised.value.unreachable
     assert "\n" not in str(raised.value)
+    assert "{" not in str(raised.value)  # no label set of the cluster's series, ever
 
 
 def test_is_online(lab: Lab) -> None:
@@ -292,9 +306,9 @@ class CountingProvider:
         self.inner = inner
         self.calls = 0
 
-    def query(self, promql: str) -> float | None:
+    def query(self, promql: str, *, timeout: float | None = None) -> float | None:
         self.calls += 1
-        return self.inner.query(promql)
+        return self.inner.query(promql, timeout=timeout)
 
     def is_online(self) -> bool:
         return self.inner.is_online()
@@ -406,7 +420,7 @@ class FakeProvider:
         self.answers = answers
         self.asked: list[str] = []
 
-    def query(self, promql: str) -> float | None:
+    def query(self, promql: str, *, timeout: float | None = None) -> float | None:
         self.asked.append(promql)
         answer = self.answers[promql]
         if isinstance(answer, Exception):
@@ -455,3 +469,275 @@ def test_bad_urls_are_refused_without_echoing_them(url: str) -> None:
     with pytest.raises(ValueError) as raised:
         PrometheusProvider(url)
     assert "pass" not in str(raised.value)
+
+
+# ------------------------------------------------- hostile endpoints: one deadline per call
+
+
+@contextmanager
+def trickling_server(head: bytes, body: bytes, *, every: float, head_at_once: bool) -> Iterator[str]:
+    """A real HTTP server on loopback that reads the request, then sends its answer one byte every
+    `every` seconds: the status line and headers too, unless `head_at_once`."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            try:
+                conn.recv(65536)  # the request
+                if head_at_once:
+                    conn.sendall(head)
+                for byte in body if head_at_once else head + body:
+                    if stop.wait(every):
+                        return
+                    conn.sendall(bytes([byte]))
+            except OSError:
+                return  # the client gave up and closed: what the test wants
+
+    def accept() -> None:
+        workers = []
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            worker = threading.Thread(target=serve, args=(conn,))
+            worker.start()
+            workers.append(worker)
+        for worker in workers:
+            worker.join()
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+
+
+ONE_SAMPLE = b'{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"1"]}]}}'
+
+
+def http_answer(status: int, body: bytes) -> bytes:
+    head = f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    return (head + "\r\n").encode()
+
+
+@pytest.mark.parametrize(
+    "head_at_once",
+    [
+        pytest.param(False, id="status-line-and-headers-trickled"),
+        pytest.param(True, id="body-trickled-after-prompt-headers"),
+    ],
+)
+def test_a_trickling_endpoint_costs_one_deadline(head_at_once: bool) -> None:
+    # One byte every 0.3 s: each read is far inside a per-read timeout, so only a deadline for the
+    # whole call ends it. The answer would take ~60 s in all.
+    deadline = 1.5
+    with trickling_server(
+        http_answer(200, ONE_SAMPLE), ONE_SAMPLE, every=0.3, head_at_once=head_at_once
+    ) as url:
+        provider = PrometheusProvider(url, timeout_seconds=deadline)
+        started = time.monotonic()
+        with pytest.raises(ProviderError) as raised:
+            provider.query("vector(1)")
+        took = time.monotonic() - started
+        results = run(provider, [q("a"), q("b")], deadline_seconds=10)
+    assert str(raised.value) == f"Prometheus unreachable: no answer within 1.5s ({url})"
+    assert raised.value.unreachable
+    assert deadline <= took < deadline + 1.0  # the deadline, plus the loop's own start and stop
+    print(f"\na trickling endpoint cost {took:.2f}s against a {deadline:g}s deadline")
+    # In a round: Inconclusive (a ProviderFailure), and the second query is never sent.
+    assert results["a"] == results["b"] == ProviderFailure(str(raised.value), unreachable=True)
+    verdicts = evaluate(
+        Analysis.model_validate({"minSampleCount": 0, "metrics": [{"name": "a", "query": "x", "max": 1}]}),
+        {metric_key("a", Track.CANARY): results["a"]},
+        NOW,
+    )
+    assert [r.verdict for r in verdicts] == [Verdict.INCONCLUSIVE]
+
+
+def test_a_round_of_slow_answers_is_bounded_by_its_deadline() -> None:
+    # Each answer takes ~0.5 s, well inside the 3 s per-query deadline: only the round's 2 s
+    # deadline keeps five queries from costing 2.5 s or more.
+    answer = http_answer(200, ONE_SAMPLE) + ONE_SAMPLE
+    with trickling_server(b"", answer, every=0.5 / len(answer), head_at_once=True) as url:
+        provider = PrometheusProvider(url, timeout_seconds=3)
+        started = time.monotonic()
+        results = run(provider, [q(k) for k in "abcde"], deadline_seconds=2)
+        took = time.monotonic() - started
+    assert took < 2 + 1.0
+    assert results["a"] == 1.0
+    failed = results["e"]
+    assert isinstance(failed, ProviderFailure) and failed.unreachable
+
+
+def test_an_endless_answer_is_refused_not_held() -> None:
+    huge = b"x" * (MAX_BODY_BYTES + 10)
+    with (
+        stub_server(200, huge) as url,
+        PrometheusProvider(url, timeout_seconds=5) as provider,
+        pytest.raises(ProviderError, match=f"an answer over {MAX_BODY_BYTES} bytes"),
+    ):
+        provider.query("vector(1)")
+
+
+# ------------------------------------------------------------ label sets never reach status
+
+
+SECRET_LABEL = "payroll-db-7f9c"
+TWO_SERIES = (
+    b'{"status":"success","data":{"resultType":"vector","result":['
+    b'{"metric":{"pod":"payroll-db-7f9c","namespace":"finance"},"value":[1,"1"]},'
+    b'{"metric":{"pod":"other","namespace":"finance"},"value":[1,"2"]}]}}'
+)
+MANY_TO_MANY = (
+    b'{"status":"error","errorType":"execution","error":"found duplicate series for the match group '
+    b'{pod=\\"payroll-db-7f9c\\"} on the right hand-side of the operation: [{__name__=\\"up\\", '
+    b'pod=\\"payroll-db-7f9c\\"}, {__name__=\\"up\\", pod=\\"payroll-db-7f9c\\"}];'
+    b'many-to-many matching not allowed: matching labels must be unique on one side"}'
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "message"),
+    [
+        pytest.param(
+            200,
+            TWO_SERIES,
+            "Prometheus query returned 2 series, expected one; aggregate it (e.g. sum(...))",
+            id="multi-series-counted",
+        ),
+        pytest.param(
+            422,
+            MANY_TO_MANY,
+            "Prometheus query failed: HTTP 422 execution: found duplicate series for the match group {...} "
+            "on the right hand-side of the operation: [{...}, {...}];many-to-many matching not allowed",
+            id="api-error-naming-series",
+        ),
+        pytest.param(
+            200,
+            b'{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"payroll-db-7f9c"]}]}}',
+            "Prometheus query returned a non-numeric value",
+            id="non-numeric-value-not-echoed",
+        ),
+    ],
+)
+def test_reasons_carry_counts_never_label_sets(status: int, body: bytes, message: str) -> None:
+    analysis = Analysis.model_validate(
+        {"minSampleCount": 0, "metrics": [{"name": "custom", "query": "q", "max": 1}]}
+    )
+    with stub_server(status, body) as url, PrometheusProvider(url) as provider:
+        results = run(
+            provider,
+            [
+                Query(
+                    key=metric_key("custom", Track.CANARY),
+                    kind=QueryKind.METRIC,
+                    track=Track.CANARY,
+                    promql="q",
+                )
+            ],
+        )
+    (result,) = evaluate(analysis, results, NOW)
+    assert result.verdict == Verdict.INCONCLUSIVE
+    assert result.reason.startswith(message)
+    assert SECRET_LABEL not in result.reason
+    assert "finance" not in result.reason
+
+
+@pytest.mark.parametrize(
+    ("reason", "shown"),
+    [
+        pytest.param("plain", "plain", id="no-label-set"),
+        pytest.param('group {pod="a"} on [{x="1"}, {y="2"}]', "group {...} on [{...}, {...}]", id="several"),
+        pytest.param('at {a="{b}"} end', "at {...} end", id="nested"),
+        pytest.param(
+            'x {a="s", ' + "{" * 12 + "z" + "}" * 12 + "} tail", "x {...}", id="nested-too-deep-cut"
+        ),
+        pytest.param('unclosed {pod="a", ns="b"', "unclosed {...}", id="unclosed-cut"),
+    ],
+)
+def test_provider_reasons_lose_label_sets_in_the_verdict(reason: str, shown: str) -> None:
+    analysis = Analysis.model_validate(
+        {"minSampleCount": 0, "metrics": [{"name": "m", "query": "q", "max": 1}]}
+    )
+    (result,) = evaluate(analysis, {metric_key("m", Track.CANARY): ProviderFailure(reason)}, NOW)
+    assert result.reason == shown
+
+
+def test_a_provider_holds_no_connection_between_calls() -> None:
+    """Nothing per URL outlives a call (issue 16, item 7: the per-URL client cache was never
+    dropped): the server sees each connection closed as soon as its answer is read."""
+    open_connections: list[int] = [0]
+    lock = threading.Lock()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive unless the client closes
+
+        def setup(self) -> None:
+            super().setup()
+            with lock:
+                open_connections[0] += 1
+
+        def finish(self) -> None:
+            super().finish()
+            with lock:
+                open_connections[0] -= 1
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(ONE_SAMPLE)))
+            self.end_headers()
+            self.wfile.write(ONE_SAMPLE)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        provider = PrometheusProvider(f"http://127.0.0.1:{server.server_address[1]}")
+        for _ in range(3):
+            assert provider.query("vector(1)") == 1.0
+        ends = time.monotonic() + 10
+        while open_connections[0] and time.monotonic() < ends:
+            time.sleep(0.05)
+        assert open_connections[0] == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_a_redirect_is_not_followed() -> None:
+    """Following it would send the query past the operator's allow-list (docs/security.md)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        provider = PrometheusProvider(f"http://127.0.0.1:{server.server_address[1]}", timeout_seconds=2)
+        with pytest.raises(ProviderError, match=r"^Prometheus query failed: HTTP 302 \(not a Prometheus API"):
+            provider.query("vector(1)")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -80,6 +80,19 @@ def _env_list(name: str) -> list[str]:
 # ------------------------------------------------------------------------------------- commands
 
 
+def _prometheus_allow(items: list[str]) -> tuple[str, ...]:
+    from modeldeploy.analysis.endpoints import ANY, allowed
+
+    entries = tuple(part.strip() for item in items for part in item.split(",") if part.strip())
+    for entry in entries:
+        if entry != ANY and not allowed(entry, [entry]):
+            raise SystemExit(
+                "error: --prometheus-allow wants '*' or a URL like http(s)://host[:port][/path], "
+                f"got {entry!r}"
+            )
+    return entries
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from modeldeploy.handlers.config import OperatorConfig
     from modeldeploy.handlers.operator import run
@@ -94,6 +107,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port or None,
         resync_seconds=args.resync_seconds,
         prometheus_url=args.prometheus_url,
+        prometheus_allow=_prometheus_allow(
+            args.prometheus_allow or _env_list("MODELDEPLOY_PROMETHEUS_ALLOW")
+        ),
         puller_image=args.puller_image,
         pod_monitor_labels=tuple(_label(item) for item in args.pod_monitor_label or ()),
         operator_namespace=args.operator_namespace,
@@ -449,9 +465,10 @@ ENVIRONMENT = """environment:
   KUBECONFIG             the kubeconfig, as for kubectl (--kubeconfig wins)
   MODELDEPLOY_SERVER     status and the control verbs: an API server URL to use without credentials
                          instead of the kubeconfig (the demo's emulator); never for a real cluster
-  MODELDEPLOY_NAMESPACES, MODELDEPLOY_LOG_FORMAT, MODELDEPLOY_PROMETHEUS_URL, MODELDEPLOY_PULLER_IMAGE
+  MODELDEPLOY_NAMESPACES, MODELDEPLOY_LOG_FORMAT, MODELDEPLOY_PROMETHEUS_URL, MODELDEPLOY_PULLER_IMAGE,
+  MODELDEPLOY_PROMETHEUS_ALLOW
                          defaults of `run`'s --namespace (comma-separated), --log-format,
-                         --prometheus-url and --puller-image"""
+                         --prometheus-url, --puller-image and --prometheus-allow (comma-separated)"""
 
 
 def _cluster_flags(command: argparse.ArgumentParser) -> None:
@@ -493,6 +510,13 @@ def parser(prog: str = "modeldeploy") -> argparse.ArgumentParser:
             "MODELDEPLOY_PROMETHEUS_URL", "http://prometheus-operated.monitoring.svc:9090"
         ),
         help="the Prometheus rollout analysis asks, unless a spec names its own",
+    )
+    run.add_argument(
+        "--prometheus-allow",
+        action="append",
+        metavar="URL",
+        help="a Prometheus base URL (scheme://host[:port][/path]) a spec's prometheusUrl may name "
+        "(repeatable, or comma-separated; '*' allows any); default: only --prometheus-url",
     )
     run.add_argument(
         "--puller-image",

@@ -341,6 +341,7 @@ class KubeClient:
         self._random = random.Random()  # noqa: S311 -- jitter, not a secret
         self.writes = 0  # write requests sent, for the operator's own metrics and the benchmark
         self.retries = 0  # requests tried again after a transient failure
+        self.throttled_seconds = 0.0  # waited because the server said 429 (its Retry-After, or our backoff)
 
     def close(self) -> None:
         self._api.close()
@@ -423,6 +424,7 @@ class KubeClient:
             waited += wait
             with self._lock:
                 self.retries += 1
+                self.throttled_seconds += wait if error.status == 429 else 0.0
             log.info("%s %s: %s; retry %d in %.2fs", method, path, error, attempt, wait)
             self._sleep(wait)
         raise AssertionError("unreachable: the last try returns or raises")

@@ -12,6 +12,7 @@ series exist only once Prometheus has discovered and scraped it).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -30,6 +31,24 @@ class ProviderFailure:
 
 
 Result = float | None | ProviderFailure
+
+# A label set as Prometheus prints one: `{pod="a", namespace="b"}`, nested ones included.
+_LABEL_SET = re.compile(r"\{[^{}]*\}")
+
+
+def without_label_sets(text: str) -> str:
+    """`text` with every `{...}` taken out. Reasons go to status and Events, which whoever made the
+    object can read, while the series' labels are the whole cluster's (docs/security.md): a
+    provider's message may count series and show values, never label sets."""
+    for _ in range(8):  # innermost first; a bound, as the text is a server's
+        scrubbed = _LABEL_SET.sub("\0", text)
+        if scrubbed == text:
+            break
+        text = scrubbed
+    if "{" in text:
+        text = text[: text.index("{")] + "\0"  # nested deeper than that: cut the rest
+    return text.replace("}", "").replace("\0", "{...}")
+
 
 # How the reasons of "nothing of the canary measured" begin: its series match nothing (not
 # discovered or scraped yet), hold only NaN (no traffic in the window), or count no requests.
@@ -108,7 +127,7 @@ def _judge(
             return _Judgement(Verdict.INCONCLUSIVE, f"not measured: no result for {key}")
         result = results[key]
         if isinstance(result, ProviderFailure):
-            return _Judgement(Verdict.INCONCLUSIVE, result.reason)
+            return _Judgement(Verdict.INCONCLUSIVE, without_label_sets(result.reason))
 
     # 2. Too little traffic to judge: even a bad-looking value is noise at this sample size.
     gap = _samples_gap(analysis, results, tracks)

@@ -9,7 +9,8 @@ controller-runtime reconciler reading its informers.
 Objects are stored as compact JSON (bytes), decoded on use: about a tenth of the memory of the
 parsed dict, and a pass decodes only its own handful of children. Fields no pass reads are
 dropped first: managedFields (all but the one fact the replicas handover needs) and the status
-of every kind but the Deployment (the only child whose status a pass observes).
+of every kind but the Deployment and the Gateway API routes (status.parents only: whether the
+Gateway accepted the route), the only children whose status a pass observes.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from modeldeploy.adapters.kube import FIELD_MANAGER, MODEL_DEPLOYMENT, Kind
 from modeldeploy.render.names import NAME_LABEL
 
 Key = tuple[str, str]  # namespace, ModelDeployment name
+_ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")
 
 
 class Lookup(Protocol):
@@ -54,6 +56,9 @@ def encode_child(body: Mapping[str, Any], kind: Kind) -> bytes:
     slim.update(apiVersion=kind.api_version, kind=kind.kind, metadata=meta)
     if kind.kind == "Deployment" and "status" in body:
         slim["status"] = body["status"]
+    elif kind.kind in _ROUTE_KINDS and "status" in body:
+        # Whether the Gateway accepted the route (routing/gateway_api.route_hold).
+        slim["status"] = {"parents": (body.get("status") or {}).get("parents") or []}
     return json.dumps(slim, separators=(",", ":"), default=dict).encode()
 
 

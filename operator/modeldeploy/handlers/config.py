@@ -19,6 +19,8 @@ class OperatorConfig:
     metrics_port: int | None = 9090
     resync_seconds: float = 60.0
     prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
+    # Base URLs a spec's prometheusUrl may name, besides prometheus_url ("*": any). docs/security.md
+    prometheus_allow: tuple[str, ...] = ()
     puller_image: str = DEFAULT_PULLER_IMAGE
     pod_monitor_labels: tuple[tuple[str, str], ...] = ()
     # Where the operator runs: the Triton pods' NetworkPolicy lets it ask the models (gates).

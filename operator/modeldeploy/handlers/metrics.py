@@ -13,7 +13,7 @@ from prometheus_client import (
     disable_created_metrics,
     start_http_server,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 # No *_created series: one more per counter and histogram, which no alert or dashboard here uses.
@@ -70,11 +70,6 @@ LEADER = Gauge(
     "1 while this replica holds the leader Lease and reconciles; 0 on a standby.",
     registry=REGISTRY,
 )
-THROTTLED_SECONDS = Counter(
-    "modeldeploy_api_throttled_seconds_total",
-    "Seconds requests waited for the client's own rate limit (--kube-qps, --kube-burst).",
-    registry=REGISTRY,
-)
 
 GATE_RUNS = Counter(
     "modeldeploy_gate_runs_total",
@@ -114,6 +109,32 @@ class PhaseCollector(Collector):
         for phase, count in sorted(Tally(self._phases()).items()):
             family.add_metric([phase], count)
         yield family
+
+
+class ThrottledCollector(Collector):
+    """Seconds the Kubernetes client waited because of throttling: its own rate limit (--kube-qps,
+    --kube-burst) and the API server's 429 answers. Read at scrape time from the client's running
+    totals, so the client (adapters/) needs no metrics library."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], float] = lambda: 0.0
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "modeldeploy_api_throttled_seconds",
+            "Seconds Kubernetes API requests waited because of throttling: the client's own rate limit "
+            "(--kube-qps, --kube-burst) and the API server's 429 answers (Retry-After).",
+            value=self.source(),
+        )
+
+
+THROTTLED = ThrottledCollector()
+REGISTRY.register(THROTTLED)
+
+
+def count_throttling(source: Callable[[], float]) -> None:
+    """Where the throttled seconds come from (the operator's one client); replaces any before."""
+    THROTTLED.source = source
 
 
 def count_phases(phases: Callable[[], Iterable[str]]) -> None:

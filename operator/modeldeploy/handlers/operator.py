@@ -98,11 +98,13 @@ def register(
     config: OperatorConfig, registry: kopf.OperatorRegistry, kube: KubeClient | None = None
 ) -> Registration:
     """Register every handler into `registry`."""
+    limiter = TokenBucket(config.kube_qps, config.kube_burst)
     client = kube or KubeClient(
         configuration(config.server, config.token, config_file=config.kubeconfig, context=config.context),
-        limiter=TokenBucket(config.kube_qps, config.kube_burst),
+        limiter=limiter,
         observe=lambda verb, code: metrics.API_REQUESTS.labels(verb=verb, code=str(code)).inc(),
     )
+    metrics.count_throttling(lambda: client.throttled_seconds + limiter.throttled_seconds)
 
     def post_event(body: Mapping[str, Any], event: Event) -> None:
         # Posted with our own client rather than kopf.event(): passes also run from timers and the
@@ -154,6 +156,7 @@ def register(
         cache=cache,
         may_write=may_write,
         gates=gates,
+        prometheus_allow=config.prometheus_allow,
     )
     resync: dict[str, asyncio.Task[None]] = {}
     timers: dict[Key, asyncio.TimerHandle] = {}

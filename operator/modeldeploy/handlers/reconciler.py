@@ -16,6 +16,7 @@ from typing import Any
 
 from modeldeploy.adapters.kube import FIELD_MANAGER, KINDS, Kind, KubeClient, KubeError, kind_of
 from modeldeploy.adapters.prometheus import PrometheusProvider, run
+from modeldeploy.analysis.endpoints import refusal
 from modeldeploy.analysis.templates import context_for, plan
 from modeldeploy.analysis.verdicts import evaluate
 from modeldeploy.api.base import GROUP, VERSION
@@ -34,8 +35,9 @@ from modeldeploy.rollout.events import Event, transition_events
 from modeldeploy.rollout.machine import Decision, decide
 from modeldeploy.rollout.observe import Observations, commands, deployment_state, pods_summary
 from modeldeploy.rollout.plan import children, created
-from modeldeploy.rollout.steady import invalid_status
+from modeldeploy.rollout.steady import invalid_status, prometheus_refused_status
 from modeldeploy.rollout.validate import validate
+from modeldeploy.routing.gateway_api import route_hold
 
 log = logging.getLogger("modeldeploy.reconciler")
 
@@ -60,6 +62,9 @@ _OPTIONAL_KINDS = {
 OPTIONAL_CRDS = tuple(_OPTIONAL_KINDS)
 _PODS = Kind("v1", "Pod", "pods")
 _CRD_TTL_SECONDS = 60.0
+# One analysis round's queries together: a slow or hostile Prometheus costs a pass this much at most
+# (each query has the provider's own 5 s deadline within it).
+ANALYSIS_DEADLINE_SECONDS = 10.0
 # A pass whose body turned out stale reads the object again and decides again, this many times.
 _CONFLICT_RETRIES = 3
 
@@ -95,6 +100,7 @@ class Reconciler:
         cache: Cache | None = None,
         may_write: Callable[[], bool] = lambda: True,
         gates: GateRunner | None = None,
+        prometheus_allow: tuple[str, ...] = (),
     ) -> None:
         self._kube = kube
         self._gates = gates
@@ -103,16 +109,16 @@ class Reconciler:
         self._options = options
         self._post_event = post_event
         self._prometheus_url = prometheus_url
+        self._prometheus_allow = prometheus_allow
         self._clock = clock_fn
         self._crds: dict[str, tuple[str, ...] | None] = {}
         self._crds_checked_at = -_CRD_TTL_SECONDS
         self._lock = threading.Lock()
-        self._providers: dict[str, PrometheusProvider] = {}
         self.echoes = Echoes()
 
     def close(self) -> None:
-        for provider in self._providers.values():
-            provider.close()
+        """Nothing to release: a Prometheus provider holds no connection between calls, so no
+        per-URL client outlives the objects that named the URL."""
 
     # ------------------------------------------------------------------------------- observe
 
@@ -184,13 +190,10 @@ class Reconciler:
         self, spec: ModelDeploymentSpec, parent: ObjectRef, now: datetime.datetime
     ) -> list[MetricResult]:
         analysis = spec.rollout.analysis
-        url = analysis.prometheus_url or self._prometheus_url
-        with self._lock:
-            provider = self._providers.get(url)
-            if provider is None:
-                provider = self._providers[url] = PrometheusProvider(url)
+        # Allowed: the pass refused a URL off the allow-list before deciding (_reconcile).
+        provider = PrometheusProvider(analysis.prometheus_url or self._prometheus_url)
         ctx = context_for(parent.namespace, parent.name, spec.rollout.interval, spec.model.name)
-        results = run(provider, plan(analysis, ctx))
+        results = run(provider, plan(analysis, ctx), deadline_seconds=ANALYSIS_DEADLINE_SECONDS)
         return evaluate(analysis, results, clock.iso(now))
 
     # ------------------------------------------------------------------------------- the pass
@@ -266,6 +269,12 @@ class Reconciler:
             new = invalid_status(parent, old, error.problems, clock.iso(now))
             self.forget_gate(parent.namespace, parent.name)
             return self._finish(body, old, new, "invalid"), None
+        refused = refusal(spec.rollout.analysis.prometheus_url, self._prometheus_url, self._prometheus_allow)
+        if refused is not None:
+            # As an invalid spec, and before anything is sent to that URL (docs/security.md).
+            new = prometheus_refused_status(parent, old, refused, clock.iso(now))
+            self.forget_gate(parent.namespace, parent.name)
+            return self._finish(body, old, new, "invalid"), None
 
         installed = self._installed()
         served = self._served_kinds(installed)
@@ -275,6 +284,7 @@ class Reconciler:
         kinds = _BASE_KINDS + served
         live = self._live_children(parent, kinds)
         seen = self._observe(parent, body, old, live)
+        seen = replace(seen, route=route_hold(parent, spec, live.values()))  # from the cache
         if self._gates is not None:
             seen = replace(seen, gate=self._gates.result((parent.namespace, parent.name)))
         decision = decide(spec, parent, old, seen, now)
@@ -293,6 +303,7 @@ class Reconciler:
             # the watch echo of those writes does not wake another pass to correct it.
             fresh = self._observe(parent, body, old, live)
             fresh = replace(fresh, analysis=seen.analysis, gate=seen.gate, apply_errors=errors)
+            fresh = replace(fresh, route=route_hold(parent, spec, live.values()))
             redecided = decide(spec, parent, old, fresh, now)
             requeue = decision.requeue_after
             if _shape(redecided) != _shape(decision):

@@ -62,6 +62,8 @@ DISCOVERY_GRACE_SECONDS = 60.0
 # A running gate is looked at again after its timeout plus this, in case its worker was lost; the
 # worker wakes the object itself when the run ends.
 GATE_SLACK_SECONDS = 30.0
+# The Progressing reasons of a step held because the Gateway does not route the route in force.
+ROUTE_HOLD_REASONS = ("RouteNotAccepted", "RoutePending")
 
 
 @dataclass(frozen=True)
@@ -406,6 +408,9 @@ class _Machine:
                 return self.wait_for_canary(step, replicas)
             self.update(weight_set_at=self.now_ms, canary_weight=target, last_analysis_at=None)
         weight = self.status.canary_weight or 0
+        route_held = self.route_held(step, replicas, weight)
+        if route_held is not None:
+            return route_held
         run = self.status.gate
         if run is not None and run.revision == self.rev and run.stage == GateStage.MIRROR:
             # The analysis passed at the last step; the mirrored-phase gate decides the promotion.
@@ -420,6 +425,20 @@ class _Machine:
         if self.seen.analysis is None:
             return self.hold(step, replicas, weight, None, wants_analysis=True)
         return self.judge(step, replicas, weight, interval)
+
+    def route_held(self, step: int, replicas: int, weight: int) -> Decision | None:
+        """The Gateway has not accepted the route in force: the canary may be getting no traffic,
+        so the step holds and no analysis round counts. Once accepted, the step's interval and
+        pause start over, so that they measure traffic the Gateway routed (docs/routing.md)."""
+        hold = self.seen.route
+        progressing = find_condition(self.status.conditions, ConditionType.PROGRESSING.value)
+        was_held = progressing is not None and progressing.reason in ROUTE_HOLD_REASONS
+        if hold is None:
+            if was_held:
+                self.update(weight_set_at=self.now_ms, last_analysis_at=None)
+            return None
+        self.cond(ConditionType.PROGRESSING, "True", hold.reason, f"holding step {step + 1}: {hold.message}")
+        return self.hold(step, replicas, weight, POLL_SECONDS, keep_condition=True)
 
     def judge(self, step: int, replicas: int, weight: int, interval: float) -> Decision:
         results = self.seen.analysis or []

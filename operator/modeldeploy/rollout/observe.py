@@ -15,6 +15,7 @@ from modeldeploy.api.base import (
 )
 from modeldeploy.api.status import GateCheck, MetricResult, Verdict
 from modeldeploy.render.names import REVISION_LABEL
+from modeldeploy.routing.base import RouteHold
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,9 @@ class Observations:
     analysis: list[MetricResult] | None = None
     # The gate worker's result for this object's current gate run, once it has finished.
     gate: GateResult | None = None
+    # The router's controller does not route the canary as the live route says (the Gateway has
+    # not accepted it); None: accepted, or nothing reported (routing/gateway_api.route_hold).
+    route: RouteHold | None = None
 
 
 def commands(annotations: Mapping[str, str] | None) -> Commands:

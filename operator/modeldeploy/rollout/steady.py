@@ -115,21 +115,39 @@ def steady_status(
     )
 
 
+def _frozen(parent: ObjectRef, status: ModelDeploymentStatus, message: str) -> ModelDeploymentStatus:
+    # A rollout in flight keeps its phase (RolledBack must not turn into a fresh start once the
+    # spec is fixed); only an object never acted on gets phase Failed.
+    phase = status.phase if status.phase is not None else Phase.FAILED
+    return status.model_copy(
+        update={"observed_generation": parent.generation, "phase": phase, "message": message}
+    )
+
+
 def invalid_status(
     parent: ObjectRef, status: ModelDeploymentStatus, problems: list[str], now: str
 ) -> ModelDeploymentStatus:
     """A spec the operator cannot act on: children stay as they are, the object says why."""
     message = "invalid spec: " + "; ".join(problems)
-    # A rollout in flight keeps its phase (RolledBack must not turn into a fresh start once the
-    # spec is fixed); only an object never acted on gets phase Failed.
-    phase = status.phase if status.phase is not None else Phase.FAILED
-    out = status.model_copy(
-        update={"observed_generation": parent.generation, "phase": phase, "message": message}
-    )
     return with_conditions(
-        out,
+        _frozen(parent, status, message),
         parent,
         now,
         (ConditionType.PROGRESSING, "False", "InvalidSpec", message),
         (ConditionType.DEGRADED, "True", "InvalidSpec", message),
+    )
+
+
+def prometheus_refused_status(
+    parent: ObjectRef, status: ModelDeploymentStatus, problem: str, now: str
+) -> ModelDeploymentStatus:
+    """A spec naming a Prometheus the operator may not query (analysis/endpoints.py): as an invalid
+    spec, under a reason of its own, so that it reads as the operator's policy, not a typo."""
+    message = "refused: " + problem
+    return with_conditions(
+        _frozen(parent, status, message),
+        parent,
+        now,
+        (ConditionType.PROGRESSING, "False", "PrometheusNotAllowed", message),
+        (ConditionType.DEGRADED, "True", "PrometheusNotAllowed", message),
     )

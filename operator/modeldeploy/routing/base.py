@@ -160,3 +160,12 @@ def share(primary: int, canary: int) -> int | None:
     if primary < 0 or canary < 0 or total == 0:
         return None
     return round(100 * canary / total)
+
+
+@dataclass(frozen=True)
+class RouteHold:
+    """Why the route in force may not carry the canary's traffic, as its router's controller
+    reports it: the step holds and no analysis round counts (docs/routing.md)."""
+
+    reason: str  # the Progressing condition's reason: RouteNotAccepted or RoutePending
+    message: str

@@ -15,6 +15,7 @@ server; observed_split accepts both our objects and their defaulted live form.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from modeldeploy.api.resource import ObjectRef
@@ -25,6 +26,7 @@ from modeldeploy.routing.base import (
     EMPTY_VALUE_REGEX,
     GRPC_PORT,
     HTTP_PORT,
+    RouteHold,
     Split,
     as_int,
     check_supported,
@@ -222,6 +224,108 @@ def _read_route(parent: ObjectRef, obj: dict[str, Any] | None, port: int) -> Spl
         return None  # we write exactly one split rule and at most one cohort rule
     (split,) = splits
     return Split(split.canary_weight, mirror=split.mirror, match=cohorts[0] if cohorts else ())
+
+
+# ---------------------------------------------------------------------- did the Gateway accept it
+
+ROUTE_NOT_ACCEPTED = "RouteNotAccepted"
+ROUTE_PENDING = "RoutePending"
+_GATEWAY_GROUP = "gateway.networking.k8s.io"
+_MAX_MESSAGE = 200
+
+
+def _same_parent(reported: Any, ref: ParentRef, namespace: str) -> bool:
+    """A status.parents[].parentRef that names our spec's parentRef (the API's defaults applied)."""
+    if not isinstance(reported, Mapping):
+        return False
+    return (
+        reported.get("group", _GATEWAY_GROUP) == _GATEWAY_GROUP
+        and reported.get("kind", "Gateway") == "Gateway"
+        and reported.get("name") == ref.name
+        and reported.get("namespace", namespace) == (ref.namespace or namespace)
+        and reported.get("sectionName") == ref.section_name
+        and as_int(reported.get("port")) == ref.port
+    )
+
+
+def _current(condition: Mapping[str, Any], generation: int) -> bool:
+    """Whether a condition speaks of the route as it is now (it may predate our last weights)."""
+    observed = condition.get("observedGeneration")
+    return observed is None or (as_int(observed) or 0) >= generation
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(str(text or "").split())[:_MAX_MESSAGE]
+
+
+def _parent_hold(route: Mapping[str, Any], kind: str, ref: ParentRef, namespace: str) -> RouteHold | None:
+    meta = route.get("metadata") or {}
+    generation = as_int(meta.get("generation")) or 0
+    parents = ((route.get("status") or {}).get("parents")) or []
+    entries = [
+        e for e in parents if isinstance(e, Mapping) and _same_parent(e.get("parentRef"), ref, namespace)
+    ]
+    if not entries:
+        # No Gateway controller has reported on this parent: nothing tells whether it routes the
+        # canary, so the analysis decides, as without this check (docs/routing.md).
+        return None
+    gateway = f"Gateway {ref.namespace or namespace}/{ref.name}" + (
+        f" ({ref.section_name})" if ref.section_name else ""
+    )
+    route_name = f"{kind} {meta.get('name')}"
+    for entry in entries:
+        for cond in _conditions(entry):
+            refused = cond.get("type") in ("Accepted", "ResolvedRefs") and cond.get("status") == "False"
+            if refused and _current(cond, generation):
+                controller = _one_line(entry.get("controllerName")) or "its controller"
+                return RouteHold(
+                    ROUTE_NOT_ACCEPTED,
+                    f"{gateway} does not route {route_name} ({controller}): {cond.get('type')}=False, "
+                    f"{_one_line(cond.get('reason'))}: {_one_line(cond.get('message'))}",
+                )
+    for entry in entries:
+        accepted = next((c for c in _conditions(entry) if c.get("type") == "Accepted"), None)
+        if accepted is None or accepted.get("status") != "True" or not _current(accepted, generation):
+            said = (
+                f"Accepted={accepted.get('status')} for generation {accepted.get('observedGeneration', '?')}"
+                if accepted is not None
+                else "no Accepted condition"
+            )
+            return RouteHold(
+                ROUTE_PENDING,
+                f"{gateway} has not accepted generation {generation} of {route_name} yet ({said})",
+            )
+    return None
+
+
+def _conditions(entry: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [c for c in entry.get("conditions") or [] if isinstance(c, Mapping)]
+
+
+def route_hold(
+    parent: ObjectRef, spec: ModelDeploymentSpec, objects: Iterable[Mapping[str, Any]]
+) -> RouteHold | None:
+    """Whether the live routes are accepted by every Gateway of our parentRefs, from the route's
+    status.parents[] (any controllerName): Accepted=False or ResolvedRefs=False for the route as
+    it is now holds with RouteNotAccepted, naming the Gateway's reason and message; a Gateway that
+    has reported, but not yet on the route's current generation, holds with RoutePending. A route
+    not applied yet, or one no controller has reported on, holds nothing."""
+    config = spec.traffic.gateway_api
+    if config is None:
+        return None
+    live = [dict(obj) for obj in objects]
+    wanted = [(HTTP_ROUTE, parent.name, config.parent_refs)]
+    if config.grpc is not None:
+        wanted.append((GRPC_ROUTE, grpc_route_name(parent), config.grpc.parent_refs or config.parent_refs))
+    for kind, name, refs in wanted:
+        route = find(live, API_VERSION, kind, name)
+        if route is None:
+            continue
+        for ref in refs:
+            hold = _parent_hold(route, kind, ref, parent.namespace)
+            if hold is not None:
+                return hold
+    return None
 
 
 class GatewayAPIRouter:
