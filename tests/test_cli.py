@@ -12,10 +12,12 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
+from modeldeploy.manifest_yaml import MAX_DEPTH, MAX_NODES, UnreadableError, load_all
 from modeldeploy.sim.controlplane import ADMIN_USER, ControlPlane, Credentials
 from validation import REPO_ROOT
 
@@ -527,3 +529,53 @@ def test_help_explains_every_argument(verb: str, shown: list[str]) -> None:
     flat = " ".join(out.split())
     for text in shown:
         assert text in flat
+
+
+# ------------------------------------------------------------------ the bounded YAML reader
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "a: &a {x: 1}\nb: *a\nc: [*a, *a]\n",
+            [{"a": {"x": 1}, "b": {"x": 1}, "c": [{"x": 1}] * 2}],
+            id="alias-reused",
+        ),
+        pytest.param(
+            "base: &b {k: v}\nm:\n  <<: *b\n  j: w\n",
+            [{"base": {"k": "v"}, "m": {"k": "v", "j": "w"}}],
+            id="merge-key",
+        ),
+        pytest.param("[" * 100 + "]" * 100, None, id="100-levels"),
+        pytest.param("a: 1\n---\nb: 2\n", [{"a": 1}, {"b": 2}], id="two-documents"),
+        pytest.param(_laughs(5), None, id="100000-values-with-aliases"),
+    ],
+)
+def test_the_bounded_reader_reads_what_is_within_the_bounds(text: str, expected: list[Any] | None) -> None:
+    docs = load_all(text)
+    if expected is not None:
+        assert docs == expected
+    else:
+        assert len(docs) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        pytest.param("[" * 101 + "]" * 101, f"nested deeper than {MAX_DEPTH} levels", id="101-levels"),
+        pytest.param("a: &a [*a]\n", "an alias refers to a node that contains it", id="cycle"),
+        pytest.param(
+            "a: &a {b: {c: *a}}\n", "an alias refers to a node that contains it", id="cycle-two-down"
+        ),
+        pytest.param(_laughs(7), f"more than {MAX_NODES} values with aliases expanded", id="laughs"),
+        pytest.param(
+            "a: 1e400000\nb: -" + "9" * 5000, "Exceeds the limit", id="negative-integer-of-5000-digits"
+        ),
+    ],
+)
+def test_the_bounded_reader_refuses_with_a_place(text: str, problem: str) -> None:
+    with pytest.raises(UnreadableError) as caught:
+        load_all(text)
+    assert (caught.value.problem or "").startswith(problem)
+    assert caught.value.problem_mark is not None
