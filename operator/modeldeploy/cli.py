@@ -93,10 +93,19 @@ def _env_list(name: str) -> list[str]:
 # ------------------------------------------------------------------------------------- commands
 
 
+# The API server stores free-form fields nested up to 10,000 levels deep (its JSON decoder's limit),
+# and kopf decodes each watch event with json.loads, which counts nesting against the recursion
+# limit (1000 by default): one such ModelDeployment raised RecursionError in the watcher and stopped
+# the operator. With this limit it is read, and the spec refuses it (FREE_FORM_MAX_DEPTH). Python
+# 3.11 calls between Python functions take no C stack; json at 10,000 levels fits an 8 MiB stack.
+RUN_RECURSION_LIMIT = 30_000
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from modeldeploy.handlers.config import OperatorConfig
     from modeldeploy.handlers.operator import run
 
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), RUN_RECURSION_LIMIT))
     setup_logging(args.log_format, args.verbose)
     config = OperatorConfig(
         namespaces=tuple(args.namespace or _env_list("MODELDEPLOY_NAMESPACES")),

@@ -66,7 +66,28 @@ Quantity = Annotated[
         }
     ),
 ]
-FreeForm = Annotated[dict[str, Any], Field(json_schema_extra={PRESERVE_KEY: True})]
+# Free-form passthroughs (affinity, HPA behavior, raw metric specs) are nested a dozen levels at most.
+# The API server stores them up to 10,000 levels deep and no CRD rule can measure depth, so the
+# operator refuses deep ones: past about 250 levels pydantic cannot serialize them (every pass raised).
+FREE_FORM_MAX_DEPTH = 32
+FREE_FORM_DEPTH_MESSAGE = f"nested deeper than {FREE_FORM_MAX_DEPTH} levels; no Kubernetes field is this deep"
+
+
+def _not_too_deep(value: dict[str, Any]) -> dict[str, Any]:
+    # Iterative: the value may be nested deeper than the interpreter's recursion limit.
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > FREE_FORM_MAX_DEPTH:
+            raise ValueError(FREE_FORM_DEPTH_MESSAGE)
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return value
+
+
+FreeForm = Annotated[
+    dict[str, Any], Field(json_schema_extra={PRESERVE_KEY: True}), AfterValidator(_not_too_deep)
+]
 
 
 class Backend(StrEnum):
