@@ -12,6 +12,8 @@ from modeldeploy.api.conditions import find_condition, is_true, set_condition
 from modeldeploy.api.resource import InvalidSpecError, parse_spec, parse_status
 from modeldeploy.api.spec import (
     DEFAULT_TRITON_IMAGE,
+    FREE_FORM_DEPTH_MESSAGE,
+    FREE_FORM_MAX_DEPTH,
     HEADER_NAME_MESSAGE,
     QUANTITY_MESSAGE,
     ModelDeploymentSpec,
@@ -714,3 +716,49 @@ def test_a_lower_bound_above_its_upper_bound_is_refused(
 )
 def test_bounds_that_leave_room_are_accepted(raw: dict[str, Any]) -> None:
     parse_spec(raw)
+
+
+# ------------------------------------------------------------------------ free-form nesting
+
+
+def _nested(levels: int, with_lists: bool = False) -> dict[str, Any]:
+    """A mapping `levels` deep (the outer mapping is level 1); lists count as levels too."""
+    value: Any = 1
+    for level in range(levels - 1):
+        value = [value] if with_lists and level % 2 else {"a": value}
+    return {"a": value}
+
+
+FREE_FORM_FIELDS = [
+    pytest.param("runtime", "affinity", {}, id="affinity"),
+    pytest.param("scaling", "behavior", {"maxReplicas": 2}, id="behavior"),
+]
+
+
+@pytest.mark.parametrize(
+    ("levels", "with_lists", "accepted"),
+    [
+        pytest.param(FREE_FORM_MAX_DEPTH, False, True, id="at-the-bound"),
+        pytest.param(FREE_FORM_MAX_DEPTH + 1, False, False, id="one-past"),
+        pytest.param(FREE_FORM_MAX_DEPTH + 1, True, False, id="one-past-through-lists"),
+        pytest.param(5000, False, False, id="past-the-recursion-limit"),
+    ],
+)
+@pytest.mark.parametrize(("section", "field", "extra"), FREE_FORM_FIELDS)
+def test_free_form_fields_are_bounded_in_depth(
+    section: str, field: str, extra: dict[str, Any], levels: int, with_lists: bool, accepted: bool
+) -> None:
+    raw = spec_with(**{section: {**extra, field: _nested(levels, with_lists)}})
+    if accepted:
+        parse_spec(raw)
+        return
+    with pytest.raises(InvalidSpecError) as caught:
+        parse_spec(raw)
+    assert caught.value.problems == [f"spec.{section}.{field}: {FREE_FORM_DEPTH_MESSAGE}"]
+
+
+def test_a_raw_metric_is_bounded_in_depth() -> None:
+    raw = spec_with(scaling={"maxReplicas": 2, "metrics": [{"raw": _nested(FREE_FORM_MAX_DEPTH + 1)}]})
+    with pytest.raises(InvalidSpecError) as caught:
+        parse_spec(raw)
+    assert caught.value.problems == [f"spec.scaling.metrics[0].raw: {FREE_FORM_DEPTH_MESSAGE}"]
