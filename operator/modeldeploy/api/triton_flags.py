@@ -7,12 +7,12 @@ tritonserver parses its flags with glibc's `getopt_long`, which accepts, besides
 - the value in the next argument (`--model-control-mode explicit`).
 
 So a reserved flag is refused as any prefix of its name, with or without `=value`: the next-argument
-form then has its flag refused too. Refusing every prefix, rather than only the unambiguous ones, is
-exactly as strict and simpler: a prefix of a reserved name that is not itself an option's full name
-either selects the reserved option or is ambiguous, and tritonserver exits on an ambiguous flag; it
-also holds for builds that compile fewer options (shorter abbreviations become unambiguous there)
-and for options added later. tests/test_api.py proves it against a model of getopt_long over the
-list below.
+form then has its flag refused too. Refusing every prefix, rather than only those unambiguous today,
+turns away no working flag: a prefix of a reserved name that is not itself another option's full
+name (none is) either selects the reserved option or is ambiguous, and tritonserver exits on an
+ambiguous flag. It also holds for builds that compile fewer options (shorter abbreviations become
+unambiguous there) and for options added later. tests/test_api.py checks it against a model of
+getopt_long over every prefix of every option below.
 """
 
 from __future__ import annotations
