@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from modeldeploy.api.spec import FREE_FORM_MAX_DEPTH
 from modeldeploy.manifest_yaml import MAX_DEPTH, MAX_NODES, UnreadableError, load_all
 from modeldeploy.sim.controlplane import ADMIN_USER, ControlPlane, Credentials
 from validation import REPO_ROOT
@@ -322,15 +323,15 @@ def test_a_10_mib_kind_is_cut_short_on_one_line(tmp_path: Path) -> None:
     assert len(line) < 1100
 
 
-def test_render_reads_nesting_just_under_the_bound(tmp_path: Path) -> None:
-    # 95 levels of affinity under spec.runtime: 99 in all, and rendered into the Deployment.
-    affinity = "{a: " * 95 + "1" + "}" * 95
+def test_render_reads_the_deepest_affinity_the_spec_allows(tmp_path: Path) -> None:
+    # FREE_FORM_MAX_DEPTH levels of affinity, rendered into the Deployment as written.
+    affinity = "{a: " * FREE_FORM_MAX_DEPTH + "1" + "}" * FREE_FORM_MAX_DEPTH
     target = write(tmp_path / "deep.yaml", _model_deployment(f"affinity: {affinity}"))
     rc, out, err = modeldeploy("render", "-f", str(target))
     assert rc == 0, err
     deployment = next(d for d in yaml.safe_load_all(out) if d["kind"] == "Deployment")
     node = deployment["spec"]["template"]["spec"]["affinity"]
-    for _ in range(95):
+    for _ in range(FREE_FORM_MAX_DEPTH):
         node = node["a"]
     assert node == 1
 
@@ -338,7 +339,10 @@ def test_render_reads_nesting_just_under_the_bound(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "detail"),
     [
-        pytest.param("clusters: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply to read", id="deep"),
+        # Past `run`'s raised recursion limit too (cli.RUN_RECURSION_LIMIT).
+        pytest.param(
+            "clusters: " + "[" * 40_000 + "]" * 40_000 + "\n", "nested too deeply to read", id="deep"
+        ),
         pytest.param(
             "clusters: " + "9" * 5000 + "\n",
             "Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits",
