@@ -12,11 +12,21 @@ from modeldeploy.api.conditions import find_condition, is_true, set_condition
 from modeldeploy.api.resource import InvalidSpecError, parse_spec, parse_status
 from modeldeploy.api.spec import (
     DEFAULT_TRITON_IMAGE,
+    FREE_FORM_DEPTH_MESSAGE,
+    FREE_FORM_MAX_DEPTH,
     HEADER_NAME_MESSAGE,
     QUANTITY_MESSAGE,
     ModelDeploymentSpec,
+    inverted_bounds_message,
 )
 from modeldeploy.api.status import Condition
+from modeldeploy.api.triton_flags import (
+    RESERVED_FLAG_FAMILY,
+    RESERVED_FLAG_MESSAGE,
+    RESERVED_TRITON_FLAGS,
+    TRITON_LONG_OPTIONS,
+    is_reserved_flag,
+)
 from modeldeploy.render.revision import revision
 
 MODEL = {"name": "fraud_scorer", "version": "7", "storageUri": "s3://models/fraud_scorer/7"}
@@ -543,3 +553,212 @@ def test_valid_spec_round_trips_through_its_wire_form() -> None:
     assert ModelDeploymentSpec.model_validate(wire) == spec
     assert "storageUri" in wire["model"]
     assert "storage_uri" not in wire["model"]
+
+
+# ------------------------------------------------------------------ flags the operator owns
+
+
+def _args_problems(args: list[str]) -> list[str]:
+    try:
+        parse_spec(spec_with(runtime={"args": args}))
+    except InvalidSpecError as error:
+        return error.problems
+    return []
+
+
+# (args, index of the refused item or None): each refused as getopt_long would read it.
+RESERVED_ARGS = [
+    pytest.param(["--model-control-mode=explicit"], 0, id="exact-with-value"),
+    pytest.param(["--model-control=explicit"], 0, id="abbreviated-with-value"),
+    pytest.param(["--model-control", "explicit"], 0, id="abbreviated-value-in-next-arg"),
+    pytest.param(["--model-control-mode", "explicit"], 0, id="exact-value-in-next-arg"),
+    pytest.param(["--log-verbose=1", "--strict-r=false"], 1, id="strict-readiness-abbreviated"),
+    pytest.param(["--exit-on=false"], 0, id="exit-on-error-abbreviated"),
+    pytest.param(["--model-rep=/x"], 0, id="model-repository-abbreviated"),
+    pytest.param(["--model-s=/x"], 0, id="model-store-abbreviated"),
+    pytest.param(["--load-m=*"], 0, id="load-model-abbreviated"),
+    pytest.param(["--http-p=9000"], 0, id="http-port-abbreviated"),
+    pytest.param(["--grpc-addr", "0.0.0.0"], 0, id="grpc-address-abbreviated-next-arg"),
+    pytest.param(["--metrics-a=0.0.0.0"], 0, id="metrics-address-abbreviated"),
+    pytest.param(["--http-restricted=model-repository:k=v"], 0, id="http-restricted-api-abbreviated"),
+    pytest.param(["--grpc-r=trace:k=v"], 0, id="grpc-restricted-protocol-abbreviated"),
+    pytest.param(["--allow-grpc=false"], 0, id="allow-exact"),
+    pytest.param(["--allow-g=false"], 0, id="allow-abbreviated"),
+    pytest.param(["--allow=false"], 0, id="allow-family-prefix"),
+    pytest.param(["--allow-future-endpoint=true"], 0, id="allow-unknown-future"),
+    pytest.param(["-model-repository=/x"], 0, id="one-dash"),
+    pytest.param(["-strict-r", "false"], 0, id="one-dash-abbreviated"),
+    pytest.param(["--model-repository="], 0, id="empty-value"),
+    pytest.param(["--log-info=true", "--m"], 1, id="shortest-prefix"),
+    pytest.param(["--log-file", "/tmp/l", "--e", "false"], 2, id="one-letter-prefix-next-arg"),
+]
+
+
+@pytest.mark.parametrize(("args", "index"), RESERVED_ARGS)
+def test_a_flag_the_operator_owns_is_refused_however_spelled(args: list[str], index: int) -> None:
+    assert is_reserved_flag(args[index])
+    assert _args_problems(args) == [f"spec.runtime.args[{index}]: {RESERVED_FLAG_MESSAGE}"]
+
+
+ALLOWED_ARGS = [
+    pytest.param(["--log-verbose=1"], id="other-flag"),
+    pytest.param(["--model-load-thread-count=8"], id="model-prefixed-other-flag"),
+    pytest.param(["--model-config-name=prod"], id="model-config-name"),
+    pytest.param(["--http-thread-count", "8"], id="http-prefixed-other-flag-next-arg"),
+    pytest.param(["--grpc-infer-thread-count=4"], id="grpc-prefixed-other-flag"),
+    pytest.param(["--metrics-config=summary_latencies=true"], id="value-with-equals"),
+    pytest.param(
+        ["--backend-config=python,shm-default-byte-size=--model-repository"], id="reserved-in-value"
+    ),
+    pytest.param(["--id", "model-repository"], id="reserved-name-as-next-arg-value"),
+    pytest.param(["--log-file", "/var/log/model-control-mode"], id="value-without-dash"),
+    pytest.param(["--"], id="end-of-options"),
+    pytest.param(["--exit-timeout-secs=5"], id="exit-prefixed-other-flag"),
+    pytest.param(["--strict-model-config=false"], id="strict-prefixed-other-flag"),
+]
+
+
+@pytest.mark.parametrize("args", ALLOWED_ARGS)
+def test_other_flags_are_accepted(args: list[str]) -> None:
+    assert _args_problems(args) == []
+
+
+# A model of glibc's getopt_long (posix/getopt.c, process_long_option) on tritonserver's options:
+# the exact name wins; else the options the name abbreviates, ambiguous only when they differ in
+# option id or in taking a value.
+def _getopt_long(name: str) -> str | None:
+    """The option id `--name` selects, or None when tritonserver rejects it (unknown or ambiguous)."""
+    for option, option_id, _ in TRITON_LONG_OPTIONS:
+        if option == name:
+            return option_id
+    found = {
+        (option_id, takes) for option, option_id, takes in TRITON_LONG_OPTIONS if option.startswith(name)
+    }
+    return next(iter(found))[0] if len(found) == 1 else None
+
+
+RESERVED_IDS = {
+    i
+    for option, i, _ in TRITON_LONG_OPTIONS
+    if option in RESERVED_TRITON_FLAGS or option.startswith("allow-")
+}
+
+
+def test_the_reserved_flags_are_tritonservers() -> None:
+    names = {option for option, _, _ in TRITON_LONG_OPTIONS}
+    assert len(names) == len(TRITON_LONG_OPTIONS)
+    assert set(RESERVED_TRITON_FLAGS) <= names
+    assert any(name.startswith(RESERVED_FLAG_FAMILY) for name in names)
+
+
+def test_every_spelling_getopt_long_reads_as_a_reserved_flag_is_refused() -> None:
+    """Every prefix of every option name, in every form: refused exactly when tritonserver would read
+    it as a flag we own, or when it is a prefix of one that tritonserver rejects (ambiguous)."""
+    prefixes = {option[:n] for option, _, _ in TRITON_LONG_OPTIONS for n in range(1, len(option) + 1)}
+    for name in sorted(prefixes):
+        selected = _getopt_long(name)
+        refused = is_reserved_flag(f"--{name}")
+        for form in (f"--{name}=v", f"-{name}", f"-{name}=v"):
+            assert is_reserved_flag(form) == refused, form
+        if selected in RESERVED_IDS:
+            assert refused, f"--{name} sets a reserved flag and passes"
+        elif selected is not None:
+            assert not refused, f"--{name} is tritonserver's {selected}, not ours, and is refused"
+
+
+# ------------------------------------------------------------------------ bounds that cross
+
+
+def _metric(**fields: Any) -> dict[str, Any]:
+    return spec_with(rollout={"analysis": {"metrics": [{"name": "m", "template": "successRate", **fields}]}})
+
+
+AT = "spec.rollout.analysis.metrics[0]"
+CROSSED_BOUNDS = [
+    pytest.param(_metric(min=0.99, max=0.5), f"{AT}.min", "min", "max", id="min-above-max"),
+    pytest.param(_metric(min=1, max=0), f"{AT}.min", "min", "max", id="min-above-max-integers"),
+    pytest.param(
+        _metric(relativeToPrimary={"minRatio": 1.2, "maxRatio": 1.1}),
+        f"{AT}.relativeToPrimary.minRatio",
+        "minRatio",
+        "maxRatio",
+        id="min-ratio-above-max-ratio",
+    ),
+    pytest.param(
+        _metric(relativeToPrimary={"minDelta": 0, "maxDelta": -0.5}),
+        f"{AT}.relativeToPrimary.minDelta",
+        "minDelta",
+        "maxDelta",
+        id="min-delta-above-max-delta",
+    ),
+]
+
+
+@pytest.mark.parametrize(("raw", "field", "low", "high"), CROSSED_BOUNDS)
+def test_a_lower_bound_above_its_upper_bound_is_refused(
+    raw: dict[str, Any], field: str, low: str, high: str
+) -> None:
+    with pytest.raises(InvalidSpecError) as caught:
+        parse_spec(raw)
+    assert caught.value.problems == [f"{field}: {inverted_bounds_message(low, high)}"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(_metric(min=0.5, max=0.5), id="min-equals-max"),
+        pytest.param(_metric(min=0.5, max=0.9), id="min-below-max"),
+        pytest.param(_metric(min=2), id="min-alone"),
+        pytest.param(_metric(relativeToPrimary={"minRatio": 1, "maxRatio": 1}), id="ratios-equal"),
+        pytest.param(_metric(relativeToPrimary={"minRatio": 5}), id="min-ratio-alone"),
+        pytest.param(_metric(relativeToPrimary={"minDelta": -1, "maxDelta": 1}), id="deltas-around-zero"),
+    ],
+)
+def test_bounds_that_leave_room_are_accepted(raw: dict[str, Any]) -> None:
+    parse_spec(raw)
+
+
+# ------------------------------------------------------------------------ free-form nesting
+
+
+def _nested(levels: int, with_lists: bool = False) -> dict[str, Any]:
+    """A mapping `levels` deep (the outer mapping is level 1); lists count as levels too."""
+    value: Any = 1
+    for level in range(levels - 1):
+        value = [value] if with_lists and level % 2 else {"a": value}
+    return {"a": value}
+
+
+FREE_FORM_FIELDS = [
+    pytest.param("runtime", "affinity", {}, id="affinity"),
+    pytest.param("scaling", "behavior", {"maxReplicas": 2}, id="behavior"),
+]
+
+
+@pytest.mark.parametrize(
+    ("levels", "with_lists", "accepted"),
+    [
+        pytest.param(FREE_FORM_MAX_DEPTH, False, True, id="at-the-bound"),
+        pytest.param(FREE_FORM_MAX_DEPTH + 1, False, False, id="one-past"),
+        pytest.param(FREE_FORM_MAX_DEPTH + 1, True, False, id="one-past-through-lists"),
+        pytest.param(5000, False, False, id="past-the-recursion-limit"),
+    ],
+)
+@pytest.mark.parametrize(("section", "field", "extra"), FREE_FORM_FIELDS)
+def test_free_form_fields_are_bounded_in_depth(
+    section: str, field: str, extra: dict[str, Any], levels: int, with_lists: bool, accepted: bool
+) -> None:
+    raw = spec_with(**{section: {**extra, field: _nested(levels, with_lists)}})
+    if accepted:
+        parse_spec(raw)
+        return
+    with pytest.raises(InvalidSpecError) as caught:
+        parse_spec(raw)
+    assert caught.value.problems == [f"spec.{section}.{field}: {FREE_FORM_DEPTH_MESSAGE}"]
+
+
+def test_a_raw_metric_is_bounded_in_depth() -> None:
+    raw = spec_with(scaling={"maxReplicas": 2, "metrics": [{"raw": _nested(FREE_FORM_MAX_DEPTH + 1)}]})
+    with pytest.raises(InvalidSpecError) as caught:
+        parse_spec(raw)
+    assert caught.value.problems == [f"spec.scaling.metrics[0].raw: {FREE_FORM_DEPTH_MESSAGE}"]

@@ -12,10 +12,13 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
+from modeldeploy.api.spec import FREE_FORM_MAX_DEPTH
+from modeldeploy.manifest_yaml import MAX_DEPTH, MAX_NODES, UnreadableError, load_all
 from modeldeploy.sim.controlplane import ADMIN_USER, ControlPlane, Credentials
 from validation import REPO_ROOT
 
@@ -204,6 +207,159 @@ def test_render_refuses(content: str | bytes | None, expected: str, tmp_path: Pa
     assert one_error_line(rc, err) == "error: " + expected.format(f=target)
 
 
+def _model_deployment(runtime_line: str) -> str:
+    """The README's minimal ModelDeployment with one extra line under spec.runtime."""
+    return (
+        "apiVersion: modeldeploy.io/v1alpha1\nkind: ModelDeployment\nmetadata: {name: a}\nspec:\n"
+        '  model: {name: m, version: "1", storageUri: s3://models/m/1}\n'
+        f"  runtime:\n    {runtime_line}\n"
+    )
+
+
+def _block_mapping(depth: int) -> str:
+    return "".join(f"{'  ' * level}a:\n" for level in range(depth)) + "  " * depth + "1\n"
+
+
+def _laughs(levels: int) -> str:
+    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+BIG = 10 * 1024 * 1024  # a 10 MiB scalar
+
+
+# Input that once printed a traceback (RecursionError, ValueError) or a line as long as the input.
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        pytest.param(
+            "[" * 100_000 + "]" * 100_000,
+            "{f}: cannot read it at line 1, column 101: nested deeper than 100 levels",
+            id="deep-flow-lists",
+        ),
+        pytest.param(
+            "{a: " * 5000 + "1" + "}" * 5000,
+            "{f}: cannot read it at line 1, column 398: nested deeper than 100 levels",
+            id="deep-flow-mappings",
+        ),
+        pytest.param(
+            _block_mapping(2000),
+            "{f}: cannot read it at line 100, column 199: nested deeper than 100 levels",
+            id="deep-block-mappings",
+        ),
+        pytest.param(
+            "- " * 3000 + "x\n",
+            "{f}: cannot read it at line 1, column 201: nested deeper than 100 levels",
+            id="deep-block-sequences",
+        ),
+        pytest.param(
+            _model_deployment("affinity: " + "{a: [" * 1000 + "1" + "]}" * 1000),
+            "{f}: cannot read it at line 7, column 256: nested deeper than 100 levels",
+            id="deep-inside-a-model-deployment",
+        ),
+        pytest.param(
+            "a: &a [*a]\n",
+            "{f}: cannot read it at line 1, column 4: an alias refers to a node that contains it",
+            id="recursive-alias",
+        ),
+        pytest.param(
+            _model_deployment("affinity: &a {x: [1, *a]}"),
+            "{f}: cannot read it at line 7, column 15: an alias refers to a node that contains it",
+            id="recursive-alias-in-a-model-deployment",
+        ),
+        pytest.param(
+            _laughs(8),
+            "{f}: cannot read it at line 6, column 5: more than 1000000 values with aliases expanded",
+            id="billion-laughs",
+        ),
+        pytest.param(
+            "x: &x [1]\n" + "".join(f"x{i}: &x{i} [*x{i - 1 if i else ''}]\n" for i in range(120)),
+            "{f}: cannot read it at line 100, column 6: nested deeper than 100 levels with aliases expanded",
+            id="aliases-nested-past-the-bound",
+        ),
+        pytest.param(
+            "a: " + "9" * 5000 + "\n",
+            "{f}: cannot read it at line 1, column 4: Exceeds the limit (4300 digits) for integer string "
+            "conversion: value has 5000 digits",
+            id="integer-of-5000-digits",
+        ),
+        pytest.param(
+            "a: 2026-13-45\n", "{f}: cannot read it at line 1, column 4: month must be in 1..12", id="date"
+        ),
+        pytest.param(
+            "a: \x00\x01\x02\n",
+            "{f}: not YAML or JSON: unacceptable character #x0000: special characters are not allowed",
+            id="control-characters",
+        ),
+        pytest.param(
+            _model_deployment(f"image: {'x' * BIG}"),
+            "{f}: document 1: ModelDeployment a: spec.runtime.image: "
+            "String should have at most 512 characters",
+            id="a-10-MiB-value",
+        ),
+        pytest.param(
+            _model_deployment('{"a\\nb\\u2028c\\x00": 1}'),
+            "{f}: document 1: ModelDeployment a: spec.runtime.a\\nb\\u2028c\\x00: unknown field",
+            id="a-key-with-a-newline",
+        ),
+    ],
+)
+def test_render_answers_any_input_with_one_line(content: str, expected: str, tmp_path: Path) -> None:
+    target = write(tmp_path / "input.yaml", content)
+    rc, out, err = modeldeploy("render", "-f", str(target))
+    assert out == ""
+    assert one_error_line(rc, err) == "error: " + expected.format(f=target)
+
+
+def test_a_10_mib_kind_is_cut_short_on_one_line(tmp_path: Path) -> None:
+    target = write(tmp_path / "input.yaml", "apiVersion: v1\nkind: " + "x" * BIG + "\n")
+    rc, _, err = modeldeploy("render", "-f", str(target))
+    line = one_error_line(rc, err)
+    assert line.startswith(
+        f"error: {target}: no ModelDeployment (modeldeploy.io/v1alpha1) to render (found only: xxx"
+    )
+    assert re.search(r"x\.\.\. \([0-9]+ more characters\)$", line), line[-100:]
+    assert len(line) < 1100
+
+
+def test_render_reads_the_deepest_affinity_the_spec_allows(tmp_path: Path) -> None:
+    # FREE_FORM_MAX_DEPTH levels of affinity, rendered into the Deployment as written.
+    affinity = "{a: " * FREE_FORM_MAX_DEPTH + "1" + "}" * FREE_FORM_MAX_DEPTH
+    target = write(tmp_path / "deep.yaml", _model_deployment(f"affinity: {affinity}"))
+    rc, out, err = modeldeploy("render", "-f", str(target))
+    assert rc == 0, err
+    deployment = next(d for d in yaml.safe_load_all(out) if d["kind"] == "Deployment")
+    node = deployment["spec"]["template"]["spec"]["affinity"]
+    for _ in range(FREE_FORM_MAX_DEPTH):
+        node = node["a"]
+    assert node == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "detail"),
+    [
+        # Past `run`'s raised recursion limit too (cli.RUN_RECURSION_LIMIT).
+        pytest.param(
+            "clusters: " + "[" * 40_000 + "]" * 40_000 + "\n", "nested too deeply to read", id="deep"
+        ),
+        pytest.param(
+            "clusters: " + "9" * 5000 + "\n",
+            "Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits",
+            id="integer-of-5000-digits",
+        ),
+    ],
+)
+@pytest.mark.parametrize("verb", ["status", "run"])
+def test_a_kubeconfig_past_the_yaml_bounds_is_named(
+    content: str, detail: str, verb: str, tmp_path: Path
+) -> None:
+    config = write(tmp_path / "kubeconfig", content)
+    extra = ["--health-port=0", "--metrics-port=0"] if verb == "run" else ["fraud-scorer"]
+    rc, _, err = modeldeploy(verb, *extra, f"--kubeconfig={config}")
+    assert one_error_line(rc, err) == f"error: {NO_CONFIG} ({config}): {detail}"
+
+
 def test_render_of_an_empty_directory_says_what_it_looked_for(tmp_path: Path) -> None:
     write(tmp_path / "notes.txt", "not a manifest")
     rc, _, err = modeldeploy("render", "-f", str(tmp_path))
@@ -377,3 +533,53 @@ def test_help_explains_every_argument(verb: str, shown: list[str]) -> None:
     flat = " ".join(out.split())
     for text in shown:
         assert text in flat
+
+
+# ------------------------------------------------------------------ the bounded YAML reader
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "a: &a {x: 1}\nb: *a\nc: [*a, *a]\n",
+            [{"a": {"x": 1}, "b": {"x": 1}, "c": [{"x": 1}] * 2}],
+            id="alias-reused",
+        ),
+        pytest.param(
+            "base: &b {k: v}\nm:\n  <<: *b\n  j: w\n",
+            [{"base": {"k": "v"}, "m": {"k": "v", "j": "w"}}],
+            id="merge-key",
+        ),
+        pytest.param("[" * 100 + "]" * 100, None, id="100-levels"),
+        pytest.param("a: 1\n---\nb: 2\n", [{"a": 1}, {"b": 2}], id="two-documents"),
+        pytest.param(_laughs(5), None, id="100000-values-with-aliases"),
+    ],
+)
+def test_the_bounded_reader_reads_what_is_within_the_bounds(text: str, expected: list[Any] | None) -> None:
+    docs = load_all(text)
+    if expected is not None:
+        assert docs == expected
+    else:
+        assert len(docs) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        pytest.param("[" * 101 + "]" * 101, f"nested deeper than {MAX_DEPTH} levels", id="101-levels"),
+        pytest.param("a: &a [*a]\n", "an alias refers to a node that contains it", id="cycle"),
+        pytest.param(
+            "a: &a {b: {c: *a}}\n", "an alias refers to a node that contains it", id="cycle-two-down"
+        ),
+        pytest.param(_laughs(7), f"more than {MAX_NODES} values with aliases expanded", id="laughs"),
+        pytest.param(
+            "a: 1e400000\nb: -" + "9" * 5000, "Exceeds the limit", id="negative-integer-of-5000-digits"
+        ),
+    ],
+)
+def test_the_bounded_reader_refuses_with_a_place(text: str, problem: str) -> None:
+    with pytest.raises(UnreadableError) as caught:
+        load_all(text)
+    assert (caught.value.problem or "").startswith(problem)
+    assert caught.value.problem_mark is not None

@@ -165,3 +165,19 @@ def test_demo_skips_the_gate_part_on_the_emulator(capsys: pytest.CaptureFixture[
         "\n[4/4] A model-quality gate stops a worse model before it gets any traffic\n"
         "  skipped: the emulator has no pods, so no pod IPs for the operator to ask the models at\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        pytest.param("[" * 5000 + "]" * 5000, "nested deeper than 100 levels", id="deep"),
+        pytest.param("a: &a [*a]\n", "an alias refers to a node that contains it", id="recursive-alias"),
+    ],
+)
+def test_examples_past_the_yaml_bounds_stop_the_demo_with_one_line(
+    content: str, problem: str, tmp_path: Path
+) -> None:
+    (tmp_path / "bad.yaml").write_text(content)
+    with pytest.raises(demo.DemoFailed) as caught:
+        demo.load_examples(tmp_path)
+    assert str(caught.value) == f"{tmp_path / 'bad.yaml'}: not YAML: {problem}"

@@ -249,6 +249,57 @@ AGREEMENT = [
         pytest.param(_with("alerts", {"labels": {k: "x"}}), id=f"alerts-label-{k}")
         for k in ("team", "_private", "severity", "__x", "alertname", "Team2", "2team")
     ),
+    # Flags the operator owns, as getopt_long reads them (api/triton_flags.py), and their neighbours.
+    *(
+        pytest.param(_with("runtime", {"args": [arg]}), id=f"args-{arg}")
+        for arg in (
+            "--m",
+            "-m",
+            "--model-",
+            "--model-c=x",
+            "--model-co",
+            "--model-config-name=x",
+            "--model-load-thread-count=2",
+            "--strict-readiness",
+            "--strict-readiness-x",
+            "--strict-m=true",
+            "--allow",
+            "--allowed=x",
+            "--allow-x",
+            "-",
+            "--",
+            "---model-repository",
+            "--=x",
+            "=--model-repository",
+            "--exit-on-error==true",
+            "--http-port=8000",
+            "--\u00e9=x",
+            "--log-verbose=1",
+        )
+    ),
+    pytest.param(
+        _with("runtime", {"args": ["--log-file", "--model-repository"]}), id="args-reserved-as-value"
+    ),
+    pytest.param(_with("runtime", {"args": ["x" * 1024]}), id="args-longest"),
+    # Bounds that cross, and those that touch.
+    *(
+        pytest.param(
+            _with("rollout", {"analysis": {"metrics": [{"name": "m", "template": "successRate", **b}]}}),
+            id=f"bounds-{i}",
+        )
+        for i, b in enumerate(
+            (
+                {"min": 0.5, "max": 0.5},
+                {"min": 0.50001, "max": 0.5},
+                {"min": 1, "max": 0.999},
+                {"min": -1, "max": -2},
+                {"relativeToPrimary": {"minRatio": 1, "maxRatio": 1}},
+                {"relativeToPrimary": {"minRatio": 1.0000001, "maxRatio": 1}},
+                {"relativeToPrimary": {"minDelta": 0, "maxDelta": 0}},
+                {"relativeToPrimary": {"minDelta": 0.1, "maxDelta": 0}},
+            )
+        )
+    ),
 ]
 
 

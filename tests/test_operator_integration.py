@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import collections
 import copy
+import json
+import sys
 import time
 import urllib.parse
 import uuid
@@ -17,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from modeldeploy.cli import RUN_RECURSION_LIMIT
 from modeldeploy.sim.controlplane import ControlPlane, writes
 from modeldeploy.sim.kubeapi import ApiError, KubeApi
 from modeldeploy.sim.operator_process import OperatorProcess
@@ -513,6 +516,40 @@ def accepted(api: KubeApi, path: str, body: dict[str, Any]) -> bool:
             return False
         raise
     return True
+
+
+def test_an_object_nested_as_deep_as_the_api_server_allows_stops_nothing(
+    control_plane: ControlPlane, namespace: str, operator: Callable[..., OperatorBed]
+) -> None:
+    """The API server stores a free-form field (affinity) nested up to 10,000 levels deep. Such an
+    object once stopped the operator: kopf's watcher raised RecursionError decoding it, and every
+    ModelDeployment stopped reconciling. Now it is read, goes Degraded naming the field, and the
+    others reconcile."""
+    api = control_plane.admin
+    depth = 9_000
+    deep = manifest("deep")
+    deep["metadata"]["namespace"] = namespace
+    deep["spec"]["runtime"]["affinity"] = "DEEP"
+    # Written by hand: json.dumps itself stops at the default recursion limit.
+    body = json.dumps(deep).replace('"DEEP"', '{"a":' * depth + "1" + "}" * depth)
+    api.raw("POST", api.path(*MD, namespace), body.encode())
+
+    bed = operator(resync_seconds=RESYNC)
+    bed.apply(manifest("scorer"))
+    stable(bed)
+    # This test reads the object back too, with the operator's limit (cli.RUN_RECURSION_LIMIT).
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(RUN_RECURSION_LIMIT)
+    try:
+        status = bed.wait_phase("deep", "Failed")
+    finally:
+        sys.setrecursionlimit(limit)
+    degraded = conditions(status)["Degraded"]
+    assert degraded["reason"] == "InvalidSpec"
+    assert "spec.runtime.affinity: nested deeper than 32 levels" in degraded["message"], degraded["message"]
+    assert not bed.children("deep")
+    assert bed.process.process.poll() is None, bed.process.tail()
+    assert "Traceback" not in bed.process.tail(100_000)
 
 
 def test_a_malformed_stored_object_goes_degraded_with_the_field_named(

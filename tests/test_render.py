@@ -144,7 +144,8 @@ def test_user_args_come_after_the_operators_flags() -> None:
     ],
 )
 def test_args_that_weaken_a_safe_default_are_refused(arg: str) -> None:
-    with pytest.raises(InvalidSpecError, match=r"^spec\.runtime\.args: may not set a flag the operator owns"):
+    owned = r"^spec\.runtime\.args\[1\]: may not set a flag the operator owns"
+    with pytest.raises(InvalidSpecError, match=owned):
         spec_of(runtime={"args": ["--log-verbose=1", arg]})
 
 

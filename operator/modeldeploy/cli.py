@@ -27,6 +27,7 @@ from modeldeploy.api.base import (
 )
 from modeldeploy.api.crd import CRD_FILENAME, CRD_NAME, crd_yaml
 from modeldeploy.api.resource import InvalidSpecError, ObjectRef
+from modeldeploy.manifest_yaml import UnreadableError, load_all
 from modeldeploy.render.options import DEFAULT_PULLER_IMAGE, RenderOptions
 from modeldeploy.rollout.plan import steady_children
 from modeldeploy.rollout.validate import validate
@@ -44,6 +45,18 @@ NAME_PATTERN = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 
 class CliError(Exception):
     """Bad input or an unreachable cluster: printed as one line, `error: ...`, exit status 1."""
+
+
+# An error line quotes what the user wrote (a name, a kind, a map key): keep it one readable line
+# whatever that was, a 10 MiB name or a key with a newline in it.
+ERROR_LINE_LIMIT = 1000
+
+
+def one_line(text: str) -> str:
+    flat = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+    if len(flat) <= ERROR_LINE_LIMIT:
+        return flat
+    return f"{flat[:ERROR_LINE_LIMIT]}... ({len(flat) - ERROR_LINE_LIMIT} more characters)"
 
 
 class JsonFormatter(logging.Formatter):
@@ -93,10 +106,19 @@ def _prometheus_allow(items: list[str]) -> tuple[str, ...]:
     return entries
 
 
+# The API server stores free-form fields nested up to 10,000 levels deep (its JSON decoder's limit),
+# and kopf decodes each watch event with json.loads, which counts nesting against the recursion
+# limit (1000 by default): one such ModelDeployment raised RecursionError in the watcher and stopped
+# the operator. With this limit it is read, and the spec refuses it (FREE_FORM_MAX_DEPTH). Python
+# 3.11 calls between Python functions take no C stack; json at 10,000 levels fits an 8 MiB stack.
+RUN_RECURSION_LIMIT = 30_000
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from modeldeploy.handlers.config import OperatorConfig
     from modeldeploy.handlers.operator import run
 
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), RUN_RECURSION_LIMIT))
     setup_logging(args.log_format, args.verbose)
     config = OperatorConfig(
         namespaces=tuple(args.namespace or _env_list("MODELDEPLOY_NAMESPACES")),
@@ -182,12 +204,13 @@ def load_documents(name: str) -> list[Any]:
     except OSError as error:
         raise CliError(f"{name}: cannot read: {error.strerror or error}") from None
     try:
-        docs = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+        docs = [doc for doc in load_all(text) if doc is not None]
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise CliError(f"{name}: not YAML or JSON{where}: {problem}") from None
+        what = "cannot read it" if isinstance(error, UnreadableError) else "not YAML or JSON"
+        raise CliError(f"{name}: {what}{where}: {problem}") from None
     out: list[Any] = []
     for doc in docs:
         if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
@@ -268,7 +291,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         problems.append(f"{', '.join(files)}: no {KIND} ({API_VERSION}) to render{others}")
     if problems:
         for problem in problems:
-            print(f"error: {problem}", file=sys.stderr)
+            print(f"error: {one_line(problem)}", file=sys.stderr)
         return 1
     sys.stdout.write(RENDER_HEADER + yaml.safe_dump_all(out, sort_keys=False))
     return 0
@@ -619,7 +642,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.func(args)
     except CliError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(str(error))}", file=sys.stderr)
         return 1
     return result
 

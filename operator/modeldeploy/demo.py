@@ -32,6 +32,7 @@ import yaml
 
 from modeldeploy.api.base import API_VERSION, GROUP, KIND
 from modeldeploy.api.crd import crd
+from modeldeploy.manifest_yaml import load_all
 from modeldeploy.render.names import TRACK_LABEL
 from modeldeploy.sim.controlplane import (
     ADMIN_USER,
@@ -327,7 +328,7 @@ def load_examples(directory: Path) -> list[dict[str, Any]]:
     docs: list[dict[str, Any]] = []
     for path in sorted(directory.glob("*.yaml")):
         try:
-            found = list(yaml.safe_load_all(path.read_text()))
+            found = load_all(path.read_text())
         except (yaml.YAMLError, UnicodeDecodeError) as error:
             raise DemoFailed(f"{path}: not YAML: {str(error).splitlines()[0]}") from None
         for doc in found:

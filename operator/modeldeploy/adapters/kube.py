@@ -108,6 +108,10 @@ def _error(exc: ApiException) -> KubeError:
         return KubeError(status, str(exc.reason), "")
 
 
+# What reading a kubeconfig raises on bad input; RecursionError too, from the client's YAML loader.
+CONFIG_ERRORS = (kubernetes.config.ConfigException, OSError, ValueError, yaml.YAMLError, RecursionError)
+
+
 def configuration(
     server: str | None = None,
     token: str | None = None,
@@ -136,9 +140,10 @@ def configuration(
         path = config_file or os.environ.get("KUBECONFIG") or None
         try:
             kubernetes.config.load_kube_config(config_file=path, context=context, client_configuration=config)
-        except (kubernetes.config.ConfigException, OSError, ValueError, yaml.YAMLError) as error:
+        except CONFIG_ERRORS as error:
             named = path or "~/.kube/config"
-            detail = " ".join(str(error).split())  # one line: YAML errors span several
+            text = "nested too deeply to read" if isinstance(error, RecursionError) else str(error)
+            detail = " ".join(text.split("; use sys.")[0].split())  # one line: YAML errors span several
             message = f"no in-cluster configuration and no usable kubeconfig ({named}): {detail}"
             raise KubeError(0, "NoConfiguration", message) from None
     return config
@@ -274,7 +279,7 @@ def default_namespace(config_file: str | None = None, context: str | None = None
     try:
         path = config_file or os.environ.get("KUBECONFIG") or None
         contexts, current = kubernetes.config.list_kube_config_contexts(config_file=path)
-    except (kubernetes.config.ConfigException, OSError, ValueError, yaml.YAMLError):
+    except CONFIG_ERRORS:
         return "default"  # configuration() names the problem when the client is made
     if context:
         current = next((c for c in contexts or [] if c.get("name") == context), None)

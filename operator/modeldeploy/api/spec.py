@@ -14,7 +14,7 @@ from enum import StrEnum
 from itertools import pairwise
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, PlainValidator, WithJsonSchema, field_validator, model_validator
+from pydantic import AfterValidator, Field, PlainValidator, WithJsonSchema, field_validator, model_validator
 
 from modeldeploy.api.base import (
     CEL_KEY,
@@ -29,6 +29,7 @@ from modeldeploy.api.base import (
     parse_duration,
 )
 from modeldeploy.api.errors import FieldError
+from modeldeploy.api.triton_flags import RESERVED_FLAG_CEL, RESERVED_FLAG_MESSAGE, is_reserved_flag
 
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
 DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
@@ -72,7 +73,28 @@ Quantity = Annotated[
         }
     ),
 ]
-FreeForm = Annotated[dict[str, Any], Field(json_schema_extra={PRESERVE_KEY: True})]
+# Free-form passthroughs (affinity, HPA behavior, raw metric specs) are nested a dozen levels at most.
+# The API server stores them up to 10,000 levels deep and no CRD rule can measure depth, so the
+# operator refuses deep ones: past about 250 levels pydantic cannot serialize them (every pass raised).
+FREE_FORM_MAX_DEPTH = 32
+FREE_FORM_DEPTH_MESSAGE = f"nested deeper than {FREE_FORM_MAX_DEPTH} levels; no Kubernetes field is this deep"
+
+
+def _not_too_deep(value: dict[str, Any]) -> dict[str, Any]:
+    # Iterative: the value may be nested deeper than the interpreter's recursion limit.
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > FREE_FORM_MAX_DEPTH:
+            raise ValueError(FREE_FORM_DEPTH_MESSAGE)
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return value
+
+
+FreeForm = Annotated[
+    dict[str, Any], Field(json_schema_extra={PRESERVE_KEY: True}), AfterValidator(_not_too_deep)
+]
 
 
 class Backend(StrEnum):
@@ -197,33 +219,6 @@ class Toleration(Model):
     toleration_seconds: int | None = None
 
 
-# Triton flags the operator sets and a ModelDeployment may not override (tritonserver takes the
-# last occurrence, so a user flag would win): the model repository and control mode the puller and
-# the probes rely on, the readiness and exit semantics rollouts rely on, the ports the Services,
-# routes and NetworkPolicy expose, and the management-API restrictions (docs/security.md).
-RESERVED_TRITON_FLAGS = (
-    "model-repository",
-    "model-store",
-    "model-control-mode",
-    "load-model",
-    "strict-readiness",
-    "exit-on-error",
-    "http-port",
-    "grpc-port",
-    "metrics-port",
-    "http-address",
-    "grpc-address",
-    "metrics-address",
-    "http-restricted-api",
-    "grpc-restricted-protocol",
-    "allow-[a-z-]+",
-)
-RESERVED_FLAG_PATTERN = "^--?(" + "|".join(RESERVED_TRITON_FLAGS) + ")(=|$)"
-RESERVED_FLAG_MESSAGE = (
-    "may not set a flag the operator owns (--model-repository, --model-control-mode, "
-    "--strict-readiness, --exit-on-error, ports and addresses, --http-restricted-api, "
-    "--grpc-restricted-protocol, --allow-*): see docs/security.md"
-)
 # The Triton defaults: `models` holds the downloaded repository, /dev/shm is memory-backed (counted
 # against the pod's memory) and carries Python-backend and shared-memory tensors.
 DEFAULT_MODELS_SIZE_LIMIT = "50Gi"
@@ -235,6 +230,19 @@ DEFAULT_TMP_SIZE_LIMIT = "4Gi"
 def _cel_string(value: str) -> str:
     """`value` as a single-quoted CEL string literal."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _not_reserved(arg: str) -> str:
+    if is_reserved_flag(arg):
+        raise ValueError(RESERVED_FLAG_MESSAGE)
+    return arg
+
+
+TritonArg = Annotated[
+    str,
+    Field(max_length=1024, json_schema_extra=cel((RESERVED_FLAG_CEL, RESERVED_FLAG_MESSAGE, ""))),
+    AfterValidator(_not_reserved),
+]
 
 
 class Volumes(Model):
@@ -266,17 +274,9 @@ class Runtime(Model):
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
     affinity: FreeForm | None = None
     runtime_class_name: str | None = Field(default=None, pattern=DNS1123_SUBDOMAIN, max_length=253)
-    args: list[Annotated[str, Field(max_length=1024)]] = Field(
-        default_factory=list,
-        max_length=64,
-        json_schema_extra=cel(
-            (
-                f"self.all(a, !a.matches({_cel_string(RESERVED_FLAG_PATTERN)}))",
-                RESERVED_FLAG_MESSAGE,
-                "",
-            )
-        ),
-    )
+    # Each item is checked alone, so that the error names the item; a flag whose value is in the next
+    # item is refused by its own name (api/triton_flags.py).
+    args: list[TritonArg] = Field(default_factory=list, max_length=64)
     volumes: Volumes = Field(default_factory=Volumes)
     # Large models take minutes to load; the startup probe allows this long before restarting.
     model_load_timeout: Duration = Field(default="15m", json_schema_extra=duration_between("10s", "6h"))
@@ -288,13 +288,6 @@ class Runtime(Model):
                 ".gpus", "gpuResource is set but gpus is 0: ask for at least one GPU or drop gpuResource"
             )
         return self
-
-    @field_validator("args")
-    @classmethod
-    def _no_reserved_flags(cls, args: list[str]) -> list[str]:
-        if any(re.search(RESERVED_FLAG_PATTERN, arg) for arg in args):
-            raise ValueError(RESERVED_FLAG_MESSAGE)
-        return args
 
     @field_validator("model_load_timeout")
     @classmethod
@@ -539,6 +532,32 @@ class Match(Model):
         return headers
 
 
+def _bounds_rule(low: str, high: str) -> tuple[str, str, str]:
+    """A CEL rule refusing a lower bound above its upper bound: no value could ever pass."""
+    return (
+        f"!has(self.{low}) || !has(self.{high}) || self.{low} <= self.{high}",
+        inverted_bounds_message(low, high),
+        f".{low}",
+    )
+
+
+def inverted_bounds_message(low: str, high: str) -> str:
+    return f"{low} is above {high}: no value can pass both; make {low} at most {high}"
+
+
+def _check_bounds(model: Model, *pairs: tuple[str, str]) -> None:
+    """The operator's twin of _bounds_rule, blamed on the same field."""
+    for low, high in pairs:
+        low_value = getattr(model, _snake(low))
+        high_value = getattr(model, _snake(high))
+        if low_value is not None and high_value is not None and low_value > high_value:
+            raise FieldError(f".{low}", inverted_bounds_message(low, high))
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), name)
+
+
 class RelativeToPrimary(Model):
     model_config = Model.model_config | {
         "json_schema_extra": cel(
@@ -546,7 +565,9 @@ class RelativeToPrimary(Model):
                 "has(self.maxRatio) || has(self.minRatio) || has(self.maxDelta) || has(self.minDelta)",
                 "set at least one of maxRatio, minRatio, maxDelta or minDelta",
                 "",
-            )
+            ),
+            _bounds_rule("minRatio", "maxRatio"),
+            _bounds_rule("minDelta", "maxDelta"),
         )
     }
 
@@ -559,6 +580,7 @@ class RelativeToPrimary(Model):
     def _at_least_one(self) -> RelativeToPrimary:
         if all(x is None for x in (self.max_ratio, self.min_ratio, self.max_delta, self.min_delta)):
             raise ValueError("set at least one of maxRatio, minRatio, maxDelta or minDelta")
+        _check_bounds(self, ("minRatio", "maxRatio"), ("minDelta", "maxDelta"))
         return self
 
 
@@ -587,6 +609,7 @@ class AnalysisMetric(Model):
                 RELATIVE_QUERY_MESSAGE,
                 ".query",
             ),
+            _bounds_rule("min", "max"),
         )
     }
 
@@ -603,6 +626,7 @@ class AnalysisMetric(Model):
             raise ValueError("set exactly one of template or query")
         if self.min is None and self.max is None and self.relative_to_primary is None:
             raise ValueError("set at least one of min, max or relativeToPrimary")
+        _check_bounds(self, ("min", "max"))
         return self
 
 

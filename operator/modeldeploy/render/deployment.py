@@ -166,7 +166,7 @@ def _triton(parent: ObjectRef, spec: ModelDeploymentSpec) -> dict[str, Any]:
         "image": runtime.image,
         "imagePullPolicy": runtime.image_pull_policy,
         "command": ["tritonserver"],
-        # User flags come last; the spec refuses any that would override ours (RESERVED_TRITON_FLAGS).
+        # User flags come last; the spec refuses any that would override ours (api/triton_flags.py).
         "args": [
             *TRITON_FLAGS,
             f"--allow-gpu-metrics={'true' if gpu else 'false'}",
