@@ -317,9 +317,6 @@ VERDICT_CASES = [
     VerdictCase("max fail", LAT, lat(251.0), F,
                 "request latency 251ms > max 250ms"),
     VerdictCase("max boundary passes", LAT, lat(250.0), P, "~within max 250ms"),
-    VerdictCase("min and max both broken are both reported",
-                {"name": "c", "query": "x", "min": 5, "max": 1}, {"metric:c:canary": 3.0, **ENOUGH},
-                F, "c 3 < min 5; c 3 > max 1"),
     VerdictCase("an integer from a provider is a number", LAT, lat(3), P,
                 "~latency 3ms"),
     # --- relative to the primary
