@@ -432,30 +432,117 @@ class KubeClient:
             if not token:
                 return items
 
-    def apply(self, obj: Mapping[str, Any], field_manager: str | None = None) -> dict[str, Any]:
-        """Server-side apply under our field manager; force, because the operator owns its children."""
+    def apply(
+        self, obj: Mapping[str, Any], field_manager: str | None = None, *, uid: str | None = None
+    ) -> dict[str, Any]:
+        """Server-side apply under our field manager, onto an object known to be ours.
+
+        Forced, because the operator owns its children's fields. `uid` is the uid of the object the
+        caller read and found ours: sent as metadata.uid, it is a precondition the API server
+        checks, so an apply never lands on another object that took the name since (answered 422,
+        metadata.uid is immutable) nor makes one that was deleted meanwhile (409 uid mismatch).
+        Without it, an apply would create a missing object and silently take over an existing one:
+        new objects go through create() instead."""
         kind = kind_of(obj)
         meta = obj["metadata"]
         path = f"{kind.collection(meta.get('namespace'))}/{meta['name']}"
         query = [("fieldManager", field_manager or self._field_manager), ("force", "true")]
-        result: dict[str, Any] = self._call(
-            "PATCH",
-            path,
-            query=query,
-            body=dict(obj),
-            content_type="application/apply-patch+yaml",
-            verb="apply",
-        )
+        body = dict(obj)
+        if uid is not None:
+            body["metadata"] = {**meta, "uid": uid}
+        try:
+            result: dict[str, Any] = self._call(
+                "PATCH",
+                path,
+                query=query,
+                body=body,
+                content_type="application/apply-patch+yaml",
+                verb="apply",
+            )
+        except KubeError as error:
+            replaced = (error.status == 422 and "metadata.uid" in error.message) or error.conflict
+            if uid is not None and replaced:
+                raise KubeError(
+                    409, "Replaced", f"{kind.kind} {meta['name']} is no longer the object this pass read"
+                ) from None
+            raise
         return result
 
-    def delete(self, kind: Kind, namespace: str | None, name: str) -> None:
+    def create(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Create `obj`, or None when an object of that name exists already: then nothing is written.
+
+        Server-side apply has no create-only form (its uid precondition needs an existing object),
+        and a read first would leave a window for another writer to create the object between
+        the check and our apply, which would then take it over. A create is atomic: the server
+        answers 409 AlreadyExists and leaves the object as it was. A create records our field
+        manager with operation Update, which would keep owning every field after our applies stop
+        setting it; so the entry is then turned into our Apply entry, in a JSON patch that tests
+        the resourceVersion the create returned (the object exactly as we made it)."""
+        kind = kind_of(obj)
+        meta = obj["metadata"]
         try:
-            self._call(
-                "DELETE",
-                f"{kind.collection(namespace)}/{name}",
-                body={"propagationPolicy": "Background"},
-                verb="delete",
+            made: dict[str, Any] = self._call(
+                "POST",
+                kind.collection(meta.get("namespace")),
+                query=[("fieldManager", self._field_manager)],
+                body=dict(obj),
+                verb="create",
             )
+        except KubeError as error:
+            if error.conflict and error.reason == "AlreadyExists":
+                return None
+            raise
+        made_meta = made.get("metadata") or {}
+        entries = [
+            {key: value for key, value in entry.items() if key != "time"}
+            | (
+                {"operation": "Apply"}
+                if entry.get("manager") == self._field_manager and entry.get("operation") == "Update"
+                else {}
+            )
+            for entry in made_meta.get("managedFields") or []
+        ]
+        patch = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": made_meta.get("resourceVersion")},
+            {"op": "replace", "path": "/metadata/managedFields", "value": entries},
+        ]
+        try:
+            converted: dict[str, Any] = self._call(
+                "PATCH",
+                f"{kind.collection(meta.get('namespace'))}/{meta['name']}",
+                query=[("fieldManager", self._field_manager)],
+                body=patch,
+                content_type="application/json-patch+json",
+                verb="patch",
+            )
+        except KubeError as error:
+            # Someone wrote the new object in between: it is ours all the same, and only a field
+            # we later stop rendering would be left in place.
+            log.warning("%s %s: created; fields stay owned by an Update: %s", kind.kind, meta["name"], error)
+            return made
+        return converted
+
+    def find(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
+        """One object by name, through `list` (a field selector): the operator's role grants list on
+        every child kind, and get on none but ConfigMaps."""
+        base = kind.collection(namespace)
+        query = [("fieldSelector", f"metadata.name={name}")]
+        result = self._call("GET", base, query=query, verb="list")
+        for item in result.get("items") or []:
+            item.setdefault("apiVersion", kind.api_version)
+            item.setdefault("kind", kind.kind)
+            found: dict[str, Any] = item
+            return found
+        return None
+
+    def delete(self, kind: Kind, namespace: str | None, name: str, *, uid: str | None = None) -> None:
+        """Delete, in the background; with `uid`, only that object: another that took the name since
+        is refused by the server (409, precondition failed) and left alone."""
+        body: dict[str, Any] = {"propagationPolicy": "Background"}
+        if uid is not None:
+            body["preconditions"] = {"uid": uid}
+        try:
+            self._call("DELETE", f"{kind.collection(namespace)}/{name}", body=body, verb="delete")
         except KubeError as error:
             if not error.not_found:
                 raise

@@ -154,11 +154,23 @@ class Observations:
     canary_pods: PodsSummary = field(default_factory=PodsSummary)
     # Children the API server refused, each "Kind/name: reason"; they make the object Degraded.
     apply_errors: list[str] = field(default_factory=list)
+    # Children whose name another object holds, each "Kind/name: ... (who owns it)"; left alone.
+    child_conflicts: list[str] = field(default_factory=list)
     commands: Commands = field(default_factory=Commands)
     # This round's analysis, when the machine asked for one (Decision.wants_analysis).
     analysis: list[MetricResult] | None = None
     # The gate worker's result for this object's current gate run, once it has finished.
     gate: GateResult | None = None
+
+
+def apply_failure(seen: Observations) -> tuple[str, str] | None:
+    """(reason, message) of the Degraded condition when children could not all be written: a name
+    held by an object that is not ours says so first, as no retry of ours can clear it."""
+    if seen.child_conflicts:
+        return "ChildConflict", "; ".join([*seen.child_conflicts, *seen.apply_errors])
+    if seen.apply_errors:
+        return "ApplyFailed", "; ".join(seen.apply_errors)
+    return None
 
 
 def commands(annotations: Mapping[str, str] | None) -> Commands:
