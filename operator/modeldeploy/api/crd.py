@@ -36,7 +36,7 @@ CRD_NAME = f"{PLURAL}.{GROUP}"
 # Service `scorer` routes its primary track to (docs/security.md, "Only what is ours").
 NAME_RULE = {
     "rule": "!self.metadata.name.endsWith('-primary') && !self.metadata.name.endsWith('-canary')",
-    "message": f"metadata.name: {RESERVED_SUFFIX_MESSAGE}",
+    "message": RESERVED_SUFFIX_MESSAGE,
     "fieldPath": ".metadata.name",
     "reason": "FieldValueInvalid",
 }
