@@ -7,6 +7,7 @@ never lands on another that took its name since, and a create never lands on an 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 
 from modeldeploy.adapters.kube import KINDS, KubeClient, KubeError, configuration
 from modeldeploy.api.base import RESERVED_SUFFIX_MESSAGE
+from modeldeploy.render.ownership import is_ours
 from modeldeploy.sim.controlplane import ControlPlane
 from modeldeploy.sim.kubeapi import ApiError
 from operator_bed import MD, OperatorBed
@@ -153,6 +155,25 @@ def test_objects_the_operator_does_not_own_are_never_written_nor_deleted(
             assert event["verb"] in ("create", "list"), event
             if event["verb"] == "create":
                 assert event["responseStatus"]["code"] == 409, event
+
+    # Recovery: the left-over Service removed by hand, the next pass (a resync: nothing of the
+    # foreign object is watched) makes our own, and the condition names only what still conflicts.
+    orphan = before.pop(("Service", f"{NAME}-canary"))
+    api.delete("v1", "Service", bed.namespace, f"{NAME}-canary")
+    removed = time.monotonic()
+    bed.wait(
+        lambda: is_ours(bed.child(*SERVICE, f"{NAME}-canary") or {}, md["metadata"]["uid"]),
+        timeout=90,
+        what="our own per-track Service in place of the removed one",
+    )
+    print(f"\nforeign Service removed -> ours created in {time.monotonic() - removed:.1f} s (resync 1 s)")
+    bed.wait(
+        lambda: "Service/scorer-canary" not in ((degraded(bed) or {}).get("message") or "x"),
+        timeout=60,
+        what="the condition to drop the resolved conflict",
+    )
+    ours = bed.child(*SERVICE, f"{NAME}-canary")
+    assert ours is not None and ours["metadata"]["uid"] != orphan["metadata"]["uid"]
 
     # Deleting the ModelDeployment: the garbage collector (kube-controller-manager) takes what it
     # owned, and nothing else.
