@@ -476,8 +476,7 @@ class KubeClient:
         the check and our apply, which would then take it over. A create is atomic: the server
         answers 409 AlreadyExists and leaves the object as it was. A create records our field
         manager with operation Update, which would keep owning every field after our applies stop
-        setting it; so the entry is then turned into our Apply entry, in a JSON patch that tests
-        the resourceVersion the create returned (the object exactly as we made it)."""
+        setting it; so the entry is then turned into our Apply entry (_own_as_applier)."""
         kind = kind_of(obj)
         meta = obj["metadata"]
         try:
@@ -492,35 +491,57 @@ class KubeClient:
             if error.conflict and error.reason == "AlreadyExists":
                 return None
             raise
-        made_meta = made.get("metadata") or {}
-        entries = [
-            {key: value for key, value in entry.items() if key != "time"}
-            | (
-                {"operation": "Apply"}
-                if entry.get("manager") == self._field_manager and entry.get("operation") == "Update"
-                else {}
+        return self._own_as_applier(kind, made)
+
+    def _own_as_applier(self, kind: Kind, obj: dict[str, Any], tries: int = 3) -> dict[str, Any]:
+        """`obj` with our create's Update entry in managedFields turned into our Apply entry.
+
+        A JSON patch on that one entry, which tests first that the object is the one we created
+        (its uid) and that the entry at that index is still ours and still Update: a controller
+        may write the new object at once (the Deployment controller annotates its revision),
+        adding its own entry, and that must not be lost or make us give up. On a failed test the
+        object is read again and the index found anew."""
+        meta = obj.get("metadata") or {}
+        path = f"{kind.collection(meta.get('namespace'))}/{meta['name']}"
+        current: dict[str, Any] | None = obj
+        for _ in range(tries):
+            if current is None:
+                break
+            entries = (current.get("metadata") or {}).get("managedFields") or []
+            index = next(
+                (
+                    i
+                    for i, entry in enumerate(entries)
+                    if entry.get("manager") == self._field_manager and entry.get("operation") == "Update"
+                ),
+                None,
             )
-            for entry in made_meta.get("managedFields") or []
-        ]
-        patch = [
-            {"op": "test", "path": "/metadata/resourceVersion", "value": made_meta.get("resourceVersion")},
-            {"op": "replace", "path": "/metadata/managedFields", "value": entries},
-        ]
-        try:
-            converted: dict[str, Any] = self._call(
-                "PATCH",
-                f"{kind.collection(meta.get('namespace'))}/{meta['name']}",
-                query=[("fieldManager", self._field_manager)],
-                body=patch,
-                content_type="application/json-patch+json",
-                verb="patch",
-            )
-        except KubeError as error:
-            # Someone wrote the new object in between: it is ours all the same, and only a field
-            # we later stop rendering would be left in place.
-            log.warning("%s %s: created; fields stay owned by an Update: %s", kind.kind, meta["name"], error)
-            return made
-        return converted
+            if index is None:
+                return current
+            at = f"/metadata/managedFields/{index}"
+            patch = [
+                {"op": "test", "path": "/metadata/uid", "value": meta.get("uid")},
+                {"op": "test", "path": f"{at}/manager", "value": self._field_manager},
+                {"op": "test", "path": f"{at}/operation", "value": "Update"},
+                {"op": "replace", "path": f"{at}/operation", "value": "Apply"},
+            ]
+            try:
+                converted: dict[str, Any] = self._call(
+                    "PATCH",
+                    path,
+                    query=[("fieldManager", self._field_manager)],
+                    body=patch,
+                    content_type="application/json-patch+json",
+                    verb="patch",
+                )
+                return converted
+            except KubeError as error:
+                if error.status not in (409, 422):
+                    raise
+                current = self.find(kind, meta.get("namespace"), str(meta["name"]))
+        # Ours all the same; only a field we later stop rendering would be left in place.
+        log.warning("%s %s: created; its fields stay owned by an Update", kind.kind, meta["name"])
+        return current or obj
 
     def find(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
         """One object by name, through `list` (a field selector): the operator's role grants list on
