@@ -61,6 +61,9 @@ _OPTIONAL_KINDS = {
 OPTIONAL_CRDS = tuple(_OPTIONAL_KINDS)
 _PODS = Kind("v1", "Pod", "pods")
 _CRD_TTL_SECONDS = 60.0
+# A child this operator created is taken as ours for this long, or until the cache holds it: the
+# pass right after a create may run before the watch brings the new object into the cache.
+_MADE_TTL_SECONDS = 60.0
 # A pass whose body turned out stale reads the object again and decides again, this many times.
 _CONFLICT_RETRIES = 3
 
@@ -109,6 +112,8 @@ class Reconciler:
         self._crds_checked_at = -_CRD_TTL_SECONDS
         self._lock = threading.Lock()
         self._providers: dict[str, PrometheusProvider] = {}
+        # (namespace, apiVersion, kind, name) -> (when, the object as our create left it)
+        self._made: dict[tuple[str, str, str, str], tuple[float, dict[str, Any]]] = {}
         self.echoes = Echoes()
 
     def close(self) -> None:
@@ -367,6 +372,9 @@ class Reconciler:
                 errors.append(f"{key[1]}/{key[2]}: {unserved_message(key[0], key[1], installed)}")
                 continue
             current = live.get(key)
+            if current is not None:
+                with self._lock:
+                    self._made.pop((parent.namespace, *key), None)  # the cache has it now
             try:
                 if current is None:
                     before_write()
@@ -417,14 +425,26 @@ class Reconciler:
     ) -> tuple[dict[str, Any] | None, bool]:
         """A child the cache does not hold as ours: created (at minReplicas, not at the default of 1
         until the HPA's first sync; the next pass hands `replicas` over to the HPA, see
-        hands_replicas_over). When the name is taken, the object is read once to tell whether it is
-        ours after all (the cache had not seen it yet): then it is returned to be applied as usual.
-        Otherwise it is a conflict, and None. The flag: whether this call created it."""
+        hands_replicas_over). When the name is taken, it may be ours after all, the cache not having
+        seen it yet: one this operator created within _MADE_TTL_SECONDS, or else one read once (a
+        list by name) with our controller reference. Then it is returned to be applied as usual,
+        with its uid as precondition. Otherwise it is a conflict, and None. The flag: whether this
+        call created it."""
         made = self._kube.create(created(obj, spec))
+        place, now = (parent.namespace, *key), time.monotonic()
+        with self._lock:
+            for stale in [k for k, (at, _) in self._made.items() if now - at > _MADE_TTL_SECONDS]:
+                del self._made[stale]
+            if made is not None:
+                self._made[place] = (now, made)
+            recent = self._made.get(place)
         if made is not None:
             self.echoes.wrote(made)
             metrics.WRITES.labels(verb="create").inc()
             return made, True
+        if recent is not None:
+            # Ours, made moments ago; the cache has not caught up. Any write to it carries its uid.
+            return recent[1], False
         existing = self._kube.find(kind_of(obj), parent.namespace, key[2])
         if existing is not None and is_ours(existing, parent.uid):
             return existing, False
