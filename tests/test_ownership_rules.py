@@ -24,6 +24,7 @@ from modeldeploy.render.ownership import (
     reserved_suffix,
 )
 from modeldeploy.render.revision import revision
+from modeldeploy.rollout.observe import Observations, apply_failure
 from modeldeploy.routing.base import Split
 from modeldeploy.routing.registry import router_for
 
@@ -236,3 +237,23 @@ def test_render_of_distinct_names_is_unchanged(tmp_path: Path, capsys: pytest.Ca
     manifest.write_text(doc.format(name="scorer") + "---\n" + doc.format(name="fraud"))
     assert main(["render", "-f", str(manifest)]) == 0
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    ("errors", "conflicts", "expected"),
+    [
+        pytest.param([], [], None, id="nothing-failed"),
+        pytest.param(["HPA/s: refused"], [], ("ApplyFailed", "HPA/s: refused"), id="refused"),
+        pytest.param([], ["Service/s: taken"], ("ChildConflict", "Service/s: taken"), id="conflict"),
+        pytest.param(
+            ["HPA/s: refused"],
+            ["Service/s: taken"],
+            ("ChildConflict", "Service/s: taken; HPA/s: refused"),
+            id="conflict-named-first",
+        ),
+    ],
+)
+def test_the_degraded_reason_of_children_not_written(
+    errors: list[str], conflicts: list[str], expected: tuple[str, str] | None
+) -> None:
+    assert apply_failure(Observations(apply_errors=errors, child_conflicts=conflicts)) == expected
