@@ -29,6 +29,7 @@ from modeldeploy.api.crd import CRD_FILENAME, CRD_NAME, crd_yaml
 from modeldeploy.api.resource import InvalidSpecError, ObjectRef
 from modeldeploy.manifest_yaml import UnreadableError, load_all
 from modeldeploy.render.options import DEFAULT_PULLER_IMAGE, RenderOptions
+from modeldeploy.render.ownership import collisions
 from modeldeploy.rollout.plan import steady_children
 from modeldeploy.rollout.validate import validate
 
@@ -256,6 +257,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     problems: list[str] = []
     skipped: list[str] = []
     seen: dict[tuple[str, str], str] = {}
+    sources: list[tuple[str, str, str]] = []  # (namespace, name, where): whose children might collide
     files = [path for name in args.file for path in input_files(name)]
     for path in files:
         for index, doc in enumerate(load_documents(path), start=1):
@@ -282,10 +284,15 @@ def cmd_render(args: argparse.Namespace) -> int:
                 problems.append(f"{where}: {KIND} {key[0]}/{name} is also defined in {seen[key]}")
                 continue
             seen[key] = where
+            if name:
+                sources.append((key[0], name, where))
             try:
                 out += render_document(doc, options)
             except InvalidSpecError as error:
                 problems += [f"{where}: {KIND} {name or '?'}: {problem}" for problem in error.problems]
+    # Two sources whose children share a name would take each other's objects on a cluster (the
+    # operator refuses that there as ChildConflict); offline, one line names both.
+    problems += collisions(sources)
     if not seen and not problems:
         others = f" (found only: {', '.join(sorted(set(skipped)))})" if skipped else ""
         problems.append(f"{', '.join(files)}: no {KIND} ({API_VERSION}) to render{others}")

@@ -486,30 +486,138 @@ class KubeClient:
             if not token:
                 return items
 
-    def apply(self, obj: Mapping[str, Any], field_manager: str | None = None) -> dict[str, Any]:
-        """Server-side apply under our field manager; force, because the operator owns its children."""
+    def apply(
+        self, obj: Mapping[str, Any], field_manager: str | None = None, *, uid: str | None = None
+    ) -> dict[str, Any]:
+        """Server-side apply under our field manager, onto an object known to be ours.
+
+        Forced, because the operator owns its children's fields. `uid` is the uid of the object the
+        caller read and found ours: sent as metadata.uid, it is a precondition the API server
+        checks, so an apply never lands on another object that took the name since (answered 422,
+        metadata.uid is immutable) nor makes one that was deleted meanwhile (409 uid mismatch).
+        Without it, an apply would create a missing object and silently take over an existing one:
+        new objects go through create() instead."""
         kind = kind_of(obj)
         meta = obj["metadata"]
         path = f"{kind.collection(meta.get('namespace'))}/{meta['name']}"
         query = [("fieldManager", field_manager or self._field_manager), ("force", "true")]
-        result: dict[str, Any] = self._call(
-            "PATCH",
-            path,
-            query=query,
-            body=dict(obj),
-            content_type="application/apply-patch+yaml",
-            verb="apply",
-        )
+        body = dict(obj)
+        if uid is not None:
+            body["metadata"] = {**meta, "uid": uid}
+        try:
+            result: dict[str, Any] = self._call(
+                "PATCH",
+                path,
+                query=query,
+                body=body,
+                content_type="application/apply-patch+yaml",
+                verb="apply",
+            )
+        except KubeError as error:
+            replaced = (error.status == 422 and "metadata.uid" in error.message) or error.conflict
+            if uid is not None and replaced:
+                raise KubeError(
+                    409, "Replaced", f"{kind.kind} {meta['name']} is no longer the object this pass read"
+                ) from None
+            raise
         return result
 
-    def delete(self, kind: Kind, namespace: str | None, name: str) -> None:
+    def create(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Create `obj`, or None when an object of that name exists already: then nothing is written.
+
+        Server-side apply has no create-only form (its uid precondition needs an existing object),
+        and a read first would leave a window for another writer to create the object between
+        the check and our apply, which would then take it over. A create is atomic: the server
+        answers 409 AlreadyExists and leaves the object as it was. A create records our field
+        manager with operation Update, which would keep owning every field after our applies stop
+        setting it; so the entry is then turned into our Apply entry (_own_as_applier)."""
+        kind = kind_of(obj)
+        meta = obj["metadata"]
         try:
-            self._call(
-                "DELETE",
-                f"{kind.collection(namespace)}/{name}",
-                body={"propagationPolicy": "Background"},
-                verb="delete",
+            made: dict[str, Any] = self._call(
+                "POST",
+                kind.collection(meta.get("namespace")),
+                query=[("fieldManager", self._field_manager)],
+                body=dict(obj),
+                verb="create",
             )
+        except KubeError as error:
+            if error.conflict and error.reason == "AlreadyExists":
+                return None
+            raise
+        return self._own_as_applier(kind, made)
+
+    def _own_as_applier(self, kind: Kind, obj: dict[str, Any], tries: int = 3) -> dict[str, Any]:
+        """`obj` with our create's Update entry in managedFields turned into our Apply entry.
+
+        A JSON patch on that one entry, which tests first that the object is the one we created
+        (its uid) and that the entry at that index is still ours and still Update: a controller
+        may write the new object at once (the Deployment controller annotates its revision),
+        adding its own entry, and that must not be lost or make us give up. On a failed test the
+        object is read again and the index found anew."""
+        meta = obj.get("metadata") or {}
+        path = f"{kind.collection(meta.get('namespace'))}/{meta['name']}"
+        current: dict[str, Any] | None = obj
+        for _ in range(tries):
+            if current is None:
+                break
+            entries = (current.get("metadata") or {}).get("managedFields") or []
+            index = next(
+                (
+                    i
+                    for i, entry in enumerate(entries)
+                    if entry.get("manager") == self._field_manager and entry.get("operation") == "Update"
+                ),
+                None,
+            )
+            if index is None:
+                return current
+            at = f"/metadata/managedFields/{index}"
+            patch = [
+                {"op": "test", "path": "/metadata/uid", "value": meta.get("uid")},
+                {"op": "test", "path": f"{at}/manager", "value": self._field_manager},
+                {"op": "test", "path": f"{at}/operation", "value": "Update"},
+                {"op": "replace", "path": f"{at}/operation", "value": "Apply"},
+            ]
+            try:
+                converted: dict[str, Any] = self._call(
+                    "PATCH",
+                    path,
+                    query=[("fieldManager", self._field_manager)],
+                    body=patch,
+                    content_type="application/json-patch+json",
+                    verb="patch",
+                )
+                return converted
+            except KubeError as error:
+                if error.status not in (409, 422):
+                    raise
+                current = self.find(kind, meta.get("namespace"), str(meta["name"]))
+        # Ours all the same; only a field we later stop rendering would be left in place.
+        log.warning("%s %s: created; its fields stay owned by an Update", kind.kind, meta["name"])
+        return current or obj
+
+    def find(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
+        """One object by name, through `list` (a field selector): the operator's role grants list on
+        every child kind, and get on none but ConfigMaps."""
+        base = kind.collection(namespace)
+        query = [("fieldSelector", f"metadata.name={name}")]
+        result = self._call("GET", base, query=query, verb="list")
+        for item in result.get("items") or []:
+            item.setdefault("apiVersion", kind.api_version)
+            item.setdefault("kind", kind.kind)
+            found: dict[str, Any] = item
+            return found
+        return None
+
+    def delete(self, kind: Kind, namespace: str | None, name: str, *, uid: str | None = None) -> None:
+        """Delete, in the background; with `uid`, only that object: another that took the name since
+        is refused by the server (409, precondition failed) and left alone."""
+        body: dict[str, Any] = {"propagationPolicy": "Background"}
+        if uid is not None:
+            body["preconditions"] = {"uid": uid}
+        try:
+            self._call("DELETE", f"{kind.collection(namespace)}/{name}", body=body, verb="delete")
         except KubeError as error:
             if not error.not_found:
                 raise

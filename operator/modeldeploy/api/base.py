@@ -18,6 +18,14 @@ SHORT_NAMES = ["mdep"]
 # Children are named <name>-primary, <name>-canary, and pods append more: the API server refuses
 # a longer name (the CRD's metadata.name.maxLength).
 MAX_NAME_LENGTH = 50
+# ... and so a name ending in -primary or -canary would share a child's name with another
+# ModelDeployment: `scorer-primary`'s Service is the one `scorer` routes its primary track to.
+RESERVED_NAME_SUFFIXES = ("-primary", "-canary")
+RESERVED_SUFFIX_MESSAGE = (
+    "must not end in -primary or -canary: the operator names each ModelDeployment's per-track "
+    "Deployments and Services <name>-primary and <name>-canary, so such a name would share a Service "
+    "with another ModelDeployment (scorer-primary with scorer's); choose another, e.g. scorer-main"
+)
 
 # Go's time.ParseDuration subset that users write in YAML: "500ms", "90s", "5m", "1h30m".
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"

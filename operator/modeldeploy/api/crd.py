@@ -23,6 +23,7 @@ from modeldeploy.api.base import (
     MAX_NAME_LENGTH,
     PLURAL,
     PRESERVE_KEY,
+    RESERVED_SUFFIX_MESSAGE,
     SHORT_NAMES,
     SINGULAR,
     VERSION,
@@ -31,6 +32,14 @@ from modeldeploy.api.spec import ModelDeploymentSpec
 from modeldeploy.api.status import ModelDeploymentStatus
 
 CRD_NAME = f"{PLURAL}.{GROUP}"
+# Two ModelDeployments must never render the same child: `scorer-primary`'s Service would be the
+# Service `scorer` routes its primary track to (docs/security.md, "Only what is ours").
+NAME_RULE = {
+    "rule": "!self.metadata.name.endsWith('-primary') && !self.metadata.name.endsWith('-canary')",
+    "message": RESERVED_SUFFIX_MESSAGE,
+    "fieldPath": ".metadata.name",
+    "reason": "FieldValueInvalid",
+}
 CRD_FILENAME = f"{GROUP}_{PLURAL}.yaml"
 INT_OR_STRING = "x-kubernetes-int-or-string"
 
@@ -182,6 +191,8 @@ def crd() -> dict[str, Any]:
                             "rolls out new versions behind metric-gated canaries.",
                             "type": "object",
                             "required": ["spec"],
+                            # metadata.name is the one part of metadata a rule may read.
+                            CEL_KEY: [NAME_RULE],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

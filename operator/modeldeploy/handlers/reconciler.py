@@ -30,6 +30,7 @@ from modeldeploy.handlers.gates import GateRunner, gate_work
 from modeldeploy.render.compare import needs_apply, stamped
 from modeldeploy.render.names import NAME_LABEL, TRACK_LABEL, Track, deployment_name
 from modeldeploy.render.options import RenderOptions
+from modeldeploy.render.ownership import conflict_message, is_ours
 from modeldeploy.rollout import clock
 from modeldeploy.rollout.events import Event, transition_events
 from modeldeploy.rollout.machine import Decision, decide
@@ -65,6 +66,9 @@ _CRD_TTL_SECONDS = 60.0
 # One analysis round's queries together: a slow or hostile Prometheus costs a pass this much at most
 # (each query has the provider's own 5 s deadline within it).
 ANALYSIS_DEADLINE_SECONDS = 10.0
+# A child this operator created is taken as ours for this long, or until the cache holds it: the
+# pass right after a create may run before the watch brings the new object into the cache.
+_MADE_TTL_SECONDS = 60.0
 # A pass whose body turned out stale reads the object again and decides again, this many times.
 _CONFLICT_RETRIES = 3
 
@@ -78,7 +82,7 @@ def _key(obj: Mapping[str, Any]) -> ChildKey:
 
 
 def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
-    return any(ref.get("uid") == uid for ref in obj.get("metadata", {}).get("ownerReferences") or [])
+    return is_ours(obj, uid)
 
 
 def utcnow() -> datetime.datetime:
@@ -114,6 +118,8 @@ class Reconciler:
         self._crds: dict[str, tuple[str, ...] | None] = {}
         self._crds_checked_at = -_CRD_TTL_SECONDS
         self._lock = threading.Lock()
+        # (namespace, apiVersion, kind, name) -> (when, the object as our create left it)
+        self._made: dict[tuple[str, str, str, str], tuple[float, dict[str, Any]]] = {}
         self.echoes = Echoes()
 
     def close(self) -> None:
@@ -294,15 +300,17 @@ class Reconciler:
 
         desired = [stamped(obj) for obj in children(parent, spec, options, decision)]
         before = {key: obj.get("metadata", {}).get("resourceVersion") for key, obj in live.items()}
-        errors = self._apply(
+        errors, conflicts = self._apply(
             parent, spec, desired, live, kinds, installed, lambda: self._ensure_current(body)
         )
         after = {key: obj.get("metadata", {}).get("resourceVersion") for key, obj in live.items()}
-        if errors or after != before:
+        if errors or conflicts or after != before:
             # The status is decided from the children as they are now, after this pass's writes:
             # the watch echo of those writes does not wake another pass to correct it.
             fresh = self._observe(parent, body, old, live)
-            fresh = replace(fresh, analysis=seen.analysis, gate=seen.gate, apply_errors=errors)
+            fresh = replace(
+                fresh, analysis=seen.analysis, gate=seen.gate, apply_errors=errors, child_conflicts=conflicts
+            )
             fresh = replace(fresh, route=route_hold(parent, spec, live.values()))
             redecided = decide(spec, parent, old, fresh, now)
             requeue = decision.requeue_after
@@ -311,7 +319,7 @@ class Reconciler:
                 # applied: pass again at once, so routes and tracks follow the status it writes.
                 requeue = 0.0
             decision = replace(decision, status=redecided.status, requeue_after=requeue)
-        result = self._finish(body, old, decision.status, "apply-error" if errors else "ok")
+        result = self._finish(body, old, decision.status, "apply-error" if errors or conflicts else "ok")
         if result == "gone":
             self.forget_gate(parent.namespace, parent.name)
         else:
@@ -348,10 +356,16 @@ class Reconciler:
         kinds: list[Kind],
         installed: Mapping[str, tuple[str, ...] | None],
         ensure_current: Callable[[], None],
-    ) -> list[str]:
+    ) -> tuple[list[str], list[str]]:
         """Apply what differs and prune what is no longer wanted; `ensure_current` runs once,
-        before the first write, and raises if the parent changed since the pass read it."""
+        before the first write, and raises if the parent changed since the pass read it.
+
+        Only our own children are written: `live` holds what carries this object's controller
+        ownerReference (from the cache). A child not there is created, never applied: the create
+        fails if the name is taken, and the object of that name is then left exactly as it is and
+        reported (the second list). A failing child does not stop the others."""
         errors: list[str] = []
+        conflicts: list[str] = []
         listed = {(k.api_version, k.kind) for k in kinds}
         checked = False
 
@@ -369,32 +383,86 @@ class Reconciler:
                 errors.append(f"{key[1]}/{key[2]}: {unserved_message(key[0], key[1], installed)}")
                 continue
             current = live.get(key)
-            handover = hands_replicas_over(obj, current)
-            if handover or needs_apply(obj, current):
-                before_write()
-                try:
+            if current is not None:
+                with self._lock:
+                    self._made.pop((parent.namespace, *key), None)  # the cache has it now
+            try:
+                if current is None:
+                    before_write()
+                    current, made = self._create(parent, spec, obj, key, conflicts)
+                    if current is not None:
+                        live[key] = current
+                    if current is None or made:
+                        continue
+                handover = hands_replicas_over(obj, current)
+                if handover or needs_apply(obj, current):
+                    before_write()
+                    uid = str(current["metadata"]["uid"])
                     if handover:
-                        assert current is not None
-                        self._kube.apply(replicas_handover(obj, current), field_manager=HANDOVER_MANAGER)
-                    # Created at minReplicas, not at the default of 1 until the HPA's first sync;
-                    # the next pass hands the field over to the HPA (hands_replicas_over). The
-                    # handover manager applies the same value, so the two share the field, and only
-                    # our apply without it, right after, leaves it to the handover manager alone.
-                    live[key] = self._kube.apply(obj if current is not None else created(obj, spec))
+                        self._kube.apply(
+                            replicas_handover(obj, current), field_manager=HANDOVER_MANAGER, uid=uid
+                        )
+                    live[key] = self._kube.apply(obj, uid=uid)
                     self.echoes.wrote(live[key])
                     metrics.WRITES.labels(verb="apply").inc()
-                except KubeError as error:
-                    errors.append(f"{key[1]}/{key[2]}: {error.message or error.reason}")
-        if errors:
-            return errors  # prune nothing while the desired state is not fully in place
+            except KubeError as error:
+                errors.append(f"{key[1]}/{key[2]}: {error.message or error.reason}")
+        if errors or conflicts:
+            return errors, conflicts  # prune nothing while the desired state is not fully in place
         wanted = {_key(obj) for obj in desired}
         for key, obj in list(live.items()):
             if key not in wanted:
                 before_write()
-                self._kube.delete(kind_of(obj), parent.namespace, key[2])
+                # Only what is ours is in `live`; the uid precondition keeps it so if the name
+                # was taken by another object since the cache saw ours.
+                live_uid = obj.get("metadata", {}).get("uid")
+                try:
+                    self._kube.delete(kind_of(obj), parent.namespace, key[2], uid=live_uid and str(live_uid))
+                except KubeError as error:
+                    if not error.conflict:
+                        raise
+                    log.info("%s/%s: not deleted, another object has its name now", key[1], key[2])
                 metrics.WRITES.labels(verb="delete").inc()
                 del live[key]
-        return errors
+        return errors, conflicts
+
+    def _create(
+        self,
+        parent: ObjectRef,
+        spec: ModelDeploymentSpec,
+        obj: dict[str, Any],
+        key: ChildKey,
+        conflicts: list[str],
+    ) -> tuple[dict[str, Any] | None, bool]:
+        """A child the cache does not hold as ours: created (at minReplicas, not at the default of 1
+        until the HPA's first sync; the next pass hands `replicas` over to the HPA, see
+        hands_replicas_over). When the name is taken, it may be ours after all, the cache not having
+        seen it yet: one this operator created within _MADE_TTL_SECONDS, or else one read once (a
+        list by name) with our controller reference. Then it is returned to be applied as usual,
+        with its uid as precondition. Otherwise it is a conflict, and None. The flag: whether this
+        call created it."""
+        made = self._kube.create(created(obj, spec))
+        place, now = (parent.namespace, *key), time.monotonic()
+        with self._lock:
+            for stale in [k for k, (at, _) in self._made.items() if now - at > _MADE_TTL_SECONDS]:
+                del self._made[stale]
+            if made is not None:
+                self._made[place] = (now, made)
+            recent = self._made.get(place)
+        if made is not None:
+            self.echoes.wrote(made)
+            metrics.WRITES.labels(verb="create").inc()
+            return made, True
+        if recent is not None:
+            # Ours, made moments ago; the cache has not caught up. Any write to it carries its uid.
+            return recent[1], False
+        existing = self._kube.find(kind_of(obj), parent.namespace, key[2])
+        if existing is not None and is_ours(existing, parent.uid):
+            return existing, False
+        if existing is None:
+            raise KubeError(409, "Conflict", "deleted by someone else while being created; tried again")
+        conflicts.append(conflict_message(key[1], key[2], existing))
+        return None, False
 
     def _finish(
         self, body: Mapping[str, Any], old: ModelDeploymentStatus, new: ModelDeploymentStatus, result: str
@@ -489,7 +557,10 @@ def hands_replicas_over(desired: Mapping[str, Any], live: Mapping[str, Any] | No
         return False
     for entry in live.get("metadata", {}).get("managedFields") or []:
         fields = (entry.get("fieldsV1") or {}).get("f:spec") or {}
-        if entry.get("manager") == FIELD_MANAGER and "f:replicas" in fields:
+        # Our Apply entry only: an Update entry of ours (a create whose entry could not be turned
+        # into an Apply one) is released by no apply, and would hand the field over every pass.
+        ours = entry.get("manager") == FIELD_MANAGER and entry.get("operation", "Apply") == "Apply"
+        if ours and "f:replicas" in fields:
             return True
     return False
 

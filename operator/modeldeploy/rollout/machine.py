@@ -40,7 +40,7 @@ from modeldeploy.render.children import TrackPlan
 from modeldeploy.render.names import Track, url
 from modeldeploy.render.revision import revision
 from modeldeploy.rollout import clock
-from modeldeploy.rollout.observe import GateResult, Observations
+from modeldeploy.rollout.observe import GateResult, Observations, apply_failure
 from modeldeploy.rollout.replicas import (
     effective_ratio_weight,
     extra_gpus,
@@ -219,11 +219,11 @@ class _Machine:
         spent = handled.model_copy(update={k: v for k, v in tokens.items() if v is not None})
         if spent != handled or (status.handled is None and any(tokens.values())):
             status = status.model_copy(update={"handled": spent})
-        if self.seen.apply_errors and status.phase != Phase.FAILED:
-            # The API server refused a child: the rollout state stands, the object says what failed.
-            message = "; ".join(self.seen.apply_errors)
+        if (failure := apply_failure(self.seen)) is not None and status.phase != Phase.FAILED:
+            # A child was refused or its name is taken: the rollout state stands, the object says
+            # what failed.
             self.status = status
-            self.cond(ConditionType.DEGRADED, "True", "ApplyFailed", message)
+            self.cond(ConditionType.DEGRADED, "True", *failure)
             status = self.status
         return replace(decision, status=status)
 

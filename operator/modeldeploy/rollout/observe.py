@@ -155,6 +155,8 @@ class Observations:
     canary_pods: PodsSummary = field(default_factory=PodsSummary)
     # Children the API server refused, each "Kind/name: reason"; they make the object Degraded.
     apply_errors: list[str] = field(default_factory=list)
+    # Children whose name another object holds, each "Kind/name: ... (who owns it)"; left alone.
+    child_conflicts: list[str] = field(default_factory=list)
     commands: Commands = field(default_factory=Commands)
     # This round's analysis, when the machine asked for one (Decision.wants_analysis).
     analysis: list[MetricResult] | None = None
@@ -163,6 +165,16 @@ class Observations:
     # The router's controller does not route the canary as the live route says (the Gateway has
     # not accepted it); None: accepted, or nothing reported (routing/gateway_api.route_hold).
     route: RouteHold | None = None
+
+
+def apply_failure(seen: Observations) -> tuple[str, str] | None:
+    """(reason, message) of the Degraded condition when children could not all be written: a name
+    held by an object that is not ours says so first, as no retry of ours can clear it."""
+    if seen.child_conflicts:
+        return "ChildConflict", "; ".join([*seen.child_conflicts, *seen.apply_errors])
+    if seen.apply_errors:
+        return "ApplyFailed", "; ".join(seen.apply_errors)
+    return None
 
 
 def commands(annotations: Mapping[str, str] | None) -> Commands:

@@ -13,7 +13,7 @@ from modeldeploy.api.spec import ModelDeploymentSpec
 from modeldeploy.api.status import ConditionStatus, ConditionType, ModelDeploymentStatus, Phase
 from modeldeploy.render.names import url
 from modeldeploy.render.revision import revision
-from modeldeploy.rollout.observe import Observations
+from modeldeploy.rollout.observe import Observations, apply_failure
 
 
 def with_conditions(
@@ -58,16 +58,16 @@ def steady_status(
         "step": None,
     }
     out = status.model_copy(update=update)
-    if seen.apply_errors:
-        message = "; ".join(seen.apply_errors)
+    if (failure := apply_failure(seen)) is not None:
+        reason, message = failure
         out = out.model_copy(update={"phase": Phase.FAILED, "message": message})
         return with_conditions(
             out,
             parent,
             now,
-            (ConditionType.READY, "True" if ready else "False", "ApplyFailed", message),
-            (ConditionType.PROGRESSING, "False", "ApplyFailed", message),
-            (ConditionType.DEGRADED, "True", "ApplyFailed", message),
+            (ConditionType.READY, "True" if ready else "False", reason, message),
+            (ConditionType.PROGRESSING, "False", reason, message),
+            (ConditionType.DEGRADED, "True", reason, message),
         )
     if primary is not None and primary.revision == rev and primary.rolled_out and ready > 0:
         model = spec.model

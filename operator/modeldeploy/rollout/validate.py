@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from modeldeploy.analysis.templates import TemplateError, check_custom
-from modeldeploy.api.base import MAX_NAME_LENGTH
+from modeldeploy.api.base import MAX_NAME_LENGTH, RESERVED_NAME_SUFFIXES, RESERVED_SUFFIX_MESSAGE
 from modeldeploy.api.resource import InvalidSpecError, parse_spec
 from modeldeploy.api.spec import ModelDeploymentSpec
 
@@ -25,6 +25,9 @@ def validate(body: Mapping[str, Any]) -> ModelDeploymentSpec:
         problems.append("metadata.name: required")
     elif len(name) > MAX_NAME_LENGTH:
         problems.append(f"metadata.name: {NAME_TOO_LONG}")
+    elif name.endswith(RESERVED_NAME_SUFFIXES):
+        # The CRD's rule, for an object stored before it: its children are left as they are.
+        problems.append(f"metadata.name: {RESERVED_SUFFIX_MESSAGE}")
     try:
         spec = parse_spec(body.get("spec"))
     except InvalidSpecError as error:

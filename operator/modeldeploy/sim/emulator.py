@@ -583,12 +583,17 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     def _list(self, target: _Target, namespace: str | None, params: Mapping[str, str]) -> dict[str, Any]:
         # No pagination: a server may answer a `limit` with the whole list, and kopf asks none.
         labels = LabelSelector.parse(params.get("labelSelector"))
-        _no_field_selector(params)
+        # metadata.name only: the operator reads one child by name so (KubeClient.find).
+        fields = str(params.get("fieldSelector") or "")
+        named = fields.removeprefix("metadata.name=") if fields.startswith("metadata.name=") else None
+        if fields and (named is None or "," in named):
+            _no_field_selector(params)
         items = sorted(
             (
                 (key, obj)
                 for key, obj in self._live(target.resource)
                 if (namespace is None or key[1] == namespace)
+                and (named is None or key[2] == named)
                 and labels.matches(obj["metadata"].get("labels"))
             ),
             key=lambda pair: (pair[0][1] or "", pair[0][2]),
