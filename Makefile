@@ -6,11 +6,19 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 PY_DIRS := $(wildcard operator tests bench e2e runtime-images)
-# The real control plane (etcd, kube-apiserver, kube-controller-manager), the envtest convention.
-KUBEBUILDER_ASSETS ?= $(abspath ../shared/k8s/bin)
-export KUBEBUILDER_ASSETS
+# The real control plane (etcd, kube-apiserver, kube-controller-manager; the envtest convention) and
+# the upstream CRDs: named by these variables, else ../shared beside the clone, else .tools/, where
+# `make control-plane` (scripts/install-control-plane.py) fetches them, pinned by checksum.
+SHARED := $(abspath ../shared)
+ifeq ($(strip $(KUBEBUILDER_ASSETS)),)
+KUBEBUILDER_ASSETS := $(if $(wildcard $(SHARED)/k8s/bin/kube-apiserver),$(SHARED)/k8s/bin,$(CURDIR)/.tools/k8s/bin)
+endif
+ifeq ($(strip $(MODELDEPLOY_THIRD_PARTY_CRDS)),)
+MODELDEPLOY_THIRD_PARTY_CRDS := $(if $(wildcard $(SHARED)/third-party-crds/*.yaml),$(SHARED)/third-party-crds,$(CURDIR)/.tools/third-party-crds)
+endif
+export KUBEBUILDER_ASSETS MODELDEPLOY_THIRD_PARTY_CRDS
 
-.PHONY: demo test lint unit crd golden bench tools tools-helm tools-prometheus tools-mlserver clean e2e
+.PHONY: demo test lint unit crd golden bench control-plane tools tools-helm tools-prometheus tools-mlserver clean e2e
 
 $(STAMP): pyproject.toml
 	@echo "setup: creating .venv with $(PYTHON)"
@@ -35,7 +43,12 @@ tools-prometheus:  # prometheus and promtool: the analysis tests and the demo's 
 tools-mlserver:  # MLServer + scikit-learn in .tools/mlserver-venv: the model-quality gate tests and demo
 	@bash scripts/install-mlserver.sh
 
-demo: $(STAMP) tools-prometheus tools-mlserver
+# Found, or fetched into .tools/; offline with neither, one line says what is missing and how to
+# provide it, and the command stops (non-zero) before anything else.
+control-plane: $(STAMP)
+	@$(BIN)/python scripts/install-control-plane.py
+
+demo: control-plane tools-prometheus tools-mlserver
 	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/modeldeploy demo
 
 lint: $(STAMP)
@@ -48,7 +61,7 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q
 
-test: tools lint
+test: control-plane tools lint
 	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/pytest -q
 
 # Opt-in: a real cluster (kind) made by e2e/setup-kind.sh; see docs/e2e.md.
@@ -64,7 +77,7 @@ golden: $(STAMP)
 	UPDATE_GOLDEN=1 $(BIN)/pytest -q tests/test_golden.py
 
 # The operator against a bare-client floor on the real control plane; `make bench BENCH_ARGS="--n 1000"`.
-bench: tools
+bench: control-plane tools
 	$(BIN)/python bench/reconcile_latency.py $(BENCH_ARGS)
 
 clean:

@@ -1,8 +1,9 @@
 """The real-API tier: one real control plane per test session, one namespace per test.
 
-`KUBEBUILDER_ASSETS` names the folder with etcd, kube-apiserver and kube-controller-manager (the
-Makefile and .ci/run default it to ../shared/k8s/bin). Without them the tier is skipped with one
-line saying what is missing; with CI=true that is a failure instead.
+The control plane (etcd, kube-apiserver, kube-controller-manager) is found as tests/assets.py says:
+$KUBEBUILDER_ASSETS, else ../shared/k8s/bin, else .tools/k8s/bin (scripts/install-control-plane.py
+fetches it there; `make test` runs it first). Without it the tier is skipped, and the run's summary
+says why in one line; with CI=true the run fails instead, with that line.
 """
 
 from __future__ import annotations
@@ -18,16 +19,15 @@ from typing import Any
 import pytest
 import yaml
 
-from modeldeploy.sim.controlplane import ControlPlane, ControlPlaneMissing, find_assets
+from assets import ASSETS, KUBERNETES, MISSING, THIRD_PARTY_CRDS
+from modeldeploy.sim.controlplane import ControlPlane, find_assets
 from modeldeploy.sim.kubeapi import KubeApi
 from modeldeploy.sim.kubelet import Kubelet, PodReport, Policy, always_ready
 from modeldeploy.sim.operator_process import OperatorProcess
 from operator_bed import OperatorBed
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-THIRD_PARTY_CRDS = Path(
-    os.environ.get("MODELDEPLOY_THIRD_PARTY_CRDS", REPO_ROOT.parent / "shared" / "third-party-crds")
-)
+__all__ = ["THIRD_PARTY_CRDS"]  # for the tests that read the upstream CRDs
 REAL_API = "real_api"
 RBAC_GROUP = "rbac.authorization.k8s.io"
 
@@ -37,12 +37,11 @@ def ci() -> bool:
 
 
 def require_assets() -> Path:
-    try:
-        return find_assets()
-    except ControlPlaneMissing as error:
-        if ci():
-            pytest.fail(f"{error} -- CI=true, so this is a failure, not a skip")
-        pytest.skip(f"real API server tier: {error}")
+    if ASSETS is not None:
+        return find_assets(ASSETS)
+    if ci():
+        pytest.fail(f"{MISSING} -- CI=true, so this is a failure, not a skip")
+    pytest.skip(MISSING)
 
 
 class Policies:
@@ -109,6 +108,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "control_plane" in getattr(item, "fixturenames", ()):
             item.add_marker(REAL_API)
+    if ASSETS is None and ci() and any(item.get_closest_marker(REAL_API) for item in items):
+        pytest.exit(f"{MISSING} -- CI=true, so the run fails", returncode=1)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    # pytest names each skip by its test's place, so its summary would repeat the one reason once per
+    # test module; naming them all by this file folds them into one line.
+    report = yield
+    longrepr = report.longrepr
+    if report.skipped and isinstance(longrepr, tuple) and longrepr[2].endswith(MISSING):
+        report.longrepr = (str(Path(__file__).relative_to(REPO_ROOT)), 1, longrepr[2])
+    return report
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -118,7 +130,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         for report in terminalreporter.stats.get(key, [])
         if getattr(report, "when", "call") == "call" and REAL_API in getattr(report, "keywords", {})
     ]
-    terminalreporter.write_line(f"{len(ran)} tests ran on the real API server (kube-apiserver v1.36.2)")
+    terminalreporter.write_line(f"{len(ran)} tests ran on the real API server (kube-apiserver {KUBERNETES})")
 
 
 def start_operator(

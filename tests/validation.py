@@ -38,10 +38,9 @@ import pytest
 import yaml
 from kubernetes_validate.utils import latest_version
 
+from assets import THIRD_PARTY_CRDS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-THIRD_PARTY_CRDS = Path(
-    os.environ.get("MODELDEPLOY_THIRD_PARTY_CRDS", REPO_ROOT.parent / "shared" / "third-party-crds")
-)
 # The upstream CRDs are large: libyaml reads them ten times faster than the pure-Python loader.
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # The newest Kubernetes whose schemas the installed kubernetes-validate carries.
@@ -418,9 +417,9 @@ def validate_k8s(obj: Mapping[str, Any], version: str = K8S_VERSION) -> None:
 def missing_third_party_crds() -> NoReturn:
     """Skip (one summary line for every test that needs them), or fail under CI=true."""
     message = (
-        f"upstream CRDs: {THIRD_PARTY_CRDS} is missing; set MODELDEPLOY_THIRD_PARTY_CRDS to a folder with "
-        "the Gateway API (config/crd/standard), Prometheus Operator (example/prometheus-operator-crd) "
-        "and Istio CRD YAML files"
+        f"upstream CRDs: not in {THIRD_PARTY_CRDS} or .tools/third-party-crds; set"
+        " MODELDEPLOY_THIRD_PARTY_CRDS to a folder with the Gateway API, Istio, Prometheus Operator and"
+        " KEDA CRD YAML files, or run scripts/install-control-plane.py with network access"
     )
     if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
         pytest.fail(f"{message} -- CI=true, so this is a failure, not a skip")

@@ -1,8 +1,8 @@
 """A real Kubernetes control plane on loopback: etcd, kube-apiserver and kube-controller-manager.
 
 The envtest convention: the binaries come from the folder named by `KUBEBUILDER_ASSETS`
-(`setup-envtest use 1.36 -p path` prints one; the controller manager comes from the Kubernetes
-server release). Used by the test suite, the benchmark and `modeldeploy demo`.
+(scripts/install-control-plane.py fetches envtest's etcd and kube-apiserver and the release's
+kube-controller-manager when there is none). Used by the test suite, the benchmark and the demo.
 
 The API server runs as production clusters do: TLS with a self-signed serving certificate, token
 and client-certificate authentication, the RBAC authorizer, a JSON audit log of every request, and
@@ -33,7 +33,11 @@ import yaml
 from modeldeploy.sim.kubeapi import ApiError, KubeApi
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
-HOW_TO_GET = "get them with `setup-envtest use 1.36 -p path` and name the folder in KUBEBUILDER_ASSETS"
+HOW_TO_GET = (
+    "name a folder with them in KUBEBUILDER_ASSETS, put the shared folder at ../shared/k8s/bin, or run"
+    " scripts/install-control-plane.py with network access (it fetches Kubernetes v1.36.2 into"
+    " .tools/k8s/bin)"
+)
 ADMIN_USER = "admin"
 # Added to the defaults: what a hardened production cluster turns on beyond them.
 ADMISSION = "NodeRestriction,OwnerReferencesPermissionEnforcement,AlwaysPullImages,EventRateLimit"
@@ -56,9 +60,12 @@ class ControlPlaneMissing(RuntimeError):
 
 
 def find_assets(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The folder of binaries: `explicit`, else $KUBEBUILDER_ASSETS, else ../shared/k8s/bin."""
-    candidate = explicit or os.environ.get("KUBEBUILDER_ASSETS") or Path.cwd().parent / "shared/k8s/bin"
-    folder = Path(candidate)
+    """The folder of binaries: `explicit`, else $KUBEBUILDER_ASSETS, else ../shared/k8s/bin, else
+    .tools/k8s/bin (where scripts/install-control-plane.py puts them)."""
+    shared = Path.cwd().parent / "shared/k8s/bin"
+    fetched = Path.cwd() / ".tools/k8s/bin"
+    default = shared if shared.is_dir() or not fetched.is_dir() else fetched
+    folder = Path(explicit or os.environ.get("KUBEBUILDER_ASSETS") or default)
     missing = [name for name in BINARIES if not os.access(folder / name, os.X_OK)]
     if missing:
         raise ControlPlaneMissing(f"no {', '.join(missing)} in {folder}: {HOW_TO_GET}")
