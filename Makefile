@@ -45,8 +45,12 @@ tools-mlserver:  # MLServer + scikit-learn in .tools/mlserver-venv: the model-qu
 
 # Found, or fetched into .tools/; offline with neither, one line says what is missing and how to
 # provide it, and the command stops (non-zero) before anything else.
+# The script prints its failure line on stdout (its progress on stderr); $(error) shows that line as
+# make's only one, rather than the line and make's "Error 1" after it.
 control-plane: $(STAMP)
-	@$(BIN)/python scripts/install-control-plane.py
+	$(eval SETUP_FAILED := $$(shell $(BIN)/python scripts/install-control-plane.py --for-make))
+	$(if $(SETUP_FAILED),$(error $(SETUP_FAILED)))
+	@true
 
 demo: control-plane tools-prometheus tools-mlserver
 	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/modeldeploy demo

@@ -224,7 +224,7 @@ class Part:
 
 PARTS = (
     Part(
-        f"the control plane (Kubernetes {KUBERNETES})", "KUBEBUILDER_ASSETS", BINARIES,
+        f"the control plane of Kubernetes {KUBERNETES}", "KUBEBUILDER_ASSETS", BINARIES,
         SHARED / "k8s" / "bin", TOOLS_BIN, CONTROL_PLANE, executable=True,
     ),
     Part(
@@ -307,10 +307,10 @@ def install(part: Part, target: Path, source: Path | None, say: Callable[[str], 
         staged.rename(target)
 
 
-def run(env: Mapping[str, str], source: Path | None, say: Callable[[str], None]) -> int:
-    """0 when every part is there (each said in one line), else 1 after ONE line saying what is missing
-    and how to provide it: lines about the parts that were found wait until the end, so that a failure
-    is the only thing printed."""
+def run(env: Mapping[str, str], source: Path | None, say: Callable[[str], None]) -> str | None:
+    """None when every part is there (each said in one line), else the ONE line saying what is missing
+    and how to provide it. The lines about parts that were found wait until the end, so that a
+    failure is the only thing printed."""
     found_lines: list[str] = []
     missing: list[str] = []
     for part in PARTS:
@@ -320,45 +320,52 @@ def run(env: Mapping[str, str], source: Path | None, say: Callable[[str], None])
             continue
         if fetch_into is None:  # named by the user, incomplete: not ours to fill
             named = Path(env[part.variable])
-            say(
-                f"setup failed: {part.variable}={named} has no {', '.join(part.missing(named))};"
-                f" {HOW_TO_PROVIDE}"
-            )
-            return 1
+            lacks = ", ".join(part.missing(named))
+            return f"setup failed: {part.variable}={named} has no {lacks}; {HOW_TO_PROVIDE}"
         if missing:  # offline already: do not wait for a second timeout
             missing.append(part.what)
             continue
         try:
             install(part, fetch_into, source, say)
         except Refused as refused:
-            say(f"setup failed: {refused}")
-            return 1
+            return f"setup failed: {refused}"
         except Offline as offline:
             missing.append(f"{part.what} ({offline})")
             continue
         found_lines.append(f"setup: {part.what}: fetched into {fetch_into}")
     if missing:
         variables = " or ".join(f"${part.variable}" for part in PARTS)
-        say(
-            f"setup failed: missing {' and '.join(missing)}: not in {variables}, ../shared or .tools/;"
-            f" {HOW_TO_PROVIDE}"
-        )
-        return 1
+        where = f"not in {variables}, ../shared or .tools/"
+        return f"setup failed: missing {' and '.join(missing)}: {where}; {HOW_TO_PROVIDE}"
     for line in found_lines:
         say(line)
-    return 0
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--from", dest="source", type=Path, help="take the downloads from this folder")
+    parser.add_argument(
+        "--for-make",
+        action="store_true",
+        help="print the failure line on stdout, for the Makefile to show as its one error line",
+    )
     args = parser.parse_args(argv)
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    failure = None
     if (platform.system(), platform.machine()) != ("Linux", "x86_64") and not all(
         locate(part, os.environ)[0] for part in PARTS
     ):
-        print(f"setup failed: the pinned downloads are Linux amd64 builds; {HOW_TO_PROVIDE}", file=sys.stderr)
-        return 1
-    return run(os.environ, args.source, lambda line: print(line, file=sys.stderr, flush=True))
+        failure = f"setup failed: the pinned downloads are Linux amd64 builds; {HOW_TO_PROVIDE}"
+    else:
+        failure = run(os.environ, args.source, say)
+    if failure is None:
+        return 0
+    print(failure, file=sys.stdout if args.for_make else sys.stderr, flush=True)
+    return 1
 
 
 if __name__ == "__main__":
