@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-PY_DIRS := $(wildcard operator tests bench e2e runtime-images)
+PY_DIRS := $(wildcard operator tests bench e2e runtime-images scripts)
 # The real control plane (etcd, kube-apiserver, kube-controller-manager; the envtest convention) and
 # the upstream CRDs: named by these variables, else ../shared beside the clone, else .tools/, where
 # `make control-plane` (scripts/install-control-plane.py) fetches them, pinned by checksum.
@@ -60,6 +60,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check $(PY_DIRS)
 	$(BIN)/mypy
 	$(BIN)/mypy --strict --ignore-missing-imports runtime-images/model-puller/puller.py
+	$(BIN)/mypy --strict scripts/install-control-plane.py
 	$(BIN)/lint-imports
 
 unit: $(STAMP)
