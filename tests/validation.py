@@ -417,9 +417,10 @@ def validate_k8s(obj: Mapping[str, Any], version: str = K8S_VERSION) -> None:
 def missing_third_party_crds() -> NoReturn:
     """Skip (one summary line for every test that needs them), or fail under CI=true."""
     message = (
-        f"upstream CRDs: not in {THIRD_PARTY_CRDS} or .tools/third-party-crds; set"
-        " MODELDEPLOY_THIRD_PARTY_CRDS to a folder with the Gateway API, Istio, Prometheus Operator and"
-        " KEDA CRD YAML files, or run scripts/install-control-plane.py with network access"
+        "upstream CRDs: none in $MODELDEPLOY_THIRD_PARTY_CRDS, ../shared/third-party-crds or"
+        " .tools/third-party-crds; set MODELDEPLOY_THIRD_PARTY_CRDS to a folder with the Gateway API,"
+        " Istio, Prometheus Operator and KEDA CRD YAML files, or run scripts/install-control-plane.py"
+        " with network access"
     )
     if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
         pytest.fail(f"{message} -- CI=true, so this is a failure, not a skip")
