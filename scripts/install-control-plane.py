@@ -40,7 +40,8 @@ BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
 
 KUBERNETES = "v1.36.2"
 # The envtest archive: controller-tools' "envtest-releases", on its GitHub releases. The sha512 is the
-# one published in controller-tools' envtest-releases.yaml (releases.v1.36.2, linux-amd64).
+# one published in controller-tools' envtest-releases.yaml (releases.v1.36.2, linux-amd64; read at
+# its commit 434758187ddd). The archive holds controller-tools/envtest/{etcd,kube-apiserver,kubectl}.
 ENVTEST_URL = (
     "https://github.com/kubernetes-sigs/controller-tools/releases/download/"
     f"envtest-{KUBERNETES}/envtest-{KUBERNETES}-linux-amd64.tar.gz"
@@ -53,16 +54,20 @@ ENVTEST_MEMBERS = {
     "controller-tools/envtest/etcd": "etcd",
     "controller-tools/envtest/kube-apiserver": "kube-apiserver",
 }
-# The official release binary. The sha256 is the published `<url>.sha256` as recorded by a project
-# that checked it (this machine cannot reach the release host); the fetch reads the published
-# .sha256 too and refuses the binary unless all three agree.
+# The official release binary. The sha256 is its published `<url>.sha256` as another project
+# recorded it after checking (the machine this was written on could not reach dl.k8s.io to read it
+# itself), so a fetch also reads the published .sha256 and refuses the binary unless the file, that
+# .sha256 and this pin all agree. (../shared/k8s/bin is built from source: not the same artefact.)
 CONTROLLER_MANAGER_URL = f"https://dl.k8s.io/release/{KUBERNETES}/bin/linux/amd64/kube-controller-manager"
 CONTROLLER_MANAGER_SHA256 = "6332e45474baf6362f50394d8f7c6002274db04d68fe51dbe2229ef5c0b21e3c"
 
 # The CRDs, pinned by upstream commit: the commits ../shared/third-party-crds was copied from (see its
-# README), so the schema checks see the same bytes. Each sha256 is computed from that upstream file
-# at that commit, which is byte-identical to the copy in ../shared/third-party-crds (checked; Istio's
-# is its one generated file, split here into the two CRDs the project renders).
+# README), so the schema checks see the same bytes. They are main-branch commits newer than every
+# release tag (the Gateway API files say bundle-version v0.0.0-dev), so no release asset has these
+# bytes; a commit URL is as immutable. Each sha256 is computed from the upstream file at that commit,
+# byte-identical to its copy in ../shared/third-party-crds (tests/test_install_control_plane.py
+# checks the pins against those copies). Istio's is its one generated file, split here into the two
+# CRDs the project renders; the split reproduces the shared copies byte for byte.
 RAW = "https://raw.githubusercontent.com/{repo}/{commit}/{path}"
 GATEWAY_API = ("kubernetes-sigs/gateway-api", "4564255ac2c35d582249b3cdf261bdf51c8bca32")
 PROMETHEUS_OPERATOR = ("prometheus-operator/prometheus-operator", "6adcebc5076c34f4f55f8f5f7b1e528929373ac7")
