@@ -21,7 +21,7 @@ from modeldeploy.analysis.verdicts import evaluate
 from modeldeploy.api.base import GROUP, VERSION
 from modeldeploy.api.resource import InvalidSpecError, ObjectRef, object_ref, parse_status
 from modeldeploy.api.spec import ModelDeploymentSpec
-from modeldeploy.api.status import MetricResult, ModelDeploymentStatus
+from modeldeploy.api.status import MetricResult, ModelDeploymentStatus, Phase
 from modeldeploy.handlers import metrics
 from modeldeploy.handlers.cache import Cache
 from modeldeploy.handlers.echoes import Echoes
@@ -294,6 +294,10 @@ class Reconciler:
             fresh = self._observe(parent, body, old, live)
             fresh = replace(fresh, analysis=seen.analysis, gate=seen.gate, apply_errors=errors)
             redecided = decide(spec, parent, old, fresh, now)
+            if _rolled_back(decision.status, old) and _rolled_back(redecided.status, old):
+                # Why it rolled back is what the pass saw before its own writes, not the canary
+                # this very pass scaled to zero.
+                redecided = replace(redecided, status=decision.status)
             requeue = decision.requeue_after
             if _shape(redecided) != _shape(decision):
                 # The status moved on (say Promoting -> Stable) past the children this pass
@@ -458,6 +462,10 @@ def unserved_message(api_version: str, kind: str, installed: Mapping[str, tuple[
         f"needs {kind} {api_version}, but the cluster serves {group} {', '.join(served)} only:"
         f" upgrade the {crd} CRD to one that serves {version}"
     )
+
+
+def _rolled_back(new: ModelDeploymentStatus, old: ModelDeploymentStatus) -> bool:
+    return new.phase == Phase.ROLLED_BACK and old.phase != Phase.ROLLED_BACK
 
 
 def _shape(decision: Decision) -> tuple[Any, ...]:
