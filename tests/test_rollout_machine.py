@@ -1001,3 +1001,16 @@ def test_a_down_canary_says_when_it_is_rolled_back_and_writes_nothing_new_meanwh
     degraded = {c.type: c for c in decisions[-1].status.conditions}["Degraded"]
     assert "scaled to 0 replicas" in degraded.message and "at 2026-11-24T12:02:30Z" in degraded.message
     assert decisions[-1].status == decisions[-2].status  # no countdown: a pass with no news writes nothing
+
+
+def test_the_step_that_scaled_the_canary_up_agrees_when_decided_again_after_its_write() -> None:
+    # The shell decides a pass's status again from the children as its own writes left them: the
+    # canary just scaled up for step 2 (desired 2, 1 Ready) must not undo the step's end.
+    target = spec()
+    before = run_ticks(target, [Tick(0, canary="absent"), Tick(5, weight=10)])[-1].status
+    now = T0 + datetime.timedelta(seconds=66)
+    primary = _deployment(revision(V1), 4, True)
+    scaled = replace(_deployment(revision(target), 2, False), ready=1, available=1)
+    seen = Observations(primary=primary, canary=scaled, analysis=_verdict("pass"))
+    again = decide(target, PARENT, before, seen, now)
+    assert again.status.step == 1, again.status.conditions

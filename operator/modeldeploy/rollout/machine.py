@@ -306,13 +306,27 @@ class _Machine:
     # ------------------------------------------------------------------ canary availability
 
     def fully_ready(self, replicas: int) -> bool:
-        """Every pod the step asks for is Ready on this revision: the only canary advanced or promoted."""
+        """The canary is rolled out at the step's size, every pod Ready: its traffic may start."""
         canary = self.seen.canary
         return (
             canary is not None
             and canary.revision == self.rev
             and canary.rolled_out
             and canary.ready >= replicas
+        )
+
+    def step_ready(self, replicas: int) -> bool:
+        """Every pod the step asked for is Ready on this revision, none crash-looping or
+        unschedulable: the only canary whose step may end (advance or promotion). Not `rolled_out`:
+        the pass that advances scales the canary up for the next step, and the status it writes is
+        decided again from the Deployment as that write left it (handlers/reconciler.py)."""
+        canary = self.seen.canary
+        return (
+            canary is not None
+            and canary.revision == self.rev
+            and canary.desired > 0
+            and canary.ready >= replicas
+            and self.canary_down(strict=True) is None
         )
 
     def canary_down(self, strict: bool) -> str | None:
@@ -421,7 +435,12 @@ class _Machine:
         the canary all of its share (BlueGreen: all traffic) while the primary rolls."""
         canary = self.seen.canary
         down = self.canary_down(strict=True)
-        if canary is not None and canary.revision == self.rev and canary.rolled_out and down is None:
+        if (
+            canary is not None
+            and canary.revision == self.rev
+            and canary.ready >= canary.desired
+            and down is None
+        ):
             return None
         why = down or (
             f"{canary.ready}/{canary.desired} canary pods ready"
@@ -565,7 +584,7 @@ class _Machine:
             gated = self.gate_stage(GateStage.MIRROR, step, replicas, weight)
             if gated is not None:
                 return gated
-            if not self.fully_ready(replicas):
+            if not self.step_ready(replicas):
                 return self.not_ready_hold(step, replicas, weight, "promoting")
             return self.begin_promotion(self.passed() + " (again on the mirrored phase)")
         elapsed = clock.since(self.status.last_analysis_at or self.status.weight_set_at, self.now)
@@ -622,7 +641,7 @@ class _Machine:
         if remaining_pause > 0:
             return self.hold(step, replicas, weight, min(interval, remaining_pause), note="pausing")
         last = step + 1 >= self.steps_count()
-        if not self.fully_ready(replicas):
+        if not self.step_ready(replicas):
             return self.not_ready_hold(step, replicas, weight, "promoting" if last else f"step {step + 2}")
         if last:
             gates = self.spec.rollout.gates
