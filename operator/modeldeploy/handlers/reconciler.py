@@ -21,7 +21,7 @@ from modeldeploy.analysis.verdicts import evaluate
 from modeldeploy.api.base import GROUP, VERSION
 from modeldeploy.api.resource import InvalidSpecError, ObjectRef, object_ref, parse_status
 from modeldeploy.api.spec import ModelDeploymentSpec
-from modeldeploy.api.status import MetricResult, ModelDeploymentStatus, Phase
+from modeldeploy.api.status import MetricResult, ModelDeploymentStatus
 from modeldeploy.handlers import metrics
 from modeldeploy.handlers.cache import Cache
 from modeldeploy.handlers.echoes import Echoes
@@ -163,6 +163,7 @@ class Reconciler:
         body: Mapping[str, Any],
         old: ModelDeploymentStatus,
         live: dict[ChildKey, Any],
+        look_at_canary: bool = True,
     ) -> Observations:
         primary = live.get(("apps/v1", "Deployment", deployment_name(parent, Track.PRIMARY)))
         canary = live.get(("apps/v1", "Deployment", deployment_name(parent, Track.CANARY)))
@@ -171,7 +172,7 @@ class Reconciler:
             canary=deployment_state(canary) if canary is not None else None,
             commands=commands(body.get("metadata", {}).get("annotations")),
         )
-        if canary is not None and old.canary_revision is not None:
+        if look_at_canary and canary is not None and old.canary_revision is not None:
             state = seen.canary
             if state is not None and not state.rolled_out:
                 # Only a canary that is not ready needs a look at its pods: crash or slow load?
@@ -291,13 +292,18 @@ class Reconciler:
         if errors or after != before:
             # The status is decided from the children as they are now, after this pass's writes:
             # the watch echo of those writes does not wake another pass to correct it.
-            fresh = self._observe(parent, body, old, live)
-            fresh = replace(fresh, analysis=seen.analysis, gate=seen.gate, apply_errors=errors)
+            # The canary as the pass saw it before its writes, though: a canary this very pass
+            # scaled up for the next step, or down for a rollback, is not news about the canary
+            # (it would read as not ready, or as scaled to zero by hand, and undo the decision).
+            fresh = replace(
+                self._observe(parent, body, old, live, look_at_canary=False),
+                canary=seen.canary,
+                canary_pods=seen.canary_pods,
+                analysis=seen.analysis,
+                gate=seen.gate,
+                apply_errors=errors,
+            )
             redecided = decide(spec, parent, old, fresh, now)
-            if _rolled_back(decision.status, old) and _rolled_back(redecided.status, old):
-                # Why it rolled back is what the pass saw before its own writes, not the canary
-                # this very pass scaled to zero.
-                redecided = replace(redecided, status=decision.status)
             requeue = decision.requeue_after
             if _shape(redecided) != _shape(decision):
                 # The status moved on (say Promoting -> Stable) past the children this pass
@@ -462,10 +468,6 @@ def unserved_message(api_version: str, kind: str, installed: Mapping[str, tuple[
         f"needs {kind} {api_version}, but the cluster serves {group} {', '.join(served)} only:"
         f" upgrade the {crd} CRD to one that serves {version}"
     )
-
-
-def _rolled_back(new: ModelDeploymentStatus, old: ModelDeploymentStatus) -> bool:
-    return new.phase == Phase.ROLLED_BACK and old.phase != Phase.ROLLED_BACK
 
 
 def _shape(decision: Decision) -> tuple[Any, ...]:
