@@ -1004,8 +1004,8 @@ def test_a_down_canary_says_when_it_is_rolled_back_and_writes_nothing_new_meanwh
 
 
 def test_the_step_that_scaled_the_canary_up_agrees_when_decided_again_after_its_write() -> None:
-    # The shell decides a pass's status again from the children as its own writes left them: the
-    # canary just scaled up for step 2 (desired 2, 1 Ready) must not undo the step's end.
+    # The step's end decided again (a pass retried after its writes) with the canary already
+    # scaled up for step 2 (desired 2, 1 Ready): the same end, not a hold that scales it back.
     target = spec()
     before = run_ticks(target, [Tick(0, canary="absent"), Tick(5, weight=10)])[-1].status
     now = T0 + datetime.timedelta(seconds=66)

@@ -317,9 +317,9 @@ class _Machine:
 
     def step_ready(self, replicas: int) -> bool:
         """Every pod the step asked for is Ready on this revision, none crash-looping or
-        unschedulable: the only canary whose step may end (advance or promotion). Not `rolled_out`:
-        the pass that advances scales the canary up for the next step, and the status it writes is
-        decided again from the Deployment as that write left it (handlers/reconciler.py)."""
+        unschedulable: the only canary whose step may end (advance or promotion). Not `rolled_out`,
+        which also waits for the Deployment controller to see our last write: a canary already
+        growing for the next step (the step's end decided again) must not undo that end."""
         canary = self.seen.canary
         return (
             canary is not None
