@@ -165,11 +165,18 @@ def delete(bed: OperatorBed, pods: CanaryPods) -> str:
 
 
 def scale_to_zero(bed: OperatorBed, pods: CanaryPods) -> str:
-    """`kubectl scale deployment scorer-canary --replicas=0`; the pods put back stay Pending."""
+    """`kubectl scale deployment scorer-canary --replicas=0`; the pods put back stay Pending.
+
+    Its pods are deleted too, as the ReplicaSet controller does: the operator scales the canary
+    back up in the pass that sees it at zero, often before that controller has removed a pod, and
+    a canary whose pods never stopped is serving again (rightly: its traffic comes back)."""
     pods.state = PodState.PENDING
+    running = bed.api.list("v1", "Pod", bed.namespace, f"{TRACK_LABEL}=canary")
     bed.api.patch(
         "apps/v1", "Deployment", bed.namespace, CANARY, {"spec": {"replicas": 0}}, subresource="scale"
     )
+    for pod in running:
+        bed.api.delete("v1", "Pod", bed.namespace, pod["metadata"]["name"])
     return "canary pods ready"
 
 
