@@ -53,9 +53,14 @@ PULL_FAILED = {
         pytest.param([pod(LOADING)], None, False, None, "triton still loading the model", id="slow-load"),
         pytest.param([pod(init=(PULLING,))], None, False, None, "still downloading the model", id="pulling"),
         pytest.param(
-            [pod(CRASHED_ONCE)], "CrashLoopBackOff (last exit 1", False, None, None, id="crashed-once"
+            [pod(CRASHED_ONCE)],
+            "CrashLoopBackOff, 1 restart (last exit 1",
+            False,
+            None,
+            None,
+            id="crashed-once",
         ),
-        pytest.param([pod(CRASHING)], "CrashLoopBackOff", True, None, None, id="crash-looping"),
+        pytest.param([pod(CRASHING)], "CrashLoopBackOff, 4 restarts", True, None, None, id="crash-looping"),
         pytest.param(
             [pod(init=(PULL_FAILED,))], "model-puller exited 1", False, None, None, id="puller-failed"
         ),

@@ -9,7 +9,7 @@ the previous decision asked for, ready or not as the tick says.
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -20,6 +20,7 @@ from modeldeploy.api.spec import Analysis
 from modeldeploy.api.status import GateCheck, MetricResult, ModelDeploymentStatus, Phase, Verdict
 from modeldeploy.render.names import Track
 from modeldeploy.render.revision import revision
+from modeldeploy.rollout import clock
 from modeldeploy.rollout.machine import Decision, decide, snapshot
 from modeldeploy.rollout.observe import Commands, DeploymentState, GateResult, Observations, PodsSummary
 
@@ -27,12 +28,12 @@ T0 = datetime.datetime(2026, 11, 24, 12, 0, 0, tzinfo=datetime.UTC)
 PARENT = ObjectRef(name="scorer", namespace="ml", uid="u-1", generation=2)
 
 
-def spec(version: str = "2", **rollout: Any) -> Any:
+def spec(version: str = "2", traffic: dict[str, Any] | None = None, **rollout: Any) -> Any:
     raw: dict[str, Any] = {
         "model": {"name": "scorer", "version": version, "storageUri": "s3://models/scorer"},
         "runtime": {"gpus": 1},
         "scaling": {"minReplicas": 4, "maxReplicas": 4},
-        "traffic": {"gatewayAPI": {"parentRefs": [{"name": "gw"}]}},
+        "traffic": {"gatewayAPI": {"parentRefs": [{"name": "gw"}]}} if traffic is None else traffic,
         "rollout": {
             "steps": [{"weight": 10}, {"weight": 50}],
             "interval": "1m",
@@ -60,7 +61,9 @@ def stable_status() -> ModelDeploymentStatus:
 @dataclass(frozen=True)
 class Tick:
     at: float  # seconds after T0
-    canary: str = "ready"  # absent | loading | ready | crashed | unschedulable
+    # absent | loading | ready | crashed | looping | unschedulable | zero (scaled to 0 by hand) |
+    # partial (1 pod Ready of its size, the rest loading) | partial-looping (the rest crash-looping)
+    canary: str = "ready"
     primary: str = "ready"  # ready | rolling (on the new revision, not ready yet) | stable-only
     # pass | fail | inconclusive | unseen | thin | down (_RAW), when the machine asks
     analysis: str | None = None
@@ -78,6 +81,10 @@ class Tick:
     gate: str | None = None
     gate_state: str | None = None  # status.gate.state that must follow ("-": no gate in status)
     gate_run: bool | None = None  # whether the decision wants a gate run going
+    mirror: bool | None = None  # whether the split mirrors to the canary
+    cohort: bool | None = None  # whether the split pins the A/B cohort to the canary
+    service: str | None = None  # the main Service's track: primary | canary | both
+    unavailable_since: float | None = None  # status.canaryUnavailableSince, seconds after T0 (-1: unset)
 
 
 def _deployment(revision_: str, size: int, ready: bool) -> DeploymentState:
@@ -124,17 +131,23 @@ def run_ticks(target: Any, ticks: list[Tick], status: ModelDeploymentStatus | No
         plan = {p.track: p for p in last.tracks} if last else {}
         canary_size = plan[Track.CANARY].replicas if Track.CANARY in plan else 0
         canary = None
-        if tick.canary != "absent" and canary_size:
+        if tick.canary == "zero":
+            canary = replace(_deployment(new_rev, 0, True), replicas=canary_size)
+        elif tick.canary in ("partial", "partial-looping") and canary_size:
+            canary = replace(_deployment(new_rev, canary_size, False), ready=1, available=1)
+        elif tick.canary != "absent" and canary_size:
             canary = _deployment(new_rev, canary_size or 0, tick.canary == "ready")
         pods = PodsSummary(
             crashed="pod c-1: container triton CrashLoopBackOff"
-            if tick.canary in ("crashed", "looping")
+            if tick.canary in ("crashed", "looping", "partial-looping")
             else None,
-            crash_looping=tick.canary == "looping",
+            crash_looping=tick.canary in ("looping", "partial-looping"),
             unschedulable="pod c-1: 0/3 nodes: Insufficient nvidia.com/gpu"
             if tick.canary == "unschedulable"
             else None,
-            loading="pod c-1: triton still loading the model" if tick.canary == "loading" else None,
+            loading="pod c-1: triton still loading the model"
+            if tick.canary in ("loading", "partial")
+            else None,
         )
         primary_rev = plan[Track.PRIMARY].revision if Track.PRIMARY in plan else revision(V1)
         primary = _deployment(primary_rev, 4, tick.primary != "rolling")
@@ -188,6 +201,21 @@ def run_ticks(target: Any, ticks: list[Tick], status: ModelDeploymentStatus | No
             assert (decision.gate is not None) == tick.gate_run, f"{where}: gate run {decision.gate}"
         if decision.gate is not None:
             assert decision.gate == got.gate, f"{where}: the run wanted is the one status names"
+        if tick.mirror is not None:
+            assert decision.split.mirror == tick.mirror, f"{where}: split {decision.split}"
+        if tick.cohort is not None:
+            assert bool(decision.split.match) == tick.cohort, f"{where}: split {decision.split}"
+        if tick.service is not None:
+            names = {Track.PRIMARY: "primary", Track.CANARY: "canary", None: "both"}
+            assert names[decision.service_track] == tick.service, f"{where}: {decision.service_track}"
+        if tick.unavailable_since is not None:
+            since = got.canary_unavailable_since
+            expected = (
+                None
+                if tick.unavailable_since < 0
+                else clock.iso_ms(T0 + datetime.timedelta(seconds=tick.unavailable_since))
+            )
+            assert since == expected, f"{where}: canaryUnavailableSince {since}"
         status = got
         last = decision
         decisions.append(decision)
@@ -748,3 +776,241 @@ def test_history_names_the_version_that_was_rolled_back_or_superseded() -> None:
     )
     assert later.status.history[0].result == "Superseded"
     assert later.status.history[0].model_version == "2"
+
+
+# ----------------------------------------------------------------- a canary that stops serving
+# Issue 16: a canary that dies after it takes traffic loses it in the same pass (no share, no
+# cohort, no mirror, the replica-ratio Service back on the primary), is rolled back with
+# CanaryUnavailable after failureThreshold intervals (here 2 x 1m), gets its traffic back with a
+# fresh interval if it recovers first, and is never advanced or promoted unless every pod is Ready.
+
+AB = [{"headers": {"x-cohort": {"exact": "beta"}}}]
+OFF: dict[str, Any] = {"weight": 0, "mirror": False, "cohort": False, "service": "primary"}
+# Per strategy: its spec, and what its split looks like while the canary serves at step 1.
+STRATEGIES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "canary-routed": ({}, {"weight": 10, "mirror": False, "cohort": False, "service": "primary"}),
+    "canary-replica-ratio": ({"traffic": {}}, {"weight": 10, "service": "both"}),
+    "blue-green": ({"strategy": "BlueGreen"}, {"weight": 0, "mirror": False, "cohort": False}),
+    "shadow": ({"strategy": "Shadow"}, {"weight": 0, "mirror": True, "cohort": False}),
+    "a-b-match": ({"match": AB}, {"weight": 10, "cohort": True, "service": "primary"}),
+}
+
+
+def _unavailable_cases() -> list[Any]:
+    cases = []
+    for name, (extra, on) in STRATEGIES.items():
+        target = spec(**extra)
+        down_at, bound = 30, 120  # interval 1m x failureThreshold 2
+        gone_after = down_at + bound
+        for state, what in (
+            ("looping", "pods crash mid-step"),
+            ("absent", "Deployment deleted by hand"),
+            ("zero", "scaled to zero by hand"),
+        ):
+            ticks = [
+                Tick(0, canary="absent"),
+                Tick(5, **on),
+                Tick(
+                    down_at,
+                    canary=state,
+                    phase=Phase.PROGRESSING,
+                    reason="CanaryUnavailable",
+                    asked_analysis=False,
+                    unavailable_since=down_at,
+                    **OFF,
+                ),
+                # The interval is over, but a canary known to be down is not analysed.
+                Tick(100, canary=state, phase=Phase.PROGRESSING, asked_analysis=False, **OFF),
+                Tick(gone_after - 1, canary=state, phase=Phase.PROGRESSING, **OFF),
+                Tick(
+                    gone_after,
+                    canary=state,
+                    phase=Phase.ROLLED_BACK,
+                    reason="CanaryUnavailable",
+                    history="RolledBack",
+                    canary_replicas=0,
+                    unavailable_since=-1,
+                    **OFF,
+                ),
+            ]
+            cases.append(pytest.param(target, ticks, id=f"{name}: {what}, rolled back at the bound"))
+        recovered = [
+            Tick(0, canary="absent"),
+            Tick(5, **on),
+            Tick(30, canary="crashed", reason="CanaryUnavailable", **OFF),
+            # Back before the bound: the step's traffic again, and a fresh interval from here.
+            Tick(
+                60, canary="ready", phase=Phase.PROGRESSING, asked_analysis=False, unavailable_since=-1, **on
+            ),
+            Tick(119, phase=Phase.PROGRESSING, asked_analysis=False, step=0, **on),
+            Tick(121, analysis="pass", phase=Phase.PROGRESSING, step=1),
+        ]
+        cases.append(pytest.param(target, recovered, id=f"{name}: recovered before the bound"))
+        last_step = spec(steps=[{"weight": 10}], canaryReplicas=2, **extra)
+        unready = [
+            Tick(0, canary="absent"),
+            Tick(5, **on),
+            # The last step's analysis passed, but one pod of two is still loading: no promotion.
+            Tick(
+                66, canary="partial", analysis="pass", phase=Phase.PROGRESSING, reason="CanaryNotReady", **on
+            ),
+            Tick(70, phase=Phase.PROGRESSING, asked_analysis=False),
+            Tick(127, analysis="pass", phase=Phase.PROMOTING),
+        ]
+        cases.append(
+            pytest.param(last_step, unready, id=f"{name}: never promoted while not every pod is Ready")
+        )
+        refused = [
+            Tick(0, canary="absent"),
+            Tick(5, **on),
+            Tick(
+                10,
+                canary="looping",
+                commands=Commands(promote="p1"),
+                phase=Phase.PROGRESSING,
+                reason="PromoteRefused",
+                **OFF,
+            ),
+            # The token is spent: the canary's recovery does not promote it behind the user's back.
+            Tick(20, commands=Commands(promote="p1"), phase=Phase.PROGRESSING, **on),
+        ]
+        cases.append(pytest.param(target, refused, id=f"{name}: promote by hand refused while it is down"))
+    return cases
+
+
+@pytest.mark.parametrize(("target", "ticks"), _unavailable_cases())
+def test_a_canary_that_stops_serving(target: Any, ticks: list[Tick]) -> None:
+    run_ticks(target, ticks)
+
+
+HELD_ONE = {"metrics": [{"name": "ok", "template": "successRate", "min": 0.99}], "inconclusive": {"limit": 1}}
+
+MORE_UNAVAILABLE: dict[str, tuple[Any, list[Tick]]] = {
+    "dies while growing for the next step: the previous step's share comes off": (
+        spec(),
+        [
+            Tick(0, canary="absent"),
+            Tick(5, weight=10),
+            Tick(66, analysis="pass", step=1, weight=10),
+            Tick(70, canary="crashed", step=1, reason="CanaryUnavailable", unavailable_since=70, **OFF),
+            Tick(189, canary="crashed", phase=Phase.PROGRESSING, **OFF),
+            Tick(190, canary="crashed", phase=Phase.ROLLED_BACK, reason="CanaryUnavailable"),
+        ],
+    ),
+    "dies while held at the inconclusive limit": (
+        spec(analysis=HELD_ONE),
+        [
+            Tick(0, canary="absent"),
+            Tick(5, weight=10),
+            Tick(66, analysis="inconclusive", phase=Phase.PAUSED, reason="InconclusiveLimit", weight=10),
+            Tick(100, canary="looping", phase=Phase.PAUSED, reason="CanaryUnavailable", **OFF),
+            Tick(219, canary="looping", phase=Phase.PAUSED, reason="InconclusiveLimit", **OFF),
+            Tick(220, canary="looping", phase=Phase.ROLLED_BACK, reason="CanaryUnavailable"),
+        ],
+    ),
+    "dies while paused by hand": (
+        spec(),
+        [
+            Tick(0, canary="absent"),
+            Tick(5, weight=10),
+            Tick(20, commands=Commands(paused=True), phase=Phase.PAUSED, weight=10),
+            Tick(30, canary="absent", commands=Commands(paused=True), phase=Phase.PAUSED, **OFF),
+            Tick(
+                150,
+                canary="absent",
+                commands=Commands(paused=True),
+                phase=Phase.ROLLED_BACK,
+                reason="CanaryUnavailable",
+            ),
+        ],
+    ),
+    "recovers while held: its share comes back, still held": (
+        spec(analysis=HELD_ONE),
+        [
+            Tick(0, canary="absent"),
+            Tick(5, weight=10),
+            Tick(66, analysis="inconclusive", phase=Phase.PAUSED, weight=10),
+            Tick(100, canary="crashed", phase=Phase.PAUSED, **OFF),
+            Tick(110, phase=Phase.PAUSED, reason="InconclusiveLimit", weight=10, unavailable_since=-1),
+            Tick(400, phase=Phase.PAUSED, weight=10, asked_analysis=False),
+        ],
+    ),
+    "one pod of two slow to load keeps the share; one crash-looping counts as unavailable": (
+        spec(canaryReplicas=2),
+        [
+            Tick(0, canary="absent"),
+            Tick(5, weight=10),
+            Tick(30, canary="partial", weight=10, unavailable_since=-1),  # slow, not broken
+            Tick(40, canary="partial-looping", reason="CanaryUnavailable", unavailable_since=40, **OFF),
+            Tick(160, canary="partial-looping", phase=Phase.ROLLED_BACK, reason="CanaryUnavailable"),
+        ],
+    ),
+    "a Deployment deleted by hand is put back at its size, and gets its share once Ready": (
+        spec(),
+        [
+            Tick(0, canary="absent"),
+            Tick(5, weight=10),
+            Tick(30, canary="absent", reason="CanaryUnavailable", canary_replicas=1, **OFF),
+            Tick(31, weight=10, unavailable_since=-1),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize(("target", "ticks"), list(MORE_UNAVAILABLE.values()), ids=list(MORE_UNAVAILABLE))
+def test_a_canary_that_stops_serving_in_other_phases(target: Any, ticks: list[Tick]) -> None:
+    run_ticks(target, ticks)
+
+
+def _round_trip(status: ModelDeploymentStatus) -> ModelDeploymentStatus:
+    """What a restarted operator reads back from the server."""
+    return ModelDeploymentStatus.model_validate(
+        status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    )
+
+
+def test_a_restarted_operator_keeps_counting_the_outage() -> None:
+    target = spec()
+    first = run_ticks(
+        target, [Tick(0, canary="absent"), Tick(5, weight=10), Tick(30, canary="looping", **OFF)]
+    )
+    assert first[-1].requeue_after is not None and first[-1].requeue_after <= 120, "the rollback is timed"
+    # The operator restarts 70 s into the outage: the rollback is still due 120 s after it began.
+    later = run_ticks(
+        target,
+        [
+            Tick(100, canary="looping", phase=Phase.PROGRESSING, unavailable_since=30, **OFF),
+            Tick(149, canary="looping", phase=Phase.PROGRESSING, **OFF),
+            Tick(150, canary="looping", phase=Phase.ROLLED_BACK, reason="CanaryUnavailable"),
+        ],
+        status=_round_trip(first[-1].status),
+    )
+    assert later[0].requeue_after is not None and later[0].requeue_after <= 50
+    rolled = later[-1].status
+    degraded = {c.type: c for c in rolled.conditions}["Degraded"]
+    # The reason names the pod's state, as `kubectl describe pod` shows it.
+    assert "CrashLoopBackOff" in degraded.message and "120s (2 intervals of 1m)" in degraded.message
+    assert rolled.history[0].result == "RolledBack" and "CrashLoopBackOff" in rolled.history[0].reason
+
+
+def test_a_down_canary_says_when_it_is_rolled_back_and_writes_nothing_new_meanwhile() -> None:
+    target = spec()
+    decisions = run_ticks(
+        target, [Tick(0, canary="absent"), Tick(5), Tick(30, canary="zero"), Tick(45, canary="zero")]
+    )
+    degraded = {c.type: c for c in decisions[-1].status.conditions}["Degraded"]
+    assert "scaled to 0 replicas" in degraded.message and "at 2026-11-24T12:02:30Z" in degraded.message
+    assert decisions[-1].status == decisions[-2].status  # no countdown: a pass with no news writes nothing
+
+
+def test_the_step_that_scaled_the_canary_up_agrees_when_decided_again_after_its_write() -> None:
+    # The step's end decided again (a pass retried after its writes) with the canary already
+    # scaled up for step 2 (desired 2, 1 Ready): the same end, not a hold that scales it back.
+    target = spec()
+    before = run_ticks(target, [Tick(0, canary="absent"), Tick(5, weight=10)])[-1].status
+    now = T0 + datetime.timedelta(seconds=66)
+    primary = _deployment(revision(V1), 4, True)
+    scaled = replace(_deployment(revision(target), 2, False), ready=1, available=1)
+    seen = Observations(primary=primary, canary=scaled, analysis=_verdict("pass"))
+    again = decide(target, PARENT, before, seen, now)
+    assert again.status.step == 1, again.status.conditions

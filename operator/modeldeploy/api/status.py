@@ -177,6 +177,10 @@ class ModelDeploymentStatus(Model):
     # When the canary was ready and the step's traffic was in force: analysis and pauses count from here.
     weight_set_at: str | None = None
     last_analysis_at: str | None = None
+    # Since when the canary of this rollout has served nothing (no ready pod, gone, scaled to zero,
+    # crash-looping): its traffic is off meanwhile, and it is rolled back after failureThreshold
+    # intervals. In status so that a restarted operator keeps counting.
+    canary_unavailable_since: str | None = None
     promoted_by_hand: bool | None = None
     handled: Handled | None = None
     canary_weight: int | None = None

@@ -175,6 +175,7 @@ class Reconciler:
         body: Mapping[str, Any],
         old: ModelDeploymentStatus,
         live: dict[ChildKey, Any],
+        look_at_canary: bool = True,
     ) -> Observations:
         primary = live.get(("apps/v1", "Deployment", deployment_name(parent, Track.PRIMARY)))
         canary = live.get(("apps/v1", "Deployment", deployment_name(parent, Track.CANARY)))
@@ -183,7 +184,7 @@ class Reconciler:
             canary=deployment_state(canary) if canary is not None else None,
             commands=commands(body.get("metadata", {}).get("annotations")),
         )
-        if canary is not None and old.canary_revision is not None:
+        if look_at_canary and canary is not None and old.canary_revision is not None:
             state = seen.canary
             if state is not None and not state.rolled_out:
                 # Only a canary that is not ready needs a look at its pods: crash or slow load?
@@ -307,9 +308,17 @@ class Reconciler:
         if errors or conflicts or after != before:
             # The status is decided from the children as they are now, after this pass's writes:
             # the watch echo of those writes does not wake another pass to correct it.
-            fresh = self._observe(parent, body, old, live)
+            # The canary as the pass saw it before its writes, though: a canary this very pass
+            # scaled up for the next step, or down for a rollback, is not news about the canary
+            # (it would read as not ready, or as scaled to zero by hand, and undo the decision).
             fresh = replace(
-                fresh, analysis=seen.analysis, gate=seen.gate, apply_errors=errors, child_conflicts=conflicts
+                self._observe(parent, body, old, live, look_at_canary=False),
+                canary=seen.canary,
+                canary_pods=seen.canary_pods,
+                analysis=seen.analysis,
+                gate=seen.gate,
+                apply_errors=errors,
+                child_conflicts=conflicts,
             )
             fresh = replace(fresh, route=route_hold(parent, spec, live.values()))
             redecided = decide(spec, parent, old, fresh, now)

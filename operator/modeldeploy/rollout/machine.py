@@ -125,6 +125,11 @@ class _Machine:
         self.now_s = clock.iso(now)
         self.now_ms = clock.iso_ms(now)
         self.rev = revision(spec)
+        # Why the canary of this rollout serves nothing this pass (watch_canary), and the seconds
+        # left before it is rolled back for it; a by-hand promote refused this pass, and why.
+        self.down: str | None = None
+        self.down_left = 0.0
+        self.refused: str | None = None
         primary = seen.primary
         self.status = status.model_copy(
             update={
@@ -165,6 +170,8 @@ class _Machine:
 
     def split_for(self, weight: int) -> Split:
         rollout = self.spec.rollout
+        if self.down is not None:
+            return STEADY  # a canary that serves nothing gets no share, no cohort and no mirror
         # The header-matched cohort and the mirror go to the canary only once it has been ready:
         # before that its Service has no endpoints, and pinned users would get errors.
         ready_once = self.status.weight_set_at is not None or (self.status.step or 0) > 0
@@ -219,6 +226,14 @@ class _Machine:
         spent = handled.model_copy(update={k: v for k, v in tokens.items() if v is not None})
         if spent != handled or (status.handled is None and any(tokens.values())):
             status = status.model_copy(update={"handled": spent})
+        decision = replace(decision, status=status)
+        if self.down is not None and status.phase != Phase.ROLLED_BACK:
+            decision = self.unavailable_note(decision)
+        if self.refused is not None:
+            self.status = decision.status
+            self.cond(ConditionType.DEGRADED, "True", "PromoteRefused", self.refused)
+            decision = replace(decision, status=self.status)
+        status = decision.status
         if (failure := apply_failure(self.seen)) is not None and status.phase != Phase.FAILED:
             # A child was refused or its name is taken: the rollout state stands, the object says
             # what failed.
@@ -254,12 +269,18 @@ class _Machine:
             self.update(handled=handled.model_copy(update={"abort": commands.abort}))
             return self.rollback("Aborted", "aborted by hand (modeldeploy abort)")
         if commands.promote and commands.promote != handled.promote and self.status.phase != Phase.PROMOTING:
-            self.update(
-                handled=handled.model_copy(update={"promote": commands.promote}), promoted_by_hand=True
-            )
-            return self.begin_promotion("promoted by hand (modeldeploy promote): remaining analysis skipped")
+            self.update(handled=handled.model_copy(update={"promote": commands.promote}))
+            self.refused = self.promote_refusal()
+            if self.refused is None:
+                self.update(promoted_by_hand=True)
+                return self.begin_promotion(
+                    "promoted by hand (modeldeploy promote): remaining analysis skipped"
+                )
         if self.status.phase == Phase.PROMOTING:
             return self.promoting()
+        lost = self.watch_canary()
+        if lost is not None:
+            return lost
         if commands.paused:
             return self.paused()
         resumed = self.status.phase == Phase.PAUSED and not self.held()
@@ -284,6 +305,155 @@ class _Machine:
             return self.keep_held()
         return self.progress()
 
+    # ------------------------------------------------------------------ canary availability
+
+    def fully_ready(self, replicas: int) -> bool:
+        """The canary is rolled out at the step's size, every pod Ready: its traffic may start."""
+        canary = self.seen.canary
+        return (
+            canary is not None
+            and canary.revision == self.rev
+            and canary.rolled_out
+            and canary.ready >= replicas
+        )
+
+    def step_ready(self, replicas: int) -> bool:
+        """Every pod the step asked for is Ready on this revision, none crash-looping or
+        unschedulable: the only canary whose step may end (advance or promotion). Not `rolled_out`,
+        which also waits for the Deployment controller to see our last write: a canary already
+        growing for the next step (the step's end decided again) must not undo that end."""
+        canary = self.seen.canary
+        return (
+            canary is not None
+            and canary.revision == self.rev
+            and canary.desired > 0
+            and canary.ready >= replicas
+            and self.canary_down(strict=True) is None
+        )
+
+    def canary_down(self, strict: bool) -> str | None:
+        """Why the canary serves nothing now; None while it serves. Down: its Deployment gone,
+        scaled to zero, on another revision, or no Ready pod. `strict` (the step's traffic is in
+        force, so the canary is at its size): also a pod crash-looping or unschedulable while not
+        every pod is Ready, which waiting will not mend."""
+        canary = self.seen.canary
+        pods = self.seen.canary_pods
+        if canary is None:
+            return "the canary Deployment is gone"
+        if canary.revision != self.rev:
+            return f"the canary Deployment runs revision {canary.revision}, not {self.rev}"
+        if canary.desired == 0:
+            return "the canary Deployment is scaled to 0 replicas"
+        if canary.ready == 0:
+            detail = pods.crashed or pods.unschedulable or pods.loading
+            return f"0/{canary.desired} canary pods ready" + (f": {detail}" if detail else "")
+        if strict and canary.ready < canary.desired:
+            if pods.crash_looping and pods.crashed:
+                return f"{canary.ready}/{canary.desired} canary pods ready, crash-looping: {pods.crashed}"
+            if pods.unschedulable:
+                return f"{canary.ready}/{canary.desired} canary pods ready: {pods.unschedulable}"
+        return None
+
+    def weight_in_force(self) -> int:
+        """The share the canary holds while it serves: its step's once that step's traffic is set,
+        else the previous step's (the canary is growing for the next one)."""
+        step = self.status.step or 0
+        if self.status.weight_set_at is not None:
+            return self.step_weight(step)
+        return self.step_weight(step - 1) if step > 0 else 0
+
+    def watch_canary(self) -> Decision | None:
+        """At every pass of a rollout whose canary has taken traffic (or is under analysis):
+        a canary that serves nothing loses its share, cohort and mirror in this very pass, and
+        is rolled back once it has served nothing for `failureThreshold` intervals. One that
+        comes back before that gets its traffic again, and the step's timers start afresh.
+
+        The start of the outage is kept in status (`canaryUnavailableSince`), so a restarted
+        operator keeps counting. Returns the rollback, or None with `self.down` set."""
+        status = self.status
+        live = status.weight_set_at is not None or (status.step or 0) > 0 or (status.canary_weight or 0) > 0
+        if not live:
+            return None
+        down = self.canary_down(strict=status.weight_set_at is not None)
+        since = status.canary_unavailable_since
+        if down is None:
+            if since is not None:
+                back: dict[str, object] = {
+                    "canary_unavailable_since": None,
+                    "canary_weight": self.weight_in_force(),
+                }
+                if status.weight_set_at is not None:
+                    back.update(weight_set_at=self.now_ms, last_analysis_at=None)  # a fresh interval
+                self.update(**back)
+            return None
+        since = since or self.now_ms
+        rollout = self.spec.rollout
+        bound = parse_duration(rollout.interval) * rollout.failure_threshold
+        elapsed = clock.since(since, self.now)
+        if elapsed >= bound:
+            return self.rollback(
+                "CanaryUnavailable",
+                f"canary unavailable for {elapsed:.0f}s ({rollout.failure_threshold} intervals of "
+                f"{rollout.interval}): {down}",
+            )
+        self.down, self.down_left = down, bound - elapsed
+        self.update(canary_unavailable_since=since, canary_weight=0)
+        return None
+
+    def unavailable_note(self, decision: Decision) -> Decision:
+        """What a pass with a down canary says, and when it must look again without any event."""
+        assert self.down is not None
+        self.status = decision.status
+        since = self.status.canary_unavailable_since
+        assert since is not None
+        bound = parse_duration(self.spec.rollout.interval) * self.spec.rollout.failure_threshold
+        deadline = clock.parse(since) + datetime.timedelta(seconds=bound)
+        message = (
+            f"canary unavailable since {since}: {self.down}; its traffic is off, and it is rolled back "
+            f"at {clock.iso(deadline)} unless it recovers"
+        )
+        self.cond(ConditionType.DEGRADED, "True", "CanaryUnavailable", message)
+        self.update(message=message)
+        wait = (
+            self.down_left if decision.requeue_after is None else min(decision.requeue_after, self.down_left)
+        )
+        return replace(decision, status=self.status, requeue_after=wait)
+
+    def not_ready_hold(self, step: int, replicas: int, weight: int, next_: str) -> Decision:
+        """The step is done, but not every canary pod is Ready: no advance and no promotion yet."""
+        canary = self.seen.canary
+        ready = canary.ready if canary is not None and canary.revision == self.rev else 0
+        pods = self.seen.canary_pods
+        detail = pods.crashed or pods.unschedulable or pods.loading
+        message = (
+            f"step {step + 1}/{self.steps_count()} done; {next_} waits for every canary pod to be "
+            f"Ready: {ready}/{replicas} ready" + (f" ({detail})" if detail else "")
+        )
+        self.cond(ConditionType.PROGRESSING, "True", "CanaryNotReady", message)
+        return self.hold(step, replicas, weight, POLL_SECONDS, keep_condition=True)
+
+    def promote_refusal(self) -> str | None:
+        """A by-hand promote begins only with a canary whose every pod is Ready: promotion hands
+        the canary all of its share (BlueGreen: all traffic) while the primary rolls."""
+        canary = self.seen.canary
+        down = self.canary_down(strict=True)
+        if (
+            canary is not None
+            and canary.revision == self.rev
+            and canary.ready >= canary.desired
+            and down is None
+        ):
+            return None
+        why = down or (
+            f"{canary.ready}/{canary.desired} canary pods ready"
+            if canary is not None
+            else "the canary Deployment is gone"
+        )
+        return (
+            f"promote refused: the canary is not fully Ready ({why}); run `modeldeploy promote` again "
+            "once it is (or lower rollout.canaryReplicas), or abort"
+        )
+
     def held(self) -> bool:
         progressing = find_condition(self.status.conditions, ConditionType.PROGRESSING.value)
         return (
@@ -301,7 +471,7 @@ class _Machine:
         step = self.status.step or 0
         weight = self.status.canary_weight or 0
         canary = self.seen.canary
-        replicas = canary.desired if canary is not None else self.canary_replicas(weight)
+        replicas = canary.desired if canary is not None else self.canary_replicas(self.step_weight(step))
         self.serving_conditions()
         return Decision(
             self.status,
@@ -337,6 +507,7 @@ class _Machine:
             step_started_at=None,
             weight_set_at=None,
             last_analysis_at=None,
+            canary_unavailable_since=None,
             failed_checks=None,
             inconclusive_checks=None,
             promoted_by_hand=None,
@@ -368,6 +539,7 @@ class _Machine:
             step_started_at=self.now_ms,
             weight_set_at=None,
             last_analysis_at=None,
+            canary_unavailable_since=None,
             failed_checks=0,
             inconclusive_checks=0,
             promoted_by_hand=None,
@@ -389,13 +561,7 @@ class _Machine:
         if budget is not None and needed > budget:
             return self.blocked(step, replicas, needed, budget)
         self.update(phase=Phase.PROGRESSING)
-        canary = self.seen.canary
-        ready = (
-            canary is not None
-            and canary.revision == self.rev
-            and canary.rolled_out
-            and canary.ready >= replicas
-        )
+        ready = self.fully_ready(replicas)
         if self.status.weight_set_at is None:
             # The gate runs once the canary is ready, while it takes no traffic yet (weight 0, no
             # cohort, no mirror). A result that came in is judged even if the canary is no longer
@@ -408,6 +574,12 @@ class _Machine:
                 return self.wait_for_canary(step, replicas)
             self.update(weight_set_at=self.now_ms, canary_weight=target, last_analysis_at=None)
         weight = self.status.canary_weight or 0
+        if self.down is not None:
+            # No analysis of a canary known to serve nothing: its missing series are not "no data",
+            # the down canary is the verdict (watch_canary rolls it back at its bound).
+            self.cancel_gate("cancelled: the canary became unavailable")
+            self.cond(ConditionType.PROGRESSING, "True", "CanaryUnavailable", f"step {step + 1}: {self.down}")
+            return self.hold(step, replicas, 0, None, keep_condition=True)
         route_held = self.route_held(step, replicas, weight)
         if route_held is not None:
             return route_held
@@ -417,6 +589,8 @@ class _Machine:
             gated = self.gate_stage(GateStage.MIRROR, step, replicas, weight)
             if gated is not None:
                 return gated
+            if not self.step_ready(replicas):
+                return self.not_ready_hold(step, replicas, weight, "promoting")
             return self.begin_promotion(self.passed() + " (again on the mirrored phase)")
         elapsed = clock.since(self.status.last_analysis_at or self.status.weight_set_at, self.now)
         interval = parse_duration(self.spec.rollout.interval)
@@ -485,7 +659,10 @@ class _Machine:
         remaining_pause = self.pause_of(step) - clock.since(self.status.weight_set_at, self.now)
         if remaining_pause > 0:
             return self.hold(step, replicas, weight, min(interval, remaining_pause), note="pausing")
-        if step + 1 >= self.steps_count():
+        last = step + 1 >= self.steps_count()
+        if not self.step_ready(replicas):
+            return self.not_ready_hold(step, replicas, weight, "promoting" if last else f"step {step + 2}")
+        if last:
             gates = self.spec.rollout.gates
             if self.spec.rollout.strategy == Strategy.SHADOW and gates is not None and gates.on_mirror:
                 gated = self.gate_stage(GateStage.MIRROR, step, replicas, weight)
@@ -599,7 +776,8 @@ class _Machine:
         ready = primary.ready if primary else 0
         message = f"primary: {ready}/{primary.desired if primary else 0} replicas ready"
         self.cond(ConditionType.READY, "True" if ready > 0 else "False", "PrimaryServing", message)
-        self.cond(ConditionType.DEGRADED, "False", "Healthy", "")
+        if self.down is None:  # else decide() says CanaryUnavailable: no flip through Healthy between
+            self.cond(ConditionType.DEGRADED, "False", "Healthy", "")
 
     def held_inconclusive(self, step: int, replicas: int, weight: int, count: int, reasons: str) -> Decision:
         self.update(phase=Phase.PAUSED)
@@ -797,6 +975,10 @@ class _Machine:
                 f"{self.spec.rollout.progress_deadline}",
             )
         weight = self.promotion_weight()
+        serving = canary is not None and canary.revision == self.rev and canary.ready > 0
+        if not serving:
+            # The canary died under promotion: the primary (old pods and new) takes every request.
+            weight = 0
         self.update(phase=Phase.PROMOTING, canary_weight=weight)
         self.serving_conditions()
         ready = primary.ready if primary is not None else 0
@@ -810,7 +992,7 @@ class _Machine:
             self.status,
             [new_primary, self.canary_plan(canary_size)],
             # The A/B cohort stays on the canary until the primary runs the same revision.
-            Split(canary_weight=weight, match=tuple(self.spec.rollout.match)),
+            Split(canary_weight=weight, match=tuple(self.spec.rollout.match) if serving else ()),
             self.service_track(weight),
             requeue_after=min(POLL_SECONDS, deadline - waited),
         )
@@ -835,7 +1017,13 @@ class _Machine:
         """All traffic to the primary, the canary scaled to zero; the spec is left as it is."""
         self.cancel_gate(f"cancelled: {message}")
         self.record("RolledBack", message)
-        self.update(phase=Phase.ROLLED_BACK, canary_weight=0, weight_set_at=None, message=message)
+        self.update(
+            phase=Phase.ROLLED_BACK,
+            canary_weight=0,
+            weight_set_at=None,
+            canary_unavailable_since=None,
+            message=message,
+        )
         return self.rolled_back_hold(reason, message)
 
     def rolled_back_hold(self, reason: str | None = None, message: str | None = None) -> Decision:

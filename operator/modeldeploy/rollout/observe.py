@@ -91,7 +91,9 @@ def _container_problem(pod: str, status: Mapping[str, Any]) -> str | None:
     terminated = state.get("terminated") or {}
     if waiting.get("reason") in _CRASH_REASONS:
         detail = f" (last exit {last.get('exitCode')}: {last.get('reason', '')})" if last else ""
-        return f"pod {pod}: container {name} {waiting['reason']}{detail}"
+        restarts = int(status.get("restartCount") or 0)
+        count = f", {restarts} restart{'s' if restarts != 1 else ''}" if restarts else ""
+        return f"pod {pod}: container {name} {waiting['reason']}{count}{detail}"
     if terminated and terminated.get("exitCode", 0) != 0:
         code, why = terminated.get("exitCode"), terminated.get("reason", "")
         return f"pod {pod}: container {name} exited {code} ({why})"
