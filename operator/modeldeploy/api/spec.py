@@ -693,6 +693,10 @@ GATES_NEED_GOLDEN_MESSAGE = (
     "minAccuracy, minAgreement, maxPSI, maxLatencyP95 and minDemographicParity need a goldenSet to measure"
 )
 GATES_EMPTY_MESSAGE = "gates check nothing: enable contract or set goldenSet with at least one threshold"
+GOLDEN_CREDENTIALS_MESSAGE = (
+    "goldenSet.storageUri must not carry credentials (user:password@): anyone who may read the "
+    "ModelDeployment would see them; use a presigned https URL (its query is never shown)"
+)
 GATE_THRESHOLDS = ("minAccuracy", "minAgreement", "maxPSI", "maxLatencyP95", "minDemographicParity")
 
 
@@ -712,10 +716,24 @@ class GoldenSet(Model):
 
     config_map_key_ref: ConfigMapKeyRef | None = None
     # One JSON-lines file over https, fetched by the operator (at most 2 MiB; docs/gates.md).
-    storage_uri: str | None = Field(default=None, pattern=GOLDEN_URI_PATTERN, max_length=2048)
+    storage_uri: str | None = Field(
+        default=None,
+        pattern=GOLDEN_URI_PATTERN,
+        max_length=2048,
+        json_schema_extra=cel(
+            (f"!self.matches({_cel_string(URL_USERINFO_PATTERN)})", GOLDEN_CREDENTIALS_MESSAGE, "")
+        ),
+    )
     batch_size: int = Field(default=32, ge=1, le=1024)
     # Fewer examples answered than this makes every quality check Inconclusive.
     min_answered: int = Field(default=20, ge=1, le=100_000)
+
+    @field_validator("storage_uri")
+    @classmethod
+    def _no_credentials(cls, uri: str | None) -> str | None:
+        if uri is not None and re.search(URL_USERINFO_PATTERN, uri):
+            raise ValueError(GOLDEN_CREDENTIALS_MESSAGE)
+        return uri
 
     @model_validator(mode="after")
     def _one_source(self) -> GoldenSet:
