@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-PY_DIRS := $(wildcard operator tests bench e2e runtime-images)
+PY_DIRS := $(wildcard operator testbed tests bench e2e runtime-images)
 # The real control plane (etcd, kube-apiserver, kube-controller-manager), the envtest convention.
 KUBEBUILDER_ASSETS ?= $(abspath ../shared/k8s/bin)
 export KUBEBUILDER_ASSETS
@@ -36,7 +36,7 @@ tools-mlserver:  # MLServer + scikit-learn in .tools/mlserver-venv: the model-qu
 	@bash scripts/install-mlserver.sh
 
 demo: $(STAMP) tools-prometheus tools-mlserver
-	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/modeldeploy demo
+	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/python -m testbed.demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(PY_DIRS)

@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 import yaml
 
-from modeldeploy.sim.controlplane import ControlPlane, ControlPlaneMissing, find_assets
-from modeldeploy.sim.kubeapi import KubeApi
-from modeldeploy.sim.kubelet import Kubelet, PodReport, Policy, always_ready
-from modeldeploy.sim.operator_process import OperatorProcess
 from operator_bed import OperatorBed
+from testbed.controlplane import ControlPlane, ControlPlaneMissing, find_assets
+from testbed.kubeapi import KubeApi
+from testbed.kubelet import Kubelet, PodReport, Policy, always_ready
+from testbed.operator_process import OperatorProcess
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 THIRD_PARTY_CRDS = Path(

@@ -1,4 +1,4 @@
-"""MLServer for the gate tests: operator/modeldeploy/sim/mlserver.py (shared with the demo), with
+"""MLServer for the gate tests: testbed/mlserver.py (shared with the demo), with
 its failures turned into test failures that show the installer's output or the server's log.
 
 MLServer lives in its own virtualenv, .tools/mlserver-venv, built by scripts/install-mlserver.sh
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from modeldeploy.sim import mlserver as sim
-from modeldeploy.sim.mlserver import MODELS, MLServer, TrainedModels, free_port
+from testbed import mlserver as sim
+from testbed.mlserver import MODELS, MLServer, TrainedModels, free_port
 
 __all__ = ["MODELS", "MLServer", "TrainedModels", "free_port", "mlserver_venv", "running", "serve", "train"]
 

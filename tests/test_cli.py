@@ -19,7 +19,7 @@ import yaml
 
 from modeldeploy.api.spec import FREE_FORM_MAX_DEPTH
 from modeldeploy.manifest_yaml import MAX_DEPTH, MAX_NODES, UnreadableError, load_all
-from modeldeploy.sim.controlplane import ADMIN_USER, ControlPlane, Credentials
+from testbed.controlplane import ADMIN_USER, ControlPlane, Credentials
 from validation import REPO_ROOT
 
 EXAMPLE = REPO_ROOT / "examples" / "fraud-scorer.yaml"
@@ -30,7 +30,6 @@ def modeldeploy(
     *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> tuple[int, str, str]:
     merged = {**os.environ, **(env or {})}
-    merged.pop("MODELDEPLOY_SERVER", None)
     done = subprocess.run(
         [sys.executable, "-m", "modeldeploy.cli", *args],
         capture_output=True,

@@ -1,5 +1,5 @@
 """The gate run (adapters/inference.py) against a real, independent V2 server: MLServer serving
-scikit-learn models trained here on iris (tests/mlserver_fixture.py, modeldeploy.sim.mlserver).
+scikit-learn models trained here on iris (tests/mlserver_fixture.py, testbed.mlserver).
 
 - iris-primary (production) and iris-good: logistic regressions, the canary as good as the primary;
 - iris-worse: a depth-1 tree, accuracy 0.67 < 0.92 and a shifted output distribution;
@@ -41,7 +41,7 @@ from modeldeploy.api.spec import Gates
 from modeldeploy.api.status import Verdict
 from modeldeploy.gates.contract import Contract, Tensor
 from modeldeploy.gates.golden import GoldenSet, parse_golden_set
-from modeldeploy.sim import mlserver as sim
+from testbed import mlserver as sim
 
 ALL_THRESHOLDS = {
     "minAccuracy": 0.92,

@@ -1,5 +1,5 @@
-"""Triton-format metrics with controllable traffic: modeldeploy.sim.triton_exporter, for the tests."""
+"""Triton-format metrics with controllable traffic: testbed.triton_exporter, for the tests."""
 
-from modeldeploy.sim.triton_exporter import Counters, Traffic, TritonExporter
+from testbed.triton_exporter import Counters, Traffic, TritonExporter
 
 __all__ = ["Counters", "Traffic", "TritonExporter"]
