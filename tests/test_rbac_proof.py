@@ -59,7 +59,7 @@ from testbed.controlplane import ADMIN_USER, ControlPlane, Credentials
 from testbed.kubeapi import KubeApi
 from testbed.kubelet import PodReport, PodState
 from testbed.operator_process import OperatorProcess
-from triton_exporter import Traffic, TritonExporter
+from testbed.triton_exporter import Traffic, TritonExporter
 
 pytestmark = pytest.mark.integration
 

@@ -32,7 +32,7 @@ from prometheus_fixture import PrometheusServer, ScrapeTarget, pod_target, requi
 from testbed.controlplane import ControlPlane
 from testbed.kubeapi import ApiError, KubeApi
 from testbed.operator_process import OperatorProcess
-from triton_exporter import Traffic, TritonExporter
+from testbed.triton_exporter import Traffic, TritonExporter
 
 pytestmark = pytest.mark.integration
 
