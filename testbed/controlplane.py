@@ -2,7 +2,7 @@
 
 The envtest convention: the binaries come from the folder named by `KUBEBUILDER_ASSETS`
 (`setup-envtest use 1.36 -p path` prints one; the controller manager comes from the Kubernetes
-server release). Used by the test suite, the benchmark and `modeldeploy demo`.
+server release). Used by the test suite, the benchmark and the demo.
 
 The API server runs as production clusters do: TLS with a self-signed serving certificate, token
 and client-certificate authentication, the RBAC authorizer, a JSON audit log of every request, and

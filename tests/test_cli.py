@@ -534,6 +534,21 @@ def test_help_explains_every_argument(verb: str, shown: list[str]) -> None:
         assert text in flat
 
 
+@pytest.mark.parametrize(
+    ("args", "refused"),
+    [
+        # One way to a cluster: the credentials a user has (in-cluster, else the kubeconfig).
+        pytest.param(["run", "--server", "http://127.0.0.1:1"], "unrecognized arguments", id="run"),
+        # The demo is the test bed's (`make demo`), not the operator's.
+        pytest.param(["demo"], "invalid choice: 'demo'", id="demo"),
+    ],
+)
+def test_what_left_the_operator_is_refused(args: list[str], refused: str) -> None:
+    rc, out, err = modeldeploy(*args)
+    assert (rc, out) == (2, "")
+    assert refused in err
+
+
 # ------------------------------------------------------------------ the bounded YAML reader
 
 
