@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-PY_DIRS := $(wildcard operator tests bench e2e runtime-images scripts)
+PY_DIRS := $(wildcard operator testbed tests bench e2e runtime-images scripts)
 # The real control plane (etcd, kube-apiserver, kube-controller-manager; the envtest convention) and
 # the upstream CRDs: named by these variables, else ../shared beside the clone, else .tools/, where
 # `make control-plane` (scripts/install-control-plane.py) fetches them, pinned by checksum.
@@ -53,7 +53,7 @@ control-plane: $(STAMP)
 	@true
 
 demo: control-plane tools-prometheus tools-mlserver
-	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/modeldeploy demo
+	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/python -m testbed.demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(PY_DIRS)

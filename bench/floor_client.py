@@ -5,7 +5,8 @@ it watches ModelDeployments in one namespace and, for each one ADDED, sends the 
 the operator sends -- the same children (``modeldeploy.rollout.plan.steady_children`` of the object's
 own spec and uid, stamped with ``render.compare.stamped``), the same paths, query
 (``fieldManager=modeldeploy&force=true``), content type and order -- on as many threads as the
-operator has workers. No reads of children, no status write, no Event.
+operator has workers, through the test bed's REST client (testbed/kubeapi.py). No reads of children,
+no status write, no Event.
 
 It runs as a process of its own, against the real API server, logged in with a ServiceAccount token
 bound to the same ClusterRole as the operator (so the audit log tells its requests apart).
@@ -27,20 +28,21 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import urllib3
 
-from modeldeploy.adapters.kube import FIELD_MANAGER, kind_of
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # testbed/, beside bench/: not installed
+
+from modeldeploy.adapters.kube import FIELD_MANAGER
 from modeldeploy.api.resource import ObjectRef, parse_spec
 from modeldeploy.render.compare import stamped
 from modeldeploy.render.options import RenderOptions
 from modeldeploy.rollout.plan import steady_children
+from testbed.kubeapi import ApiError, KubeApi
 
 MODEL_DEPLOYMENTS = "/apis/modeldeploy.io/v1alpha1/namespaces/{namespace}/modeldeployments"
-APPLY = "application/apply-patch+yaml"  # the body is JSON, as the kubernetes client sends it
-QUERY = f"fieldManager={FIELD_MANAGER}&force=true"
 ATTEMPTS = 8
 
 
@@ -53,62 +55,8 @@ def children(body: dict[str, Any]) -> list[dict[str, Any]]:
     return [stamped(child) for child in steady_children(parent, parse_spec(body["spec"]), RenderOptions())]
 
 
-def _lines(response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
-    buffer = b""
-    for chunk in response.stream(4096):
-        buffer += chunk
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            if line.strip():
-                yield line
-    response.release_conn()
-
-
-class ServerError(OSError):
-    """The server could not answer now (5xx, 429)."""
-
-
-class Client:
-    """urllib3 (the library under the official client), one kept-alive connection per thread."""
-
-    def __init__(self, server: str, ca_file: str, connections: int) -> None:
-        self.server = server.rstrip("/")
-        self.headers = {"Accept": "application/json"}
-        if os.environ.get("BENCH_TOKEN"):
-            self.headers["Authorization"] = f"Bearer {os.environ['BENCH_TOKEN']}"
-        self.pool = urllib3.PoolManager(
-            maxsize=connections,
-            block=True,
-            ca_certs=ca_file,
-            cert_reqs="CERT_REQUIRED",
-            cert_file=os.environ.get("BENCH_CERT_FILE"),  # a client certificate (--cluster-admin)
-            key_file=os.environ.get("BENCH_KEY_FILE"),
-            retries=False,
-        )
-
-    def request(
-        self, method: str, path: str, body: Any = None, query: str = "", stream: bool = False
-    ) -> urllib3.BaseHTTPResponse:
-        headers = dict(self.headers)
-        if body is not None:
-            headers["Content-Type"] = APPLY
-        response = self.pool.request(
-            method,
-            f"{self.server}{path}{'?' + query if query else ''}",
-            body=json.dumps(body).encode() if body is not None else None,
-            headers=headers,
-            preload_content=not stream,
-            timeout=urllib3.Timeout(connect=5.0, read=None if stream else 30.0),
-        )
-        if response.status >= 500 or response.status == 429:
-            raise ServerError(f"{method} {path}: {response.status} {response.read()[:300]!r}")
-        if response.status >= 400:
-            raise OSError(f"{method} {path}: {response.status} {response.read()[:300]!r}")
-        return response
-
-
 class Floor:
-    def __init__(self, api: Client, namespace: str, concurrency: int) -> None:
+    def __init__(self, api: KubeApi, namespace: str, concurrency: int) -> None:
         self.api = api
         self.namespace = namespace
         self.concurrency = concurrency
@@ -123,24 +71,30 @@ class Floor:
 
     def apply(self, child: dict[str, Any]) -> None:
         meta = child["metadata"]
-        path = f"{kind_of(child).collection(meta.get('namespace'))}/{meta['name']}"
+        what = f"{child['kind']} {meta.get('namespace')}/{meta['name']}"
         for attempt in range(ATTEMPTS):
             with self.lock:
                 self.requests += 1
             try:
-                self.api.request("PATCH", path, child, QUERY)
+                # The operator's query: fieldManager=modeldeploy&force=true, no fieldValidation.
+                self.api.apply(child, manager=FIELD_MANAGER, force=True, strict=False)
                 return
-            except ServerError as error:  # a 5xx or 429: retried, as any controller would
-                print(f"retry {attempt + 1}: {error}", file=sys.stderr, flush=True)
+            except ApiError as error:
+                if error.status < 500 and error.status != 429:
+                    with self.lock:
+                        self.errors.append(f"{what}: {error}")
+                    return
+                # A 5xx or 429: retried, as any controller would.
+                print(f"retry {attempt + 1}: {what}: {error}", file=sys.stderr, flush=True)
                 with self.lock:
                     self.retries += 1
                 time.sleep(0.1 * 2**attempt)
             except (urllib3.exceptions.HTTPError, OSError) as error:
                 with self.lock:
-                    self.errors.append(f"{path}: {error}")
+                    self.errors.append(f"{what}: {error}")
                 return
         with self.lock:
-            self.errors.append(f"{path}: still failing after {ATTEMPTS} attempts")
+            self.errors.append(f"{what}: still failing after {ATTEMPTS} attempts")
 
     def worker(self) -> None:
         while (body := self.jobs.get()) is not None:
@@ -154,10 +108,7 @@ class Floor:
         path = MODEL_DEPLOYMENTS.format(namespace=self.namespace)
         while not self.stop.is_set():
             try:
-                query = f"watch=true&allowWatchBookmarks=true&timeoutSeconds=30&resourceVersion={version}"
-                response = self.api.request("GET", path, query=query, stream=True)
-                for line in _lines(response):
-                    event = json.loads(line)
+                for event in self.api.watch(path, version, timeout_seconds=30):
                     obj = event.get("object", {})
                     if event.get("type") == "ERROR":
                         version = self.list()  # 410 Gone: list again, from now
@@ -165,14 +116,14 @@ class Floor:
                     version = obj.get("metadata", {}).get("resourceVersion", version)
                     if event.get("type") == "ADDED":
                         self.enqueue(obj)
-            except (urllib3.exceptions.HTTPError, OSError, ValueError) as error:
+            except (ApiError, urllib3.exceptions.HTTPError, OSError, ValueError) as error:
                 if not self.stop.is_set():
                     with self.lock:
                         self.errors.append(f"watch: {error}")
                     time.sleep(0.2)
 
     def list(self) -> str:
-        listing = json.loads(self.api.request("GET", MODEL_DEPLOYMENTS.format(namespace=self.namespace)).data)
+        listing = self.api.request("GET", MODEL_DEPLOYMENTS.format(namespace=self.namespace))
         for item in listing.get("items", []):
             self.enqueue(item)
         return str(listing["metadata"]["resourceVersion"])
@@ -212,10 +163,14 @@ def main() -> int:
     parser.add_argument("--namespace", required=True, help="the namespace to watch")
     parser.add_argument("--concurrency", type=int, default=16, help="apply threads (the operator has 16)")
     args = parser.parse_args()
-    api = Client(
+    cert, key = os.environ.get("BENCH_CERT_FILE"), os.environ.get("BENCH_KEY_FILE")
+    api = KubeApi(  # the test bed's client (testbed/kubeapi.py), not the operator's
         os.environ["BENCH_SERVER"],
-        os.environ["BENCH_CA_FILE"],
-        args.concurrency + 1,  # and the watch
+        ca_file=Path(os.environ["BENCH_CA_FILE"]),
+        token=os.environ.get("BENCH_TOKEN") or None,
+        cert_file=Path(cert) if cert else None,  # a client certificate (--cluster-admin)
+        key_file=Path(key) if key else None,
+        connections=args.concurrency + 1,  # and the watch
     )
     result = Floor(api, args.namespace, args.concurrency).run()
     print(json.dumps(result), flush=True)

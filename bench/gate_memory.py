@@ -49,12 +49,14 @@ from typing import Any
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # testbed/, beside bench/: not installed
+
 from modeldeploy.gates.golden import MAX_BYTES, MAX_EXAMPLES
-from modeldeploy.sim.controlplane import ADMIN_USER, ControlPlane, Credentials, find_assets
-from modeldeploy.sim.kubeapi import KubeApi
-from modeldeploy.sim.kubelet import Kubelet, PodReport
-from modeldeploy.sim.mlserver import MLServer, find_venv, train
-from modeldeploy.sim.operator_process import OperatorProcess
+from testbed.controlplane import ADMIN_USER, ControlPlane, Credentials, find_assets
+from testbed.kubeapi import KubeApi
+from testbed.kubelet import Kubelet, PodReport
+from testbed.mlserver import MLServer, find_venv, train
+from testbed.operator_process import OperatorProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 MD = ("modeldeploy.io/v1alpha1", "ModelDeployment")

@@ -1,4 +1,4 @@
-"""sim.kubelet.Kubelet (binds every Pod and reports it Ready) as a process of its own.
+"""testbed.kubelet.Kubelet (binds every Pod and reports it Ready) as a process of its own.
 
 The benchmark runs it apart so that its Pod traffic never shares a GIL with the threads that time
 the watches. Environment: BENCH_SERVER, BENCH_CA_FILE, BENCH_TOKEN. Runs until its stdin closes.
@@ -10,8 +10,10 @@ import os
 import sys
 from pathlib import Path
 
-from modeldeploy.sim.kubeapi import KubeApi
-from modeldeploy.sim.kubelet import Kubelet
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # testbed/, beside bench/: not installed
+
+from testbed.kubeapi import KubeApi
+from testbed.kubelet import Kubelet
 
 
 def main() -> int:

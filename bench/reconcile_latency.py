@@ -1,7 +1,7 @@
 """Reconcile benchmark on the real control plane: the operator as a process, against a bare-client floor.
 
-Starts etcd + kube-apiserver + kube-controller-manager from $KUBEBUILDER_ASSETS (sim.controlplane),
-a kubelet stand-in (sim.kubelet, its own process) that makes every Pod Ready, and installs our CRD,
+Starts etcd + kube-apiserver + kube-controller-manager from $KUBEBUILDER_ASSETS (testbed.controlplane),
+a kubelet stand-in (testbed.kubelet, its own process) that makes every Pod Ready, and installs our CRD,
 the upstream third-party CRDs and the Helm chart's ClusterRole. Then, in one run on one server:
 
 1. The floor (bench/floor_client.py, a process logged in as its own ServiceAccount bound to the
@@ -45,11 +45,13 @@ from typing import IO, Any
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # testbed/, beside bench/: not installed
+
 from modeldeploy.api.resource import ObjectRef, parse_spec
 from modeldeploy.handlers.config import OperatorConfig
 from modeldeploy.render.options import RenderOptions
 from modeldeploy.rollout.plan import steady_children
-from modeldeploy.sim.controlplane import (
+from testbed.controlplane import (
     ControlPlane,
     ControlPlaneMissing,
     Credentials,
@@ -57,8 +59,8 @@ from modeldeploy.sim.controlplane import (
     verb_counts,
     writes,
 )
-from modeldeploy.sim.kubeapi import ApiError, KubeApi
-from modeldeploy.sim.operator_process import OperatorProcess
+from testbed.kubeapi import ApiError, KubeApi
+from testbed.operator_process import OperatorProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "fraud-scorer.yaml"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Puts Prometheus 2.x (the server and promtool) into .tools/bin for the analysis tests and the demo,
-# which run their own server on a loopback port (modeldeploy/sim/prometheus.py). Idempotent: when
+# which run their own server on a loopback port (testbed/prometheus.py). Idempotent: when
 # both binaries are in .tools/bin or on PATH already, it changes nothing.
 #
 # It installs no system package: `apt-get download` fetches Debian's `prometheus` .deb into a

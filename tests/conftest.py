@@ -20,11 +20,11 @@ import pytest
 import yaml
 
 from assets import ASSETS, KUBERNETES, MISSING, THIRD_PARTY_CRDS
-from modeldeploy.sim.controlplane import ControlPlane, find_assets
-from modeldeploy.sim.kubeapi import KubeApi
-from modeldeploy.sim.kubelet import Kubelet, PodReport, Policy, always_ready
-from modeldeploy.sim.operator_process import OperatorProcess
 from operator_bed import OperatorBed
+from testbed.controlplane import ControlPlane, find_assets
+from testbed.kubeapi import KubeApi
+from testbed.kubelet import Kubelet, PodReport, Policy, always_ready
+from testbed.operator_process import OperatorProcess
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 __all__ = ["THIRD_PARTY_CRDS"]  # for the tests that read the upstream CRDs

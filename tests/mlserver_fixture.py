@@ -1,4 +1,4 @@
-"""MLServer for the gate tests: operator/modeldeploy/sim/mlserver.py (shared with the demo), with
+"""MLServer for the gate tests: testbed/mlserver.py (shared with the demo), with
 its failures turned into test failures that show the installer's output or the server's log.
 
 MLServer lives in its own virtualenv, .tools/mlserver-venv, built by scripts/install-mlserver.sh
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from modeldeploy.sim import mlserver as sim
-from modeldeploy.sim.mlserver import MODELS, MLServer, TrainedModels, free_port
+from testbed import mlserver
+from testbed.mlserver import MODELS, MLServer, TrainedModels, free_port
 
 __all__ = ["MODELS", "MLServer", "TrainedModels", "free_port", "mlserver_venv", "running", "serve", "train"]
 
@@ -25,15 +25,15 @@ __all__ = ["MODELS", "MLServer", "TrainedModels", "free_port", "mlserver_venv", 
 def mlserver_venv() -> Path:
     """The venv with mlserver and mlserver-sklearn, built if needed (the script is idempotent)."""
     try:
-        return sim.find_venv()
-    except sim.MLServerMissing as error:
+        return mlserver.find_venv()
+    except mlserver.MLServerMissing as error:
         pytest.fail(f"{error}\n{error.details}")
 
 
 def train(venv: Path, folder: Path) -> TrainedModels:
     try:
-        return sim.train(venv, folder)
-    except sim.MLServerFailed as error:
+        return mlserver.train(venv, folder)
+    except mlserver.MLServerFailed as error:
         pytest.fail(f"{error}\n{error.details}")
 
 
@@ -46,7 +46,7 @@ def serve(venv: Path, trained: TrainedModels, folder: Path, models: tuple[str, .
 def running(server: MLServer) -> Iterator[MLServer]:
     try:
         server.start()
-    except sim.MLServerFailed as error:
+    except mlserver.MLServerFailed as error:
         pytest.fail(f"{error}\n{error.details}")
     try:
         yield server

@@ -5,7 +5,7 @@
         bed.apply(manifest)                           # kubectl apply --server-side (strict)
         bed.wait_phase("scorer", "Stable")
 
-Everything is read back through the admin's own REST client (sim.kubeapi), never the operator's.
+Everything is read back through the admin's own REST client (testbed.kubeapi), never the operator's.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from modeldeploy.demo import CHILD_KINDS  # one list of the kinds a ModelDeployment owns
-from modeldeploy.sim.controlplane import ControlPlane
-from modeldeploy.sim.kubeapi import KubeApi
-from modeldeploy.sim.operator_process import OperatorProcess
+from testbed.controlplane import ControlPlane
+from testbed.demo import CHILD_KINDS  # one list of the kinds a ModelDeployment owns
+from testbed.kubeapi import KubeApi
+from testbed.operator_process import OperatorProcess
 
 MD = ("modeldeploy.io/v1alpha1", "ModelDeployment")
 

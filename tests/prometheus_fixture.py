@@ -1,4 +1,4 @@
-"""The real Prometheus for tests (modeldeploy.sim.prometheus), skipped only off CI.
+"""The real Prometheus for tests (testbed.prometheus), skipped only off CI.
 
 A missing binary skips the tests on a developer machine and fails them under CI=true, so that CI
 can never pass by not running them.
@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from modeldeploy.sim.prometheus import (
+from testbed.prometheus import (
     START_TIMEOUT,
     PrometheusMissing,
     PrometheusServer,

@@ -25,8 +25,8 @@ from conftest import Policies
 from modeldeploy.api.base import RETRY_ANNOTATION
 from modeldeploy.render.names import TRACK_LABEL
 from modeldeploy.rollout import clock
-from modeldeploy.sim.kubelet import PodReport, PodState, pod_status
 from operator_bed import MD, OperatorBed
+from testbed.kubelet import PodReport, PodState, pod_status
 
 pytestmark = pytest.mark.integration
 

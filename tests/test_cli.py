@@ -19,7 +19,7 @@ import yaml
 
 from modeldeploy.api.spec import FREE_FORM_MAX_DEPTH
 from modeldeploy.manifest_yaml import MAX_DEPTH, MAX_NODES, UnreadableError, load_all
-from modeldeploy.sim.controlplane import ADMIN_USER, ControlPlane, Credentials
+from testbed.controlplane import ADMIN_USER, ControlPlane, Credentials
 from validation import REPO_ROOT
 
 EXAMPLE = REPO_ROOT / "examples" / "fraud-scorer.yaml"
@@ -30,7 +30,6 @@ def modeldeploy(
     *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> tuple[int, str, str]:
     merged = {**os.environ, **(env or {})}
-    merged.pop("MODELDEPLOY_SERVER", None)
     done = subprocess.run(
         [sys.executable, "-m", "modeldeploy.cli", *args],
         capture_output=True,
@@ -533,6 +532,21 @@ def test_help_explains_every_argument(verb: str, shown: list[str]) -> None:
     flat = " ".join(out.split())
     for text in shown:
         assert text in flat
+
+
+@pytest.mark.parametrize(
+    ("args", "refused"),
+    [
+        # One way to a cluster: the credentials a user has (in-cluster, else the kubeconfig).
+        pytest.param(["run", "--server", "http://127.0.0.1:1"], "unrecognized arguments", id="run"),
+        # The demo is the test bed's (`make demo`), not the operator's.
+        pytest.param(["demo"], "invalid choice: 'demo'", id="demo"),
+    ],
+)
+def test_what_left_the_operator_is_refused(args: list[str], refused: str) -> None:
+    rc, out, err = modeldeploy(*args)
+    assert (rc, out) == (2, "")
+    assert refused in err
 
 
 # ------------------------------------------------------------------ the bounded YAML reader

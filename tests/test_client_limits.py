@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes.client import Configuration
 from prometheus_client import generate_latest
 
 from modeldeploy.adapters.kube import KINDS, KubeClient, TokenBucket, configuration
 from modeldeploy.handlers import metrics
-from modeldeploy.sim.controlplane import ControlPlane
 from test_real_api_defects import admin_kubeconfig
+from testbed.controlplane import ControlPlane
 
 
 class Clock:
@@ -126,7 +127,7 @@ def test_throttled_seconds_are_counted_and_exposed(
 ) -> None:
     limiter = TokenBucket(qps, burst)
     with answering(list(answers)) as url:
-        client = KubeClient(configuration(url), limiter=limiter)
+        client = KubeClient(Configuration(host=url), limiter=limiter)  # a fake server, no credentials
         try:
             for _ in range(2):
                 assert client.get(KINDS[("v1", "ConfigMap")], "ns", "x") is not None

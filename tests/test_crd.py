@@ -24,8 +24,8 @@ from modeldeploy.api.resource import parse_spec
 from modeldeploy.api.spec import ModelDeploymentSpec
 from modeldeploy.render import names
 from modeldeploy.rollout.validate import validate
-from modeldeploy.sim.controlplane import ADMIN_USER, ControlPlane, Credentials
-from modeldeploy.sim.kubeapi import KubeApi
+from testbed.controlplane import ADMIN_USER, ControlPlane, Credentials
+from testbed.kubeapi import KubeApi
 from validation import REPO_ROOT, validate_k8s
 
 CRD_PATH = REPO_ROOT / "crds" / CRD_FILENAME

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from modeldeploy.sim.controlplane import ControlPlane
 from operator_bed import OperatorBed
+from testbed.controlplane import ControlPlane
 
 pytestmark = pytest.mark.integration
 

@@ -1,11 +1,10 @@
-"""`modeldeploy demo` end to end, as `make demo` runs it: on the real control plane, and on the
-emulator fallback when the binaries are missing. One example each, to keep them short."""
+"""The demo end to end, as `make demo` runs it (`python -m testbed.demo`): on the real control plane,
+and the one line it prints when the binaries are missing. One example each, to keep them short."""
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,44 +13,41 @@ import pytest
 
 from conftest import REPO_ROOT, require_assets
 from mlserver_fixture import mlserver_venv
-from modeldeploy import demo
 from prometheus_fixture import require_prometheus
+from testbed import demo
 
 pytestmark = pytest.mark.integration
 
 
-def run_demo(tmp_path: Path, assets: Path, *args: str) -> str:
-    examples = tmp_path / "examples"
-    examples.mkdir()
-    shutil.copy(REPO_ROOT / "examples" / "gateway-canary.yaml", examples)
-    return run_demo_in(tmp_path, assets, examples, *args)
-
-
-def run_demo_in(tmp_path: Path, assets: Path, examples: Path, *args: str) -> str:
+def demo_process(
+    cwd: Path, assets: Path | None, *args: str, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """`python -m testbed.demo` in `cwd` (a folder with no ../shared/k8s/bin to fall back on)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBE", "MODELDEPLOY_"))}
-    env["KUBEBUILDER_ASSETS"] = str(assets)
-    result = subprocess.run(
-        [sys.executable, "-m", "modeldeploy.cli", "demo", f"--examples={examples}", *args],
-        cwd=tmp_path,  # no ../shared/k8s/bin to fall back on
+    if assets is not None:
+        env["KUBEBUILDER_ASSETS"] = str(assets)
+    env["PYTHONPATH"] = str(REPO_ROOT)  # testbed/ is not installed: it is imported from the checkout
+    return subprocess.run(
+        [sys.executable, "-m", "testbed.demo", *args],
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
+        check=False,
     )
-    assert result.returncode == 0, f"demo failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout
 
 
-def test_demo_falls_back_to_the_emulator(tmp_path: Path) -> None:
+def test_demo_without_the_control_plane_says_what_is_missing(tmp_path: Path) -> None:
     empty = tmp_path / "no-binaries"
     empty.mkdir()
-    out = run_demo(tmp_path, empty, "--no-rollouts")
-    assert "kmock's EMULATOR" in out
-    assert "no etcd, kube-apiserver, kube-controller-manager in" in out
-    assert "--server=" not in out  # how the operator finds the emulator is the demo's business
-    assert "ml/recommender: ConfigMap/recommender-config-" in out
-    assert re.search(r"^  recommender +Stable +recommender +12 +3/3 ", out, re.MULTILINE), out
-    assert "[3/4] skipped (--no-rollouts)\n[4/4] skipped (--no-rollouts)\n" in out
+    result = demo_process(tmp_path, empty, f"--examples={REPO_ROOT / 'examples'}", timeout=120)
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    # The line names what is missing and where it looked (how to get it is the test bed's wording).
+    assert lines[0].startswith("demo: the real control plane is missing: "), lines
+    assert "kube-apiserver" in lines[0] and str(empty) in lines[0], lines
 
 
 @pytest.mark.real_api  # counted in the run's "tests ran on the real API server" line
@@ -59,9 +55,19 @@ def test_demo_on_the_real_control_plane(tmp_path: Path) -> None:
     assets = require_assets()
     require_prometheus()
     mlserver_venv()  # part four's; the demo itself only says why it skips the part without it
-    out = run_demo(tmp_path, assets)
+    examples = tmp_path / "examples"
+    examples.mkdir()
+    # Without its namespace, as a user's file may be: the demo puts it in `default`, as kubectl would.
+    text = (REPO_ROOT / "examples" / "gateway-canary.yaml").read_text()
+    (examples / "no-namespace.yaml").write_text(re.sub(r"(?m)^  namespace: ml\n", "", text, count=1))
+    result = demo_process(tmp_path, assets, f"--examples={examples}")
+    assert result.returncode == 0, f"demo failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    out = result.stdout
     assert "a REAL kube-apiserver v1.36" in out
-    assert "EMULATOR" not in out
+    assert f"[1/4] 1 ModelDeployment from {examples}/, applied server-side" in out
+    assert "default/recommender: ConfigMap/recommender-config-" in out
+    # While the pods load, READY counts against the wanted replicas, not 0/0.
+    assert re.search(r"^  recommender +Progressing +recommender +12 +0/3 ", out, re.MULTILINE), out
     # The real Deployment controller counted the pods the kubelet stand-in reported Ready.
     assert re.search(r"^  recommender +Stable +recommender +12 +3/3 ", out, re.MULTILINE), out
     assert "=> Promoted: analysis passed at every step" in out
@@ -97,37 +103,16 @@ def test_demo_on_the_real_control_plane(tmp_path: Path) -> None:
     )
 
 
-def test_demo_names_its_folder_and_defaults_a_missing_namespace(tmp_path: Path) -> None:
-    empty = tmp_path / "no-binaries"
-    empty.mkdir()
-    examples = tmp_path / "examples"
-    examples.mkdir()
-    text = (REPO_ROOT / "examples" / "gateway-canary.yaml").read_text()
-    (examples / "no-namespace.yaml").write_text(re.sub(r"(?m)^  namespace: ml\n", "", text, count=1))
-    out = run_demo_in(tmp_path, empty, examples, "--no-rollouts")
-    assert f"[1/4] 1 ModelDeployment from {examples}/, applied server-side" in out
-    assert "no kubectl runs" in out
-    assert "default/recommender: ConfigMap/recommender-config-" in out
-    # While the pods load, READY counts against the wanted replicas, not 0/0.
-    assert re.search(r"^  recommender +Progressing +recommender +12 +0/3 ", out, re.MULTILINE), out
-
-
 def test_demo_without_its_folder_says_so(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
-    result = subprocess.run(
-        [sys.executable, "-m", "modeldeploy.cli", "demo", f"--examples={missing}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = demo_process(tmp_path, None, f"--examples={missing}", timeout=120)
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == f"demo failed: --examples {missing}: no such directory\n"
 
 
+@pytest.mark.real_api
 def test_demo_says_why_an_example_has_no_children(tmp_path: Path) -> None:
-    empty = tmp_path / "no-binaries"
-    empty.mkdir()
+    assets = require_assets()
     examples = tmp_path / "examples"
     examples.mkdir()
     (examples / "bad.yaml").write_text(
@@ -137,17 +122,7 @@ def test_demo_says_why_an_example_has_no_children(tmp_path: Path) -> None:
         "  rollout:\n    analysis:\n      metrics:\n"
         "        - {name: custom, query: 'sum(x{pod=\"{{nope}}\"})', max: 1}\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBE", "MODELDEPLOY_"))}
-    env["KUBEBUILDER_ASSETS"] = str(empty)
-    result = subprocess.run(
-        [sys.executable, "-m", "modeldeploy.cli", "demo", f"--examples={examples}", "--no-rollouts"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = demo_process(tmp_path, assets, f"--examples={examples}", "--no-rollouts", timeout=300)
     assert result.returncode == 1
     # The object's own status says why, not a bare timeout.
     first = result.stderr.splitlines()[0]
@@ -156,15 +131,6 @@ def test_demo_says_why_an_example_has_no_children(tmp_path: Path) -> None:
         "spec.rollout.analysis.metrics[0].query: unknown template variable {{nope}}"
     ), result.stderr
     assert "Degraded (InvalidSpec)" in first
-
-
-def test_demo_skips_the_gate_part_on_the_emulator(capsys: pytest.CaptureFixture[str]) -> None:
-    # The emulator has no pods, so no pod IPs to ask a model at: one line says so.
-    demo.part_four(object())  # type: ignore[arg-type]  # not a RealCluster
-    assert capsys.readouterr().out == (
-        "\n[4/4] A model-quality gate stops a worse model before it gets any traffic\n"
-        "  skipped: the emulator has no pods, so no pod IPs for the operator to ask the models at\n"
-    )
 
 
 @pytest.mark.parametrize(

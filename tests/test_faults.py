@@ -21,9 +21,9 @@ import pytest
 
 from conftest import new_namespace, real_control_plane, start_operator
 from modeldeploy.rollout import clock
-from modeldeploy.sim.controlplane import ControlPlane
-from modeldeploy.sim.kubelet import Kubelet, always_ready
 from operator_bed import OperatorBed
+from testbed.controlplane import ControlPlane
+from testbed.kubelet import Kubelet, always_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.real_api]
 

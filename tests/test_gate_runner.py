@@ -16,8 +16,8 @@ from modeldeploy.api.resource import ObjectRef, parse_spec
 from modeldeploy.api.status import GateCheck, GateRun, Verdict
 from modeldeploy.handlers.gates import GateRunner, gate_work
 from modeldeploy.render.names import NAME_LABEL, REVISION_LABEL, TRACK_LABEL, Track
-from modeldeploy.sim.controlplane import ControlPlane
 from test_real_api_defects import admin_kubeconfig
+from testbed.controlplane import ControlPlane
 
 KEY = ("ml", "iris")
 RUN = GateRun(revision="r2", started_at="t1")

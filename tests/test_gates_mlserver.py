@@ -1,5 +1,5 @@
 """The gate run (adapters/inference.py) against a real, independent V2 server: MLServer serving
-scikit-learn models trained here on iris (tests/mlserver_fixture.py, modeldeploy.sim.mlserver).
+scikit-learn models trained here on iris (tests/mlserver_fixture.py, testbed.mlserver).
 
 - iris-primary (production) and iris-good: logistic regressions, the canary as good as the primary;
 - iris-worse: a depth-1 tree, accuracy 0.67 < 0.92 and a shifted output distribution;
@@ -41,7 +41,7 @@ from modeldeploy.api.spec import Gates
 from modeldeploy.api.status import Verdict
 from modeldeploy.gates.contract import Contract, Tensor
 from modeldeploy.gates.golden import GoldenSet, parse_golden_set
-from modeldeploy.sim import mlserver as sim
+from testbed import mlserver
 
 ALL_THRESHOLDS = {
     "minAccuracy": 0.92,
@@ -230,7 +230,7 @@ def test_an_address_in_use_is_one_line(venv: Path, trained: TrainedModels) -> No
         taken.listen()
         port = taken.getsockname()[1]
         server = MLServer(venv, trained, {"iris": "iris-good"}, host="127.0.0.3", port=port)
-        with pytest.raises(sim.MLServerFailed) as err:
+        with pytest.raises(mlserver.MLServerFailed) as err:
             server.start()
     assert str(err.value) == f"cannot serve on 127.0.0.3:{port}: the address is in use"
     assert not server.workdir.exists()  # its temp model repository is not left behind
@@ -238,17 +238,17 @@ def test_an_address_in_use_is_one_line(venv: Path, trained: TrainedModels) -> No
 
 def test_a_venv_that_cannot_be_had_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODELDEPLOY_MLSERVER_VENV", str(tmp_path))
-    with pytest.raises(sim.MLServerMissing) as err:
-        sim.find_venv()
+    with pytest.raises(mlserver.MLServerMissing) as err:
+        mlserver.find_venv()
     assert str(err.value) == f"MODELDEPLOY_MLSERVER_VENV={tmp_path} has no bin/mlserver"
     monkeypatch.delenv("MODELDEPLOY_MLSERVER_VENV")
     failing = tmp_path / "install-mlserver.sh"
     failing.write_text(
         "echo 'tools: building'\necho 'ERROR: No matching distribution found for mlserver' >&2\nexit 1\n"
     )
-    monkeypatch.setattr(sim, "INSTALL", failing)
-    with pytest.raises(sim.MLServerMissing) as err:
-        sim.find_venv()
+    monkeypatch.setattr(mlserver, "INSTALL", failing)
+    with pytest.raises(mlserver.MLServerMissing) as err:
+        mlserver.find_venv()
     assert str(err.value) == (
         "install-mlserver.sh could not build .tools/mlserver-venv (exit 1): "
         "ERROR: No matching distribution found for mlserver"

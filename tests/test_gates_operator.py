@@ -22,10 +22,10 @@ import pytest
 
 from mlserver_fixture import MLServer, TrainedModels, mlserver_venv, running, train
 from modeldeploy.api.base import RESUME_ANNOTATION
-from modeldeploy.sim.controlplane import ADMIN_USER, Credentials
-from modeldeploy.sim.kubelet import PodReport
 from operator_bed import MD, OperatorBed
 from test_model_puller import HttpsServer, https_server, tls_files
+from testbed.controlplane import ADMIN_USER, Credentials
+from testbed.kubelet import PodReport
 
 __all__ = ["https_server", "tls_files"]  # fixtures, shared with the puller's tests
 

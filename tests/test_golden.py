@@ -27,8 +27,8 @@ import yaml
 from modeldeploy.cli import RENDER_HEADER, main, render_document
 from modeldeploy.render.names import FIELD_MANAGER
 from modeldeploy.render.options import RenderOptions
-from modeldeploy.sim.controlplane import ControlPlane
-from modeldeploy.sim.kubeapi import APPLY, ApiError, KubeApi
+from testbed.controlplane import ControlPlane
+from testbed.kubeapi import APPLY, ApiError, KubeApi
 from validation import K8S_VERSION, REPO_ROOT, is_third_party, validate_k8s, validate_third_party
 
 EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.yaml"))

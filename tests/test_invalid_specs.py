@@ -29,8 +29,8 @@ from modeldeploy.api.base import API_VERSION, CEL_KEY, KIND
 from modeldeploy.api.crd import crd
 from modeldeploy.api.resource import InvalidSpecError
 from modeldeploy.rollout.validate import validate
-from modeldeploy.sim.controlplane import ControlPlane
-from modeldeploy.sim.kubeapi import APPLY, ApiError, KubeApi
+from testbed.controlplane import ControlPlane
+from testbed.kubeapi import APPLY, ApiError, KubeApi
 
 CORPUS_PATH = Path(__file__).with_name("invalid_specs.yaml")
 CORPUS: list[dict[str, Any]] = yaml.safe_load(CORPUS_PATH.read_text())

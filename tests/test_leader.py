@@ -12,8 +12,8 @@ import pytest
 
 from modeldeploy.adapters.kube import KubeClient, configuration
 from modeldeploy.handlers.leader import Action, Elector, Record, Timings, next_action
-from modeldeploy.sim.controlplane import ControlPlane
 from test_real_api_defects import admin_kubeconfig
+from testbed.controlplane import ControlPlane
 
 ME, OTHER = "replica-a", "replica-b"
 

@@ -21,7 +21,6 @@ from kubernetes.client import Configuration
 from modeldeploy.adapters.kube import KubeClient
 from modeldeploy.handlers.leader import Elector, Timings
 from modeldeploy.handlers.reconciler import NotLeader
-from modeldeploy.sim.controlplane import ControlPlane
 from operator_bed import OperatorBed
 from prometheus_fixture import PrometheusServer
 from stall_proxy import StallProxy
@@ -36,6 +35,7 @@ from test_rollout_integration import (
     rig_with,
     target,
 )
+from testbed.controlplane import ControlPlane
 
 TIMINGS = Timings(duration=10.0, renew_deadline=7.0, retry_period=2.0)
 

@@ -20,10 +20,10 @@ import pytest
 import yaml
 
 from modeldeploy.cli import RUN_RECURSION_LIMIT
-from modeldeploy.sim.controlplane import ControlPlane, writes
-from modeldeploy.sim.kubeapi import ApiError, KubeApi
-from modeldeploy.sim.operator_process import OperatorProcess
 from operator_bed import CHILD_KINDS, MD, OperatorBed
+from testbed.controlplane import ControlPlane, writes
+from testbed.kubeapi import ApiError, KubeApi
+from testbed.operator_process import OperatorProcess
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from modeldeploy.sim.controlplane import ControlPlane, Credentials
-from modeldeploy.sim.operator_process import OperatorProcess
 from prometheus_fixture import require_prometheus
+from testbed.controlplane import ControlPlane, Credentials
+from testbed.operator_process import OperatorProcess
 
 METRICS_DOC = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
 

@@ -17,10 +17,10 @@ import pytest
 from modeldeploy.adapters.kube import KINDS, KubeClient, KubeError, configuration
 from modeldeploy.api.base import RESERVED_SUFFIX_MESSAGE
 from modeldeploy.render.ownership import is_ours
-from modeldeploy.sim.controlplane import ControlPlane
-from modeldeploy.sim.kubeapi import ApiError
 from operator_bed import MD, OperatorBed
 from test_real_api_defects import admin_kubeconfig
+from testbed.controlplane import ControlPlane
+from testbed.kubeapi import ApiError
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,8 @@ from modeldeploy.cli import _prometheus_allow
 from modeldeploy.handlers.reconciler import Reconciler
 from modeldeploy.render.options import RenderOptions
 from modeldeploy.rollout.validate import validate
-from modeldeploy.sim.controlplane import ControlPlane
 from test_real_api_defects import admin_kubeconfig, apply_md, md, model, reconcile_until
+from testbed.controlplane import ControlPlane
 
 DEFAULT = "http://prometheus-operated.monitoring.svc:9090"
 

@@ -55,7 +55,7 @@ from modeldeploy.analysis.templates import (
 from modeldeploy.api.spec import Analysis
 from modeldeploy.api.status import Verdict
 from prometheus_fixture import PrometheusServer, pod_target, require_prometheus
-from triton_exporter import Traffic, TritonExporter
+from testbed.triton_exporter import Traffic, TritonExporter
 
 NAMESPACE = "ml"
 MODEL = "fraud_scorer"

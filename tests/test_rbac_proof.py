@@ -54,12 +54,12 @@ from helm_tools import (
     rules_in_namespace,
     template,
 )
-from modeldeploy.sim.controlplane import ADMIN_USER, ControlPlane, Credentials
-from modeldeploy.sim.kubeapi import KubeApi
-from modeldeploy.sim.kubelet import PodReport, PodState
-from modeldeploy.sim.operator_process import OperatorProcess
 from prometheus_fixture import PrometheusServer, pod_target, require_prometheus
-from triton_exporter import Traffic, TritonExporter
+from testbed.controlplane import ADMIN_USER, ControlPlane, Credentials
+from testbed.kubeapi import KubeApi
+from testbed.kubelet import PodReport, PodState
+from testbed.operator_process import OperatorProcess
+from testbed.triton_exporter import Traffic, TritonExporter
 
 pytestmark = pytest.mark.integration
 

@@ -30,12 +30,12 @@ from modeldeploy.render.options import RenderOptions
 from modeldeploy.render.quantity import canonical
 from modeldeploy.rollout.events import Event
 from modeldeploy.rollout.plan import created
-from modeldeploy.sim.controlplane import ADMIN_USER, ControlPlane, Credentials, writes
-from modeldeploy.sim.kubeapi import KubeApi
-from modeldeploy.sim.kubelet import Kubelet, PodReport, PodState, always_ready
-from modeldeploy.sim.operator_process import OperatorProcess
 from operator_bed import OperatorBed
 from test_render import CANONICAL_QUANTITIES
+from testbed.controlplane import ADMIN_USER, ControlPlane, Credentials, writes
+from testbed.kubeapi import KubeApi
+from testbed.kubelet import Kubelet, PodReport, PodState, always_ready
+from testbed.operator_process import OperatorProcess
 
 pytestmark = pytest.mark.integration
 

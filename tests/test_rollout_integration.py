@@ -27,12 +27,12 @@ import pytest
 
 from modeldeploy.render.names import NAME_LABEL, REVISION_LABEL, TRACK_LABEL
 from modeldeploy.rollout import clock
-from modeldeploy.sim.controlplane import ControlPlane
-from modeldeploy.sim.kubeapi import ApiError, KubeApi
-from modeldeploy.sim.operator_process import OperatorProcess
 from operator_bed import MD, OperatorBed
 from prometheus_fixture import PrometheusServer, ScrapeTarget, pod_target, require_prometheus
-from triton_exporter import Traffic, TritonExporter
+from testbed.controlplane import ControlPlane
+from testbed.kubeapi import ApiError, KubeApi
+from testbed.operator_process import OperatorProcess
+from testbed.triton_exporter import Traffic, TritonExporter
 
 pytestmark = pytest.mark.integration
 

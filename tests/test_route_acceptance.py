@@ -20,8 +20,8 @@ from modeldeploy.rollout.machine import Decision, decide, snapshot
 from modeldeploy.rollout.observe import DeploymentState, Observations
 from modeldeploy.routing.base import RouteHold
 from modeldeploy.routing.gateway_api import ROUTE_NOT_ACCEPTED, ROUTE_PENDING, route_hold
-from modeldeploy.sim.kubeapi import ApiError, KubeApi
 from operator_bed import OperatorBed
+from testbed.kubeapi import ApiError, KubeApi
 
 T0 = datetime.datetime(2026, 12, 1, 12, 0, 0, tzinfo=datetime.UTC)
 PARENT = ObjectRef(name="scorer", namespace="ml", uid="u-1", generation=2)

@@ -27,9 +27,9 @@ from modeldeploy.render.compare import contains
 from modeldeploy.render.deployment import ADMIN_HEADER
 from modeldeploy.render.options import RenderOptions
 from modeldeploy.rollout.plan import steady_children
-from modeldeploy.sim.controlplane import ControlPlane
-from modeldeploy.sim.kubeapi import ApiError, KubeApi
 from operator_bed import OperatorBed
+from testbed.controlplane import ControlPlane
+from testbed.kubeapi import ApiError, KubeApi
 
 pytestmark = pytest.mark.integration
 

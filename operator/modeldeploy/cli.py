@@ -1,4 +1,4 @@
-"""`modeldeploy`: run the operator, render manifests offline, print the CRD, run the demo."""
+"""`modeldeploy`: run the operator, render manifests offline, print the CRD, control a rollout."""
 
 from __future__ import annotations
 
@@ -123,8 +123,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(args.log_format, args.verbose)
     config = OperatorConfig(
         namespaces=tuple(args.namespace or _env_list("MODELDEPLOY_NAMESPACES")),
-        server=args.server,
-        token=os.environ.get("MODELDEPLOY_TOKEN") if args.server else None,
         log_format=args.log_format,
         health_port=args.health_port or None,
         metrics_port=args.metrics_port or None,
@@ -156,9 +154,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from modeldeploy.adapters.kube import CRD, KubeClient, KubeError, configuration
 
     try:
-        client = KubeClient(
-            configuration(config.server, config.token, config_file=config.kubeconfig, context=config.context)
-        )
+        client = KubeClient(configuration(config_file=config.kubeconfig, context=config.context))
         try:
             # One request first: kopf would retry an unreachable server for a minute, then print a
             # traceback. An answer of any status (a 403 too) means the server is there.
@@ -337,9 +333,7 @@ def _client(args: argparse.Namespace) -> Any:
     from modeldeploy.adapters.kube import KubeClient, KubeError, configuration
 
     try:
-        config = configuration(
-            os.environ.get("MODELDEPLOY_SERVER"), config_file=args.kubeconfig, context=args.context
-        )
+        config = configuration(config_file=args.kubeconfig, context=args.context)
     except KubeError as error:
         raise CliError(error.message) from None
     return KubeClient(config)
@@ -472,12 +466,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from modeldeploy.demo import main as demo_main
-
-    return demo_main(examples=args.examples, rollouts=args.rollouts)
-
-
 # ----------------------------------------------------------------------------------------- main
 
 
@@ -493,8 +481,6 @@ class DefaultsFormatter(argparse.HelpFormatter):
 
 ENVIRONMENT = """environment:
   KUBECONFIG             the kubeconfig, as for kubectl (--kubeconfig wins)
-  MODELDEPLOY_SERVER     status and the control verbs: an API server URL to use without credentials
-                         instead of the kubeconfig (the demo's emulator); never for a real cluster
   MODELDEPLOY_NAMESPACES, MODELDEPLOY_LOG_FORMAT, MODELDEPLOY_PROMETHEUS_URL, MODELDEPLOY_PULLER_IMAGE,
   MODELDEPLOY_PROMETHEUS_ALLOW
                          defaults of `run`'s --namespace (comma-separated), --log-format,
@@ -589,9 +575,6 @@ def parser(prog: str = "modeldeploy") -> argparse.ArgumentParser:
     )
     run.add_argument("--renew-deadline", type=float, default=7.0, help="seconds a leader tries to renew")
     run.add_argument("--retry-period", type=float, default=2.0, help="seconds between Lease renewals")
-    run.add_argument(
-        "--server", help="an API server URL without credentials: only for `modeldeploy demo`'s emulator"
-    )
     _cluster_flags(run)
     run.add_argument("-v", "--verbose", action="store_true", help="log every request and kopf's own lines")
     run.set_defaults(func=cmd_run)
@@ -631,16 +614,6 @@ def parser(prog: str = "modeldeploy") -> argparse.ArgumentParser:
     _cluster_flags(status)
     status.set_defaults(func=cmd_status)
 
-    demo = sub.add_parser(
-        "demo",
-        help="run the operator on a local control plane (KUBEBUILDER_ASSETS), else on an emulator",
-        formatter_class=DefaultsFormatter,
-    )
-    demo.add_argument("--examples", default="examples", help="directory of ModelDeployment YAML files")
-    demo.add_argument(
-        "--no-rollouts", dest="rollouts", action="store_false", help="skip part three, the two rollouts"
-    )
-    demo.set_defaults(func=cmd_demo)
     return top
 
 

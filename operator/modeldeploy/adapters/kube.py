@@ -112,24 +112,12 @@ def _error(exc: ApiException) -> KubeError:
 CONFIG_ERRORS = (kubernetes.config.ConfigException, OSError, ValueError, yaml.YAMLError, RecursionError)
 
 
-def configuration(
-    server: str | None = None,
-    token: str | None = None,
-    *,
-    config_file: str | None = None,
-    context: str | None = None,
-) -> Configuration:
-    """An explicit server (the demo's local emulator), else in-cluster, else the user's kubeconfig
+def configuration(*, config_file: str | None = None, context: str | None = None) -> Configuration:
+    """In-cluster credentials, else the user's kubeconfig
     (`config_file`, else $KUBECONFIG, else ~/.kube/config; `context`, else its current one). A
     kubeconfig or context asked for by name wins over in-cluster configuration, as with kubectl.
 
     In a pod, the client re-reads the service-account token file as the kubelet rotates it."""
-    if server:
-        config = Configuration(host=server)
-        if token:
-            config.api_key = {"BearerToken": token}
-            config.api_key_prefix = {"BearerToken": "Bearer"}
-        return config
     config = Configuration()
     try:
         if config_file or context:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from modeldeploy.render.options import DEFAULT_PULLER_IMAGE
 
@@ -10,8 +10,6 @@ from modeldeploy.render.options import DEFAULT_PULLER_IMAGE
 @dataclass(frozen=True)
 class OperatorConfig:
     namespaces: tuple[str, ...] = ()  # empty: every namespace
-    server: str | None = None  # an explicit API server URL (the local emulator); else in-cluster/kubeconfig
-    token: str | None = field(default=None, repr=False)
     kubeconfig: str | None = None  # else $KUBECONFIG, ~/.kube/config (when not in a pod)
     context: str | None = None  # else the kubeconfig's current-context
     log_format: str = "text"

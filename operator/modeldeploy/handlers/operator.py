@@ -100,7 +100,7 @@ def register(
     """Register every handler into `registry`."""
     limiter = TokenBucket(config.kube_qps, config.kube_burst)
     client = kube or KubeClient(
-        configuration(config.server, config.token, config_file=config.kubeconfig, context=config.context),
+        configuration(config_file=config.kubeconfig, context=config.context),
         limiter=limiter,
         observe=lambda verb, code: metrics.API_REQUESTS.labels(verb=verb, code=str(code)).inc(),
     )

@@ -46,7 +46,7 @@ def find_prometheus() -> str | None:
     if override:
         return override if Path(override).is_file() else None
     # Else the checkout's .tools/bin, where scripts/install-prometheus.sh unpacks it.
-    local = Path(__file__).resolve().parents[3] / ".tools" / "bin" / "prometheus"
+    local = Path(__file__).resolve().parents[1] / ".tools" / "bin" / "prometheus"
     return shutil.which("prometheus") or (str(local) if local.is_file() else None)
 
 

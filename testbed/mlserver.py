@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-ROOT = Path(__file__).resolve().parents[3]  # the checkout: operator/modeldeploy/sim/mlserver.py
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: testbed/mlserver.py
 INSTALL = ROOT / "scripts" / "install-mlserver.sh"
 TRAIN = ROOT / "scripts" / "train-iris-models.py"
 VENV = ROOT / ".tools" / "mlserver-venv"

@@ -1,18 +1,20 @@
-"""`modeldeploy demo`: the operator, as a process, reconciles the examples; then two rollouts
-judged by Prometheus; then a model-quality gate that stops a worse model before any traffic.
+"""The demo (`make demo`, or `python -m testbed.demo` from the checkout): the operator, as a
+process, reconciles the examples; then two rollouts judged by Prometheus; then a model-quality gate
+that stops a worse model before any traffic.
 
 It runs on the real control plane (etcd, kube-apiserver, kube-controller-manager from
-$KUBEBUILDER_ASSETS, else ../shared/k8s/bin) when the binaries are there, and on kmock's emulator
-otherwise; the banner says which. Either way it is a local simulation and says so: no container
-runs (a kubelet stand-in reports the pods Ready) and Triton's metrics come from simulated
-exporters. The operator (`modeldeploy run`), its reconcile passes, the analysis queries and the
-Prometheus server are all real. So are the gate's model servers (part four, real control plane
-only): MLServers (sim/mlserver.py) on the IPs the kubelet stand-in gives the primary and canary
-pods, where the operator asks the models over the V2 protocol as it asks Triton in a cluster.
+$KUBEBUILDER_ASSETS, else ../shared/k8s/bin); without those binaries it prints one line saying what
+is missing and exits non-zero. It is a local simulation and says so: no container runs (a kubelet
+stand-in reports the pods Ready) and Triton's metrics come from simulated exporters. The operator
+(`modeldeploy run`), its reconcile passes, the analysis queries and the Prometheus server are all
+real. So are the gate's model servers (part four): MLServers (testbed/mlserver.py) on the IPs the
+kubelet stand-in gives the primary and canary pods, where the operator asks the models over the V2
+protocol as it asks Triton in a cluster.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import os
@@ -21,12 +23,11 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
@@ -34,16 +35,16 @@ from modeldeploy.api.base import API_VERSION, GROUP, KIND
 from modeldeploy.api.crd import crd
 from modeldeploy.manifest_yaml import load_all
 from modeldeploy.render.names import TRACK_LABEL
-from modeldeploy.sim.controlplane import (
+from testbed.controlplane import (
     ADMIN_USER,
     ControlPlane,
     ControlPlaneMissing,
     Credentials,
     find_assets,
 )
-from modeldeploy.sim.kubeapi import ApiError, KubeApi
-from modeldeploy.sim.kubelet import Kubelet, PodReport
-from modeldeploy.sim.mlserver import (
+from testbed.kubeapi import ApiError
+from testbed.kubelet import Kubelet, PodReport
+from testbed.mlserver import (
     MLServer,
     MLServerFailed,
     MLServerMissing,
@@ -51,12 +52,9 @@ from modeldeploy.sim.mlserver import (
     find_venv,
     train,
 )
-from modeldeploy.sim.operator_process import OperatorProcess, modeldeploy_command
-from modeldeploy.sim.prometheus import PrometheusMissing, PrometheusServer, find_prometheus, pod_target
-from modeldeploy.sim.triton_exporter import Traffic, TritonExporter
-
-if TYPE_CHECKING:  # kmock, a development dependency, only for the fallback
-    from modeldeploy.sim.serving import EmulatorThread
+from testbed.operator_process import OperatorProcess, modeldeploy_command
+from testbed.prometheus import PrometheusMissing, PrometheusServer, find_prometheus, pod_target
+from testbed.triton_exporter import Traffic, TritonExporter
 
 ROLLOUT_EXAMPLE = "recommender"  # examples/gateway-canary.yaml
 ROLLOUT_NAMESPACE = "ml-rollouts"  # its own namespace: part three's operator watches only it
@@ -102,29 +100,33 @@ class DemoFailed(Exception):
 
 
 class Cluster:
-    """What the demo needs of a cluster: a client, an operator process, and pods becoming ready."""
+    """What the demo needs of the control plane: a client, an operator process, and pods becoming
+    ready (the kubelet stand-in, at the IP of each Pod's track)."""
 
-    def __init__(self, api: KubeApi, workdir: Path, description: list[str]) -> None:
-        self.api = api
+    def __init__(self, plane: ControlPlane, workdir: Path, description: list[str]) -> None:
+        self.plane = plane
+        self.api = plane.admin
         self.workdir = workdir
         self.description = description  # the banner's lines about the API server
         self.operator: OperatorProcess | None = None
         self._started = 0
+        self.pod_ips: dict[str, dict[str, str]] = {}  # namespace -> track -> IP
 
-    def connection(self) -> tuple[Path | None, list[str]]:
-        """How the operator finds the API server: a kubeconfig, or arguments."""
-        raise NotImplementedError
+    def kubeconfig(self) -> Path:
+        # As a user runs it: a kubeconfig, no flags. The admin's (system:masters): the chart's
+        # least-privilege RBAC is proven by the test suite, not by the demo.
+        admin = Credentials(user=ADMIN_USER, token=self.plane.admin_token)
+        return self.plane.kubeconfig(admin, self.workdir / "kubeconfig")
 
     def start_operator(
         self, namespaces: list[str], *, resync_seconds: float, prometheus_url: str | None = None
     ) -> OperatorProcess:
         self.stop_operator()
-        kubeconfig, args = self.connection()
         self._started += 1
         self.operator = OperatorProcess(
-            kubeconfig=kubeconfig,
+            kubeconfig=self.kubeconfig(),
             log=self.workdir / f"operator-{self._started}.log",
-            args=[*args, *(f"--namespace={ns}" for ns in namespaces)],
+            args=[f"--namespace={ns}" for ns in namespaces],
             resync_seconds=resync_seconds,
             prometheus_url=prometheus_url,
         )
@@ -136,30 +138,11 @@ class Cluster:
             self.operator.stop()
             self.operator = None
 
-    def pods_become_ready(self) -> contextlib.AbstractContextManager[None]:
-        raise NotImplementedError
-
     def create_namespace(self, name: str) -> None:
         with contextlib.suppress(ApiError):  # it exists already
             self.api.create(
                 "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
             )
-
-
-class RealCluster(Cluster):
-    def __init__(self, plane: ControlPlane, workdir: Path, description: list[str]) -> None:
-        super().__init__(plane.admin, workdir, description)
-        self.plane = plane
-        self.pod_ips: dict[str, dict[str, str]] = {}  # namespace -> track -> IP
-
-    def connection(self) -> tuple[Path | None, list[str]]:
-        # As a user runs it: a kubeconfig, no --server. The admin's (system:masters): the chart's
-        # least-privilege RBAC is proven by the test suite, not by the demo.
-        admin = Credentials(user=ADMIN_USER, token=self.plane.admin_token)
-        return self.plane.kubeconfig(admin, self.workdir / "kubeconfig"), []
-
-    def create_namespace(self, name: str) -> None:
-        super().create_namespace(name)
         # Pods need the namespace's default ServiceAccount, which the controller manager creates.
         self.api.wait_for(
             lambda: self.api.get("v1", "ServiceAccount", name, "default"),
@@ -183,35 +166,6 @@ class RealCluster(Cluster):
         # Binds every Pod and reports it Running and Ready, at the IP of its track.
         with Kubelet(self.plane.admin, self.report):
             yield
-
-
-class EmulatedCluster(Cluster):
-    def __init__(self, server: EmulatorThread, workdir: Path, description: list[str]) -> None:
-        super().__init__(KubeApi(server.url), workdir, description)
-        self.emulator = server.emulator
-        self.namespaces: list[str] = []  # where Deployments become ready
-
-    def connection(self) -> tuple[Path | None, list[str]]:
-        return None, [f"--server={self.api.url}"]  # the one use of --server
-
-    @contextlib.contextmanager
-    def pods_become_ready(self) -> Iterator[None]:
-        """Play kubelet and the Deployment controller: every Deployment becomes ready."""
-        stop = threading.Event()
-
-        def loop() -> None:
-            while not stop.wait(0.2):
-                for namespace in self.namespaces:
-                    for obj in self.emulator.list_objects("apps", "v1", "deployments", namespace):
-                        self.emulator.mark_deployment_ready(namespace, obj["metadata"]["name"])
-
-        thread = threading.Thread(target=loop, name="demo-kubelet", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join(timeout=10)
 
 
 def third_party_crds(assets: Path) -> tuple[list[dict[str, Any]], str]:
@@ -264,7 +218,7 @@ def real_cluster(assets: Path, workdir: Path) -> Iterator[Cluster]:
         version = plane.admin.request("GET", "/version").get("gitVersion", "?")
         upstream, which = third_party_crds(assets)
         plane.admin.install_crds([crd(), *upstream])
-        yield RealCluster(
+        yield Cluster(
             plane,
             workdir,
             [
@@ -276,40 +230,13 @@ def real_cluster(assets: Path, workdir: Path) -> Iterator[Cluster]:
         )
 
 
-@contextlib.contextmanager
-def emulated_cluster(workdir: Path, missing: str) -> Iterator[Cluster]:
-    from modeldeploy.sim.emulator import ClusterEmulator  # kmock: a development dependency
-    from modeldeploy.sim.serving import EmulatorThread
-
-    emulator = ClusterEmulator()
-    emulator.declare_builtin_resources()
-    for doc in (crd(), *(stub_crd(*names) for names in THIRD_PARTY)):
-        emulator.put_object(doc)
-    with EmulatorThread(emulator) as server:
-        yield EmulatedCluster(
-            server,
-            workdir,
-            [
-                " API server: kmock's EMULATOR in this process, a FALLBACK: the real control plane",
-                *textwrap.wrap(
-                    f"is missing: {missing}.",
-                    78,
-                    initial_indent=" ",
-                    subsequent_indent="   ",
-                    break_on_hyphens=False,
-                ),
-                " The demo marks Deployments ready itself; there are no pods.",
-            ],
-        )
-
-
 # ------------------------------------------------------------------------------------ the demo
 
 
 def banner(cluster: Cluster) -> None:
     line = "=" * 78
     say(line)
-    say(" modeldeploy demo -- a LOCAL SIMULATION, not a cluster")
+    say(" the modeldeploy demo -- a LOCAL SIMULATION, not a cluster")
     for text in cluster.description:
         say(text)
     say(" The operator is `modeldeploy run`, a process of its own. There are no GPUs or Triton")
@@ -627,12 +554,7 @@ def part_three(cluster: Cluster, examples: Path) -> None:
 def show_what_a_user_sees(cluster: Cluster, namespace: str, name: str) -> None:
     """What a user looks at next: `modeldeploy status` (with the history) and the object's Events."""
     # Run as a user runs it, a process with the kubeconfig: the demo checks the CLI from outside too.
-    kubeconfig, args = cluster.connection()
-    env = {**os.environ}
-    if kubeconfig is not None:
-        env["KUBECONFIG"] = str(kubeconfig)
-    else:  # the emulator: its URL, as --server gives it to the operator
-        env["MODELDEPLOY_SERVER"] = args[0].removeprefix("--server=")
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig())}
     say(f"\n  $ modeldeploy status {name} -n {namespace}")
     shown = subprocess.run(
         [*modeldeploy_command(), "status", name, "-n", namespace],
@@ -799,9 +721,6 @@ class ModelServers:
 
 def part_four(cluster: Cluster) -> None:
     say("\n[4/4] A model-quality gate stops a worse model before it gets any traffic")
-    if not isinstance(cluster, RealCluster):
-        say("  skipped: the emulator has no pods, so no pod IPs for the operator to ask the models at")
-        return
     intro = (
         "MLServer (a real V2 inference server, in .tools/mlserver-venv) serves scikit-learn models "
         f"trained here on iris, standing in for Triton. The kubelet stand-in gives primary pods the IP "
@@ -891,23 +810,8 @@ def part_four(cluster: Cluster) -> None:
         servers.stop_all()
 
 
-@contextlib.contextmanager
-def cluster_for_demo(workdir: Path) -> Iterator[Cluster]:
-    """The real control plane if its binaries are there, else the emulator."""
-    try:
-        assets = find_assets()
-    except ControlPlaneMissing as missing:
-        with emulated_cluster(workdir, str(missing)) as cluster:
-            yield cluster
-        return
-    with real_cluster(assets, workdir) as cluster:
-        yield cluster
-
-
 def demo(cluster: Cluster, docs: list[dict[str, Any]], examples: Path, rollouts: bool) -> None:
     banner(cluster)
-    if isinstance(cluster, EmulatedCluster):
-        cluster.namespaces = [*namespaces_of(docs), ROLLOUT_NAMESPACE]  # part four needs pods: skipped
     prepare_namespaces(cluster, docs)
     operator = cluster.start_operator(namespaces_of(docs), resync_seconds=5.0)
     pid = operator.process.pid if operator.process else "?"
@@ -932,9 +836,10 @@ def run(examples: Path, rollouts: bool = True) -> int:
     docs = load_examples(examples)
     if not docs:
         raise DemoFailed(f"--examples {examples}: no {KIND} ({API_VERSION}) in its *.yaml files")
+    assets = find_assets()  # ControlPlaneMissing: one line, before anything starts
     workdir = Path(tempfile.mkdtemp(prefix="modeldeploy-demo-"))
     try:
-        with cluster_for_demo(workdir) as cluster:
+        with real_cluster(assets, workdir) as cluster:
             try:
                 demo(cluster, docs, examples, rollouts)
             finally:
@@ -945,11 +850,31 @@ def run(examples: Path, rollouts: bool = True) -> int:
     return 0
 
 
-def main(examples: str = "examples", rollouts: bool = True) -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m testbed.demo",
+        description="Run the operator on a local real control plane (KUBEBUILDER_ASSETS, else "
+        "../shared/k8s/bin) with a kubelet stand-in, a real Prometheus and real MLServers.",
+    )
+    parser.add_argument("--examples", default="examples", help="directory of ModelDeployment YAML files")
+    parser.add_argument(
+        "--no-rollouts",
+        dest="rollouts",
+        action="store_false",
+        help="stop after the examples are Ready: skip parts three and four (the rollouts and the gate)",
+    )
+    args = parser.parse_args(argv)
     try:
-        return run(Path(examples), rollouts=rollouts)
+        return run(Path(args.examples), rollouts=args.rollouts)
     except KeyboardInterrupt:
         return 130
+    except ControlPlaneMissing as error:
+        print(f"demo: the real control plane is missing: {error}", file=sys.stderr)
+        return 2
     except (DemoFailed, ApiError, OSError, RuntimeError) as error:
         print(f"demo failed: {error}", file=sys.stderr)
         return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,7 +1,8 @@
 """A stand-in for one Triton pod's metrics endpoint (:8002/metrics), with controllable traffic.
 
 It serves the Triton metric families the analysis templates read, labelled `model` and `version`
-(and, for failures, `reason`, as Triton 24.x+ does), in the Prometheus text format. A background
+(and, for failures, `reason`, as Triton 24.x+ does), in the Prometheus text format that
+prometheus_client writes (`generate_latest` of a registry of our own). A background
 thread advances the counters as if the pod served `rate` requests per second, a `failure_ratio` of
 them failing, each successful one taking `latency_ms` end to end (of which `queue_ms` queued).
 Like Triton, the duration counters grow with successful requests only.
@@ -16,10 +17,15 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
+
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric, UnknownMetricFamily
+from prometheus_client.registry import Collector
 
 FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")
 HELP = {
@@ -78,6 +84,8 @@ class TritonExporter:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = False  # server_close() joins the request threads
         self._threads: list[threading.Thread] = []
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(_Families(self))
         self.scrapes = 0
 
     # ---------------------------------------------------------------------------------- control
@@ -161,31 +169,8 @@ class TritonExporter:
             c.exec_count += ok
 
     def render(self) -> str:
-        """The exposition text, as Triton formats it."""
-        with self._lock:
-            c = replace(self._counters)
-        labels = f'model="{self.model}",version="{self.version}"'
-        failures = [
-            (
-                f'model="{self.model}",reason="{r}",version="{self.version}"',
-                c.failure if r == "BACKEND" else 0,
-            )
-            for r in FAILURE_REASONS
-        ]
-        families = [
-            ("nv_inference_request_success", [(labels, c.success)]),
-            ("nv_inference_request_failure", failures),
-            ("nv_inference_count", [(labels, c.inference_count)]),
-            ("nv_inference_exec_count", [(labels, c.exec_count)]),
-            ("nv_inference_request_duration_us", [(labels, c.request_duration_us)]),
-            ("nv_inference_queue_duration_us", [(labels, c.queue_duration_us)]),
-            ("nv_inference_compute_infer_duration_us", [(labels, c.compute_infer_duration_us)]),
-        ]
-        lines = []
-        for name, samples in families:
-            lines += [f"# HELP {name} {HELP[name]}", f"# TYPE {name} counter"]
-            lines += [f"{name}{{{lbl}}} {value}" for lbl, value in samples]
-        return "\n".join(lines) + "\n"
+        """The exposition text of the counters now."""
+        return generate_latest(self._registry).decode()
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         exporter = self
@@ -202,7 +187,7 @@ class TritonExporter:
                 body = exporter.render().encode()
                 exporter.scrapes += 1
                 self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Type", CONTENT_TYPE_PLAIN_0_0_4)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -211,3 +196,37 @@ class TritonExporter:
                 pass  # quiet: Prometheus scrapes every second
 
         return Handler
+
+
+class _Families(Collector):
+    """Triton's metric families, read from the exporter's counters at each scrape.
+
+    Untyped rather than counters: prometheus_client's text format names a counter family
+    `<name>_total`, and Triton's are not; PromQL's rate() reads them the same either way."""
+
+    def __init__(self, exporter: TritonExporter) -> None:
+        self.exporter = exporter
+
+    def collect(self) -> Iterator[Metric]:
+        c = self.exporter.counters()
+        model, version = self.exporter.model, self.exporter.version
+        plain = {
+            "nv_inference_request_success": c.success,
+            "nv_inference_count": c.inference_count,
+            "nv_inference_exec_count": c.exec_count,
+            "nv_inference_request_duration_us": c.request_duration_us,
+            "nv_inference_queue_duration_us": c.queue_duration_us,
+            "nv_inference_compute_infer_duration_us": c.compute_infer_duration_us,
+        }
+        for name, value in plain.items():
+            family = UnknownMetricFamily(name, HELP[name], labels=("model", "version"))
+            family.add_metric((model, version), value)
+            yield family
+        failures = UnknownMetricFamily(
+            "nv_inference_request_failure",
+            HELP["nv_inference_request_failure"],
+            labels=("model", "reason", "version"),
+        )
+        for reason in FAILURE_REASONS:
+            failures.add_metric((model, reason, version), c.failure if reason == "BACKEND" else 0)
+        yield failures

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from modeldeploy.sim.controlplane import free_port
+from testbed.controlplane import free_port
 
 
 def modeldeploy_command() -> list[str]:

@@ -7,7 +7,7 @@ kube-controller-manager when there is none). Used by the test suite, the benchma
 The API server runs as production clusters do: TLS with a self-signed serving certificate, token
 and client-certificate authentication, the RBAC authorizer, a JSON audit log of every request, and
 the admission plugins a production cluster enables, OwnerReferencesPermissionEnforcement
-included. There is no kubelet and no scheduler: `sim.kubelet` stands in for them.
+included. There is no kubelet and no scheduler: `testbed.kubelet` stands in for them.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from modeldeploy.sim.kubeapi import ApiError, KubeApi
+from testbed.kubeapi import ApiError, KubeApi
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
 HOW_TO_GET = (

@@ -42,13 +42,14 @@ class KubeApi:
         cert_file: Path | None = None,
         key_file: Path | None = None,
         timeout: float = 30.0,
+        connections: int = 8,
     ) -> None:
         self.url = url.rstrip("/")
         self._headers = {"Accept": "application/json"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
         self._pool = urllib3.PoolManager(
-            maxsize=8,
+            maxsize=connections,  # kept alive; more threads than this open and drop extra ones
             ca_certs=str(ca_file) if ca_file else None,
             cert_reqs="CERT_REQUIRED" if ca_file else "CERT_NONE",
             cert_file=str(cert_file) if cert_file else None,

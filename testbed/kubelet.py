@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from modeldeploy.sim.kubeapi import ApiError, KubeApi
+from testbed.kubeapi import ApiError, KubeApi
 
-log = logging.getLogger("modeldeploy.sim.kubelet")
+log = logging.getLogger("testbed.kubelet")
 
 NODE = "testbed-node"
 
