@@ -95,9 +95,9 @@ def test_kubeconfig_with_ca_and_bearer_token(
     for family in (
         "modeldeploy_reconcile_total",
         'modeldeploy_reconcile_duration_seconds_bucket{le="0.001",result="ok"}',
-        'modeldeploy_api_writes_total{verb="apply"}',
+        'modeldeploy_api_writes_total{verb="create"}',
         'modeldeploy_api_writes_total{verb="status"}',
-        'modeldeploy_api_requests_total{code="201",verb="apply"}',
+        'modeldeploy_api_requests_total{code="201",verb="create"}',
         'modeldeploy_model_deployments{phase="Stable"} 1.0',
         "modeldeploy_workqueue_depth ",
         "modeldeploy_workqueue_scheduled ",
