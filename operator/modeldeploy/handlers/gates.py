@@ -40,7 +40,7 @@ from modeldeploy.adapters.inference import (
     redacted,
     run_gate,
 )
-from modeldeploy.adapters.kube import KINDS, Kind, KubeClient, KubeError
+from modeldeploy.adapters.kube import KINDS, KubeClient, KubeError
 from modeldeploy.api.base import parse_duration
 from modeldeploy.api.resource import ObjectRef
 from modeldeploy.api.spec import Gates, ModelDeploymentSpec
@@ -49,6 +49,7 @@ from modeldeploy.gates.golden import GoldenSetError, parse_golden_set
 from modeldeploy.gates.verdicts import explain, thresholds_of, unreachable
 from modeldeploy.handlers import metrics
 from modeldeploy.render.deployment import ADMIN_HEADER, HTTP_PORT, admin_key
+from modeldeploy.render.kinds import Kind
 from modeldeploy.render.names import NAME_LABEL, REVISION_LABEL, TRACK_LABEL, Track
 from modeldeploy.rollout.observe import GateResult
 
