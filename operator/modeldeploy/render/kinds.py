@@ -97,7 +97,11 @@ def served_versions(crd: Mapping[str, Any]) -> tuple[str, ...]:
 def served_optional_kinds(installed: ServedVersions) -> list[Kind]:
     """The optional child kinds whose CRD serves the version rendered here: listed, applied and
     pruned beside REQUIRED_KINDS."""
-    return [child.kind for child in CHILD_KINDS if child.crd and child.kind.version in (installed.get(child.crd) or ())]
+    return [
+        child.kind
+        for child in CHILD_KINDS
+        if child.crd and child.kind.version in (installed.get(child.crd) or ())
+    ]
 
 
 def unserved_message(api_version: str, kind: str, installed: ServedVersions) -> str:
