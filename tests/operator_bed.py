@@ -14,12 +14,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from modeldeploy.demo import CHILD_KINDS  # one list of the kinds a ModelDeployment owns
+from modeldeploy.render.kinds import CHILD_KINDS as KINDS  # the one table of the kinds a ModelDeployment owns
 from modeldeploy.sim.controlplane import ControlPlane
 from modeldeploy.sim.kubeapi import KubeApi
 from modeldeploy.sim.operator_process import OperatorProcess
 
 MD = ("modeldeploy.io/v1alpha1", "ModelDeployment")
+CHILD_KINDS = tuple((child.kind.api_version, child.kind.kind) for child in KINDS)
 
 
 @dataclass
