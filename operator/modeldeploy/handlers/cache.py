@@ -23,11 +23,11 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from modeldeploy.adapters.kube import FIELD_MANAGER, KubeClient, KubeError
+from modeldeploy.handlers.workqueue import Key
 from modeldeploy.render.kinds import CRD, MODEL_DEPLOYMENT, OPTIONAL_CRDS, Kind, served_versions
 from modeldeploy.render.names import NAME_LABEL
 
 log = logging.getLogger("modeldeploy.cache")
-Key = tuple[str, str]  # namespace, ModelDeployment name
 _ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")
 
 

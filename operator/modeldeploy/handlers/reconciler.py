@@ -28,6 +28,7 @@ from modeldeploy.handlers.cache import Cache, CrdVersions
 from modeldeploy.handlers.echoes import Echoes
 from modeldeploy.handlers.gates import GateRunner, gate_work
 from modeldeploy.render.compare import needs_apply, stamped
+from modeldeploy.render.kinds import PODS as _PODS
 from modeldeploy.render.kinds import REQUIRED_KINDS, Kind, served_optional_kinds, unserved_message
 from modeldeploy.render.names import NAME_LABEL, TRACK_LABEL, Track, deployment_name
 from modeldeploy.render.options import RenderOptions
@@ -44,7 +45,6 @@ from modeldeploy.routing.gateway_api import route_hold
 log = logging.getLogger("modeldeploy.reconciler")
 
 _BASE_KINDS = list(REQUIRED_KINDS)
-_PODS = Kind("v1", "Pod", "pods")
 # One analysis round's queries together: a slow or hostile Prometheus costs a pass this much at most
 # (each query has the provider's own 5 s deadline within it).
 ANALYSIS_DEADLINE_SECONDS = 10.0

@@ -79,6 +79,7 @@ CHILD_KINDS: tuple[ChildKind, ...] = (
 REQUIRED_KINDS: tuple[Kind, ...] = tuple(child.kind for child in CHILD_KINDS if child.crd is None)
 OPTIONAL_CRDS: tuple[str, ...] = tuple(child.crd for child in CHILD_KINDS if child.crd is not None)
 MODEL_DEPLOYMENT = Kind(f"{GROUP}/{VERSION}", "ModelDeployment", PLURAL)
+PODS = Kind("v1", "Pod", "pods")  # not a child: read to tell a crashing canary from a slow one, and by gates
 CRD = Kind("apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", False)
 
 ServedVersions = Mapping[str, tuple[str, ...] | None]  # CRD name -> versions it serves (None: absent)
