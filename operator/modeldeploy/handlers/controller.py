@@ -159,7 +159,7 @@ class Controller:
         else:
             self.queue.limiter.forget(key)
         metrics.FAILING.set(self.queue.limiter.failing())
-        if requeue is not None:
+        if requeue is not None and self.leading():
             # Kept in memory only: every timer is recomputed from the timestamps in status on the
             # next pass after a restart.
             self.queue.add_after(key, requeue)
@@ -207,21 +207,21 @@ class Controller:
         metrics.QUEUE_SCHEDULED.set_function(self.queue.scheduled)
         self._resync = asyncio.create_task(self._resync_loop())
         if self._config.leader_elect:
-            self._elector = self._campaign()
+            self._campaign()
         else:
             metrics.LEADER.set(1)
 
-    def _campaign(self) -> Elector:
+    def _campaign(self) -> None:
         config = self._config
         timings = Timings(config.lease_duration, config.renew_deadline, config.retry_period)
         namespace = config.leader_election_namespace or pod_namespace() or "default"
         identity = f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
-        elector = Elector(
+        # Known before it runs: its first win may call _started at once, which must see it leads.
+        self._elector = Elector(
             self.client, namespace, config.leader_election_id, identity, timings, self._started, self._stopped
         )
         metrics.LEADER.set(0)
-        elector.start()
-        return elector
+        self._elector.start()
 
     def _started(self) -> None:
         metrics.LEADER.set(1)
