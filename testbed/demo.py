@@ -34,6 +34,7 @@ import yaml
 from modeldeploy.api.base import API_VERSION, GROUP, KIND
 from modeldeploy.api.crd import crd
 from modeldeploy.manifest_yaml import load_all
+from modeldeploy.render.kinds import CHILD_KINDS
 from modeldeploy.render.names import TRACK_LABEL
 from testbed.controlplane import (
     ADMIN_USER,
@@ -66,26 +67,9 @@ GATES_NAME = "iris"  # the ModelDeployment, and the model name MLServer serves (
 # 127.0.0.0/8 is loopback on Linux.
 POD_IPS = {"primary": "127.0.0.2", "canary": "127.0.0.3"}
 TRITON_HTTP_PORT = 8000
-CHILD_KINDS = (
-    ("v1", "ConfigMap"),
-    ("apps/v1", "Deployment"),
-    ("v1", "Service"),
-    ("autoscaling/v2", "HorizontalPodAutoscaler"),
-    ("networking.k8s.io/v1", "NetworkPolicy"),
-    ("monitoring.coreos.com/v1", "PodMonitor"),
-    ("monitoring.coreos.com/v1", "PrometheusRule"),
-    ("gateway.networking.k8s.io/v1", "HTTPRoute"),
-    ("gateway.networking.k8s.io/v1", "GRPCRoute"),
-    ("networking.istio.io/v1", "VirtualService"),
-)
-# The CRDs of other projects whose objects the operator renders: (plural.group, kind, version).
-THIRD_PARTY = (
-    ("podmonitors.monitoring.coreos.com", "PodMonitor", "v1"),
-    ("prometheusrules.monitoring.coreos.com", "PrometheusRule", "v1"),
-    ("httproutes.gateway.networking.k8s.io", "HTTPRoute", "v1"),
-    ("grpcroutes.gateway.networking.k8s.io", "GRPCRoute", "v1"),
-    ("virtualservices.networking.istio.io", "VirtualService", "v1"),
-)
+# The CRDs of other projects whose objects the operator renders, from the one table of child kinds:
+# (plural.group, kind, version).
+THIRD_PARTY = tuple((child.crd, child.kind.kind, child.kind.version) for child in CHILD_KINDS if child.crd)
 
 
 def say(text: str = "") -> None:
@@ -311,9 +295,11 @@ def status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
 
 def children(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
-    for api_version, kind in CHILD_KINDS:
+    for child in CHILD_KINDS:
         with contextlib.suppress(ApiError):  # a kind this cluster does not serve
-            found += cluster.api.list(api_version, kind, namespace, f"{GROUP}/name={name}")
+            found += cluster.api.list(
+                child.kind.api_version, child.kind.kind, namespace, f"{GROUP}/name={name}"
+            )
     return found
 
 

@@ -14,12 +14,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from modeldeploy.render.kinds import CHILD_KINDS as KINDS  # the one table of the kinds a ModelDeployment owns
 from testbed.controlplane import ControlPlane
-from testbed.demo import CHILD_KINDS  # one list of the kinds a ModelDeployment owns
 from testbed.kubeapi import KubeApi
 from testbed.operator_process import OperatorProcess
 
 MD = ("modeldeploy.io/v1alpha1", "ModelDeployment")
+CHILD_KINDS = tuple((child.kind.api_version, child.kind.kind) for child in KINDS)
 
 
 @dataclass

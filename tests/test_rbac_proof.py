@@ -54,6 +54,7 @@ from helm_tools import (
     rules_in_namespace,
     template,
 )
+from modeldeploy.render.kinds import CHILD_KINDS as KINDS  # the one table of what a ModelDeployment owns
 from prometheus_fixture import PrometheusServer, pod_target, require_prometheus
 from testbed.controlplane import ADMIN_USER, ControlPlane, Credentials
 from testbed.kubeapi import KubeApi
@@ -78,30 +79,8 @@ STATUS_PATCH: Rule = ("modeldeploy.io", "modeldeployments/status", "patch")
 FINALIZERS_UPDATE: Rule = ("modeldeploy.io", "modeldeployments/finalizers", "update")
 
 # Kinds the operator creates with an ownerReference to their ModelDeployment, blockOwnerDeletion set.
-OWNED = {
-    ("", "configmaps"),
-    ("", "services"),
-    ("apps", "deployments"),
-    ("autoscaling", "horizontalpodautoscalers"),
-    ("networking.k8s.io", "networkpolicies"),
-    ("monitoring.coreos.com", "podmonitors"),
-    ("monitoring.coreos.com", "prometheusrules"),
-    ("gateway.networking.k8s.io", "httproutes"),
-    ("gateway.networking.k8s.io", "grpcroutes"),
-    ("networking.istio.io", "virtualservices"),
-}
-CHILD_KINDS = (
-    ("v1", "ConfigMap"),
-    ("v1", "Service"),
-    ("apps/v1", "Deployment"),
-    ("autoscaling/v2", "HorizontalPodAutoscaler"),
-    ("networking.k8s.io/v1", "NetworkPolicy"),
-    ("monitoring.coreos.com/v1", "PodMonitor"),
-    ("monitoring.coreos.com/v1", "PrometheusRule"),
-    ("gateway.networking.k8s.io/v1", "HTTPRoute"),
-    ("gateway.networking.k8s.io/v1", "GRPCRoute"),
-    ("networking.istio.io/v1", "VirtualService"),
-)
+OWNED = {(child.kind.group, child.kind.plural) for child in KINDS}
+CHILD_KINDS = tuple((child.kind.api_version, child.kind.kind) for child in KINDS)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -21,11 +21,8 @@ import yaml
 from conftest import REPO_ROOT, THIRD_PARTY_CRDS, require_assets
 from modeldeploy.adapters.kube import FIELD_MANAGER, Backoff, KubeClient, configuration, retry_after
 from modeldeploy.api.resource import parse_spec
-from modeldeploy.handlers.reconciler import (
-    HANDOVER_MANAGER,
-    Reconciler,
-    unserved_message,
-)
+from modeldeploy.handlers.reconciler import HANDOVER_MANAGER, Reconciler
+from modeldeploy.render.kinds import unserved_message
 from modeldeploy.render.options import RenderOptions
 from modeldeploy.render.quantity import canonical
 from modeldeploy.rollout.events import Event

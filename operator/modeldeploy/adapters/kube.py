@@ -25,51 +25,26 @@ import yaml
 from kubernetes.client import ApiClient, Configuration
 from kubernetes.client.exceptions import ApiException
 
-from modeldeploy.api.base import GROUP, PLURAL, VERSION
+from modeldeploy.render.kinds import CHILD_KINDS, Kind, child_kind
+from modeldeploy.render.kinds import CRD as CRD  # re-exported: the CLI reads and installs it
+from modeldeploy.render.kinds import MODEL_DEPLOYMENT as MODEL_DEPLOYMENT
 
 FIELD_MANAGER = "modeldeploy"
 log = logging.getLogger("modeldeploy.kube")
 
 
-@dataclass(frozen=True)
-class Kind:
-    api_version: str
-    kind: str
-    plural: str
-    namespaced: bool = True
-
-    @property
-    def group(self) -> str:
-        return self.api_version.rpartition("/")[0]
-
-    def collection(self, namespace: str | None) -> str:
-        base = f"/api/{self.api_version}" if "/" not in self.api_version else f"/apis/{self.api_version}"
-        if self.namespaced and namespace:
-            return f"{base}/namespaces/{namespace}/{self.plural}"
-        return f"{base}/{self.plural}"
-
-
+# Every kind the operator reads or writes: its children (one table, render/kinds.py), its own
+# resource, the CRDs that say which optional kinds are served, and the leader Lease.
 KINDS: dict[tuple[str, str], Kind] = {
     (k.api_version, k.kind): k
     for k in (
-        Kind("v1", "ConfigMap", "configmaps"),
-        Kind("v1", "Service", "services"),
-        Kind("apps/v1", "Deployment", "deployments"),
-        Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
-        Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
-        Kind("monitoring.coreos.com/v1", "PodMonitor", "podmonitors"),
-        Kind("monitoring.coreos.com/v1", "PrometheusRule", "prometheusrules"),
-        Kind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),
-        Kind("gateway.networking.k8s.io/v1", "GRPCRoute", "grpcroutes"),
-        Kind("networking.istio.io/v1", "VirtualService", "virtualservices"),
-        Kind(f"{GROUP}/{VERSION}", "ModelDeployment", PLURAL),
-        Kind("apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", False),
+        *(child.kind for child in CHILD_KINDS),
+        MODEL_DEPLOYMENT,
+        CRD,
         Kind("coordination.k8s.io/v1", "Lease", "leases"),
     )
 }
-MODEL_DEPLOYMENT = KINDS[(f"{GROUP}/{VERSION}", "ModelDeployment")]
 LEASE = KINDS[("coordination.k8s.io/v1", "Lease")]
-CRD = KINDS[("apiextensions.k8s.io/v1", "CustomResourceDefinition")]
 
 
 def kind_of(obj: Mapping[str, Any]) -> Kind:
@@ -601,7 +576,8 @@ class KubeClient:
     def delete(self, kind: Kind, namespace: str | None, name: str, *, uid: str | None = None) -> None:
         """Delete, in the background; with `uid`, only that object: another that took the name since
         is refused by the server (409, precondition failed) and left alone."""
-        body: dict[str, Any] = {"propagationPolicy": "Background"}
+        child = child_kind(kind.api_version, kind.kind)
+        body: dict[str, Any] = {"propagationPolicy": child.prune.value if child else "Background"}
         if uid is not None:
             body["preconditions"] = {"uid": uid}
         try:
@@ -721,14 +697,3 @@ class KubeClient:
                 return None
             raise
         return result
-
-    def crd_installed(self, name: str) -> bool:
-        return self.get(CRD, None, name) is not None
-
-    def served_versions(self, crd: str) -> tuple[str, ...] | None:
-        """The versions a CRD serves now, or None when it is not installed."""
-        obj = self.get(CRD, None, crd)
-        if obj is None:
-            return None
-        versions = obj.get("spec", {}).get("versions") or []
-        return tuple(str(v["name"]) for v in versions if v.get("served") and v.get("name"))

@@ -16,14 +16,18 @@ Gateway accepted the route), the only children whose status a pass observes.
 from __future__ import annotations
 
 import json
+import logging
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from modeldeploy.adapters.kube import FIELD_MANAGER, MODEL_DEPLOYMENT, Kind
+from modeldeploy.adapters.kube import FIELD_MANAGER, KubeClient, KubeError
+from modeldeploy.handlers.workqueue import Key
+from modeldeploy.render.kinds import CRD, MODEL_DEPLOYMENT, OPTIONAL_CRDS, Kind, served_versions
 from modeldeploy.render.names import NAME_LABEL
 
-Key = tuple[str, str]  # namespace, ModelDeployment name
+log = logging.getLogger("modeldeploy.cache")
 _ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")
 
 
@@ -71,8 +75,7 @@ def encode_parent(body: Mapping[str, Any]) -> bytes:
 
 def encode_crd(body: Mapping[str, Any]) -> bytes:
     """Only the versions a CRD serves: whether an optional child kind can be rendered."""
-    versions = (body.get("spec") or {}).get("versions") or []
-    return json.dumps([str(v["name"]) for v in versions if v.get("served") and v.get("name")]).encode()
+    return json.dumps(list(served_versions(body))).encode()
 
 
 def child_key(body: Mapping[str, Any]) -> Key | None:
@@ -158,3 +161,39 @@ class Cache:
             return []
         parents = self._parents
         return [json.loads(raw) for key in _snapshot(parents) for raw in _snapshot(parents.get(key) or ())]
+
+
+class CrdVersions:
+    """The one answer to which versions each optional CRD (render/kinds.OPTIONAL_CRDS) serves: from
+    the CRD watch once the cache is filled, which costs no request; before that (or with no cache),
+    read through the API at most once every `ttl` seconds. A CRD that cannot be read keeps its
+    last answer."""
+
+    def __init__(
+        self,
+        kube: KubeClient,
+        cache: Cache | None,
+        *,
+        ttl: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._kube, self._cache, self._ttl, self._clock = kube, cache, ttl, clock
+        self._lock = threading.Lock()
+        self._read: dict[str, tuple[str, ...] | None] = {}
+        self._read_at: float | None = None
+
+    def __call__(self) -> dict[str, tuple[str, ...] | None]:
+        watched = self._cache.served_versions(OPTIONAL_CRDS) if self._cache is not None else None
+        if watched is not None:
+            return watched
+        with self._lock:
+            if self._read_at is None or self._clock() - self._read_at >= self._ttl:
+                for name in OPTIONAL_CRDS:
+                    try:
+                        crd = self._kube.get(CRD, None, name)
+                    except KubeError as error:
+                        log.warning("cannot tell whether %s is installed: %s", name, error)
+                        continue
+                    self._read[name] = served_versions(crd) if crd is not None else None
+                self._read_at = self._clock()
+            return dict(self._read)

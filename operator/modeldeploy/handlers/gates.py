@@ -40,7 +40,7 @@ from modeldeploy.adapters.inference import (
     redacted,
     run_gate,
 )
-from modeldeploy.adapters.kube import KINDS, Kind, KubeClient, KubeError
+from modeldeploy.adapters.kube import KINDS, KubeClient, KubeError
 from modeldeploy.api.base import parse_duration
 from modeldeploy.api.resource import ObjectRef
 from modeldeploy.api.spec import Gates, ModelDeploymentSpec
@@ -48,16 +48,16 @@ from modeldeploy.api.status import GateRun, Verdict
 from modeldeploy.gates.golden import GoldenSetError, parse_golden_set
 from modeldeploy.gates.verdicts import explain, thresholds_of, unreachable
 from modeldeploy.handlers import metrics
+from modeldeploy.handlers.workqueue import Key
 from modeldeploy.render.deployment import ADMIN_HEADER, HTTP_PORT, admin_key
+from modeldeploy.render.kinds import PODS
 from modeldeploy.render.names import NAME_LABEL, REVISION_LABEL, TRACK_LABEL, Track
 from modeldeploy.rollout.observe import GateResult
 
 log = logging.getLogger("modeldeploy.gates")
 
-Key = tuple[str, str]  # namespace, name
 Identity = tuple[str, str]  # revision, startedAt: one run
 DEFAULT_PARALLEL = 4
-_PODS = Kind("v1", "Pod", "pods")
 _CONFIG_MAP = KINDS[("v1", "ConfigMap")]
 # One thread reads and parses golden sets for every run (see the module's docstring).
 _READER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="golden-set")
@@ -319,7 +319,7 @@ def gate_work(
     the worker's loop."""
     gates = spec.rollout.gates
     assert gates is not None
-    pods = kube.list(_PODS, parent.namespace, f"{NAME_LABEL}={parent.name}")  # both tracks at once
+    pods = kube.list(PODS, parent.namespace, f"{NAME_LABEL}={parent.name}")  # both tracks at once
     canary = endpoint(pods, spec, parent, Track.CANARY, run.revision)
     primary = endpoint(pods, spec, parent, Track.PRIMARY, stable_revision)
     if canary is None:

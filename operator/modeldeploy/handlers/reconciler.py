@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from modeldeploy.adapters.kube import FIELD_MANAGER, KINDS, Kind, KubeClient, KubeError, kind_of
+from modeldeploy.adapters.kube import FIELD_MANAGER, KINDS, KubeClient, KubeError, kind_of
 from modeldeploy.adapters.prometheus import PrometheusProvider, run
 from modeldeploy.analysis.endpoints import refusal
 from modeldeploy.analysis.templates import context_for, plan
@@ -24,10 +24,12 @@ from modeldeploy.api.resource import InvalidSpecError, ObjectRef, object_ref, pa
 from modeldeploy.api.spec import ModelDeploymentSpec
 from modeldeploy.api.status import MetricResult, ModelDeploymentStatus
 from modeldeploy.handlers import metrics
-from modeldeploy.handlers.cache import Cache
+from modeldeploy.handlers.cache import Cache, CrdVersions
 from modeldeploy.handlers.echoes import Echoes
 from modeldeploy.handlers.gates import GateRunner, gate_work
 from modeldeploy.render.compare import needs_apply, stamped
+from modeldeploy.render.kinds import PODS as _PODS
+from modeldeploy.render.kinds import REQUIRED_KINDS, Kind, served_optional_kinds, unserved_message
 from modeldeploy.render.names import NAME_LABEL, TRACK_LABEL, Track, deployment_name
 from modeldeploy.render.options import RenderOptions
 from modeldeploy.render.ownership import conflict_message, is_ours
@@ -42,27 +44,7 @@ from modeldeploy.routing.gateway_api import route_hold
 
 log = logging.getLogger("modeldeploy.reconciler")
 
-_BASE_KINDS = [
-    KINDS[("v1", "ConfigMap")],
-    KINDS[("apps/v1", "Deployment")],
-    KINDS[("v1", "Service")],
-    KINDS[("autoscaling/v2", "HorizontalPodAutoscaler")],
-    KINDS[("networking.k8s.io/v1", "NetworkPolicy")],
-]
-# Optional kinds, listed and pruned only where their CRD is installed and serves the version we
-# render. An older version is not used even where its schema would do (Istio's v1beta1, Gateway
-# API's v1beta1 HTTPRoute): only the version we render is tested, and the object that needs it
-# says so in its status, while every other object reconciles as usual.
-_OPTIONAL_KINDS = {
-    "podmonitors.monitoring.coreos.com": [KINDS[("monitoring.coreos.com/v1", "PodMonitor")]],
-    "prometheusrules.monitoring.coreos.com": [KINDS[("monitoring.coreos.com/v1", "PrometheusRule")]],
-    "httproutes.gateway.networking.k8s.io": [KINDS[("gateway.networking.k8s.io/v1", "HTTPRoute")]],
-    "grpcroutes.gateway.networking.k8s.io": [KINDS[("gateway.networking.k8s.io/v1", "GRPCRoute")]],
-    "virtualservices.networking.istio.io": [KINDS[("networking.istio.io/v1", "VirtualService")]],
-}
-OPTIONAL_CRDS = tuple(_OPTIONAL_KINDS)
-_PODS = Kind("v1", "Pod", "pods")
-_CRD_TTL_SECONDS = 60.0
+_BASE_KINDS = list(REQUIRED_KINDS)
 # One analysis round's queries together: a slow or hostile Prometheus costs a pass this much at most
 # (each query has the provider's own 5 s deadline within it).
 ANALYSIS_DEADLINE_SECONDS = 10.0
@@ -115,8 +97,7 @@ class Reconciler:
         self._prometheus_url = prometheus_url
         self._prometheus_allow = prometheus_allow
         self._clock = clock_fn
-        self._crds: dict[str, tuple[str, ...] | None] = {}
-        self._crds_checked_at = -_CRD_TTL_SECONDS
+        self._crd_versions = CrdVersions(kube, cache)
         self._lock = threading.Lock()
         # (namespace, apiVersion, kind, name) -> (when, the object as our create left it)
         self._made: dict[tuple[str, str, str, str], tuple[float, dict[str, Any]]] = {}
@@ -129,29 +110,11 @@ class Reconciler:
     # ------------------------------------------------------------------------------- observe
 
     def _installed(self) -> dict[str, tuple[str, ...] | None]:
-        """The versions each optional CRD serves (None: not installed): from the watch once the
-        cache is filled, else re-read once a minute."""
-        cached = self._cache.served_versions(OPTIONAL_CRDS) if self._cache is not None else None
-        if cached is not None:
-            return cached
-        with self._lock:
-            if time.monotonic() - self._crds_checked_at >= _CRD_TTL_SECONDS:
-                for name in _OPTIONAL_KINDS:
-                    try:
-                        self._crds[name] = self._kube.served_versions(name)
-                    except KubeError as error:
-                        log.warning("cannot tell whether %s is installed: %s", name, error)
-                self._crds_checked_at = time.monotonic()
-            return dict(self._crds)
+        return self._crd_versions()
 
     @staticmethod
     def _served_kinds(installed: Mapping[str, tuple[str, ...] | None]) -> list[Kind]:
-        return [
-            kind
-            for crd, kinds in _OPTIONAL_KINDS.items()
-            for kind in kinds
-            if kind.api_version.rpartition("/")[2] in (installed.get(crd) or ())
-        ]
+        return served_optional_kinds(installed)
 
     def _live_children(self, parent: ObjectRef, kinds: list[Kind]) -> dict[ChildKey, dict[str, Any]]:
         live: dict[ChildKey, dict[str, Any]] = {}
@@ -534,18 +497,6 @@ class _Stale(Exception):
     def __init__(self, fresh: Mapping[str, Any] | None) -> None:
         super().__init__("the ModelDeployment changed since this pass read it")
         self.fresh = fresh
-
-
-def unserved_message(api_version: str, kind: str, installed: Mapping[str, tuple[str, ...] | None]) -> str:
-    group, _, version = api_version.rpartition("/")
-    crd = next((name for name, kinds in _OPTIONAL_KINDS.items() if any(k.kind == kind for k in kinds)), "")
-    served = installed.get(crd)
-    if not served:
-        return f"the {kind} CRD ({api_version}) is not installed"
-    return (
-        f"needs {kind} {api_version}, but the cluster serves {group} {', '.join(served)} only:"
-        f" upgrade the {crd} CRD to one that serves {version}"
-    )
 
 
 def _shape(decision: Decision) -> tuple[Any, ...]:
