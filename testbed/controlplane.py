@@ -326,15 +326,6 @@ class ControlPlane:
             time.sleep(0.1)
         raise TimeoutError(f"kube-apiserver not ready after {timeout:.0f}s: {last[-500:]}")
 
-    def add_token_user(self, user: str, groups: tuple[str, ...] = ()) -> Credentials:
-        """A static bearer token for `user`: the API server reads tokens.csv only at start, so
-        this restarts it (etcd and its data stay). Prefer service-account tokens in tests."""
-        token = os.urandom(16).hex()
-        self._tokens[token] = (user, ",".join(groups))
-        self._write_tokens()
-        self.restart_apiserver()
-        return Credentials(user=user, token=token)
-
     def service_account_token(self, namespace: str, name: str, seconds: int = 3600) -> Credentials:
         """A bound token for a ServiceAccount, by the TokenRequest API, as a kubelet would mount it."""
         result = self.admin.create(

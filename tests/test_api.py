@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from modeldeploy.api.base import parse_duration
-from modeldeploy.api.conditions import find_condition, is_true, set_condition
+from modeldeploy.api.conditions import find_condition, set_condition
 from modeldeploy.api.resource import InvalidSpecError, parse_spec, parse_status
 from modeldeploy.api.spec import (
     DEFAULT_TRITON_IMAGE,
@@ -393,15 +393,6 @@ def test_set_condition_keeps_other_conditions_sorted_and_does_not_mutate() -> No
         )
         == 3
     )
-
-
-@pytest.mark.parametrize(
-    ("conditions", "expected"),
-    [([], False), ([ready("True")], True), ([ready("False")], False), ([ready("Unknown")], False)],
-    ids=["absent", "true", "false", "unknown"],
-)
-def test_is_true(conditions: list[Condition], expected: bool) -> None:
-    assert is_true(conditions, "Ready") is expected
 
 
 def test_condition_serialises_as_metav1_condition() -> None:

@@ -167,7 +167,7 @@ def reconcile_until(
     """Passes on freshly read bodies, as the operator's resync makes them, until `done(status)`."""
 
     def step() -> Any:
-        reconciler.reconcile(md(api, namespace, name))
+        reconciler.reconcile_result(md(api, namespace, name))
         status = md(api, namespace, name).get("status") or {}
         return status if done(status) else None
 
@@ -279,7 +279,7 @@ def test_a_stale_body_replayed_after_a_newer_status_changes_nothing(
     since_rv = md(api, namespace, "race")["metadata"]["resourceVersion"]
     since_audit = control_plane.audit_position()
 
-    reconciler.reconcile(stale)
+    reconciler.reconcile_result(stale)
 
     assert history(api, namespace, since_rv) == []  # no version written since: RolledBack stands
     assert child_writes(control_plane.audit_events(since_audit), namespace) == []  # the canary left at zero
@@ -324,13 +324,13 @@ def test_a_status_decided_from_a_body_that_changed_meanwhile_is_refused(
 
     def meanwhile() -> None:
         abort(api, namespace, "duel")
-        second.reconcile(md(api, namespace, "duel"))
+        second.reconcile_result(md(api, namespace, "duel"))
         assert md(api, namespace, "duel")["status"]["phase"] == "RolledBack"
 
     kube = first._kube  # the test's own client subclass, reached as the reconciler holds it
     assert isinstance(kube, Interleaving)
     kube.before_status = meanwhile
-    first.reconcile(body)
+    first.reconcile_result(body)
 
     assert kube.before_status is None, "pass A never came to write its status"
     refused = conflicts(control_plane.audit_events(since_audit, user=ADMIN_USER))
@@ -551,7 +551,7 @@ def test_transient_errors_are_retried_not_reported(
         reconciler = reconciler_for(kubeconfig, monkeypatch, timeout=(5.0, 1.5))
         since_rv = api.request("GET", md_path(namespace))["metadata"]["resourceVersion"]
         apply_md(api, namespace, model("flaky"))
-        reconciler.reconcile(md(api, namespace, "flaky"))  # one pass: its first writes are refused
+        reconciler.reconcile_result(md(api, namespace, "flaky"))  # one pass: its first writes are refused
     finally:
         proxy.close()
     answered = [answer for _, answer in proxy.patches]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import re
 from typing import Any
 
@@ -224,94 +223,3 @@ def test_needs_a_gateway_api_spec() -> None:
     plain = ModelDeploymentSpec.model_validate({"model": MODEL})
     with pytest.raises(ValueError, match=r"traffic\.gatewayAPI is not set"):
         ROUTER.routes(PARENT, plain, Split(0))
-
-
-# ------------------------------------------------------------------------------- reading back
-
-
-def _edit_http(edit: Any) -> list[dict[str, Any]]:
-    objects = copy.deepcopy(ROUTER.routes(PARENT, spec(), Split(25)))
-    edit(objects[0]["spec"]["rules"])
-    return objects
-
-
-def _set(path: tuple[Any, ...], value: Any) -> Any:
-    def edit(rules: list[Any]) -> None:
-        node = rules
-        for key in path[:-1]:
-            node = node[key]
-        node[path[-1]] = value
-
-    return edit
-
-
-@pytest.mark.parametrize(
-    ("edit", "expected"),
-    [
-        pytest.param(_set((0, "backendRefs", 0, "weight"), 1), Split(96), id="relative-weights-normalised"),
-        pytest.param(_set((0, "backendRefs", 1, "weight"), 0), Split(0), id="canary-at-zero"),
-        pytest.param(
-            lambda rules: rules[0]["backendRefs"][0].pop("weight"), Split(96), id="default-weight-is-1"
-        ),
-        pytest.param(_set((0, "backendRefs", 1, "name"), "someone-else"), None, id="foreign-backend"),
-        pytest.param(_set((0, "backendRefs", 1, "port"), 9000), None, id="wrong-port"),
-        pytest.param(_set((0, "backendRefs", 1, "namespace"), "other"), None, id="other-namespace"),
-        pytest.param(_set((0, "backendRefs", 1, "kind"), "ServiceImport"), None, id="not-a-service"),
-        pytest.param(_set((0, "backendRefs", 0, "weight"), 0), Split(100), id="primary-at-zero"),
-        pytest.param(
-            lambda rules: rules[0]["backendRefs"].pop(0), None, id="split-without-primary-is-not-ours"
-        ),
-        pytest.param(_set((0, "backendRefs", 1, "weight"), -5), None, id="negative-weight"),
-        pytest.param(lambda rules: rules.append(copy.deepcopy(rules[0])), None, id="two-split-rules"),
-        pytest.param(_set((0, "timeouts"), {"request": "10s"}), Split(25), id="timeouts-do-not-matter"),
-        pytest.param(
-            _set((0, "matches"), [{"path": {"type": "PathPrefix", "value": "/v2"}}]),
-            None,
-            id="narrowed-by-path",
-        ),
-    ],
-)
-def test_observed_split_from_edited_routes(edit: Any, expected: Split | None) -> None:
-    objects = _edit_http(edit)
-    objects = objects[:1]  # the HTTPRoute alone; the GRPCRoute agreement is tested below
-    assert ROUTER.observed_split(PARENT, objects) == expected
-
-
-def test_observed_split_needs_the_grpc_route_to_agree() -> None:
-    http, _ = ROUTER.routes(PARENT, spec(), Split(25))
-    _, grpc = ROUTER.routes(PARENT, spec(), Split(50))
-    assert ROUTER.observed_split(PARENT, [http, grpc]) is None
-    assert ROUTER.observed_split(PARENT, [grpc]) is None  # the HTTPRoute is the one that counts
-
-
-@pytest.mark.parametrize(
-    ("mirror", "expected"),
-    [
-        pytest.param({"percent": 100}, Split(0, mirror=True), id="percent-100"),
-        pytest.param({"percent": 10}, None, id="percent-10"),
-        pytest.param({"fraction": {"numerator": 1, "denominator": 2}}, None, id="fraction-half"),
-        pytest.param(
-            {"fraction": {"numerator": 100}}, Split(0, mirror=True), id="fraction-default-denominator"
-        ),
-    ],
-)
-def test_partial_mirrors_are_not_ours(mirror: dict[str, Any], expected: Split | None) -> None:
-    objects = ROUTER.routes(PARENT, spec(grpc=False), Split(0, mirror=True))
-    objects[0]["spec"]["rules"][0]["filters"][1]["requestMirror"].update(mirror)
-    assert ROUTER.observed_split(PARENT, objects) == expected
-
-
-@pytest.mark.parametrize(
-    ("written", "read"),
-    [
-        pytest.param(
-            StringMatch(regex="^acme.*"), StringMatch(prefix="acme"), id="regex-shaped-like-a-prefix"
-        ),
-        pytest.param(StringMatch(regex="^$"), StringMatch(exact=""), id="regex-for-empty"),
-        pytest.param(StringMatch(regex="^acme.*$"), StringMatch(regex="^acme.*$"), id="other-regex-stays"),
-        pytest.param(StringMatch(prefix=r"a\b"), StringMatch(prefix=r"a\b"), id="backslash-prefix"),
-    ],
-)
-def test_equivalent_matches_read_back_in_one_form(written: StringMatch, read: StringMatch) -> None:
-    objects = ROUTER.routes(PARENT, spec(grpc=False), Split(0, match=(Match(headers={"x": written}),)))
-    assert ROUTER.observed_split(PARENT, objects) == Split(0, match=(Match(headers={"x": read}),))

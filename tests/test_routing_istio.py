@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import pytest
@@ -161,86 +160,3 @@ def test_needs_an_istio_spec() -> None:
     plain = ModelDeploymentSpec.model_validate({"model": MODEL})
     with pytest.raises(ValueError, match=r"traffic\.istio is not set"):
         ROUTER.routes(PARENT, plain, Split(0))
-
-
-# ------------------------------------------------------------------------------- reading back
-
-
-def _edited(edit: Any) -> Split | None:
-    obj = copy.deepcopy(virtual_service(Split(25), gateways=[INGRESS]))
-    edit(routes_by_name(obj))
-    return ROUTER.observed_split(PARENT, [obj])
-
-
-@pytest.mark.parametrize(
-    ("edit", "expected"),
-    [
-        pytest.param(lambda r: None, Split(25), id="untouched"),
-        pytest.param(
-            lambda r: r["gateway-http-split"]["route"][1].update(weight=50), None, id="lanes-disagree"
-        ),
-        pytest.param(lambda r: r["mesh-split"].update(name="renamed"), None, id="missing-lane"),
-        pytest.param(
-            lambda r: [r[n]["route"][1]["destination"].update(subset="v2") for n in r],
-            None,
-            id="subsets-not-ours",
-        ),
-        pytest.param(
-            lambda r: r["mesh-split"]["route"][0]["destination"].update(port={"number": 8000}),
-            None,
-            id="mesh-lane-with-port",
-        ),
-        pytest.param(
-            lambda r: [r[n]["route"][0].update(weight=1) or r[n]["route"][1].update(weight=3) for n in r],
-            Split(75),
-            id="relative-weights-normalised",
-        ),
-    ],
-)
-def test_observed_split_from_edited_routes(edit: Any, expected: Split | None) -> None:
-    assert _edited(edit) == expected
-
-
-def test_lone_destination_without_weight_takes_everything() -> None:
-    obj = virtual_service(Split(0))
-    del obj["spec"]["http"][0]["route"][0]["weight"]
-    assert ROUTER.observed_split(PARENT, [obj]) == Split(0)
-
-
-@pytest.mark.parametrize(
-    ("mirror", "expected"),
-    [
-        pytest.param({"mirrorPercentage": {"value": 100}}, Split(0, mirror=True), id="integer-100"),
-        pytest.param({"mirrorPercentage": {"value": 50.0}}, None, id="half"),
-        pytest.param({"mirror": {"host": "elsewhere"}}, None, id="other-host"),
-    ],
-)
-def test_partial_or_foreign_mirrors_are_not_ours(mirror: dict[str, Any], expected: Split | None) -> None:
-    obj = virtual_service(Split(0, mirror=True))
-    obj["spec"]["http"][0].update(mirror)
-    assert ROUTER.observed_split(PARENT, [obj]) == expected
-
-
-@pytest.mark.parametrize(
-    ("written", "read"),
-    [
-        pytest.param(StringMatch(regex="^$"), StringMatch(exact=""), id="regex-for-empty"),
-        pytest.param(StringMatch(regex="^acme.*"), StringMatch(regex="^acme.*"), id="regex-stays-regex"),
-    ],
-)
-def test_equivalent_matches_read_back_in_one_form(written: StringMatch, read: StringMatch) -> None:
-    asked, expected = (Split(0, match=(Match(headers={"x": value}),)) for value in (written, read))
-    assert ROUTER.observed_split(PARENT, [virtual_service(asked)]) == expected
-
-
-def test_hand_written_empty_exact_reads_as_presence() -> None:
-    obj = virtual_service(Split(0, match=(Match(headers={"x": StringMatch(exact="1")}),)))
-    obj["spec"]["http"][0]["match"][0]["headers"]["x"] = {"exact": ""}
-    observed = ROUTER.observed_split(PARENT, [obj])
-    assert observed == Split(0, match=(Match(headers={"x": StringMatch(prefix="")}),))
-
-
-def test_cohort_narrowed_by_more_than_headers_is_not_ours() -> None:
-    obj = virtual_service(Split(0, match=(Match(headers={"x": StringMatch(exact="1")}),)))
-    obj["spec"]["http"][0]["match"][0]["uri"] = {"prefix": "/v2"}
-    assert ROUTER.observed_split(PARENT, [obj]) is None

@@ -307,8 +307,6 @@ class KubeClient:
         self._limiter = limiter
         self._observe = observe  # called with (verb, HTTP status; 0 when no answer) per request
         self._random = random.Random()  # noqa: S311 -- jitter, not a secret
-        self.writes = 0  # write requests sent, for the operator's own metrics and the benchmark
-        self.retries = 0  # requests tried again after a transient failure
         self.throttled_seconds = 0.0  # waited because the server said 429 (its Retry-After, or our backoff)
 
     def close(self) -> None:
@@ -353,9 +351,6 @@ class KubeClient:
             # Judged now, at the moment of sending, for this attempt: a retry (after a Retry-After,
             # a backoff, the rate limiter) may come long after the pass's first check.
             timeout = self._attempt_timeout(method, guarded, deadline, error)
-            if method != "GET":
-                with self._lock:
-                    self.writes += 1
             try:
                 response = self._api.call_api(*params, _request_timeout=timeout)
                 response.read()
@@ -391,7 +386,6 @@ class KubeClient:
                 raise error
             waited += wait
             with self._lock:
-                self.retries += 1
                 self.throttled_seconds += wait if error.status == 429 else 0.0
             log.info("%s %s: %s; retry %d in %.2fs", method, path, error, attempt, wait)
             self._sleep(wait)

@@ -168,10 +168,6 @@ class Reconciler:
 
     # ------------------------------------------------------------------------------- the pass
 
-    def reconcile(self, body: Mapping[str, Any]) -> float | None:
-        """One pass; returns when to look again (seconds), if something is timed."""
-        return self.reconcile_result(body)[1]
-
     def reconcile_result(self, body: Mapping[str, Any]) -> tuple[str, float | None]:
         """One pass: its result (`ok`, `apply-error`, `invalid`, ...) and when to look again."""
         started = time.perf_counter()

@@ -13,7 +13,7 @@ go to RolledBack; a GPU budget that cannot fit goes to Blocked; the paused annot
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from modeldeploy.analysis.verdicts import canary_unmeasured
 from modeldeploy.api.base import parse_duration
@@ -75,7 +75,6 @@ class Decision:
     service_track: Track | None = Track.PRIMARY
     wants_analysis: bool = False
     requeue_after: float | None = None
-    notes: list[str] = field(default_factory=list)
     # The gate run the shell must have running (status.gate, unfinished); None: no run wanted, so a
     # run of this object still going (the rollout aborted, paused, superseded) is cancelled.
     gate: GateRun | None = None
@@ -478,7 +477,6 @@ class _Machine:
             [self.primary_plan(), self.canary_plan(replicas)],
             self.split_for(weight),
             self.service_track(weight),
-            notes=[f"held at step {step + 1}"],
         )
 
     def first_deployment(self) -> Decision:

@@ -1,7 +1,7 @@
 """The one small interface every traffic router implements, and the pieces they share.
 
-A router is pure: (parent, spec, split) -> the route objects that put that split in force, and
-live objects -> the split they actually carry. The reconciler applies, prunes and reads them.
+A router is pure: (parent, spec, split) -> the route objects that put that split in force. The
+reconciler applies and prunes them.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,256}$")
 # Characters with a meaning in RE2, ECMAScript and PCRE alike; escaping only these keeps the pattern
 # valid in every dialect a gateway may use (Python's re.escape also escapes spaces, which RE2 rejects).
 _REGEX_META = frozenset("\\.+*?()|[]{}^$")
-_ESCAPED_PREFIX = re.compile(r"^\^((?:[^\\.+*?()|\[\]{}^$]|\\[\\.+*?()|\[\]{}^$])*)\.\*$")
 # Both routers express "the header is present and empty" this way: Istio reads an empty exact value
 # as "the header is present", and Gateway API forbids empty values.
 EMPTY_VALUE_REGEX = "^$"
@@ -70,10 +69,6 @@ class Router(Protocol):
 
     def routes(self, parent: ObjectRef, spec: ModelDeploymentSpec, split: Split) -> list[dict[str, Any]]:
         """The complete desired route objects for `split`; raises ValueError for what it cannot do."""
-        ...
-
-    def observed_split(self, parent: ObjectRef, objects: list[dict[str, Any]]) -> Split | None:
-        """The split the live `objects` carry; None when ours are missing or not recognisable."""
         ...
 
 
@@ -136,30 +131,11 @@ def prefix_regex(prefix: str) -> str:
     return f"^{escape_regex(prefix)}.*"
 
 
-def regex_to_string_match(pattern: str, *, prefixes: bool = True) -> StringMatch:
-    """The inverse of the translations above: a pattern one of them wrote reads back as what was
-    asked (`prefixes`: for routers that write prefixes as regexes); any other stays a regex."""
-    if pattern == EMPTY_VALUE_REGEX:
-        return StringMatch(exact="")
-    found = _ESCAPED_PREFIX.fullmatch(pattern) if prefixes else None
-    if found is not None:
-        return StringMatch(prefix=re.sub(r"\\(.)", r"\1", found.group(1)))
-    return StringMatch(regex=pattern)
-
-
 def as_int(value: Any) -> int | None:
     """An integer field of a live object; None when it is not one (booleans are not weights)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
         return None
     return int(value)
-
-
-def share(primary: int, canary: int) -> int | None:
-    """The canary's percentage of two relative weights, as a proxy computes it."""
-    total = primary + canary
-    if primary < 0 or canary < 0 or total == 0:
-        return None
-    return round(100 * canary / total)
 
 
 @dataclass(frozen=True)

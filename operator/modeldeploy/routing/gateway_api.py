@@ -10,7 +10,7 @@ Each route has at most two rules:
 The canary backendRef is left out whenever its weight is 0, so the steady state never references
 `<name>-canary`, which exists only during a rollout. The primary is always listed (weight 0 at a
 full switch), so the rule keeps one shape. Group, kind and parentRef defaults are left to the API
-server; observed_split accepts both our objects and their defaulted live form.
+server.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from modeldeploy.api.resource import ObjectRef
-from modeldeploy.api.spec import GatewayAPI, Match, ModelDeploymentSpec, ParentRef, StringMatch
+from modeldeploy.api.spec import GatewayAPI, ModelDeploymentSpec, ParentRef, StringMatch
 from modeldeploy.render.deployment import ADMIN_HEADER
 from modeldeploy.render.names import Track, metadata, track_service_name
 from modeldeploy.routing.base import (
@@ -33,14 +33,11 @@ from modeldeploy.routing.base import (
     find,
     match_headers,
     prefix_regex,
-    regex_to_string_match,
-    share,
 )
 
 API_VERSION = "gateway.networking.k8s.io/v1"
 HTTP_ROUTE = "HTTPRoute"
 GRPC_ROUTE = "GRPCRoute"
-_DEFAULT_PATH = {"type": "PathPrefix", "value": "/"}  # what the API server fills into a bare match
 
 
 # Every rule removes Triton's admin header, so no request from outside the namespace can open the
@@ -119,111 +116,6 @@ def _route(
         spec["hostnames"] = list(config.hostnames)
     spec["rules"] = _rules(parent, split, port)
     return {"apiVersion": API_VERSION, "kind": kind, "metadata": metadata(parent, name), "spec": spec}
-
-
-# ------------------------------------------------------------------------------- reading back
-
-
-def _backend_track(parent: ObjectRef, ref: Any, port: int) -> Track | None:
-    """Which track a live backendRef points at, or None when it is not one of ours."""
-    if not isinstance(ref, dict):
-        return None
-    if ref.get("group", "") != "" or ref.get("kind", "Service") != "Service":
-        return None
-    if ref.get("namespace", parent.namespace) != parent.namespace or as_int(ref.get("port")) != port:
-        return None
-    for track in Track:
-        if ref.get("name") == track_service_name(parent, track):
-            return track
-    return None
-
-
-def _is_full_mirror(parent: ObjectRef, item: Any, port: int) -> bool:
-    if not isinstance(item, dict) or item.get("type") != "RequestMirror":
-        return False
-    mirror = item.get("requestMirror")
-    if not isinstance(mirror, dict) or _backend_track(parent, mirror.get("backendRef"), port) != Track.CANARY:
-        return False
-    fraction = mirror.get("fraction")
-    partial_fraction = isinstance(fraction, dict) and fraction.get("numerator") != fraction.get(
-        "denominator", 100
-    )
-    return mirror.get("percent", 100) == 100 and not partial_fraction
-
-
-def _read_match(item: Any) -> Match | None:
-    """A cohort match back into a Match; None for anything but header matches on every path."""
-    if (
-        not isinstance(item, dict)
-        or set(item) - {"headers", "path"}
-        or item.get("path", _DEFAULT_PATH) != (_DEFAULT_PATH)
-    ):
-        return None
-    headers: dict[str, StringMatch] = {}
-    for header in item.get("headers") or []:
-        if not isinstance(header, dict) or not isinstance(header.get("value"), str):
-            return None
-        kind, value = header.get("type", "Exact"), header["value"]
-        if kind == "Exact":
-            headers[str(header.get("name"))] = StringMatch(exact=value)
-        elif kind == "RegularExpression":
-            headers[str(header.get("name"))] = regex_to_string_match(value)
-        else:
-            return None
-    return Match(headers=headers) if headers else None
-
-
-def _read_rule(parent: ObjectRef, rule: Any, port: int) -> Split | tuple[Match, ...] | None:
-    """The cohort rule's matches, or the split rule's weighted split; None when not ours.
-
-    Fields that do not move traffic (a rule name, timeouts, header filters) are ignored: they
-    cannot make the split differ from what it says.
-    """
-    if not isinstance(rule, dict):
-        return None
-    refs = rule.get("backendRefs") or []
-    tracks = [_backend_track(parent, ref, port) for ref in refs]
-    weights = [as_int(ref.get("weight", 1)) if isinstance(ref, dict) else None for ref in refs]
-    if None in tracks or None in weights or len(set(tracks)) != len(tracks):
-        return None
-    by_track = {t: w for t, w in zip(tracks, weights, strict=True) if t is not None and w is not None}
-    mirrors = [
-        f for f in rule.get("filters") or [] if isinstance(f, dict) and f.get("type") == "RequestMirror"
-    ]
-    matches = rule.get("matches") or [{"path": _DEFAULT_PATH}]  # Gateway API's default: every request
-    if matches != [{"path": _DEFAULT_PATH}]:
-        cohort = [_read_match(m) for m in matches]
-        if mirrors or set(by_track) != {Track.CANARY} or by_track[Track.CANARY] == 0:
-            return None
-        return tuple(m for m in cohort if m is not None) if None not in cohort else None
-    if Track.PRIMARY not in by_track or len(mirrors) > 1:
-        return None
-    mirror = bool(mirrors)
-    if mirror and not _is_full_mirror(parent, mirrors[0], port):
-        return None
-    weight = share(by_track[Track.PRIMARY], by_track.get(Track.CANARY, 0))
-    if weight is None or (mirror and weight != 0):
-        return None
-    return Split(weight, mirror=mirror)
-
-
-def _read_route(parent: ObjectRef, obj: dict[str, Any] | None, port: int) -> Split | None:
-    if obj is None or not isinstance(obj.get("spec"), dict):
-        return None
-    splits: list[Split] = []
-    cohorts: list[tuple[Match, ...]] = []
-    for rule in obj["spec"].get("rules") or []:
-        read = _read_rule(parent, rule, port)
-        if read is None:
-            return None
-        if isinstance(read, Split):
-            splits.append(read)
-        else:
-            cohorts.append(read)
-    if len(splits) != 1 or len(cohorts) > 1:
-        return None  # we write exactly one split rule and at most one cohort rule
-    (split,) = splits
-    return Split(split.canary_weight, mirror=split.mirror, match=cohorts[0] if cohorts else ())
 
 
 # ---------------------------------------------------------------------- did the Gateway accept it
@@ -349,12 +241,3 @@ class GatewayAPIRouter:
             )
             out.append(_route(parent, grpc, GRPC_ROUTE, grpc_route_name(parent), split, GRPC_PORT))
         return out
-
-    def observed_split(self, parent: ObjectRef, objects: list[dict[str, Any]]) -> Split | None:
-        """The HTTPRoute's split. A GRPCRoute, when there is one, must carry the same split, or
-        the split is not in force everywhere and None is returned."""
-        http = _read_route(parent, find(objects, API_VERSION, HTTP_ROUTE, parent.name), HTTP_PORT)
-        grpc_obj = find(objects, API_VERSION, GRPC_ROUTE, grpc_route_name(parent))
-        if grpc_obj is not None and _read_route(parent, grpc_obj, GRPC_PORT) != http:
-            return None
-        return http

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modeldeploy.api.resource import ObjectRef
-from modeldeploy.api.spec import Match, ModelDeploymentSpec, StringMatch
+from modeldeploy.api.spec import ModelDeploymentSpec, StringMatch
 from modeldeploy.render.deployment import ADMIN_HEADER
 from modeldeploy.render.names import Track, metadata, track_service_name
 from modeldeploy.routing.base import (
@@ -28,12 +28,8 @@ from modeldeploy.routing.base import (
     GRPC_PORT,
     HTTP_PORT,
     Split,
-    as_int,
     check_supported,
-    find,
     match_headers,
-    regex_to_string_match,
-    share,
 )
 
 API_VERSION = "networking.istio.io/v1"
@@ -138,112 +134,6 @@ def _lane_routes(parent: ObjectRef, lane: Lane, split: Split) -> list[dict[str, 
     return routes
 
 
-# ------------------------------------------------------------------------------- reading back
-
-
-def _track(parent: ObjectRef, item: Any, lane: Lane) -> tuple[Track, int] | None:
-    """The track and weight of one live route destination, or None when it is not ours."""
-    if not isinstance(item, dict) or not isinstance(item.get("destination"), dict):
-        return None
-    dest = item["destination"]
-    port = (dest.get("port") or {}).get("number") if isinstance(dest.get("port"), dict) else dest.get("port")
-    if dest.get("subset") or as_int(port) != lane.port:
-        return None
-    weight = as_int(item.get("weight", 0))
-    for track in Track:
-        if dest.get("host") == track_service_name(parent, track) and weight is not None:
-            return track, weight
-    return None
-
-
-def _read_split(parent: ObjectRef, route: dict[str, Any], lane: Lane) -> Split | None:
-    items = [_track(parent, item, lane) for item in route.get("route") or []]
-    if not items or None in items:
-        return None
-    weights = dict(i for i in items if i is not None)
-    if len(weights) != len(items) or Track.PRIMARY not in weights:
-        return None
-    if len(items) == 1:
-        weights[Track.PRIMARY] = 100  # a lone destination takes all traffic, whatever its weight
-    mirror = route.get("mirror")
-    mirrored = mirror is not None
-    if mirrored:
-        wanted: dict[str, Any] = {"host": track_service_name(parent, Track.CANARY)}
-        if lane.port is not None:
-            wanted["port"] = {"number": lane.port}
-        percentage = (route.get("mirrorPercentage") or {}).get("value", 100.0)
-        if mirror != wanted or percentage != 100:
-            return None
-    weight = share(weights[Track.PRIMARY], weights.get(Track.CANARY, 0))
-    if weight is None or (mirrored and weight != 0):
-        return None
-    return Split(weight, mirror=mirrored)
-
-
-def _read_cohort(parent: ObjectRef, route: dict[str, Any], lane: Lane) -> tuple[Match, ...] | None:
-    items = [_track(parent, item, lane) for item in route.get("route") or []]
-    if len(items) != 1 or items[0] is None or items[0][0] != Track.CANARY:
-        return None
-    matches: list[Match] = []
-    for item in route.get("match") or []:
-        if not isinstance(item, dict) or set(item) != {"headers"} or not isinstance(item["headers"], dict):
-            return None  # a cohort narrowed by anything but headers is not one we wrote
-        headers: dict[str, StringMatch] = {}
-        for name, value in item["headers"].items():
-            if not isinstance(value, dict) or len(value) != 1:
-                return None
-            ((kind, text),) = value.items()
-            if not isinstance(text, str):
-                return None
-            if kind == "regex":
-                headers[name] = regex_to_string_match(text, prefixes=False)  # Istio has prefixes
-            elif kind == "prefix" or (kind == "exact" and text == ""):
-                headers[name] = StringMatch(prefix=text)  # Istio: an empty value tests presence
-            elif kind == "exact":
-                headers[name] = StringMatch(exact=text)
-            else:
-                return None
-        if not headers:
-            return None
-        matches.append(Match(headers=headers))
-    return tuple(matches) or None
-
-
-def _read(parent: ObjectRef, obj: dict[str, Any] | None) -> Split | None:
-    if obj is None or not isinstance(obj.get("spec"), dict):
-        return None
-    routes = [r for r in obj["spec"].get("http") or [] if isinstance(r, dict)]
-    by_name = {str(r.get("name")): r for r in routes}
-    found_lanes = lanes([str(g) for g in obj["spec"].get("gateways") or []])
-    splits: list[Split] = []
-    for lane in found_lanes:
-        route = by_name.get(f"{lane.name}-split")
-        split = _read_split(parent, route, lane) if route is not None else None
-        if split is None:
-            return None
-        splits.append(split)
-    split = splits[0]
-    if any(other != split for other in splits):
-        return None  # lanes that disagree: no one split is in force
-    # Matches are read from the mesh lane, whose route carries no lane conditions.
-    mesh, cohort_route = found_lanes[0], by_name.get(f"{found_lanes[0].name}-cohort")
-    match: tuple[Match, ...] = ()
-    if cohort_route is not None:
-        cohort = _read_cohort(parent, _without_lane(cohort_route), mesh)
-        if cohort is None:
-            return None
-        match = cohort
-    return Split(split.canary_weight, mirror=split.mirror, match=match)
-
-
-def _without_lane(route: dict[str, Any]) -> dict[str, Any]:
-    match = [
-        {k: v for k, v in m.items() if k != "gateways"} if isinstance(m, dict) else m
-        for m in route.get("match") or []
-    ]
-    return {**route, "match": match}
-
-
 class IstioRouter:
     name = "istio"
     kinds: tuple[tuple[str, str], ...] = ((API_VERSION, VIRTUAL_SERVICE),)
@@ -269,7 +159,3 @@ class IstioRouter:
                 "spec": body,
             }
         ]
-
-    def observed_split(self, parent: ObjectRef, objects: list[dict[str, Any]]) -> Split | None:
-        """The split every lane of the VirtualService carries; None when they disagree."""
-        return _read(parent, find(objects, API_VERSION, VIRTUAL_SERVICE, parent.name))

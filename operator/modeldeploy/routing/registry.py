@@ -1,4 +1,4 @@
-"""Which router a spec uses, and every kind any router owns."""
+"""Which router a spec uses."""
 
 from __future__ import annotations
 
@@ -15,9 +15,3 @@ ROUTERS: dict[str, Router] = {
 
 def router_for(spec: ModelDeploymentSpec) -> Router:
     return ROUTERS[spec.traffic.router]
-
-
-def all_route_kinds() -> tuple[tuple[str, str], ...]:
-    """Every (apiVersion, kind) any router owns. Pruning must list all of them, not only the current
-    router's: after a switch from one router to another, the old router's objects must go too."""
-    return tuple(dict.fromkeys(kind for router in ROUTERS.values() for kind in router.kinds))

@@ -1,6 +1,6 @@
 """The fallback when no traffic router is configured: one Service `<name>` selects both tracks,
 and the split is realised by pod counts, which the rollout computes. There is nothing to route,
-so there are no objects, and nothing to read back: the replica counts are the observation."""
+so there are no objects."""
 
 from __future__ import annotations
 
@@ -21,6 +21,3 @@ class ReplicaRatioRouter:
         # A Service balances over pods: it can neither copy requests nor look at headers.
         check_supported(self, split)
         return []
-
-    def observed_split(self, parent: ObjectRef, objects: list[dict[str, Any]]) -> Split | None:
-        return None
