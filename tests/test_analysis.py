@@ -18,7 +18,7 @@ from modeldeploy.analysis.templates import (
     samples,
     success_rate,
 )
-from modeldeploy.analysis.verdicts import Result, canary_unmeasured, evaluate, explain, overall
+from modeldeploy.analysis.verdicts import Result, canary_unmeasured, explain, judge_round, overall
 from modeldeploy.api.spec import Analysis, AnalysisMetric
 from modeldeploy.api.status import MetricResult, Verdict
 
@@ -387,7 +387,7 @@ VERDICT_CASES = [
 
 @pytest.mark.parametrize("case", VERDICT_CASES, ids=lambda c: c.id)
 def test_verdict_matrix(case: VerdictCase) -> None:
-    (result,) = evaluate(analysis(case.metric, min_sample_count=case.min_sample_count), case.results, NOW)
+    (result,) = judge_round(analysis(case.metric, min_sample_count=case.min_sample_count), case.results, NOW)
     assert result.verdict == case.verdict
     if case.reason.startswith("~"):
         assert case.reason[1:] in result.reason
@@ -401,9 +401,9 @@ def test_verdict_matrix(case: VerdictCase) -> None:
 
 
 def test_results_carry_both_values() -> None:
-    (result,) = evaluate(analysis(rel(maxRatio=1.2)), both(35.0, 20.0), NOW)
+    (result,) = judge_round(analysis(rel(maxRatio=1.2)), both(35.0, 20.0), NOW)
     assert (result.value, result.primary_value) == (35.0, 20.0)
-    (nan,) = evaluate(analysis(rel(maxRatio=1.2)), both(math.nan, UNREACHABLE), NOW)
+    (nan,) = judge_round(analysis(rel(maxRatio=1.2)), both(math.nan, UNREACHABLE), NOW)
     assert (nan.value, nan.primary_value) == (None, None)  # never NaN in the status
     assert MetricResult.model_validate(nan.model_dump()) == nan
 
@@ -411,7 +411,7 @@ def test_results_carry_both_values() -> None:
 def test_evaluate_keeps_spec_order() -> None:
     results = {"metric:success-rate:canary": 0.9, "metric:custom:canary": 0.0, **ENOUGH}
     results |= {"metric:latency:canary": 20.0, "metric:latency:primary": 20.0}
-    out = evaluate(DESIGN_EXAMPLE, results, NOW)
+    out = judge_round(DESIGN_EXAMPLE, results, NOW)
     assert [(r.name, r.verdict) for r in out] == [
         ("success-rate", Verdict.FAIL),
         ("latency", Verdict.PASS),
@@ -491,5 +491,5 @@ SR_AND_REL = (SR, {**rel(maxRatio=1.5), "name": "lat"})
 def test_canary_unmeasured(
     metrics: tuple[dict[str, Any], ...], results: Mapping[str, Result], expected: bool
 ) -> None:
-    out = evaluate(analysis(*metrics), results, NOW)
+    out = judge_round(analysis(*metrics), results, NOW)
     assert canary_unmeasured(out) is expected, [r.reason for r in out]

@@ -22,7 +22,6 @@ from modeldeploy.api.base import API_VERSION, KIND, MAX_NAME_LENGTH
 from modeldeploy.api.crd import CRD_FILENAME, crd_yaml
 from modeldeploy.api.resource import parse_spec
 from modeldeploy.api.spec import ModelDeploymentSpec
-from modeldeploy.render import names
 from modeldeploy.rollout.validate import validate
 from testbed.controlplane import ADMIN_USER, ControlPlane, Credentials
 from testbed.kubeapi import KubeApi
@@ -260,10 +259,6 @@ def test_metadata_constrains_the_name_only(schema: dict[str, Any]) -> None:
         "properties": {"name": {"type": "string", "maxLength": MAX_NAME_LENGTH}},
     }
     assert schema["required"] == ["spec"]
-
-
-def test_the_name_bound_is_the_renderers() -> None:
-    assert MAX_NAME_LENGTH == names.MAX_NAME_LENGTH
 
 
 def test_chart_crd_is_the_generated_one() -> None:

@@ -28,12 +28,12 @@ from modeldeploy.gates.golden import (
     nesting_problem,
     parse_golden_set,
 )
-from modeldeploy.gates.verdicts import (
+from modeldeploy.gates.judge import (
     Answers,
     Thresholds,
     contract_check,
-    evaluate,
     explain,
+    judge_run,
     overall,
     refused,
     thresholds_of,
@@ -896,11 +896,11 @@ def test_each_check(
     labels: bool,
     expected: tuple[str, str, Any],
 ) -> None:
-    assert one(evaluate(golden(labels=labels), thresholds, canary, primary)) == expected
+    assert one(judge_run(golden(labels=labels), thresholds, canary, primary)) == expected
 
 
 def test_parity_needs_two_groups() -> None:
-    result = evaluate(golden(groups=False), Thresholds(min_demographic_parity=0.9), answers(ALL_ONE), None)
+    result = judge_run(golden(groups=False), Thresholds(min_demographic_parity=0.9), answers(ALL_ONE), None)
     assert one(result) == (
         "Inconclusive",
         "demographic parity needs 2 or more groups in the answered examples, found 0",
@@ -912,7 +912,7 @@ def test_every_configured_check_in_order_and_combined() -> None:
     thresholds = Thresholds(
         min_accuracy=0.9, min_agreement=0.9, max_psi=0.25, max_latency_p95=0.1, min_demographic_parity=0.5
     )
-    results = evaluate(golden(), thresholds, answers(HALF_WRONG), answers(PERFECT))
+    results = judge_run(golden(), thresholds, answers(HALF_WRONG), answers(PERFECT))
     assert [(r.name, r.verdict, r.threshold) for r in results] == [
         ("accuracy", "Fail", 0.9),
         ("agreement", "Fail", 0.9),
@@ -927,7 +927,7 @@ def test_every_configured_check_in_order_and_combined() -> None:
 
 
 def test_unconfigured_checks_are_not_reported() -> None:
-    assert evaluate(golden(), Thresholds(), answers(PERFECT), None) == []
+    assert judge_run(golden(), Thresholds(), answers(PERFECT), None) == []
     assert not Thresholds().any_quality_check()
     assert Thresholds(max_psi=0.1).any_quality_check()
 
@@ -960,7 +960,7 @@ def test_overall(verdicts: list[Verdict], expected: Verdict) -> None:
 
 def test_answers_must_cover_the_golden_set() -> None:
     with pytest.raises(ValueError, match="one canary prediction per golden-set example"):
-        evaluate(golden(), Thresholds(min_accuracy=0.9), answers([1]), None)
+        judge_run(golden(), Thresholds(min_accuracy=0.9), answers([1]), None)
 
 
 def gates_spec(**fields: Any) -> Gates:

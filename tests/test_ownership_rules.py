@@ -12,7 +12,7 @@ import pytest
 from modeldeploy.api.base import RESERVED_SUFFIX_MESSAGE
 from modeldeploy.api.resource import ObjectRef, parse_spec
 from modeldeploy.cli import main
-from modeldeploy.render.children import TrackPlan, desired_children
+from modeldeploy.render.children import TrackPlan, workload_children
 from modeldeploy.render.names import Track
 from modeldeploy.render.options import RenderOptions
 from modeldeploy.render.ownership import (
@@ -187,7 +187,7 @@ def test_child_names_cover_everything_rendered(traffic: dict[str, Any]) -> None:
     parent = ObjectRef(name="scorer", namespace="ml", uid=UID, generation=1)
     tracks = [TrackPlan(track, spec, revision(spec), None) for track in Track]
     router = router_for(spec)
-    rendered = desired_children(
+    rendered = workload_children(
         parent, spec, RenderOptions(), tracks, None, routed=bool(router.kinds)
     ) + router.routes(parent, spec, Split(20))
     names = {(o["kind"], o["metadata"]["name"]) for o in rendered if o["kind"] != "ConfigMap"}

@@ -41,7 +41,7 @@ from modeldeploy.analysis import (
     QueryKind,
     Track,
     context_for,
-    evaluate,
+    judge_round,
     overall,
     plan,
 )
@@ -123,7 +123,7 @@ def lab() -> Iterator[Lab]:
 
 def round_for(lab: Lab, name: str, analysis: Analysis = ANALYSIS) -> list[Any]:
     ctx = context_for(NAMESPACE, name, INTERVAL, MODEL)
-    return evaluate(analysis, run(lab.provider, plan(analysis, ctx)), NOW)
+    return judge_round(analysis, run(lab.provider, plan(analysis, ctx)), NOW)
 
 
 # ------------------------------------------------------------------- templates on real series
@@ -291,7 +291,7 @@ def test_prometheus_stopped_mid_analysis_is_inconclusive_never_fail(lab: Lab) ->
         assert counting.calls == 1  # the rest are not sent once Prometheus proved unreachable
         assert all(isinstance(r, ProviderFailure) and r.unreachable for r in results.values())
 
-        during = evaluate(ANALYSIS, results, NOW)
+        during = judge_round(ANALYSIS, results, NOW)
         assert [r.verdict for r in during] == [Verdict.INCONCLUSIVE, Verdict.INCONCLUSIVE]
         assert all(r.reason.startswith("Prometheus unreachable: connection refused") for r in during)
         assert overall(during) == Verdict.INCONCLUSIVE
@@ -555,7 +555,7 @@ def test_a_trickling_endpoint_costs_one_deadline(head_at_once: bool) -> None:
     print(f"\na trickling endpoint cost {took:.2f}s against a {deadline:g}s deadline")
     # In a round: Inconclusive (a ProviderFailure), and the second query is never sent.
     assert results["a"] == results["b"] == ProviderFailure(str(raised.value), unreachable=True)
-    verdicts = evaluate(
+    verdicts = judge_round(
         Analysis.model_validate({"minSampleCount": 0, "metrics": [{"name": "a", "query": "x", "max": 1}]}),
         {metric_key("a", Track.CANARY): results["a"]},
         NOW,
@@ -645,7 +645,7 @@ def test_reasons_carry_counts_never_label_sets(status: int, body: bytes, message
                 )
             ],
         )
-    (result,) = evaluate(analysis, results, NOW)
+    (result,) = judge_round(analysis, results, NOW)
     assert result.verdict == Verdict.INCONCLUSIVE
     assert result.reason.startswith(message)
     assert SECRET_LABEL not in result.reason
@@ -668,7 +668,7 @@ def test_provider_reasons_lose_label_sets_in_the_verdict(reason: str, shown: str
     analysis = Analysis.model_validate(
         {"minSampleCount": 0, "metrics": [{"name": "m", "query": "q", "max": 1}]}
     )
-    (result,) = evaluate(analysis, {metric_key("m", Track.CANARY): ProviderFailure(reason)}, NOW)
+    (result,) = judge_round(analysis, {metric_key("m", Track.CANARY): ProviderFailure(reason)}, NOW)
     assert result.reason == shown
 
 

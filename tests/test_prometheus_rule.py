@@ -21,7 +21,7 @@ from modeldeploy.analysis.templates import escape_label_value
 from modeldeploy.api.errors import describe
 from modeldeploy.api.resource import ObjectRef, parse_spec
 from modeldeploy.api.spec import ModelDeploymentSpec
-from modeldeploy.render.children import desired_children, stable_plan
+from modeldeploy.render.children import stable_plan, workload_children
 from modeldeploy.render.options import RenderOptions
 from modeldeploy.render.prometheusrule import (
     ERROR_RATE,
@@ -101,7 +101,7 @@ def test_the_rule_is_a_child_only_where_wanted(
     options: RenderOptions, alerts: dict[str, Any] | None, rendered: bool
 ) -> None:
     spec = spec_of(alerts)
-    kinds = [c["kind"] for c in desired_children(PARENT, spec, options, stable_plan(spec))]
+    kinds = [c["kind"] for c in workload_children(PARENT, spec, options, stable_plan(spec))]
     assert ("PrometheusRule" in kinds) is rendered
     assert (prometheus_rule(PARENT, spec, options) is not None) is rendered
 

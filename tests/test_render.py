@@ -21,7 +21,7 @@ from modeldeploy.api.spec import ModelDeploymentSpec
 from modeldeploy.cli import render_document
 from modeldeploy.render import model_config_pb2
 from modeldeploy.render.autoscaler import autoscaler
-from modeldeploy.render.children import desired_children, stable_plan
+from modeldeploy.render.children import stable_plan, workload_children
 from modeldeploy.render.compare import contains
 from modeldeploy.render.deployment import ADMIN_HEADER, RESTRICTED_PROTOCOLS, TRITON_FLAGS, deployment
 from modeldeploy.render.modelconfig import HEADER, config_map, config_map_name, config_pbtxt, model_config
@@ -917,7 +917,7 @@ def test_no_pod_monitor_without_the_prometheus_operator() -> None:
     options = RenderOptions(pod_monitor=False)
     assert pod_monitor(PARENT, options) is None
     spec = spec_of()
-    kinds = {c["kind"] for c in desired_children(PARENT, spec, options, stable_plan(spec))}
+    kinds = {c["kind"] for c in workload_children(PARENT, spec, options, stable_plan(spec))}
     assert "PodMonitor" not in kinds
     assert "Deployment" in kinds
 
@@ -941,7 +941,7 @@ CHILDREN_SPECS: dict[str, dict[str, Any]] = {
 def children_of(spec: ModelDeploymentSpec, options: RenderOptions = OPTIONS) -> list[dict[str, Any]]:
     plans = stable_plan(spec)
     canary = dataclasses.replace(plans[0], track=Track.CANARY, replicas=1)
-    return desired_children(PARENT, spec, options, [*plans, canary])
+    return workload_children(PARENT, spec, options, [*plans, canary])
 
 
 def walk_keys(value: Any) -> Iterator[str]:
@@ -1244,7 +1244,7 @@ def test_network_policy_admits_the_operator_on_http_for_gates(
 def test_network_policy_opt_out_renders_none_and_the_child_set_drops_it() -> None:
     spec = spec_of(networkPolicy={"enabled": False})
     assert network_policy(PARENT, spec) is None
-    kinds = [c["kind"] for c in desired_children(PARENT, spec, OPTIONS, stable_plan(spec))]
+    kinds = [c["kind"] for c in workload_children(PARENT, spec, OPTIONS, stable_plan(spec))]
     assert "NetworkPolicy" not in kinds
-    kinds = [c["kind"] for c in desired_children(PARENT, spec_of(), OPTIONS, stable_plan(spec_of()))]
+    kinds = [c["kind"] for c in workload_children(PARENT, spec_of(), OPTIONS, stable_plan(spec_of()))]
     assert kinds.count("NetworkPolicy") == 1

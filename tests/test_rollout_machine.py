@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from modeldeploy.analysis.verdicts import ProviderFailure, Result, evaluate
+from modeldeploy.analysis.verdicts import ProviderFailure, Result, judge_round
 from modeldeploy.api.resource import ObjectRef, parse_spec
 from modeldeploy.api.spec import Analysis
 from modeldeploy.api.status import GateCheck, MetricResult, ModelDeploymentStatus, Phase, Verdict
@@ -116,7 +116,7 @@ _RAW: dict[str, dict[str, Result]] = {
 def _verdict(kind: str) -> list[MetricResult]:
     if kind in _RAW:
         metrics = [{"name": "ok", "template": "successRate", "min": 0.99}]
-        return evaluate(Analysis.model_validate({"metrics": metrics}), _RAW[kind], "t")
+        return judge_round(Analysis.model_validate({"metrics": metrics}), _RAW[kind], "t")
     verdict = {"pass": Verdict.PASS, "fail": Verdict.FAIL, "inconclusive": Verdict.INCONCLUSIVE}[kind]
     value = {"pass": 0.999, "fail": 0.9, "inconclusive": None}[kind]
     return [MetricResult(name="ok", value=value, verdict=verdict, reason=kind, at="t")]

@@ -64,4 +64,3 @@ def test_escaped_literals_match_only_themselves(literal: str) -> None:
 def test_router_for(traffic: dict[str, Any], router: str) -> None:
     spec = ModelDeploymentSpec.model_validate({"model": MODEL, "traffic": traffic})
     assert router_for(spec).name == router
-

@@ -38,11 +38,11 @@ from modeldeploy.api.status import GateCheck, Verdict
 from modeldeploy.gates import checks
 from modeldeploy.gates.contract import Contract, ContractError, diff, from_metadata
 from modeldeploy.gates.golden import MAX_BYTES, Flat, GoldenSet, Scalar, batches
-from modeldeploy.gates.verdicts import (
+from modeldeploy.gates.judge import (
     Answers,
     contract_check,
-    evaluate,
     explain,
+    judge_run,
     overall,
     refused,
     thresholds_of,
@@ -373,7 +373,7 @@ async def _run(
                 primary_answers = await ask(
                     primary_client, primary, primary_contract, golden, batch, gates.prediction_output, counter
                 )
-        return results + evaluate(golden, thresholds, answers, primary_answers)
+        return results + judge_run(golden, thresholds, answers, primary_answers)
     finally:
         await canary_client.close()
         if primary_client is not None:

@@ -13,7 +13,7 @@ from modeldeploy.analysis.templates import (
     context_for,
     plan,
 )
-from modeldeploy.analysis.verdicts import ProviderFailure, Result, evaluate, explain, overall
+from modeldeploy.analysis.verdicts import ProviderFailure, Result, explain, judge_round, overall
 
 __all__ = [
     "ProviderFailure",
@@ -25,8 +25,8 @@ __all__ = [
     "Track",
     "check",
     "context_for",
-    "evaluate",
     "explain",
+    "judge_round",
     "overall",
     "plan",
 ]

@@ -13,14 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from modeldeploy.api.base import Track as Track  # the values of the PodMonitor's `track` label
 from modeldeploy.api.spec import Analysis, AnalysisMetric, AnalysisTemplate
-
-
-class Track(StrEnum):
-    # The values of the PodMonitor's `track` label (render/names.py Track, kept separate so that
-    # analysis depends on the API only).
-    PRIMARY = "primary"
-    CANARY = "canary"
 
 
 class QueryKind(StrEnum):

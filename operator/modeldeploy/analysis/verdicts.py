@@ -183,7 +183,7 @@ def _judge(
     return _Judgement(Verdict.PASS, f"{shown} within {', '.join(b for _, b, _ in checks)}")
 
 
-def evaluate(analysis: Analysis, results: Mapping[str, Result], now: str) -> list[MetricResult]:
+def judge_round(analysis: Analysis, results: Mapping[str, Result], now: str) -> list[MetricResult]:
     """One MetricResult per configured metric, in spec order. `results` is keyed as plan() keys them."""
     out = []
     for metric in analysis.metrics:

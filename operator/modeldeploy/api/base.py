@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,6 +27,15 @@ RESERVED_SUFFIX_MESSAGE = (
     "Deployments and Services <name>-primary and <name>-canary, so such a name would share a Service "
     "with another ModelDeployment (scorer-primary with scorer's); choose another, e.g. scorer-main"
 )
+
+
+class Track(StrEnum):
+    """The two tracks of a rollout: the value of the `modeldeploy.io/track` label on pods (and so
+    in Prometheus), and the suffix of each track's Deployment and Service."""
+
+    PRIMARY = "primary"
+    CANARY = "canary"
+
 
 # Go's time.ParseDuration subset that users write in YAML: "500ms", "90s", "5m", "1h30m".
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"

@@ -70,7 +70,7 @@ class MetricResult(Model):
 
 
 class GateCheck(Model):
-    """One model-quality check of a gate run (gates/verdicts.py): the value measured, the bound it
+    """One model-quality check of a gate run (gates/judge.py): the value measured, the bound it
     was held to, and why the verdict is what it is. `value` and `threshold` are in the check's own
     unit: a share in [0, 1], a PSI, seconds for latencyP95, breaking changes for contract."""
 

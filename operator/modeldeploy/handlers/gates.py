@@ -46,7 +46,7 @@ from modeldeploy.api.resource import ObjectRef
 from modeldeploy.api.spec import Gates, ModelDeploymentSpec
 from modeldeploy.api.status import GateRun, Verdict
 from modeldeploy.gates.golden import GoldenSetError, parse_golden_set
-from modeldeploy.gates.verdicts import explain, thresholds_of, unreachable
+from modeldeploy.gates.judge import explain, thresholds_of, unreachable
 from modeldeploy.handlers import metrics
 from modeldeploy.handlers.workqueue import Key
 from modeldeploy.render.deployment import ADMIN_HEADER, HTTP_PORT, admin_key

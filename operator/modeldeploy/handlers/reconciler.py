@@ -18,7 +18,7 @@ from modeldeploy.adapters.kube import FIELD_MANAGER, KINDS, KubeClient, KubeErro
 from modeldeploy.adapters.prometheus import PrometheusProvider, run
 from modeldeploy.analysis.endpoints import refusal
 from modeldeploy.analysis.templates import context_for, plan
-from modeldeploy.analysis.verdicts import evaluate
+from modeldeploy.analysis.verdicts import judge_round
 from modeldeploy.api.base import GROUP, VERSION
 from modeldeploy.api.resource import InvalidSpecError, ObjectRef, object_ref, parse_status
 from modeldeploy.api.spec import ModelDeploymentSpec
@@ -37,7 +37,7 @@ from modeldeploy.rollout import clock
 from modeldeploy.rollout.events import Event, transition_events
 from modeldeploy.rollout.machine import Decision, decide
 from modeldeploy.rollout.observe import Observations, commands, deployment_state, pods_summary
-from modeldeploy.rollout.plan import children, created
+from modeldeploy.rollout.plan import created, decided_children
 from modeldeploy.rollout.steady import invalid_status, prometheus_refused_status
 from modeldeploy.rollout.validate import validate
 from modeldeploy.routing.gateway_api import route_hold
@@ -164,7 +164,7 @@ class Reconciler:
         provider = PrometheusProvider(analysis.prometheus_url or self._prometheus_url)
         ctx = context_for(parent.namespace, parent.name, spec.rollout.interval, spec.model.name)
         results = run(provider, plan(analysis, ctx), deadline_seconds=ANALYSIS_DEADLINE_SECONDS)
-        return evaluate(analysis, results, clock.iso(now))
+        return judge_round(analysis, results, clock.iso(now))
 
     # ------------------------------------------------------------------------------- the pass
 
@@ -258,7 +258,7 @@ class Reconciler:
             seen = replace(seen, analysis=self._analyze(spec, parent, now))
             decision = decide(spec, parent, old, seen, now)
 
-        desired = [stamped(obj) for obj in children(parent, spec, options, decision)]
+        desired = [stamped(obj) for obj in decided_children(parent, spec, options, decision)]
         before = {key: obj.get("metadata", {}).get("resourceVersion") for key, obj in live.items()}
         errors, conflicts = self._apply(
             parent, spec, desired, live, kinds, installed, lambda: self._ensure_current(body)

@@ -36,7 +36,7 @@ def stable_plan(spec: ModelDeploymentSpec) -> list[TrackPlan]:
     return [TrackPlan(Track.PRIMARY, spec, revision(spec), replicas)]
 
 
-def desired_children(
+def workload_children(
     parent: ObjectRef,
     spec: ModelDeploymentSpec,
     options: RenderOptions,
@@ -44,8 +44,8 @@ def desired_children(
     service_track: Track | None = Track.PRIMARY,
     routed: bool = False,
 ) -> list[dict[str, Any]]:
-    """Config, Deployments and Services for the given tracks, the HPA, the NetworkPolicy, the
-    PodMonitor and the PrometheusRule.
+    """Every child but the routes: Config, Deployments and Services for the given tracks, the HPA,
+    the NetworkPolicy, the PodMonitor and the PrometheusRule.
 
     Route objects come from the router (modeldeploy.routing); with a router, each track also gets
     its own Service as a route backend.

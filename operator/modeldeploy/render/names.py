@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any
 
 from modeldeploy.api.base import API_VERSION, KIND
+from modeldeploy.api.base import Track as Track  # the one definition, re-exported for render/
 from modeldeploy.api.resource import ObjectRef
 
 MANAGED_BY = "modeldeploy"
@@ -13,13 +13,6 @@ FIELD_MANAGER = "modeldeploy"
 NAME_LABEL = "modeldeploy.io/name"
 TRACK_LABEL = "modeldeploy.io/track"
 REVISION_LABEL = "modeldeploy.io/revision"
-# ModelDeployment names are capped so that "<name>-primary" stays a valid DNS label (Services, pods).
-MAX_NAME_LENGTH = 50
-
-
-class Track(StrEnum):
-    PRIMARY = "primary"
-    CANARY = "canary"
 
 
 def deployment_name(parent: ObjectRef, track: Track) -> str:

@@ -35,7 +35,7 @@ from modeldeploy.api.status import (
     StableSpec,
     Verdict,
 )
-from modeldeploy.gates.verdicts import check_names
+from modeldeploy.gates.judge import check_names
 from modeldeploy.render.children import TrackPlan
 from modeldeploy.render.names import Track, url
 from modeldeploy.render.revision import revision
@@ -48,9 +48,8 @@ from modeldeploy.rollout.replicas import (
     routed_canary_replicas,
 )
 from modeldeploy.rollout.steady import steady_status, with_conditions
-from modeldeploy.routing.base import Split
+from modeldeploy.routing.base import STEADY, Split
 
-STEADY = Split(canary_weight=0)
 # How often to look again while waiting on something no watch event announces (a deadline).
 POLL_SECONDS = 10.0
 # For this long after the canary's traffic starts (`weightSetAt`), a round in which nothing of the

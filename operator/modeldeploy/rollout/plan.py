@@ -6,20 +6,21 @@ from typing import Any
 
 from modeldeploy.api.resource import ObjectRef
 from modeldeploy.api.spec import ModelDeploymentSpec
-from modeldeploy.render.children import desired_children, stable_plan
+from modeldeploy.render.children import stable_plan, workload_children
 from modeldeploy.render.options import RenderOptions
-from modeldeploy.rollout.machine import STEADY, Decision
+from modeldeploy.rollout.machine import Decision
+from modeldeploy.routing.base import STEADY
 from modeldeploy.routing.registry import router_for
 
 
-def children(
+def decided_children(
     parent: ObjectRef, spec: ModelDeploymentSpec, options: RenderOptions, decision: Decision
 ) -> list[dict[str, Any]]:
-    router = router_for(spec)
-    routed = bool(router.kinds)
-    out = desired_children(parent, spec, options, decision.tracks, decision.service_track, routed=routed)
-    routes: list[dict[str, Any]] = router.routes(parent, spec, decision.split)
-    return out + routes
+    """Every child a pass's decision wants: the workload for its tracks, then its routes."""
+    workload = workload_children(
+        parent, spec, options, decision.tracks, decision.service_track, routed=_routed(spec)
+    )
+    return workload + router_for(spec).routes(parent, spec, decision.split)
 
 
 def created(obj: dict[str, Any], spec: ModelDeploymentSpec) -> dict[str, Any]:
@@ -35,8 +36,10 @@ def steady_children(
     parent: ObjectRef, spec: ModelDeploymentSpec, options: RenderOptions
 ) -> list[dict[str, Any]]:
     """What a ModelDeployment looks like at rest, for `modeldeploy render`: no canary."""
-    router = router_for(spec)
-    routed = bool(router.kinds)
-    out = desired_children(parent, spec, options, stable_plan(spec), routed=routed)
-    routes: list[dict[str, Any]] = router.routes(parent, spec, STEADY)
-    return out + routes
+    workload = workload_children(parent, spec, options, stable_plan(spec), routed=_routed(spec))
+    return workload + router_for(spec).routes(parent, spec, STEADY)
+
+
+def _routed(spec: ModelDeploymentSpec) -> bool:
+    """Whether a router owns route objects (each track then gets a Service as a route backend)."""
+    return bool(router_for(spec).kinds)

@@ -13,9 +13,9 @@ from typing import Any, Protocol
 from modeldeploy.api.resource import ObjectRef
 from modeldeploy.api.spec import Match, ModelDeploymentSpec, StringMatch
 
-# Triton's ports as every Service in front of it exposes them (render/service.py, render/deployment.py).
-HTTP_PORT = 8000
-GRPC_PORT = 8001
+# Triton's ports, as every Service in front of it exposes them.
+from modeldeploy.render.deployment import GRPC_PORT as GRPC_PORT
+from modeldeploy.render.deployment import HTTP_PORT as HTTP_PORT
 
 # An HTTP header name is an RFC 9110 token; Gateway API enforces exactly this pattern.
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,256}$")

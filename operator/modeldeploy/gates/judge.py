@@ -163,7 +163,7 @@ def _configured(t: Thresholds) -> list[tuple[str, float]]:
     return [(name, value) for name, value in pairs if value is not None]
 
 
-def evaluate(
+def judge_run(
     golden: GoldenSet, thresholds: Thresholds, canary: Answers, primary: Answers | None
 ) -> list[GateCheck]:
     """One GateCheck per configured quality check, in a fixed order. `primary` None: none serves."""
