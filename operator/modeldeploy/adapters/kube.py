@@ -651,20 +651,7 @@ class KubeClient:
     ) -> dict[str, Any] | None:
         """A new Lease; None when one of that name exists already (another replica was first)."""
         body = {"apiVersion": LEASE.api_version, "kind": LEASE.kind, "metadata": {"name": name}, "spec": spec}
-        try:
-            result: dict[str, Any] = self._call(
-                "POST",
-                LEASE.collection(namespace),
-                body=body,
-                verb="create",
-                guarded=False,
-                deadline=deadline,
-            )
-        except KubeError as error:
-            if error.conflict:
-                return None
-            raise
-        return result
+        return self._lease_write("POST", LEASE.collection(namespace), body, "create", deadline)
 
     def replace_lease(
         self,
@@ -677,14 +664,16 @@ class KubeClient:
         """The Lease replaced if it is still at `resource_version`; None if it changed since."""
         meta = {"name": name, "namespace": namespace, "resourceVersion": resource_version}
         body = {"apiVersion": LEASE.api_version, "kind": LEASE.kind, "metadata": meta, "spec": spec}
+        return self._lease_write("PUT", f"{LEASE.collection(namespace)}/{name}", body, "update", deadline)
+
+    def _lease_write(
+        self, method: str, path: str, body: dict[str, Any], verb: str, deadline: float | None
+    ) -> dict[str, Any] | None:
+        """A Lease write, which the write guard does not gate (it is how leadership is won); None
+        on a conflict: another replica wrote first."""
         try:
             result: dict[str, Any] = self._call(
-                "PUT",
-                f"{LEASE.collection(namespace)}/{name}",
-                body=body,
-                verb="update",
-                guarded=False,
-                deadline=deadline,
+                method, path, body=body, verb=verb, guarded=False, deadline=deadline
             )
         except KubeError as error:
             if error.conflict:
