@@ -191,7 +191,7 @@ def test_demo_keep_leaves_a_cluster_to_look_at_until_ctrl_c(tmp_path: Path) -> N
     examples.mkdir()
     shutil.copy(REPO_ROOT / "examples" / "gateway-canary.yaml", examples)
     # A session of its own, signalled as a terminal's Ctrl-C is: the whole process group.
-    process = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "testbed.demo", f"--examples={examples}", "--no-rollouts", "--keep"],
         cwd=tmp_path,
         env=demo_env(assets),
@@ -199,51 +199,56 @@ def test_demo_keep_leaves_a_cluster_to_look_at_until_ctrl_c(tmp_path: Path) -> N
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
-    )
-    lines: list[str] = []
-    kubeconfig: dict[str, Any] = {}
-    found = threading.Event()
+    ) as process:
+        lines: list[str] = []
+        kubeconfig: dict[str, Any] = {}
+        found = threading.Event()
 
-    def read() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.append(line)
-            if line.startswith("  kubeconfig: "):
-                kubeconfig["path"] = Path(line.removeprefix("  kubeconfig: ").strip())
-                found.set()
+        def read() -> None:
+            assert process.stdout is not None
+            for line in process.stdout:
+                lines.append(line)
+                if line.startswith("  kubeconfig: "):
+                    kubeconfig["path"] = Path(line.removeprefix("  kubeconfig: ").strip())
+                if line.startswith("  try: "):  # the last line before the demo waits
+                    found.set()
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        if not found.wait(timeout=300):
-            process.kill()
-            _, err = process.communicate(timeout=60)
-            pytest.fail(f"no kubeconfig line:\n{''.join(lines)[-3000:]}\n{err[-3000:]}")
-        path = kubeconfig["path"]
-        out = "".join(lines)
-        assert f"  try:        kubectl --kubeconfig {path} get mdep -A -w\n" in out
-        listed = subprocess.run(
-            [str(kubectl), "--kubeconfig", str(path), "get", "mdep", "-A", "--no-headers"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert listed.returncode == 0, listed.stderr
-        assert re.search(r"^ml +recommender +Stable ", listed.stdout, re.MULTILINE), listed.stdout
-        # The control plane's and the operator's processes: the demo's children.
-        children = subprocess.run(
-            ["pgrep", "-P", str(process.pid)], capture_output=True, text=True, check=False
-        ).stdout.split()
-        names = {Path(os.readlink(f"/proc/{pid}/exe")).name for pid in children}
-        assert {"etcd", "kube-apiserver", "kube-controller-manager"} <= names, names
-        os.killpg(os.getpgid(process.pid), signal.SIGINT)
-        assert process.wait(timeout=120) == 0, process.stderr.read() if process.stderr else ""
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    reader.join(timeout=10)
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            if not found.wait(timeout=300):
+                os.killpg(os.getpgid(process.pid), signal.SIGINT)  # it tears its processes down
+                _, err = process.communicate(timeout=120)
+                pytest.fail(f"no kubeconfig line:\n{''.join(lines)[-3000:]}\n{err[-3000:]}")
+            path = kubeconfig["path"]
+            out = "".join(lines)
+            assert f"  try:        kubectl --kubeconfig {path} get mdep -A -w\n" in out
+            listed = subprocess.run(
+                [str(kubectl), "--kubeconfig", str(path), "get", "mdep", "-A", "--no-headers"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert listed.returncode == 0, listed.stderr
+            assert re.search(r"^ml +recommender +Stable ", listed.stdout, re.MULTILINE), listed.stdout
+            # The control plane's and the operator's processes: the demo's children.
+            children = subprocess.run(
+                ["pgrep", "-P", str(process.pid)], capture_output=True, text=True, check=False
+            ).stdout.split()
+            names = {Path(os.readlink(f"/proc/{pid}/exe")).name for pid in children}
+            assert {"etcd", "kube-apiserver", "kube-controller-manager"} <= names, names
+            os.killpg(os.getpgid(process.pid), signal.SIGINT)
+            assert process.wait(timeout=120) == 0, process.stderr.read() if process.stderr else ""
+        finally:
+            if process.poll() is None:  # a failed assertion: Ctrl-C, so that it stops what it started
+                os.killpg(os.getpgid(process.pid), signal.SIGINT)
+                try:
+                    process.wait(timeout=120)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        reader.join(timeout=10)  # it read to the end of the output: the pipe closes after this
     out = "".join(lines)
     assert "Ctrl-C: tearing down." in out and "has been torn down" in out, out
     # Nothing of it is left: no etcd, kube-apiserver, controller manager or operator of this run.
