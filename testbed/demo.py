@@ -10,6 +10,10 @@ stand-in reports the pods Ready) and Triton's metrics come from simulated export
 real. So are the gate's model servers (part four): MLServers (testbed/mlserver.py) on the IPs the
 kubelet stand-in gives the primary and canary pods, where the operator asks the models over the V2
 protocol as it asks Triton in a cluster.
+
+Every line printed with a `$ ` prompt is a command it runs, with its kubeconfig, as a user would
+(`modeldeploy status`, `kubectl get events`). With --keep, the control plane and an operator stay up
+at the end until Ctrl-C, for a user to look around with kubectl.
 """
 
 from __future__ import annotations
