@@ -52,7 +52,7 @@ control-plane: $(STAMP)
 	$(if $(SETUP_FAILED),$(error $(SETUP_FAILED)))
 	@true
 
-demo: control-plane tools-prometheus tools-mlserver
+demo: control-plane tools-helm tools-prometheus tools-mlserver  # tools-helm: the kubectl the demo runs
 	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/python -m testbed.demo $(DEMO_ARGS)
 
 lint: $(STAMP)

@@ -237,7 +237,11 @@ class ControlPlane:
 
     def _spawn(self, name: str, command: list[str]) -> None:
         log = (self.dir / f"{name}.log").open("ab")
-        self._processes[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        # A session of its own: a Ctrl-C at the terminal reaches only the owner (the demo, a test),
+        # which stops these in order, rather than killing them under it.
+        self._processes[name] = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log.close()
 
     def _start_etcd(self, assets: Path) -> None:

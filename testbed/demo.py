@@ -10,6 +10,10 @@ stand-in reports the pods Ready) and Triton's metrics come from simulated export
 real. So are the gate's model servers (part four): MLServers (testbed/mlserver.py) on the IPs the
 kubelet stand-in gives the primary and canary pods, where the operator asks the models over the V2
 protocol as it asks Triton in a cluster.
+
+Every line printed with a `$ ` prompt is a command it runs, with its kubeconfig, as a user would
+(`modeldeploy status`, `kubectl get events`). With --keep, the control plane and an operator stay up
+at the end until Ctrl-C, for a user to look around with kubectl.
 """
 
 from __future__ import annotations
@@ -95,6 +99,7 @@ class Cluster:
         self.operator: OperatorProcess | None = None
         self._started = 0
         self.pod_ips: dict[str, dict[str, str]] = {}  # namespace -> track -> IP
+        self.namespaces: set[str] = set()  # every namespace the demo made: --keep's operator watches them
 
     def kubeconfig(self) -> Path:
         # As a user runs it: a kubeconfig, no flags. The admin's (system:masters): the chart's
@@ -123,6 +128,7 @@ class Cluster:
             self.operator = None
 
     def create_namespace(self, name: str) -> None:
+        self.namespaces.add(name)
         with contextlib.suppress(ApiError):  # it exists already
             self.api.create(
                 "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
@@ -541,6 +547,7 @@ def show_what_a_user_sees(cluster: Cluster, namespace: str, name: str) -> None:
     """What a user looks at next: `modeldeploy status` (with the history) and the object's Events."""
     # Run as a user runs it, a process with the kubeconfig: the demo checks the CLI from outside too.
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig())}
+    say(f"\n  Run as a user runs them, with KUBECONFIG={env['KUBECONFIG']}:")
     say(f"\n  $ modeldeploy status {name} -n {namespace}")
     shown = subprocess.run(
         [*modeldeploy_command(), "status", name, "-n", namespace],
@@ -552,18 +559,39 @@ def show_what_a_user_sees(cluster: Cluster, namespace: str, name: str) -> None:
     )
     for line in (shown.stdout + shown.stderr).splitlines():
         say(f"  {line}")
-    selector = f"involvedObject.kind={KIND},involvedObject.name={name}"
-    say(f"\n  $ kubectl get events -n {namespace} --field-selector {selector}")
-    events = [
-        e
-        for e in cluster.api.list("v1", "Event", namespace)
-        if (e.get("involvedObject") or {}).get("kind") == KIND and e["involvedObject"].get("name") == name
-    ]
+    kubectl = find_kubectl()
+    if kubectl is None:
+        say(f"\n  (the Events of {name} are not shown: kubectl is missing; `make tools-helm` installs it)")
+        return
     # resourceVersion grows with every write: the order they were posted (timestamps are in seconds).
-    for event in sorted(events, key=lambda e: int(e["metadata"].get("resourceVersion") or 0)):
-        say(f"  {event.get('type', ''):<8} {event.get('reason', ''):<15} {event.get('message', '')}")
-    if not events:
-        say("  (none)")
+    args = [
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        f"involvedObject.kind={KIND},involvedObject.name={name}",
+        "--sort-by=.metadata.resourceVersion",
+    ]
+    say(f"\n  $ kubectl {' '.join(args)}")
+    listed = subprocess.run(
+        [str(kubectl), *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    for line in (listed.stdout + listed.stderr).splitlines():
+        say(f"  {line}")
+
+
+def find_kubectl() -> Path | None:
+    """kubectl on PATH (`make demo` puts .tools/bin first, where `make tools-helm` installs it), else
+    beside the control plane's binaries (the envtest archive ships one)."""
+    found = shutil.which("kubectl")
+    if found:
+        return Path(found)
+    with contextlib.suppress(ControlPlaneMissing):
+        beside = find_assets() / "kubectl"
+        if beside.is_file() and os.access(beside, os.X_OK):
+            return beside
+    return None
 
 
 # ------------------------------------------------------------------- part four: the gates
@@ -611,30 +639,47 @@ class GateWatch:
     selected_while_gated: set[str] = field(default_factory=set)
 
 
+def gate_timeline(seen: dict[str, tuple[Any, ...]], current: Mapping[str, Any], elapsed: float) -> list[str]:
+    """The timeline's lines for one status read: a change of phase, message or weight, and a change
+    of the gate's state; `seen` holds what was printed last and is updated. One status write can
+    carry both, and then they are printed in the order they happened: a gate that ended (Passed,
+    Failed) caused the weight or phase change written with it, so it comes first; a gate that
+    started (Running) was caused by the phase change, so it comes after."""
+    phase, gate = current.get("phase"), current.get("gate") or {}
+    lines: list[str] = []
+    key = (phase, current.get("message"), current.get("canaryWeight"))
+    if key != seen.get("status"):
+        seen["status"] = key
+        weight = current.get("canaryWeight") or 0
+        message = textwrap.shorten(str(current.get("message", "")), 84, placeholder="...")
+        lines.append(f"  +{elapsed:4.1f}s  {phase or '-':<11} weight {weight:>2}%  {message}")
+    run = (gate.get("startedAt"), gate.get("state"))
+    if gate and run != seen.get("gate"):
+        seen["gate"] = run
+        verdict = f": {gate['message']}" if gate.get("message") else ""
+        line = f"gate ({gate.get('stage')}) {gate.get('state')}{verdict}"
+        gate_line = f"  +{elapsed:4.1f}s  {textwrap.shorten(line, 96, placeholder='...')}"
+        if gate.get("state") == "Running":
+            lines.append(gate_line)
+        else:
+            lines.insert(0, gate_line)
+    return lines
+
+
 def follow_gate(cluster: Cluster, watch: GateWatch, timeout: float = 120) -> dict[str, Any]:
     """Print each change of phase, message and gate state until the rollout of iris ends."""
     namespace, name = GATES_NAMESPACE, GATES_NAME
-    seen: dict[str, tuple[Any, ...]] = {"status": (), "gate": ()}
+    seen: dict[str, tuple[Any, ...]] = {}
 
     def each(elapsed: float, current: dict[str, Any]) -> None:
-        phase, gate = current.get("phase"), current.get("gate") or {}
+        gate = current.get("gate") or {}
         watch.max_weight = max(watch.max_weight, int(current.get("canaryWeight") or 0))
         if gate.get("state") == "Running":
             service = cluster.api.get("v1", "Service", namespace, name) or {}
             selector = (service.get("spec") or {}).get("selector") or {}
             watch.selected_while_gated.add(selector.get(TRACK_LABEL, "both tracks"))
-        key = (phase, current.get("message"), current.get("canaryWeight"))
-        if key != seen["status"]:
-            seen["status"] = key
-            weight = current.get("canaryWeight") or 0
-            message = textwrap.shorten(str(current.get("message", "")), 84, placeholder="...")
-            say(f"  +{elapsed:4.1f}s  {phase or '-':<11} weight {weight:>2}%  {message}")
-        run = (gate.get("startedAt"), gate.get("state"))
-        if gate and run != seen["gate"]:
-            seen["gate"] = run
-            verdict = f": {gate['message']}" if gate.get("message") else ""
-            line = f"gate ({gate.get('stage')}) {gate.get('state')}{verdict}"
-            say(f"  +{elapsed:4.1f}s  {textwrap.shorten(line, 96, placeholder='...')}")
+        for line in gate_timeline(seen, current, elapsed):
+            say(line)
 
     return until_outcome(cluster, namespace, name, each, timeout)
 
@@ -796,7 +841,24 @@ def part_four(cluster: Cluster) -> None:
         servers.stop_all()
 
 
-def demo(cluster: Cluster, docs: list[dict[str, Any]], examples: Path, rollouts: bool) -> None:
+def keep_up(cluster: Cluster) -> None:
+    """--keep: the control plane, the kubelet stand-in and an operator watching every namespace of
+    the demo stay up until Ctrl-C, for a user to look around with kubectl."""
+    cluster.start_operator(sorted(cluster.namespaces), resync_seconds=5.0)
+    kubeconfig = cluster.kubeconfig()
+    say("\n--keep: the control plane and the operator stay up; press Ctrl-C to tear everything down.")
+    say(f"  kubeconfig: {kubeconfig}")
+    say(f"  try:        kubectl --kubeconfig {kubeconfig} get mdep -A -w")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        say("\nCtrl-C: tearing down.")
+
+
+def demo(
+    cluster: Cluster, docs: list[dict[str, Any]], examples: Path, rollouts: bool, keep: bool = False
+) -> None:
     banner(cluster)
     prepare_namespaces(cluster, docs)
     operator = cluster.start_operator(namespaces_of(docs), resync_seconds=5.0)
@@ -805,18 +867,20 @@ def demo(cluster: Cluster, docs: list[dict[str, Any]], examples: Path, rollouts:
     part_one(cluster, docs, examples)
     with cluster.pods_become_ready():
         part_two(cluster, docs)
-        if not rollouts:
+        if rollouts:
+            try:
+                part_three(cluster, examples)
+            except PrometheusMissing as error:
+                say(f"  skipped: {error}")
+            part_four(cluster)
+        else:
             say("\n[3/4] skipped (--no-rollouts)")
             say("[4/4] skipped (--no-rollouts)")
-            return
-        try:
-            part_three(cluster, examples)
-        except PrometheusMissing as error:
-            say(f"  skipped: {error}")
-        part_four(cluster)
+        if keep:
+            keep_up(cluster)
 
 
-def run(examples: Path, rollouts: bool = True) -> int:
+def run(examples: Path, rollouts: bool = True, keep: bool = False) -> int:
     if not examples.is_dir():
         raise DemoFailed(f"--examples {examples}: no such directory")
     docs = load_examples(examples)
@@ -827,7 +891,7 @@ def run(examples: Path, rollouts: bool = True) -> int:
     try:
         with real_cluster(assets, workdir) as cluster:
             try:
-                demo(cluster, docs, examples, rollouts)
+                demo(cluster, docs, examples, rollouts, keep)
             finally:
                 cluster.stop_operator()  # also when a step failed or on Ctrl-C: no process is left
     finally:
@@ -847,11 +911,18 @@ def main(argv: list[str] | None = None) -> int:
         "--no-rollouts",
         dest="rollouts",
         action="store_false",
-        help="stop after the examples are Ready: skip parts three and four (the rollouts and the gate)",
+        help="stop after part two (the examples Ready), skipping parts three and four (the Prometheus-"
+        "judged rollouts and the model-quality gate); without it the demo runs all four parts",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="at the end, leave the control plane and the operator up and print the kubeconfig and a "
+        "kubectl command to try; Ctrl-C tears everything down",
     )
     args = parser.parse_args(argv)
     try:
-        return run(Path(args.examples), rollouts=args.rollouts)
+        return run(Path(args.examples), rollouts=args.rollouts, keep=args.keep)
     except KeyboardInterrupt:
         return 130
     except ControlPlaneMissing as error:

@@ -85,7 +85,11 @@ class OperatorProcess:
     def start(self, timeout: float = 30.0) -> None:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                self.command(), stdout=out, stderr=subprocess.STDOUT, env=self.environment()
+                self.command(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.environment(),
+                start_new_session=True,  # stopped by its owner, not by a Ctrl-C at the terminal
             )
         self.wait_healthy(timeout)
 
