@@ -33,7 +33,7 @@ from modeldeploy.adapters.prometheus import (
     MetricsProvider,
     PrometheusProvider,
     ProviderError,
-    run,
+    query_round,
 )
 from modeldeploy.analysis import (
     ProviderFailure,
@@ -123,7 +123,7 @@ def lab() -> Iterator[Lab]:
 
 def round_for(lab: Lab, name: str, analysis: Analysis = ANALYSIS) -> list[Any]:
     ctx = context_for(NAMESPACE, name, INTERVAL, MODEL)
-    return judge_round(analysis, run(lab.provider, plan(analysis, ctx)), NOW)
+    return judge_round(analysis, query_round(lab.provider, plan(analysis, ctx)), NOW)
 
 
 # ------------------------------------------------------------------- templates on real series
@@ -287,7 +287,7 @@ def test_prometheus_stopped_mid_analysis_is_inconclusive_never_fail(lab: Lab) ->
 
         counting = CountingProvider(lab.provider)
         ctx = context_for(NAMESPACE, "fraud-scorer", INTERVAL, MODEL)
-        results = run(counting, plan(ANALYSIS, ctx))
+        results = query_round(counting, plan(ANALYSIS, ctx))
         assert counting.calls == 1  # the rest are not sent once Prometheus proved unreachable
         assert all(isinstance(r, ProviderFailure) and r.unreachable for r in results.values())
 
@@ -445,7 +445,7 @@ def test_run_never_raises() -> None:
             "e": math.nan,
         }
     )
-    results = run(provider, [q("a"), q("b"), q("c"), q("d"), q("e")])
+    results = query_round(provider, [q("a"), q("b"), q("c"), q("d"), q("e")])
     assert results["a"] == 1.0
     assert results["b"] is None
     assert results["c"] == ProviderFailure("Prometheus query failed: HTTP 422 execution: boom")
@@ -456,7 +456,7 @@ def test_run_never_raises() -> None:
 def test_run_stops_asking_once_unreachable() -> None:
     down = ProviderError("Prometheus unreachable: connection refused (http://x:9090)", unreachable=True)
     provider = FakeProvider({"a": 1.0, "b": down, "c": 2.0})
-    results = run(provider, [q("a"), q("b"), q("c")])
+    results = query_round(provider, [q("a"), q("b"), q("c")])
     assert provider.asked == ["a", "b"]
     assert results["c"] == ProviderFailure(str(down), unreachable=True)
 
@@ -548,7 +548,7 @@ def test_a_trickling_endpoint_costs_one_deadline(head_at_once: bool) -> None:
         with pytest.raises(ProviderError) as raised:
             provider.query("vector(1)")
         took = time.monotonic() - started
-        results = run(provider, [q("a"), q("b")], deadline_seconds=10)
+        results = query_round(provider, [q("a"), q("b")], deadline_seconds=10)
     assert str(raised.value) == f"Prometheus unreachable: no answer within 1.5s ({url})"
     assert raised.value.unreachable
     assert deadline <= took < deadline + 1.0  # the deadline, plus the loop's own start and stop
@@ -570,7 +570,7 @@ def test_a_round_of_slow_answers_is_bounded_by_its_deadline() -> None:
     with trickling_server(b"", answer, every=0.5 / len(answer), head_at_once=True) as url:
         provider = PrometheusProvider(url, timeout_seconds=3)
         started = time.monotonic()
-        results = run(provider, [q(k) for k in "abcde"], deadline_seconds=2)
+        results = query_round(provider, [q(k) for k in "abcde"], deadline_seconds=2)
         took = time.monotonic() - started
     assert took < 2 + 1.0
     assert results["a"] == 1.0
@@ -634,7 +634,7 @@ def test_reasons_carry_counts_never_label_sets(status: int, body: bytes, message
         {"minSampleCount": 0, "metrics": [{"name": "custom", "query": "q", "max": 1}]}
     )
     with stub_server(status, body) as url, PrometheusProvider(url) as provider:
-        results = run(
+        results = query_round(
             provider,
             [
                 Query(

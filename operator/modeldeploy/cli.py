@@ -117,7 +117,7 @@ RUN_RECURSION_LIMIT = 30_000
 
 def cmd_run(args: argparse.Namespace) -> int:
     from modeldeploy.handlers.config import OperatorConfig
-    from modeldeploy.handlers.operator import run
+    from modeldeploy.handlers.operator import run_operator
 
     sys.setrecursionlimit(max(sys.getrecursionlimit(), RUN_RECURSION_LIMIT))
     setup_logging(args.log_format, args.verbose)
@@ -164,7 +164,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 raise
         finally:
             client.close()
-        run(config)
+        run_operator(config)
     except KubeError as error:
         raise CliError(error.message or error.reason) from None
     return 0

@@ -294,7 +294,7 @@ def _api_error(body: bytes) -> str:
     return f"(not a Prometheus API error: {len(body)} bytes, not shown)"
 
 
-def run(
+def query_round(
     provider: MetricsProvider, queries: Iterable[Query], *, deadline_seconds: float | None = None
 ) -> dict[str, Result]:
     """Every query's result by key, failures included as ProviderFailure. Never raises.

@@ -188,7 +188,7 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
 _M_ARENA_MAX = -8  # glibc's malloc.h
 
 
-def run(config: OperatorConfig) -> None:
+def run_operator(config: OperatorConfig) -> None:
     """Run the operator until interrupted."""
     limit_malloc_arenas()  # before any thread starts
     if config.metrics_port:

@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from modeldeploy.adapters.kube import FIELD_MANAGER, KINDS, KubeClient, KubeError, kind_of
-from modeldeploy.adapters.prometheus import PrometheusProvider, run
+from modeldeploy.adapters.prometheus import PrometheusProvider, query_round
 from modeldeploy.analysis.endpoints import refusal
 from modeldeploy.analysis.templates import context_for, plan
 from modeldeploy.analysis.verdicts import judge_round
@@ -163,7 +163,7 @@ class Reconciler:
         # Allowed: the pass refused a URL off the allow-list before deciding (_reconcile).
         provider = PrometheusProvider(analysis.prometheus_url or self._prometheus_url)
         ctx = context_for(parent.namespace, parent.name, spec.rollout.interval, spec.model.name)
-        results = run(provider, plan(analysis, ctx), deadline_seconds=ANALYSIS_DEADLINE_SECONDS)
+        results = query_round(provider, plan(analysis, ctx), deadline_seconds=ANALYSIS_DEADLINE_SECONDS)
         return judge_round(analysis, results, clock.iso(now))
 
     # ------------------------------------------------------------------------------- the pass
