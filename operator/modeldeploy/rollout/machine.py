@@ -434,15 +434,9 @@ class _Machine:
         """A by-hand promote begins only with a canary whose every pod is Ready: promotion hands
         the canary all of its share (BlueGreen: all traffic) while the primary rolls."""
         canary = self.seen.canary
-        down = self.canary_down(strict=True)
-        if (
-            canary is not None
-            and canary.revision == self.rev
-            and canary.ready >= canary.desired
-            and down is None
-        ):
+        if canary is not None and self.step_ready(canary.desired):
             return None
-        why = down or (
+        why = self.canary_down(strict=True) or (
             f"{canary.ready}/{canary.desired} canary pods ready"
             if canary is not None
             else "the canary Deployment is gone"
