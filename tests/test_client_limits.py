@@ -4,7 +4,6 @@ real API server (issue 9)."""
 from __future__ import annotations
 
 import http.server
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from kubernetes.client import Configuration
 from prometheus_client import generate_latest
 
+from loopback_http import serving
 from modeldeploy.adapters.kube import KINDS, KubeClient, TokenBucket, configuration
 from modeldeploy.handlers import metrics
 from test_real_api_defects import admin_kubeconfig
@@ -102,15 +102,8 @@ def answering(statuses: list[tuple[int, str | None]]) -> Iterator[str]:
         def log_message(self, *_: Any) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(Handler) as url:
+        yield url
 
 
 @pytest.mark.parametrize(

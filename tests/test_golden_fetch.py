@@ -8,14 +8,14 @@ certificate); the operator trusts it the way it trusts any CA, through the syste
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from loopback_http import serving
 from modeldeploy.adapters.inference import FetchFailed, fetch_text, redacted
 from modeldeploy.gates.golden import MAX_BYTES, MAX_DEPTH
 from modeldeploy.handlers.gates import fetch_golden_set
@@ -137,15 +137,8 @@ def plain_http() -> Iterator[tuple[str, list[str]]]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", asked
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(Handler) as url:
+        yield url, asked
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import http.server
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from loopback_http import serving
 from modeldeploy.adapters.kube import KubeClient, configuration
 from modeldeploy.analysis.endpoints import allowed, refusal
 from modeldeploy.api.resource import object_ref
@@ -103,15 +103,8 @@ def counting_server() -> Iterator[tuple[str, list[str]]]:
         def log_message(self, *_: Any) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(Handler) as url:
+        yield url, seen
 
 
 def reconciler(

@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from loopback_http import serving
 from modeldeploy.adapters.prometheus import (
     MAX_BODY_BYTES,
     MetricsProvider,
@@ -337,15 +338,8 @@ def stub_server(status: int, body: bytes) -> Iterator[str]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(Handler, http.server.HTTPServer) as url:
+        yield url
 
 
 def with_secrets(url: str) -> PrometheusProvider:
@@ -700,21 +694,14 @@ def test_a_provider_holds_no_connection_between_calls() -> None:
         def log_message(self, *_: Any) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        provider = PrometheusProvider(f"http://127.0.0.1:{server.server_address[1]}")
+    with serving(Handler) as url:
+        provider = PrometheusProvider(url)
         for _ in range(3):
             assert provider.query("vector(1)") == 1.0
         ends = time.monotonic() + 10
         while open_connections[0] and time.monotonic() < ends:
             time.sleep(0.05)
         assert open_connections[0] == 0
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def test_a_redirect_is_not_followed() -> None:
@@ -730,14 +717,7 @@ def test_a_redirect_is_not_followed() -> None:
         def log_message(self, *_: Any) -> None:
             pass
 
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        provider = PrometheusProvider(f"http://127.0.0.1:{server.server_address[1]}", timeout_seconds=2)
+    with serving(Handler, http.server.HTTPServer) as url:
+        provider = PrometheusProvider(url, timeout_seconds=2)
         with pytest.raises(ProviderError, match=r"^Prometheus query failed: HTTP 302 \(not a Prometheus API"):
             provider.query("vector(1)")
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
