@@ -674,7 +674,9 @@ def follow_gate(cluster: Cluster, watch: GateWatch, timeout: float = 120) -> dic
     def each(elapsed: float, current: dict[str, Any]) -> None:
         gate = current.get("gate") or {}
         watch.max_weight = max(watch.max_weight, int(current.get("canaryWeight") or 0))
-        if gate.get("state") == "Running":
+        # A gate seen in any state while the weight is still 0 is the pre-traffic gate: a quick run
+        # may start and end between two looks, and the Service is what it was while it ran.
+        if gate.get("state") == "Running" or (gate and not int(current.get("canaryWeight") or 0)):
             service = cluster.api.get("v1", "Service", namespace, name) or {}
             selector = (service.get("spec") or {}).get("selector") or {}
             watch.selected_while_gated.add(selector.get(TRACK_LABEL, "both tracks"))
