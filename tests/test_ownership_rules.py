@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from modeldeploy.api.base import RESERVED_SUFFIX_MESSAGE
+from modeldeploy.api.conditions import find_condition
 from modeldeploy.api.resource import ObjectRef, parse_spec
+from modeldeploy.api.status import Condition, ConditionStatus, ModelDeploymentStatus, Phase
 from modeldeploy.cli import main
 from modeldeploy.render.children import TrackPlan, workload_children
 from modeldeploy.render.names import Track
@@ -24,7 +26,8 @@ from modeldeploy.render.ownership import (
     reserved_suffix,
 )
 from modeldeploy.render.revision import revision
-from modeldeploy.rollout.observe import Observations, apply_failure
+from modeldeploy.rollout.observe import apply_failure
+from modeldeploy.rollout.steady import applied_status
 from modeldeploy.routing.base import Split
 from modeldeploy.routing.registry import router_for
 
@@ -256,4 +259,98 @@ def test_render_of_distinct_names_is_unchanged(tmp_path: Path, capsys: pytest.Ca
 def test_the_degraded_reason_of_children_not_written(
     errors: list[str], conflicts: list[str], expected: tuple[str, str] | None
 ) -> None:
-    assert apply_failure(Observations(apply_errors=errors, child_conflicts=conflicts)) == expected
+    assert apply_failure(errors, conflicts) == expected
+
+
+# ------------------------------------------------------------------ the status a pass writes
+_PARENT = ObjectRef(namespace="ns", name="s", uid="u", generation=3)
+
+
+def _status(phase: Phase, degraded: ConditionStatus, canary: str | None = None) -> ModelDeploymentStatus:
+    return ModelDeploymentStatus(
+        phase=phase,
+        canary_revision=canary,
+        ready_replicas=2,
+        conditions=[
+            Condition(type="Degraded", status=degraded, reason="r", message="", last_transition_time="t0"),
+            Condition(type="Ready", status="True", reason="r", message="", last_transition_time="t0"),
+        ],
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "decided", "failure", "phase", "degraded", "since"),
+    [
+        pytest.param(
+            _status(Phase.STABLE, "False"),
+            _status(Phase.STABLE, "False"),
+            None,
+            Phase.STABLE,
+            ("False", "r"),
+            "t0",
+            id="nothing-failed-nothing-moves",
+        ),
+        pytest.param(
+            _status(Phase.STABLE, "False"),
+            _status(Phase.STABLE, "False"),
+            ("ApplyFailed", "HPA/s: refused"),
+            Phase.FAILED,
+            ("True", "ApplyFailed"),
+            "now",
+            id="steady-fails-as-a-whole",
+        ),
+        pytest.param(
+            _status(Phase.PROGRESSING, "False", canary="abc"),
+            _status(Phase.PROGRESSING, "False", canary="abc"),
+            ("ChildConflict", "Service/s: taken"),
+            Phase.PROGRESSING,
+            ("True", "ChildConflict"),
+            "now",
+            id="rollout-keeps-its-step",
+        ),
+        pytest.param(
+            _status(Phase.PROGRESSING, "True", canary="abc"),
+            _status(Phase.PROGRESSING, "False", canary="abc").model_copy(
+                update={
+                    "conditions": [
+                        Condition(
+                            type="Degraded",
+                            status="False",
+                            reason="Healthy",
+                            message="",
+                            last_transition_time="now",
+                        )
+                    ]
+                }
+            ),
+            ("ApplyFailed", "HTTPRoute/s: refused"),
+            Phase.PROGRESSING,
+            ("True", "ApplyFailed"),
+            "t0",
+            id="failing-again-is-no-transition",
+        ),
+        pytest.param(
+            _status(Phase.FAILED, "True", canary="abc"),
+            _status(Phase.FAILED, "True", canary="abc"),
+            ("ApplyFailed", "HTTPRoute/s: refused"),
+            Phase.FAILED,
+            ("True", "r"),
+            "t0",
+            id="a-failed-rollout-keeps-its-reason",
+        ),
+    ],
+)
+def test_the_status_a_pass_writes_adds_what_its_writes_could_not_do(
+    old: ModelDeploymentStatus,
+    decided: ModelDeploymentStatus,
+    failure: tuple[str, str] | None,
+    phase: Phase,
+    degraded: tuple[str, str],
+    since: str,
+) -> None:
+    out = applied_status(old, decided, _PARENT, failure, "now")
+    found = find_condition(out.conditions, "Degraded")
+    assert found is not None
+    assert out.phase == phase
+    assert (found.status, found.reason) == degraded
+    assert found.last_transition_time == since

@@ -3,7 +3,6 @@ flag, and the refusal on the real API server, where no request reaches a URL off
 
 from __future__ import annotations
 
-import datetime
 import http.server
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -133,7 +132,7 @@ def test_an_object_naming_a_prometheus_off_the_list_is_refused_unasked(
         if listed:
             # The witness works: an allowed URL is queried when a round asks it.
             body = md(api, namespace, "probe")
-            (result,) = rec._analyze(validate(body), object_ref(body), datetime.datetime.now(datetime.UTC))
+            (result,) = rec.analysis_round(validate(body), object_ref(body))
             assert result.value == 1.0
             assert seen
     degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")

@@ -22,7 +22,16 @@ from modeldeploy.render.names import Track
 from modeldeploy.render.revision import revision
 from modeldeploy.rollout import clock
 from modeldeploy.rollout.machine import Decision, decide, snapshot
-from modeldeploy.rollout.observe import Commands, DeploymentState, GateResult, Observations, PodsSummary
+from modeldeploy.rollout.observe import (
+    AnalysisRound,
+    Commands,
+    DeploymentState,
+    GateResult,
+    Observations,
+    PodsSummary,
+    apply_failure,
+)
+from modeldeploy.rollout.steady import applied_status
 
 T0 = datetime.datetime(2026, 11, 24, 12, 0, 0, tzinfo=datetime.UTC)
 PARENT = ObjectRef(name="scorer", namespace="ml", uid="u-1", generation=2)
@@ -156,21 +165,15 @@ def run_ticks(target: Any, ticks: list[Tick], status: ModelDeploymentStatus | No
         )
         now = T0 + datetime.timedelta(seconds=tick.at)
         decision = decide(target, PARENT, status, seen, now)
-        asked = decision.wants_analysis
-        if asked:
+        asked = decision.analysis is not None
+        if decision.analysis is not None:
             assert tick.analysis is not None, (
                 f"t={tick.at}: the machine asked for analysis, the tick has none"
             )
-            seen = Observations(
-                primary=primary,
-                canary=canary,
-                canary_pods=pods,
-                commands=tick.commands,
-                analysis=_verdict(tick.analysis),
-                gate=seen.gate,
-            )
+            # The analysis worker's round, finished before the next pass (at the same instant).
+            seen = replace(seen, analysis=AnalysisRound(decision.analysis, _verdict(tick.analysis)))
             decision = decide(target, PARENT, status, seen, now)
-            assert not decision.wants_analysis
+            assert decision.analysis is None
         got = decision.status
         where = f"t={tick.at}"
         if tick.phase is not None:
@@ -751,11 +754,12 @@ def test_steps_shortened_mid_rollout_continue_from_the_last_step() -> None:
 def test_apply_errors_during_a_rollout_degrade_without_losing_the_step() -> None:
     decisions = run_ticks(spec(), [Tick(0, canary="absent"), Tick(5, weight=10)])
     seen = Observations(
-        primary=_deployment(revision(V1), 4, True),
-        canary=_deployment(revision(spec()), 1, True),
-        apply_errors=["HTTPRoute/scorer: admission webhook denied the request"],
+        primary=_deployment(revision(V1), 4, True), canary=_deployment(revision(spec()), 1, True)
     )
-    after = decide(spec(), PARENT, decisions[-1].status, seen, T0 + datetime.timedelta(seconds=6))
+    before = decisions[-1].status
+    decided = decide(spec(), PARENT, before, seen, T0 + datetime.timedelta(seconds=6))
+    failure = apply_failure(["HTTPRoute/scorer: admission webhook denied the request"], [])
+    after = replace(decided, status=applied_status(before, decided.status, PARENT, failure, "t"))
     degraded = {c.type: c for c in after.status.conditions}["Degraded"]
     assert (degraded.status, degraded.reason) == ("True", "ApplyFailed")
     assert after.status.phase == Phase.PROGRESSING
@@ -1011,6 +1015,10 @@ def test_the_step_that_scaled_the_canary_up_agrees_when_decided_again_after_its_
     now = T0 + datetime.timedelta(seconds=66)
     primary = _deployment(revision(V1), 4, True)
     scaled = replace(_deployment(revision(target), 2, False), ready=1, available=1)
-    seen = Observations(primary=primary, canary=scaled, analysis=_verdict("pass"))
-    again = decide(target, PARENT, before, seen, now)
+    seen = Observations(primary=primary, canary=scaled)
+    asked = decide(target, PARENT, before, seen, now).analysis
+    assert asked is not None
+    again = decide(
+        target, PARENT, before, replace(seen, analysis=AnalysisRound(asked, _verdict("pass"))), now
+    )
     assert again.status.step == 1, again.status.conditions

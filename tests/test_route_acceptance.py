@@ -8,16 +8,17 @@ import datetime
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from modeldeploy.api.conditions import find_condition
 from modeldeploy.api.resource import ObjectRef, parse_spec
-from modeldeploy.api.status import ModelDeploymentStatus, Phase, Verdict
+from modeldeploy.api.status import MetricResult, ModelDeploymentStatus, Phase, Verdict
 from modeldeploy.render.revision import revision
 from modeldeploy.rollout.machine import Decision, decide, snapshot
-from modeldeploy.rollout.observe import DeploymentState, Observations
+from modeldeploy.rollout.observe import AnalysisRound, DeploymentState, Observations
 from modeldeploy.routing.base import RouteHold
 from modeldeploy.routing.gateway_api import ROUTE_NOT_ACCEPTED, ROUTE_PENDING, route_hold
 from operator_bed import OperatorBed
@@ -250,13 +251,10 @@ class Drive:
         seen = Observations(primary=ready(revision(V1)), canary=ready(revision(V2)), route=route)
         now = T0 + datetime.timedelta(seconds=seconds)
         decision = decide(V2, PARENT, self.status, seen, now)
-        if decision.wants_analysis and passing:
-            from modeldeploy.api.status import MetricResult
-
+        if decision.analysis is not None and passing:
             result = MetricResult(name="ok", value=1.0, verdict=Verdict.PASS, reason="ok", at="t")
-            decision = decide(
-                V2, PARENT, self.status, Observations(**{**seen.__dict__, "analysis": [result]}), now
-            )
+            seen = replace(seen, analysis=AnalysisRound(decision.analysis, [result]))
+            decision = decide(V2, PARENT, self.status, seen, now)
         self.status = decision.status
         return decision
 
@@ -279,7 +277,7 @@ def test_a_route_the_gateway_does_not_route_holds_the_step_and_no_round_counts(h
         if before is not None:
             assert drive.status == before  # a held pass has nothing to write
         before = drive.status
-        assert not decision.wants_analysis
+        assert decision.analysis is None
         assert drive.status.phase == Phase.PROGRESSING
         assert drive.status.step == 0 and drive.status.canary_weight == 10
         assert drive.progressing() == f"{hold.reason}: holding step 1: {hold.message}"
@@ -295,10 +293,10 @@ def test_once_accepted_the_interval_starts_over_and_the_rollout_proceeds() -> No
     assert drive.status.weight_set_at is not None and drive.status.weight_set_at.startswith(
         "2026-12-01T12:16:40"
     )
-    assert not decision.wants_analysis  # a full interval of routed traffic first
+    assert decision.analysis is None  # a full interval of routed traffic first
     assert drive.progressing().startswith("Canary: step 1/2")
-    assert drive.at(1059).wants_analysis is False
-    assert drive.at(1061).wants_analysis is True
+    assert drive.at(1059).analysis is None
+    assert drive.at(1061).analysis is not None
     drive.at(1061, passing=True)
     assert drive.status.step == 1  # the round counted: on to the next step
 
@@ -306,7 +304,7 @@ def test_once_accepted_the_interval_starts_over_and_the_rollout_proceeds() -> No
 def test_nothing_reported_proceeds_as_before() -> None:
     drive = Drive()
     drive.at(0)
-    assert drive.at(61).wants_analysis is True
+    assert drive.at(61).analysis is not None
 
 
 # -------------------------------------------------- on the real API server, operator as a process

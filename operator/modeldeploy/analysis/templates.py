@@ -225,6 +225,11 @@ def metric_query(metric: AnalysisMetric, ctx: QueryContext, track: Track) -> Que
     )
 
 
+# One round's queries together: a slow or hostile Prometheus costs a round this much at most (each
+# query has the provider's own 5 s deadline within it), and the machine looks again after it.
+ROUND_DEADLINE_SECONDS = 10.0
+
+
 def plan(analysis: Analysis, ctx: QueryContext) -> list[Query]:
     """Every query one analysis round needs, in a stable order. Raises TemplateError."""
     queries: list[Query] = []

@@ -21,6 +21,7 @@ from typing import Any
 
 from modeldeploy.adapters.kube import KubeClient, KubeError, pod_namespace
 from modeldeploy.handlers import metrics
+from modeldeploy.handlers.analysis import AnalysisRunner
 from modeldeploy.handlers.cache import Cache
 from modeldeploy.handlers.config import OperatorConfig
 from modeldeploy.handlers.gates import GateRunner
@@ -47,6 +48,8 @@ class Controller:
         self.cache = Cache()
         # Gate runs report back by waking their object: its next pass takes the result into status.
         self.gates = GateRunner(self.enqueue)
+        # Analysis rounds too: the pass after a round takes and judges its results.
+        self.rounds = AnalysisRunner(self.enqueue)
         self.reconciler = Reconciler(
             client,
             RenderOptions(
@@ -60,6 +63,7 @@ class Controller:
             may_write=self._may_write,
             gates=self.gates,
             prometheus_allow=config.prometheus_allow,
+            rounds=self.rounds,
         )
         limiter = RateLimiter(RETRY_BASE_SECONDS, 2.0, RETRY_CAP_SECONDS)
         self.queue = WorkQueue(self._work, config.workers, limiter=limiter)
@@ -116,7 +120,7 @@ class Controller:
 
     def forget(self, key: Key) -> None:
         """Drop what is kept per object: for one deleted, or gone when its pass looked."""
-        self.reconciler.forget_gate(*key)
+        self.reconciler.forget_work(*key)
         self.queue.forget(key)
         metrics.FAILING.set(self.queue.limiter.failing())
 
@@ -234,6 +238,7 @@ class Controller:
         # flight are waited for before the Lease can be released or won again.
         metrics.LEADER.set(0)
         self.gates.forget_all()  # the new leader runs them again
+        self.rounds.forget_all()
         self.queue.cancel_timers()
         if self.queue.wait_idle(PASS_GRACE_SECONDS):
             return True

@@ -17,13 +17,14 @@ from typing import Any
 from modeldeploy.adapters.kube import FIELD_MANAGER, KINDS, KubeClient, KubeError, kind_of
 from modeldeploy.adapters.prometheus import PrometheusProvider, query_round
 from modeldeploy.analysis.endpoints import refusal
-from modeldeploy.analysis.templates import context_for, plan
+from modeldeploy.analysis.templates import ROUND_DEADLINE_SECONDS, context_for, plan
 from modeldeploy.analysis.verdicts import judge_round
 from modeldeploy.api.base import GROUP, VERSION
 from modeldeploy.api.resource import InvalidSpecError, ObjectRef, object_ref, parse_status
 from modeldeploy.api.spec import ModelDeploymentSpec
 from modeldeploy.api.status import MetricResult, ModelDeploymentStatus
 from modeldeploy.handlers import metrics
+from modeldeploy.handlers.analysis import AnalysisRunner
 from modeldeploy.handlers.cache import Cache, CrdVersions
 from modeldeploy.handlers.echoes import Echoes
 from modeldeploy.handlers.gates import GateRunner, gate_work
@@ -36,18 +37,15 @@ from modeldeploy.render.ownership import conflict_message, is_ours
 from modeldeploy.rollout import clock
 from modeldeploy.rollout.events import Event, transition_events
 from modeldeploy.rollout.machine import Decision, decide
-from modeldeploy.rollout.observe import Observations, commands, deployment_state, pods_summary
+from modeldeploy.rollout.observe import Observations, apply_failure, commands, deployment_state, pods_summary
 from modeldeploy.rollout.plan import created, decided_children
-from modeldeploy.rollout.steady import invalid_status, prometheus_refused_status
+from modeldeploy.rollout.steady import applied_status, invalid_status, prometheus_refused_status
 from modeldeploy.rollout.validate import validate
 from modeldeploy.routing.gateway_api import route_hold
 
 log = logging.getLogger("modeldeploy.reconciler")
 
 _BASE_KINDS = list(REQUIRED_KINDS)
-# One analysis round's queries together: a slow or hostile Prometheus costs a pass this much at most
-# (each query has the provider's own 5 s deadline within it).
-ANALYSIS_DEADLINE_SECONDS = 10.0
 # A child this operator created is taken as ours for this long, or until the cache holds it: the
 # pass right after a create may run before the watch brings the new object into the cache.
 _MADE_TTL_SECONDS = 60.0
@@ -87,9 +85,13 @@ class Reconciler:
         may_write: Callable[[], bool] = lambda: True,
         gates: GateRunner | None = None,
         prometheus_allow: tuple[str, ...] = (),
+        rounds: AnalysisRunner | None = None,
     ) -> None:
         self._kube = kube
         self._gates = gates
+        # Without a runner of the caller's (a test driving passes by hand), rounds wake nothing:
+        # the pass after one finished takes its results.
+        self._rounds = rounds if rounds is not None else AnalysisRunner(lambda _namespace, _name: None)
         self._cache = cache
         self._may_write = may_write
         self._options = options
@@ -104,8 +106,9 @@ class Reconciler:
         self.echoes = Echoes()
 
     def close(self) -> None:
-        """Nothing to release: a Prometheus provider holds no connection between calls, so no
-        per-URL client outlives the objects that named the URL."""
+        """The rounds still running are dropped; a Prometheus provider holds no connection between
+        calls, so no per-URL client outlives the objects that named the URL."""
+        self._rounds.close()
 
     # ------------------------------------------------------------------------------- observe
 
@@ -135,11 +138,15 @@ class Reconciler:
     def _observe(
         self,
         parent: ObjectRef,
+        spec: ModelDeploymentSpec,
         body: Mapping[str, Any],
         old: ModelDeploymentStatus,
         live: dict[ChildKey, Any],
-        look_at_canary: bool = True,
     ) -> Observations:
+        """Everything the decision needs, before it is made: the children (from the cache), the
+        canary's pods when it is not ready, the route's acceptance, and what the gate and analysis
+        workers finished."""
+        key = (parent.namespace, parent.name)
         primary = live.get(("apps/v1", "Deployment", deployment_name(parent, Track.PRIMARY)))
         canary = live.get(("apps/v1", "Deployment", deployment_name(parent, Track.CANARY)))
         seen = Observations(
@@ -147,24 +154,28 @@ class Reconciler:
             canary=deployment_state(canary) if canary is not None else None,
             commands=commands(body.get("metadata", {}).get("annotations")),
         )
-        if look_at_canary and canary is not None and old.canary_revision is not None:
+        if canary is not None and old.canary_revision is not None:
             state = seen.canary
             if state is not None and not state.rolled_out:
                 # Only a canary that is not ready needs a look at its pods: crash or slow load?
                 selector = f"{NAME_LABEL}={parent.name},{TRACK_LABEL}={Track.CANARY.value}"
                 pods = self._kube.list(_PODS, parent.namespace, selector)
                 seen = replace(seen, canary_pods=pods_summary(pods))
-        return seen
+        return replace(
+            seen,
+            route=route_hold(parent, spec, live.values()),  # from the cache
+            gate=self._gates.result(key) if self._gates is not None else None,
+            analysis=self._rounds.result(key),
+        )
 
-    def _analyze(
-        self, spec: ModelDeploymentSpec, parent: ObjectRef, now: datetime.datetime
-    ) -> list[MetricResult]:
+    def analysis_round(self, spec: ModelDeploymentSpec, parent: ObjectRef) -> list[MetricResult]:
+        """One analysis round, on the analysis worker: its queries, judged when they are in."""
         analysis = spec.rollout.analysis
         # Allowed: the pass refused a URL off the allow-list before deciding (_reconcile).
         provider = PrometheusProvider(analysis.prometheus_url or self._prometheus_url)
         ctx = context_for(parent.namespace, parent.name, spec.rollout.interval, spec.model.name)
-        results = query_round(provider, plan(analysis, ctx), deadline_seconds=ANALYSIS_DEADLINE_SECONDS)
-        return judge_round(analysis, results, clock.iso(now))
+        results = query_round(provider, plan(analysis, ctx), deadline_seconds=ROUND_DEADLINE_SECONDS)
+        return judge_round(analysis, results, clock.iso(self._clock()))
 
     # ------------------------------------------------------------------------------- the pass
 
@@ -223,7 +234,7 @@ class Reconciler:
     def _reconcile(self, body: Mapping[str, Any]) -> tuple[str, float | None]:
         meta = body.get("metadata", {})
         if meta.get("deletionTimestamp"):
-            self.forget_gate(str(meta.get("namespace")), str(meta.get("name")))
+            self.forget_work(str(meta.get("namespace")), str(meta.get("name")))
             return "deleting", None  # the garbage collector removes the children
         parent = object_ref(body)
         old = parse_status(body.get("status"))
@@ -233,13 +244,13 @@ class Reconciler:
         except InvalidSpecError as error:
             # Children are left exactly as they are: a bad edit must not take a serving model down.
             new = invalid_status(parent, old, error.problems, clock.iso(now))
-            self.forget_gate(parent.namespace, parent.name)
+            self.forget_work(parent.namespace, parent.name)
             return self._finish(body, old, new, "invalid"), None
         refused = refusal(spec.rollout.analysis.prometheus_url, self._prometheus_url, self._prometheus_allow)
         if refused is not None:
             # As an invalid spec, and before anything is sent to that URL (docs/security.md).
             new = prometheus_refused_status(parent, old, refused, clock.iso(now))
-            self.forget_gate(parent.namespace, parent.name)
+            self.forget_work(parent.namespace, parent.name)
             return self._finish(body, old, new, "invalid"), None
 
         installed = self._installed()
@@ -249,50 +260,30 @@ class Reconciler:
         options = replace(self._options, pod_monitor=pod_monitor, prometheus_rule=rule)
         kinds = _BASE_KINDS + served
         live = self._live_children(parent, kinds)
-        seen = self._observe(parent, body, old, live)
-        seen = replace(seen, route=route_hold(parent, spec, live.values()))  # from the cache
-        if self._gates is not None:
-            seen = replace(seen, gate=self._gates.result((parent.namespace, parent.name)))
-        decision = decide(spec, parent, old, seen, now)
-        if decision.wants_analysis:
-            seen = replace(seen, analysis=self._analyze(spec, parent, now))
-            decision = decide(spec, parent, old, seen, now)
-
+        decision = decide(spec, parent, old, self._observe(parent, spec, body, old, live), now)
         desired = [stamped(obj) for obj in decided_children(parent, spec, options, decision)]
-        before = {key: obj.get("metadata", {}).get("resourceVersion") for key, obj in live.items()}
         errors, conflicts = self._apply(
             parent, spec, desired, live, kinds, installed, lambda: self._ensure_current(body)
         )
-        after = {key: obj.get("metadata", {}).get("resourceVersion") for key, obj in live.items()}
-        if errors or conflicts or after != before:
-            # The status is decided from the children as they are now, after this pass's writes:
-            # the watch echo of those writes does not wake another pass to correct it.
-            # The canary as the pass saw it before its writes, though: a canary this very pass
-            # scaled up for the next step, or down for a rollback, is not news about the canary
-            # (it would read as not ready, or as scaled to zero by hand, and undo the decision).
-            fresh = replace(
-                self._observe(parent, body, old, live, look_at_canary=False),
-                canary=seen.canary,
-                canary_pods=seen.canary_pods,
-                analysis=seen.analysis,
-                gate=seen.gate,
-                apply_errors=errors,
-                child_conflicts=conflicts,
-            )
-            fresh = replace(fresh, route=route_hold(parent, spec, live.values()))
-            redecided = decide(spec, parent, old, fresh, now)
-            requeue = decision.requeue_after
-            if _shape(redecided) != _shape(decision):
-                # The status moved on (say Promoting -> Stable) past the children this pass
-                # applied: pass again at once, so routes and tracks follow the status it writes.
-                requeue = 0.0
-            decision = replace(decision, status=redecided.status, requeue_after=requeue)
-        result = self._finish(body, old, decision.status, "apply-error" if errors or conflicts else "ok")
+        # What the writes did to the children is observed by the next pass: the Deployment, HPA and
+        # route controllers report on what we wrote, and those reports wake it.
+        failure = apply_failure(errors, conflicts)
+        status = applied_status(old, decision.status, parent, failure, clock.iso(now))
+        result = self._finish(body, old, status, "apply-error" if errors or conflicts else "ok")
         if result == "gone":
-            self.forget_gate(parent.namespace, parent.name)
+            self.forget_work(parent.namespace, parent.name)
         else:
             self._run_gate(parent, spec, decision)
+            self._want_round(parent, spec, decision)
         return result, decision.requeue_after
+
+    def _want_round(self, parent: ObjectRef, spec: ModelDeploymentSpec, decision: Decision) -> None:
+        """Have the round the decision names running (its results wake the object); else none."""
+        key = (parent.namespace, parent.name)
+        if decision.analysis is None:
+            self._rounds.forget(key)
+        else:
+            self._rounds.want(key, decision.analysis, lambda: self.analysis_round(spec, parent))
 
     def _run_gate(self, parent: ObjectRef, spec: ModelDeploymentSpec, decision: Decision) -> None:
         """After the status naming the run is written: have the run going, or none at all."""
@@ -309,9 +300,11 @@ class Reconciler:
             # result for the unfinished run status names is kept: the next pass takes it.
             self._gates.forget(key)
 
-    def forget_gate(self, namespace: str, name: str) -> None:
+    def forget_work(self, namespace: str, name: str) -> None:
+        """Drop the object's gate run and analysis round: deleted, invalid, or no longer ours."""
         if self._gates is not None:
             self._gates.forget((namespace, name))
+        self._rounds.forget((namespace, name))
 
     # ---------------------------------------------------------------------------------- act
 
@@ -493,11 +486,6 @@ class _Stale(Exception):
     def __init__(self, fresh: Mapping[str, Any] | None) -> None:
         super().__init__("the ModelDeployment changed since this pass read it")
         self.fresh = fresh
-
-
-def _shape(decision: Decision) -> tuple[Any, ...]:
-    """What a decision makes of the children, as opposed to what it writes in status."""
-    return (decision.tracks, decision.split, decision.service_track)
 
 
 HANDOVER_MANAGER = "modeldeploy-replicas-handover"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass, replace
 
+from modeldeploy.analysis.templates import ROUND_DEADLINE_SECONDS
 from modeldeploy.analysis.verdicts import canary_unmeasured
 from modeldeploy.api.base import parse_duration
 from modeldeploy.api.conditions import find_condition
@@ -40,7 +41,7 @@ from modeldeploy.render.children import TrackPlan
 from modeldeploy.render.names import Track, url
 from modeldeploy.render.revision import revision
 from modeldeploy.rollout import clock
-from modeldeploy.rollout.observe import GateResult, Observations, apply_failure
+from modeldeploy.rollout.observe import GateResult, Observations
 from modeldeploy.rollout.replicas import (
     effective_ratio_weight,
     extra_gpus,
@@ -61,6 +62,8 @@ DISCOVERY_GRACE_SECONDS = 60.0
 # A running gate is looked at again after its timeout plus this, in case its worker was lost; the
 # worker wakes the object itself when the run ends.
 GATE_SLACK_SECONDS = 30.0
+# The same for an analysis round, which its worker ends by the round's deadline.
+ROUND_SLACK_SECONDS = 5.0
 # The Progressing reasons of a step held because the Gateway does not route the route in force.
 ROUTE_HOLD_REASONS = ("RouteNotAccepted", "RoutePending")
 
@@ -72,7 +75,9 @@ class Decision:
     split: Split = STEADY
     # Which track the main Service selects: None selects both (the replica-ratio split).
     service_track: Track | None = Track.PRIMARY
-    wants_analysis: bool = False
+    # The analysis round the shell must have running (its worker wakes the object with the
+    # results, which the next pass observes); None: no round wanted.
+    analysis: str | None = None
     requeue_after: float | None = None
     # The gate run the shell must have running (status.gate, unfinished); None: no run wanted, so a
     # run of this object still going (the rollout aborted, paused, superseded) is cancelled.
@@ -231,14 +236,7 @@ class _Machine:
             self.status = decision.status
             self.cond(ConditionType.DEGRADED, "True", "PromoteRefused", self.refused)
             decision = replace(decision, status=self.status)
-        status = decision.status
-        if (failure := apply_failure(self.seen)) is not None and status.phase != Phase.FAILED:
-            # A child was refused or its name is taken: the rollout state stands, the object says
-            # what failed.
-            self.status = status
-            self.cond(ConditionType.DEGRADED, "True", *failure)
-            status = self.status
-        return replace(decision, status=status)
+        return decision
 
     def _decide(self) -> Decision:
         stable = self.status.stable_spec
@@ -587,9 +585,13 @@ class _Machine:
         interval = parse_duration(self.spec.rollout.interval)
         if elapsed < interval:
             return self.hold(step, replicas, weight, interval - elapsed)
-        if self.seen.analysis is None:
-            return self.hold(step, replicas, weight, None, wants_analysis=True)
-        return self.judge(step, replicas, weight, interval)
+        round_ = f"{self.rev}/{step}/{self.status.last_analysis_at or self.status.weight_set_at}"
+        done = self.seen.analysis
+        if done is None or done.round != round_:
+            # Looked at again after the round's deadline, in case its worker was lost.
+            wait = ROUND_DEADLINE_SECONDS + ROUND_SLACK_SECONDS
+            return self.hold(step, replicas, weight, wait, analysis=round_)
+        return self.judge(step, replicas, weight, interval, done.results)
 
     def route_held(self, step: int, replicas: int, weight: int) -> Decision | None:
         """The Gateway has not accepted the route in force: the canary may be getting no traffic,
@@ -605,8 +607,9 @@ class _Machine:
         self.cond(ConditionType.PROGRESSING, "True", hold.reason, f"holding step {step + 1}: {hold.message}")
         return self.hold(step, replicas, weight, POLL_SECONDS, keep_condition=True)
 
-    def judge(self, step: int, replicas: int, weight: int, interval: float) -> Decision:
-        results = self.seen.analysis or []
+    def judge(
+        self, step: int, replicas: int, weight: int, interval: float, results: list[MetricResult]
+    ) -> Decision:
         self.update(analysis=results, last_analysis_at=self.now_ms)
         failing = [r for r in results if r.verdict == Verdict.FAIL]
         unsure = [r for r in results if r.verdict == Verdict.INCONCLUSIVE]
@@ -722,7 +725,7 @@ class _Machine:
         weight: int,
         requeue: float | None,
         *,
-        wants_analysis: bool = False,
+        analysis: str | None = None,
         keep_condition: bool = False,
         note: str = "",
     ) -> Decision:
@@ -738,7 +741,7 @@ class _Machine:
             [self.primary_plan(), self.canary_plan(replicas)],
             self.split_for(weight),
             self.service_track(weight),
-            wants_analysis=wants_analysis,
+            analysis=analysis,
             requeue_after=requeue,
         )
 

@@ -151,17 +151,22 @@ class GateResult:
 
 
 @dataclass(frozen=True)
+class AnalysisRound:
+    """A finished analysis round, as the operator's analysis worker reports it: for the round the
+    machine named (`Decision.analysis`), and no other."""
+
+    round: str
+    results: list[MetricResult]
+
+
+@dataclass(frozen=True)
 class Observations:
     primary: DeploymentState | None = None
     canary: DeploymentState | None = None
     canary_pods: PodsSummary = field(default_factory=PodsSummary)
-    # Children the API server refused, each "Kind/name: reason"; they make the object Degraded.
-    apply_errors: list[str] = field(default_factory=list)
-    # Children whose name another object holds, each "Kind/name: ... (who owns it)"; left alone.
-    child_conflicts: list[str] = field(default_factory=list)
     commands: Commands = field(default_factory=Commands)
-    # This round's analysis, when the machine asked for one (Decision.wants_analysis).
-    analysis: list[MetricResult] | None = None
+    # The analysis worker's last finished round for this object (Decision.analysis asks for one).
+    analysis: AnalysisRound | None = None
     # The gate worker's result for this object's current gate run, once it has finished.
     gate: GateResult | None = None
     # The router's controller does not route the canary as the live route says (the Gateway has
@@ -169,13 +174,16 @@ class Observations:
     route: RouteHold | None = None
 
 
-def apply_failure(seen: Observations) -> tuple[str, str] | None:
-    """(reason, message) of the Degraded condition when children could not all be written: a name
-    held by an object that is not ours says so first, as no retry of ours can clear it."""
-    if seen.child_conflicts:
-        return "ChildConflict", "; ".join([*seen.child_conflicts, *seen.apply_errors])
-    if seen.apply_errors:
-        return "ApplyFailed", "; ".join(seen.apply_errors)
+def apply_failure(errors: Sequence[str], conflicts: Sequence[str]) -> tuple[str, str] | None:
+    """(reason, message) of the Degraded condition when children could not all be written.
+
+    `errors`: children the API server refused, each "Kind/name: reason". `conflicts`: children whose
+    name another object holds, each "Kind/name: ... (who owns it)"; they say so first, as no retry
+    of ours can clear them."""
+    if conflicts:
+        return "ChildConflict", "; ".join([*conflicts, *errors])
+    if errors:
+        return "ApplyFailed", "; ".join(errors)
     return None
 
 

@@ -13,7 +13,7 @@ from modeldeploy.api.spec import ModelDeploymentSpec
 from modeldeploy.api.status import ConditionStatus, ConditionType, ModelDeploymentStatus, Phase
 from modeldeploy.render.names import url
 from modeldeploy.render.revision import revision
-from modeldeploy.rollout.observe import Observations, apply_failure
+from modeldeploy.rollout.observe import Observations
 
 
 def with_conditions(
@@ -58,17 +58,6 @@ def steady_status(
         "step": None,
     }
     out = status.model_copy(update=update)
-    if (failure := apply_failure(seen)) is not None:
-        reason, message = failure
-        out = out.model_copy(update={"phase": Phase.FAILED, "message": message})
-        return with_conditions(
-            out,
-            parent,
-            now,
-            (ConditionType.READY, "True" if ready else "False", reason, message),
-            (ConditionType.PROGRESSING, "False", reason, message),
-            (ConditionType.DEGRADED, "True", reason, message),
-        )
     if primary is not None and primary.revision == rev and primary.rolled_out and ready > 0:
         model = spec.model
         message = f"{ready}/{primary.desired} replicas ready, serving {model.name} version {model.version}"
@@ -88,7 +77,8 @@ def steady_status(
             (ConditionType.PROGRESSING, "False", "Stable", "all replicas run the current revision"),
             (ConditionType.DEGRADED, "False", "Healthy", ""),
         )
-    desired = primary.desired if primary else 0
+    # Not created yet (this pass creates it): the size it is created at (rollout/plan.created).
+    desired = primary.desired if primary else spec.scaling.min_replicas
     if primary is not None and primary.deadline_exceeded:
         message = (
             f"{ready}/{desired} replicas ready: the Deployment exceeded its progress deadline; "
@@ -113,6 +103,44 @@ def steady_status(
         (ConditionType.PROGRESSING, "True", "ModelLoading", message),
         (ConditionType.DEGRADED, "False", "Healthy", ""),
     )
+
+
+def applied_status(
+    old: ModelDeploymentStatus,
+    decided: ModelDeploymentStatus,
+    parent: ObjectRef,
+    failure: tuple[str, str] | None,
+    now: str,
+) -> ModelDeploymentStatus:
+    """The status a pass writes: the one it decided, plus what its writes could not do
+    (`apply_failure`), with each condition's lastTransitionTime as stored while its status holds.
+
+    Out of a rollout the object as a whole failed to deploy; in one, the rollout state stands and
+    the object says what failed. The times are kept against the stored status, not the decided one:
+    a failure every retry meets again (Healthy decided, then Degraded again) is no transition."""
+    out = decided
+    if failure is not None:
+        reason, message = failure
+        if out.canary_revision is None:
+            ready: ConditionStatus = "True" if out.ready_replicas else "False"
+            out = with_conditions(
+                out.model_copy(update={"phase": Phase.FAILED, "message": message}),
+                parent,
+                now,
+                (ConditionType.READY, ready, reason, message),
+                (ConditionType.PROGRESSING, "False", reason, message),
+                (ConditionType.DEGRADED, "True", reason, message),
+            )
+        elif out.phase != Phase.FAILED:
+            out = with_conditions(out, parent, now, (ConditionType.DEGRADED, "True", reason, message))
+    stored = {c.type: c for c in old.conditions}
+    kept = [
+        c.model_copy(update={"last_transition_time": stored[c.type].last_transition_time})
+        if c.type in stored and stored[c.type].status == c.status
+        else c
+        for c in out.conditions
+    ]
+    return out if kept == out.conditions else out.model_copy(update={"conditions": kept})
 
 
 def _frozen(parent: ObjectRef, status: ModelDeploymentStatus, message: str) -> ModelDeploymentStatus:
