@@ -194,17 +194,19 @@ class KubeApi:
         self,
         obj: Mapping[str, Any],
         *,
+        namespace: str | None = None,
         manager: str | None = None,
         strict: bool = True,
         dry_run: bool = False,
     ) -> dict[str, Any]:
+        """POST; `namespace` for an object whose metadata names none."""
         res, body = self._of(obj)
         params = {
             "fieldManager": manager,
             "fieldValidation": "Strict" if strict else None,
             "dryRun": "All" if dry_run else None,
         }
-        return dict(self._send("post", res, obj=body, params=params))
+        return dict(self._send("post", res, namespace=namespace, obj=body, params=params))
 
     def create_raw(self, api_version: str, kind: str, namespace: str | None, body: bytes) -> dict[str, Any]:
         """POST a body exactly as given (JSON that `json` itself could not write)."""
