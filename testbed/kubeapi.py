@@ -208,8 +208,9 @@ class KubeApi:
         }
         return dict(self._send("post", res, namespace=namespace, obj=body, params=params))
 
-    def create_raw(self, api_version: str, kind: str, namespace: str | None, body: bytes) -> dict[str, Any]:
-        """POST a body exactly as given (JSON that `json` itself could not write)."""
+    def create_raw(self, api_version: str, kind: str, namespace: str | None, body: bytes) -> bytes:
+        """POST a body exactly as given (JSON that `json` itself could not write); the answer, undecoded
+        (`json` may not read it either)."""
         request = self._lk.prepare_request("list", self.resource(api_version, kind), namespace=namespace)
         try:
             response = self._http.post(
@@ -219,8 +220,7 @@ class KubeApi:
             raise OSError(f"POST {request.url}: {error}") from error
         if response.status_code >= 400:
             raise _refusal(response)
-        result: dict[str, Any] = response.json()
-        return result
+        return response.content
 
     def create_subresource(
         self, api_version: str, kind: str, namespace: str | None, name: str, subresource: str,
