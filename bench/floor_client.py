@@ -31,8 +31,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import urllib3
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # testbed/, beside bench/: not installed
 
 from modeldeploy.adapters.kube import FIELD_MANAGER
@@ -42,7 +40,7 @@ from modeldeploy.render.options import RenderOptions
 from modeldeploy.rollout.plan import steady_children
 from testbed.kubeapi import ApiError, KubeApi
 
-MODEL_DEPLOYMENTS = "/apis/modeldeploy.io/v1alpha1/namespaces/{namespace}/modeldeployments"
+MODEL_DEPLOYMENT = ("modeldeploy.io/v1alpha1", "ModelDeployment")
 ATTEMPTS = 8
 
 
@@ -89,7 +87,7 @@ class Floor:
                 with self.lock:
                     self.retries += 1
                 time.sleep(0.1 * 2**attempt)
-            except (urllib3.exceptions.HTTPError, OSError) as error:
+            except OSError as error:
                 with self.lock:
                     self.errors.append(f"{what}: {error}")
                 return
@@ -105,10 +103,9 @@ class Floor:
 
     def watch(self, version: str) -> None:
         """Each ModelDeployment once, as it is ADDED; reconnects as a client-go reflector would."""
-        path = MODEL_DEPLOYMENTS.format(namespace=self.namespace)
         while not self.stop.is_set():
             try:
-                for event in self.api.watch(path, version, timeout_seconds=30):
+                for event in self.api.watch(*MODEL_DEPLOYMENT, self.namespace, version, timeout_seconds=30):
                     obj = event.get("object", {})
                     if event.get("type") == "ERROR":
                         version = self.list()  # 410 Gone: list again, from now
@@ -116,17 +113,17 @@ class Floor:
                     version = obj.get("metadata", {}).get("resourceVersion", version)
                     if event.get("type") == "ADDED":
                         self.enqueue(obj)
-            except (ApiError, urllib3.exceptions.HTTPError, OSError, ValueError) as error:
+            except (ApiError, OSError, ValueError) as error:
                 if not self.stop.is_set():
                     with self.lock:
                         self.errors.append(f"watch: {error}")
                     time.sleep(0.2)
 
     def list(self) -> str:
-        listing = self.api.request("GET", MODEL_DEPLOYMENTS.format(namespace=self.namespace))
-        for item in listing.get("items", []):
+        items, version = self.api.listing(*MODEL_DEPLOYMENT, self.namespace)
+        for item in items:
             self.enqueue(item)
-        return str(listing["metadata"]["resourceVersion"])
+        return version
 
     def enqueue(self, body: dict[str, Any]) -> None:
         uid = body["metadata"]["uid"]
@@ -170,7 +167,6 @@ def main() -> int:
         token=os.environ.get("BENCH_TOKEN") or None,
         cert_file=Path(cert) if cert else None,  # a client certificate (--cluster-admin)
         key_file=Path(key) if key else None,
-        connections=args.concurrency + 1,  # and the watch
     )
     result = Floor(api, args.namespace, args.concurrency).run()
     print(json.dumps(result), flush=True)

@@ -183,7 +183,7 @@ def manifest(name: str, version: str, url: str) -> dict[str, Any]:
 
 def new_namespace(api: KubeApi) -> str:
     name = f"gates-{uuid.uuid4().hex[:6]}"
-    api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
     api.wait_for(lambda: api.get("v1", "ServiceAccount", name, "default"), what=f"{name}'s ServiceAccount")
     return name
 

@@ -204,20 +204,19 @@ class Observer:
             thread.join(timeout=15)
 
     def _watch(self, api_version: str, kind: str) -> None:
-        api = self.cp.admin  # a client (and connection) of its own per watch
+        api = self.cp.api()  # a client (and connection) of its own per watch
         first = True
         while not self._stop.is_set():
             try:
-                path = api.path(api_version, kind, self.namespace)  # discovery may lag a new CRD
-                listing = api.request("GET", path)
-                for item in listing.get("items", []):
+                # Discovery may lag a new CRD: a kind not served yet is an ApiError, and a retry.
+                items, version = api.listing(api_version, kind, self.namespace)
+                for item in items:
                     self._seen(kind, item)
-                version = str(listing["metadata"]["resourceVersion"])
                 if first:
                     self._ready.release()
                     first = False
                 while not self._stop.is_set():
-                    for event in api.watch(path, version, timeout_seconds=5):
+                    for event in api.watch(api_version, kind, self.namespace, version, timeout_seconds=5):
                         if event.get("type") == "ERROR":
                             raise ApiError(410, event.get("object", {}))  # list again
                         obj = event.get("object", {})
@@ -228,6 +227,7 @@ class Observer:
                 if not self._stop.is_set():
                     self.errors.append(f"watch {kind}: {error}")
                     time.sleep(0.2)
+        api.close()
 
     def _seen(self, kind: str, obj: dict[str, Any]) -> None:
         now = time.perf_counter()

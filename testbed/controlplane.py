@@ -107,6 +107,7 @@ class ControlPlane:
     _etcd_ports: tuple[int, int] | None = None
     _apiserver_port: int = 0
     _tokens: dict[str, tuple[str, str]] = field(default_factory=dict)  # token -> (user, groups)
+    _admin: KubeApi | None = None
 
     def __enter__(self) -> ControlPlane:
         self.start()
@@ -202,7 +203,10 @@ class ControlPlane:
 
     @property
     def admin(self) -> KubeApi:
-        return self.api()
+        """One client, shared (it is thread-safe): it keeps its connections and what it discovered."""
+        if self._admin is None:
+            self._admin = self.api()
+        return self._admin
 
     # ---------------------------------------------------------------------------- processes
 
@@ -322,7 +326,7 @@ class ControlPlane:
             if self.ca_file.exists():
                 try:
                     # Only exactly "ok" is ready: a failing check still prints "[+]ping ok".
-                    last = self.admin.raw("GET", "/readyz").decode()
+                    last = self.admin.get_path("/readyz").decode()
                     if last == "ok":
                         return
                 except (OSError, ApiError) as error:
@@ -332,8 +336,12 @@ class ControlPlane:
 
     def service_account_token(self, namespace: str, name: str, seconds: int = 3600) -> Credentials:
         """A bound token for a ServiceAccount, by the TokenRequest API, as a kubelet would mount it."""
-        result = self.admin.create(
-            f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+        result = self.admin.create_subresource(
+            "v1",
+            "ServiceAccount",
+            namespace,
+            name,
+            "token",
             {
                 "apiVersion": "authentication.k8s.io/v1",
                 "kind": "TokenRequest",
@@ -386,6 +394,9 @@ class ControlPlane:
             process.wait()
 
     def stop(self) -> None:
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
         for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
             self._stop(name)
         if self._owned_workdir and self.workdir is not None:

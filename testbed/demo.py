@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import json
 import os
 import shutil
 import subprocess
@@ -130,9 +131,7 @@ class Cluster:
     def create_namespace(self, name: str) -> None:
         self.namespaces.add(name)
         with contextlib.suppress(ApiError):  # it exists already
-            self.api.create(
-                "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
-            )
+            self.api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
         # Pods need the namespace's default ServiceAccount, which the controller manager creates.
         self.api.wait_for(
             lambda: self.api.get("v1", "ServiceAccount", name, "default"),
@@ -205,7 +204,7 @@ def stub_crd(name: str, kind: str, version: str) -> dict[str, Any]:
 def real_cluster(assets: Path, workdir: Path) -> Iterator[Cluster]:
     (workdir / "controlplane").mkdir()
     with ControlPlane(assets=assets, workdir=workdir / "controlplane") as plane:
-        version = plane.admin.request("GET", "/version").get("gitVersion", "?")
+        version = json.loads(plane.admin.get_path("/version")).get("gitVersion", "?")
         upstream, which = third_party_crds(assets)
         plane.admin.install_crds([crd(), *upstream])
         yield Cluster(

@@ -160,14 +160,14 @@ class Kubelet:
             "metadata": {"name": NODE, "labels": {"kubernetes.io/hostname": NODE}},
         }
         with contextlib.suppress(ApiError):
-            self.api.create("/api/v1/nodes", node)
+            self.api.create(node)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 version = self.resync()
                 while not self._stop.is_set():
-                    for event in self.api.watch("/api/v1/pods", version, timeout_seconds=5):
+                    for event in self.api.watch("v1", "Pod", None, version, timeout_seconds=5):
                         obj = event.get("object", {})
                         if event.get("type") == "ERROR":
                             raise ApiError(int(obj.get("code") or 410), obj)
@@ -183,10 +183,10 @@ class Kubelet:
 
     def resync(self) -> str:
         """Handle every Pod there is; returns the list's resourceVersion to watch from."""
-        listing = self.api.request("GET", "/api/v1/pods")
-        for pod in listing.get("items", []):
+        pods, version = self.api.listing("v1", "Pod")
+        for pod in pods:
             self.handle(pod)
-        return str(listing["metadata"]["resourceVersion"])
+        return version
 
     def handle(self, pod: Mapping[str, Any]) -> None:
         meta = pod.get("metadata", {})
@@ -198,7 +198,6 @@ class Kubelet:
         if self._done.get(uid) is report.state or report.state is PodState.PENDING:
             return
         namespace, name = meta["namespace"], meta["name"]
-        base = f"/api/v1/namespaces/{namespace}/pods/{name}"
         try:
             if report.state is not PodState.UNSCHEDULABLE and not pod.get("spec", {}).get("nodeName"):
                 binding = {
@@ -207,12 +206,9 @@ class Kubelet:
                     "metadata": {"name": name},
                     "target": {"apiVersion": "v1", "kind": "Node", "name": NODE},
                 }
-                self.api.create(f"{base}/binding", binding)
-            self.api.request(
-                "PATCH",
-                f"{base}/status",
-                {"status": pod_status(pod, report)},
-                content_type="application/merge-patch+json",
+                self.api.create_subresource("v1", "Pod", namespace, name, "binding", binding)
+            self.api.patch(
+                "v1", "Pod", namespace, name, {"status": pod_status(pod, report)}, subresource="status"
             )
             self._done[uid] = report.state
         except ApiError as error:
@@ -223,9 +219,5 @@ class Kubelet:
         # A kubelet confirms that the containers stopped by deleting with grace period 0.
         meta = pod["metadata"]
         with contextlib.suppress(ApiError):
-            self.api.request(
-                "DELETE",
-                f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
-                {"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}},
-            )
+            self.api.delete("v1", "Pod", meta["namespace"], meta["name"], grace_period=0, uid=meta["uid"])
         self._done.pop(str(meta.get("uid")), None)

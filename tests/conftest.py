@@ -173,7 +173,7 @@ def start_operator(
 
 def new_namespace(api: KubeApi) -> str:
     name = f"t-{uuid.uuid4().hex[:8]}"
-    api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
     # Pods need the namespace's default ServiceAccount, which the controller manager creates.
     api.wait_for(
         lambda: api.get("v1", "ServiceAccount", name, "default"), what=f"the default ServiceAccount of {name}"

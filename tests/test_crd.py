@@ -340,9 +340,7 @@ def example_namespaces(api: KubeApi) -> Iterator[dict[str, str]]:
     wanted = {doc["metadata"]["namespace"] for path in EXAMPLES for doc in _docs(path)}
     renamed = {ns: f"{ns}-{uuid.uuid4().hex[:8]}" for ns in sorted(wanted)}
     for name in renamed.values():
-        api.create(
-            "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
-        )
+        api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
     yield renamed
     for name in renamed.values():
         api.delete("v1", "Namespace", None, name)

@@ -28,7 +28,7 @@ from modeldeploy.cli import RENDER_HEADER, main, render_document
 from modeldeploy.render.names import FIELD_MANAGER
 from modeldeploy.render.options import RenderOptions
 from testbed.controlplane import ControlPlane
-from testbed.kubeapi import APPLY, ApiError, KubeApi
+from testbed.kubeapi import ApiError, KubeApi
 from validation import K8S_VERSION, REPO_ROOT, is_third_party, validate_k8s, validate_third_party
 
 EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.yaml"))
@@ -126,7 +126,7 @@ def api(control_plane: ControlPlane) -> KubeApi:
 def dry_run_namespace(api: KubeApi) -> Iterator[str]:
     # Admission refuses objects in a namespace that does not exist, even in a dry run.
     name = f"golden-{uuid.uuid4().hex[:8]}"
-    api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
     yield name
     api.delete("v1", "Namespace", None, name)
 
@@ -138,8 +138,7 @@ def test_api_server_accepts_the_rendered_object(
     """A server-side apply as the operator sends it (its field manager, strict), as a dry run."""
     sent = copy.deepcopy(obj)
     sent["metadata"]["namespace"] = dry_run_namespace
-    query = {"fieldManager": FIELD_MANAGER, "force": "true", "fieldValidation": "Strict", "dryRun": "All"}
-    answer = api.request("PATCH", api.path_of(sent), sent, query=query, content_type=APPLY)
+    answer = api.apply(sent, manager=FIELD_MANAGER, dry_run=True)
     assert (answer["kind"], answer["metadata"]["name"]) == (obj["kind"], obj["metadata"]["name"])
     # Nothing was stored.
     assert api.get(obj["apiVersion"], obj["kind"], dry_run_namespace, obj["metadata"]["name"]) is None
@@ -151,9 +150,8 @@ def test_the_dry_run_can_fail(api: KubeApi, dry_run_namespace: str) -> None:
     sent = copy.deepcopy(service)
     sent["metadata"]["namespace"] = dry_run_namespace
     sent["spec"]["ports"][0]["port"] = 70000
-    query = {"fieldManager": FIELD_MANAGER, "force": "true", "fieldValidation": "Strict", "dryRun": "All"}
     with pytest.raises(ApiError) as caught:
-        api.request("PATCH", api.path_of(sent), sent, query=query, content_type=APPLY)
+        api.apply(sent, manager=FIELD_MANAGER, dry_run=True)
     assert caught.value.status == 422
     assert "spec.ports[0].port" in caught.value.message
 
@@ -203,9 +201,8 @@ def test_the_api_server_refuses_a_broken_prometheus_rule(api: KubeApi, dry_run_n
     sent = copy.deepcopy(rule)
     sent["metadata"]["namespace"] = dry_run_namespace
     sent["spec"]["groups"][0]["rules"][0]["for"] = "5 minutes"
-    query = {"fieldManager": FIELD_MANAGER, "force": "true", "fieldValidation": "Strict", "dryRun": "All"}
     with pytest.raises(ApiError) as caught:
-        api.request("PATCH", api.path_of(sent), sent, query=query, content_type=APPLY)
+        api.apply(sent, manager=FIELD_MANAGER, dry_run=True)
     assert caught.value.status == 422
     assert "spec.groups[0].rules[0].for" in caught.value.message
 

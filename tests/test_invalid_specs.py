@@ -30,7 +30,7 @@ from modeldeploy.api.crd import crd
 from modeldeploy.api.resource import InvalidSpecError
 from modeldeploy.rollout.validate import validate
 from testbed.controlplane import ControlPlane
-from testbed.kubeapi import APPLY, ApiError, KubeApi
+from testbed.kubeapi import ApiError, KubeApi
 
 CORPUS_PATH = Path(__file__).with_name("invalid_specs.yaml")
 CORPUS: list[dict[str, Any]] = yaml.safe_load(CORPUS_PATH.read_text())
@@ -89,7 +89,7 @@ def api(control_plane: ControlPlane) -> KubeApi:
 def corpus_namespace(api: KubeApi) -> Iterator[str]:
     # One namespace for the module: a rejected case stores nothing, an accepted one is deleted.
     name = f"corpus-{uuid.uuid4().hex[:8]}"
-    api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
     yield name
     api.delete("v1", "Namespace", None, name)
 
@@ -174,8 +174,7 @@ def test_api_server_creates_nothing_and_names_the_field(
     case: dict[str, Any], api: KubeApi, corpus_namespace: str
 ) -> None:
     """Create with fieldValidation=Strict, as `kubectl create` sends it."""
-    path = api.path(API_VERSION, KIND, corpus_namespace)
-    error = _rejected(lambda: api.create(path, manifest(case, corpus_namespace)))
+    error = _rejected(lambda: api.create(manifest(case, corpus_namespace)))
     if case.get("decoding") == "unknown-field":
         assert error.status == 400, error
         assert f'strict decoding error: unknown field "{case["field"]}"' in error.message, error
@@ -314,10 +313,9 @@ def test_the_api_server_and_the_operator_agree(
     except InvalidSpecError:
         operator_accepts = False
     obj = manifest(case, corpus_namespace)
-    query = {"fieldManager": "kubectl", "force": "true", "fieldValidation": "Strict", "dryRun": "All"}
     status = 200
     try:
-        api.request("PATCH", api.path_of(obj), obj, query=query, content_type=APPLY)
+        api.apply(obj, dry_run=True)
     except ApiError as error:
         status = error.status
     assert status in (200, 422)

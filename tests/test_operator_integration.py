@@ -22,7 +22,7 @@ import yaml
 from modeldeploy.cli import RUN_RECURSION_LIMIT
 from operator_bed import CHILD_KINDS, MD, OperatorBed
 from testbed.controlplane import ControlPlane, writes
-from testbed.kubeapi import ApiError, KubeApi
+from testbed.kubeapi import STRATEGIC, ApiError, KubeApi
 from testbed.operator_process import OperatorProcess
 
 pytestmark = pytest.mark.integration
@@ -83,37 +83,32 @@ def stable(bed: OperatorBed, name: str = "scorer", ready: int = 1) -> dict[str, 
     return result
 
 
-def resource_version(api: KubeApi, path: str) -> str:
-    """The collection's resourceVersion now: a watch from it replays every later change."""
-    version: str = api.request("GET", path)["metadata"]["resourceVersion"]
-    return version
-
-
 def history(
     api: KubeApi,
-    path: str,
+    where: tuple[str, str, str],
     since: str,
     name: str,
     until: Callable[[dict[str, Any]], bool],
     timeout: float = 60,
 ) -> list[dict[str, Any]]:
-    """Every stored version of object `name` at `path` after `since`, oldest first, up to the first
-    one that satisfies `until`. The watch replays the server's history, so nothing is sampled."""
+    """Every stored version of object `name` of `where` (apiVersion, kind, namespace) after `since`,
+    oldest first, up to the first one that satisfies `until`. The watch replays the server's
+    history, so nothing is sampled."""
     seen: list[dict[str, Any]] = []
     version = since
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for event in api.watch(path, version, timeout_seconds=10):
+        for event in api.watch(*where, version, timeout_seconds=10):
             obj = event["object"]
             if event["type"] == "ERROR":
-                raise AssertionError(f"watch of {path} failed: {obj}")
+                raise AssertionError(f"watch of {where} failed: {obj}")
             version = obj["metadata"]["resourceVersion"]
             if event["type"] == "BOOKMARK" or obj["metadata"]["name"] != name:
                 continue
             seen.append(obj)
             if until(obj):
                 return seen
-    raise AssertionError(f"no version of {name} at {path} satisfied the condition in {timeout:.0f}s: {seen}")
+    raise AssertionError(f"no version of {name} of {where} satisfied the condition in {timeout:.0f}s: {seen}")
 
 
 def query_of(event: dict[str, Any]) -> dict[str, str]:
@@ -165,8 +160,8 @@ def storage_ready(control_plane: ControlPlane) -> None:
 def test_create_makes_owned_children_and_a_stable_status(operator: Callable[..., OperatorBed]) -> None:
     bed = operator(resync_seconds=RESYNC)
     api = bed.api
-    mds = api.path(*MD, bed.namespace)
-    since = resource_version(api, mds)
+    mds = (*MD, bed.namespace)
+    since = api.resource_version(*mds)
     md = bed.apply(manifest())
     uid = md["metadata"]["uid"]
 
@@ -287,16 +282,18 @@ def test_a_child_deleted_or_edited_by_hand_is_restored(operator: Callable[..., O
     original = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
     container = deployment["spec"]["template"]["spec"]["containers"][0]["name"]
     # `kubectl edit`: a strategic merge patch by another field manager.
-    tampered = api.request(
-        "PATCH",
-        api.path("apps/v1", "Deployment", bed.namespace, "scorer-primary"),
+    tampered = api.patch(
+        "apps/v1",
+        "Deployment",
+        bed.namespace,
+        "scorer-primary",
         {
             "spec": {
                 "template": {"spec": {"containers": [{"name": container, "image": "example.invalid/x:1"}]}}
             }
         },
-        query={"fieldManager": "kubectl-edit"},
-        content_type="application/strategic-merge-patch+json",
+        manager="kubectl-edit",
+        content_type=STRATEGIC,
     )
     # What the server stored (the operator may put it back before a GET could see it).
     assert tampered["spec"]["template"]["spec"]["containers"][0]["image"] == "example.invalid/x:1"
@@ -344,9 +341,7 @@ def idle(
     the three examples' tests."""
     api = control_plane.admin
     namespace = f"t-idle-{uuid.uuid4().hex[:6]}"
-    api.create(
-        "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
-    )
+    api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
     api.wait_for(
         lambda: api.get("v1", "ServiceAccount", namespace, "default"), what="the default ServiceAccount"
     )
@@ -508,9 +503,9 @@ def loose_crd() -> dict[str, Any]:
     return crd
 
 
-def accepted(api: KubeApi, path: str, body: dict[str, Any]) -> bool:
+def accepted(api: KubeApi, body: dict[str, Any]) -> bool:
     try:
-        api.request("POST", path, body, query={"dryRun": "All", "fieldValidation": "Strict"})
+        api.create(body, dry_run=True)
     except ApiError as error:
         if error.status == 422:
             return False
@@ -532,7 +527,7 @@ def test_an_object_nested_as_deep_as_the_api_server_allows_stops_nothing(
     deep["spec"]["runtime"]["affinity"] = "DEEP"
     # Written by hand: json.dumps itself stops at the default recursion limit.
     body = json.dumps(deep).replace('"DEEP"', '{"a":' * depth + "1" + "}" * depth)
-    api.raw("POST", api.path(*MD, namespace), body.encode())
+    api.create_raw(*MD, namespace, body.encode())
 
     bed = operator(resync_seconds=RESYNC)
     bed.apply(manifest("scorer"))
@@ -558,7 +553,6 @@ def test_a_malformed_stored_object_goes_degraded_with_the_field_named(
     # How a malformed object gets stored for real: it was created while an older, looser CRD was
     # installed, and the upgrade that tightened the schema does not re-check stored objects.
     api = control_plane.admin
-    path = api.path(*MD, namespace)
     bad = manifest(scaling={"minReplicas": 5, "maxReplicas": 2})
     bad["spec"]["runtime"] = {"gpus": "two"}
     bad["metadata"]["namespace"] = namespace
@@ -567,11 +561,11 @@ def test_a_malformed_stored_object_goes_degraded_with_the_field_named(
     strict = yaml.safe_load(CRD_FILE.read_text())
     try:
         api.apply(loose_crd())
-        api.wait_for(lambda: accepted(api, path, probe), what="the looser CRD to be served")
+        api.wait_for(lambda: accepted(api, probe), what="the looser CRD to be served")
         api.apply(bad)
     finally:
         api.apply(strict)  # the session's CRD, as installed
-        api.wait_for(lambda: not accepted(api, path, probe), what="the strict CRD to be served again")
+        api.wait_for(lambda: not accepted(api, probe), what="the strict CRD to be served again")
     with pytest.raises(ApiError) as rejected:
         api.apply({**bad, "metadata": {**bad["metadata"], "name": "new"}})
     assert "spec.runtime.gpus" in rejected.value.message  # today's CRD would refuse it
@@ -618,8 +612,8 @@ def test_handing_replicas_to_the_hpa_keeps_the_current_size(operator: Callable[.
     api = bed.api
     bed.apply(manifest(scaling={"minReplicas": 3, "maxReplicas": 3}))
     stable(bed, ready=3)
-    deployments = api.path("apps/v1", "Deployment", bed.namespace)
-    since = resource_version(api, deployments)
+    deployments = ("apps/v1", "Deployment", bed.namespace)
+    since = api.resource_version(*deployments)
     bed.apply(manifest(scaling={"minReplicas": 2, "maxReplicas": 9}))
     bed.wait(lambda: bed.child("autoscaling/v2", "HorizontalPodAutoscaler", "scorer"), what="the HPA")
     # The HPA controller has looked at it (it keeps 3: no metrics, and 3 is within 2..9), and a

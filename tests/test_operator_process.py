@@ -76,8 +76,7 @@ def test_kubeconfig_with_ca_and_bearer_token(
 ) -> None:
     cp = control_plane
     cp.admin.create(
-        f"/api/v1/namespaces/{namespace}/serviceaccounts",
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "operator"}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "operator"}}, namespace=namespace
     )
     grant_cluster_admin(
         cp, {"kind": "ServiceAccount", "name": "operator", "namespace": namespace}, f"token-{namespace}"
@@ -140,8 +139,7 @@ def test_in_cluster_service_account(control_plane: ControlPlane, namespace: str,
         pytest.skip("unshare (util-linux) is missing: it gives the operator in-cluster files")
     cp = control_plane
     cp.admin.create(
-        f"/api/v1/namespaces/{namespace}/serviceaccounts",
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "operator"}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "operator"}}, namespace=namespace
     )
     grant_cluster_admin(
         cp, {"kind": "ServiceAccount", "name": "operator", "namespace": namespace}, f"incluster-{namespace}"

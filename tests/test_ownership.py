@@ -101,9 +101,8 @@ def test_objects_the_operator_does_not_own_are_never_written_nor_deleted(
     api = bed.api
     made = []
     for obj in team_objects(bed.namespace):
-        path = api.path(obj["apiVersion"], obj["kind"], bed.namespace)
         # Through a field manager of their own, as kubectl sends one: the status message names it.
-        made.append(api.request("POST", path, obj, query={"fieldManager": TEAM, "fieldValidation": "Strict"}))
+        made.append(api.create(obj, namespace=bed.namespace, manager=TEAM))
     before = {
         (o["kind"], o["metadata"]["name"]): api.get(
             o["apiVersion"], o["kind"], bed.namespace, o["metadata"]["name"]
@@ -236,7 +235,7 @@ def test_create_never_lands_on_an_existing_object(
     client: KubeClient, control_plane: ControlPlane, namespace: str
 ) -> None:
     api = control_plane.admin
-    theirs = api.create(api.path("v1", "ConfigMap", namespace), config_map(namespace, "taken", "theirs"))
+    theirs = api.create(config_map(namespace, "taken", "theirs"))
     assert client.create(config_map(namespace, "taken", "ours")) is None
     assert api.get("v1", "ConfigMap", namespace, "taken") == theirs
 
@@ -269,7 +268,7 @@ def test_a_write_meant_for_our_object_never_lands_on_its_successor(
     assert ours is not None
     api.delete("v1", "ConfigMap", namespace, "name")
     api.wait_for(lambda: api.get("v1", "ConfigMap", namespace, "name") is None, what="ours to go")
-    theirs = api.create(api.path("v1", "ConfigMap", namespace), config_map(namespace, "name", "theirs"))
+    theirs = api.create(config_map(namespace, "name", "theirs"))
     kind = KINDS[("v1", "ConfigMap")]
     uid = ours["metadata"]["uid"]
 

@@ -314,7 +314,7 @@ def kubectl_apply(cp: ControlPlane, manifests_yaml: str, kubeconfig: Path) -> st
 
 
 def create_namespace(api: KubeApi, name: str) -> None:
-    api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
 
 
 def install_chart(cp: ControlPlane, mode: Mode, rendered: str, workdir: Path) -> str:

@@ -109,12 +109,10 @@ def test_the_server_stores_quantities_as_we_render_them(control_plane: ControlPl
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": "quantities"},
+        "metadata": {"name": "quantities", "namespace": namespace},
         "spec": {"containers": containers},
     }
-    stored = control_plane.admin.request(
-        "POST", f"/api/v1/namespaces/{namespace}/pods", pod, query={"dryRun": "All"}
-    )
+    stored = control_plane.admin.create(pod, strict=False, dry_run=True)
     got = {c["name"]: c["resources"]["limits"]["memory"] for c in stored["spec"]["containers"]}
     assert got == {f"c{i}": canonical(written) for i, (written, _) in enumerate(cases)}
     assert got == {f"c{i}": want for i, (_, want) in enumerate(cases)}
@@ -143,10 +141,6 @@ def reconciler_for(
         kube.post_event(body, event.type, event.reason, event.message)
 
     return Reconciler(kube, RenderOptions(), post_event, "http://127.0.0.1:9")
-
-
-def md_path(namespace: str) -> str:
-    return f"/apis/{MD_API}/namespaces/{namespace}/modeldeployments"
 
 
 def apply_md(api: KubeApi, namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -179,7 +173,7 @@ def history(api: KubeApi, namespace: str, since: str) -> list[dict[str, Any]]:
     """Every version of the test namespace's ModelDeployments written after resourceVersion `since`."""
     return [
         event["object"]
-        for event in api.watch(md_path(namespace), since, timeout_seconds=2)
+        for event in api.watch(MD_API, "ModelDeployment", namespace, since, timeout_seconds=2)
         if event.get("type") in ("ADDED", "MODIFIED")
     ]
 
@@ -352,7 +346,7 @@ def test_an_autoscaled_deployment_is_created_at_min_replicas(
 ) -> None:
     bed = operator(resync_seconds=1)
     api, ns = bed.api, bed.namespace
-    since_rv = api.request("GET", f"/apis/apps/v1/namespaces/{ns}/deployments")["metadata"]["resourceVersion"]
+    since_rv = api.resource_version("apps/v1", "Deployment", ns)
     bed.apply(
         model(
             "scaled",
@@ -374,7 +368,7 @@ def test_an_autoscaled_deployment_is_created_at_min_replicas(
     bed.wait(handed_over, what="replicas handed over to the HPA")
     seen = [
         event["object"]["spec"].get("replicas")
-        for event in api.watch(f"/apis/apps/v1/namespaces/{ns}/deployments", since_rv, timeout_seconds=2)
+        for event in api.watch("apps/v1", "Deployment", ns, since_rv, timeout_seconds=2)
         if event.get("type") in ("ADDED", "MODIFIED")
         and event["object"]["metadata"]["name"] == "scaled-primary"
     ]
@@ -549,7 +543,7 @@ def test_transient_errors_are_retried_not_reported(
     try:
         kubeconfig = admin_kubeconfig(control_plane, tmp_path / "kubeconfig", server=proxy.url)
         reconciler = reconciler_for(kubeconfig, monkeypatch, timeout=(5.0, 1.5))
-        since_rv = api.request("GET", md_path(namespace))["metadata"]["resourceVersion"]
+        since_rv = api.resource_version(MD_API, "ModelDeployment", namespace)
         apply_md(api, namespace, model("flaky"))
         reconciler.reconcile_result(md(api, namespace, "flaky"))  # one pass: its first writes are refused
     finally:
@@ -627,9 +621,7 @@ def old_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OldCluster
             ],
         )
         namespace = "old"
-        cp.admin.create(
-            "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
-        )
+        cp.admin.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
         cp.admin.wait_for(
             lambda: cp.admin.get("v1", "ServiceAccount", namespace, "default"), what="a ServiceAccount"
         )

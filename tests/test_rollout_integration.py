@@ -93,7 +93,7 @@ class Recorder:
 
     def __init__(self, api: KubeApi, api_version: str, kind: str, namespace: str) -> None:
         self.api, self.namespace = api, namespace
-        self.path = api.path(api_version, kind, namespace)
+        self.where = (api_version, kind, namespace)
         self._versions: list[tuple[datetime.datetime, str, dict[str, Any]]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -117,11 +117,10 @@ class Recorder:
             resource_version = ""
             while not self._stop.is_set():
                 if not resource_version:
-                    listing = self.api.request("GET", self.path)
-                    for item in listing.get("items", []):
+                    items, resource_version = self.api.listing(*self.where)
+                    for item in items:
                         self._add("LISTED", item)
-                    resource_version = listing["metadata"]["resourceVersion"]
-                for event in self.api.watch(self.path, resource_version, timeout_seconds=3):
+                for event in self.api.watch(*self.where, resource_version, timeout_seconds=3):
                     if event["type"] == "ERROR":  # 410 Gone: list again
                         resource_version = ""
                         break

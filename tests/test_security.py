@@ -140,10 +140,10 @@ def test_restricted_pod_security_refuses_a_pod_that_breaks_the_profile(
     template = of_kind(rendered(namespace), "Deployment")["spec"]["template"]
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe", "namespace": namespace}}
     pod["spec"] = copy.deepcopy(template["spec"])
-    api.request("POST", f"/api/v1/namespaces/{namespace}/pods", pod, query={"dryRun": "All"})
+    api.create(pod, strict=False, dry_run=True)
     breach(pod)
     with pytest.raises(ApiError) as refused:
-        api.request("POST", f"/api/v1/namespaces/{namespace}/pods", pod, query={"dryRun": "All"})
+        api.create(pod, strict=False, dry_run=True)
     assert refused.value.status == 403
     assert 'violates PodSecurity "restricted:latest"' in refused.value.message
     assert words in refused.value.message
