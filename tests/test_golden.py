@@ -98,11 +98,18 @@ def test_every_golden_file_has_an_example() -> None:
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.stem for e in EXAMPLES])
-def test_cli_render_prints_the_golden(example: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["render", "-f", str(example)]) == 0
+def test_cli_render_prints_the_golden(
+    example: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO_ROOT)
+    source = f"examples/{example.name}"
+    assert main(["render", "-f", source]) == 0
     captured = capsys.readouterr()
     assert captured.err == ""
-    assert captured.out == RENDER_HEADER + rendered_text(example)
+    # The golden, each document opened by `---` and its file, as `helm template` marks them.
+    marker = f"---\n# Source: {source}\n"
+    assert captured.out.count(marker) == len(render(example))
+    assert captured.out == RENDER_HEADER + marker + rendered_text(example).replace("---\n", marker)
 
 
 def test_examples_render_the_expected_kinds() -> None:

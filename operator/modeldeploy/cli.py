@@ -27,7 +27,7 @@ from modeldeploy.api.base import (
 )
 from modeldeploy.api.crd import CRD_FILENAME, CRD_NAME, crd_yaml
 from modeldeploy.api.resource import InvalidSpecError, ObjectRef
-from modeldeploy.manifest_yaml import UnreadableError, load_all
+from modeldeploy.manifest_yaml import DuplicateKeyError, UnreadableError, load_all
 from modeldeploy.render.options import DEFAULT_PULLER_IMAGE, RenderOptions
 from modeldeploy.render.ownership import collisions
 from modeldeploy.rollout.plan import steady_children
@@ -40,6 +40,7 @@ RENDER_HEADER = (
     f"# itself, and their ownerReferences carry a placeholder uid ({OFFLINE_UID}).\n"
 )
 RENDER_SUFFIXES = (".yaml", ".yml", ".json")  # what `kubectl apply -f DIR` reads
+STDIN_SOURCE = "STDIN"  # how kubectl names `-f -` in its messages
 # A child's name is NAME-primary, and Services need DNS-1035 labels: no dots, upper case or '_'.
 NAME_PATTERN = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 
@@ -202,6 +203,9 @@ def load_documents(name: str) -> list[Any]:
         raise CliError(f"{name}: cannot read: {error.strerror or error}") from None
     try:
         docs = [doc for doc in load_all(text) if doc is not None]
+    except DuplicateKeyError as error:
+        # file:line, as compilers write it, so that an editor or a CI annotation can jump there.
+        raise CliError(f"{name}:{error.line}: {error.problem}") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -249,7 +253,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         pod_monitor=not args.no_pod_monitor,
         prometheus_rule=not args.no_prometheus_rule,
     )
-    out: list[dict[str, Any]] = []
+    out: list[tuple[str, dict[str, Any]]] = []  # (the file it came from, a child)
     problems: list[str] = []
     skipped: list[str] = []
     seen: dict[tuple[str, str], str] = {}
@@ -283,7 +287,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             if name:
                 sources.append((key[0], name, where))
             try:
-                out += render_document(doc, options)
+                out += [(path, child) for child in render_document(doc, options)]
             except InvalidSpecError as error:
                 problems += [f"{where}: {KIND} {name or '?'}: {problem}" for problem in error.problems]
     # Two sources whose children share a name would take each other's objects on a cluster (the
@@ -296,8 +300,19 @@ def cmd_render(args: argparse.Namespace) -> int:
         for problem in problems:
             print(f"error: {one_line(problem)}", file=sys.stderr)
         return 1
-    sys.stdout.write(RENDER_HEADER + yaml.safe_dump_all(out, sort_keys=False))
+    sys.stdout.write(render_text(out))
     return 0
+
+
+def render_text(children: list[tuple[str, dict[str, Any]]]) -> str:
+    """The rendered children as `helm template` prints a chart: each document opens with `---` and a
+    `# Source: FILE` comment naming the file of its ModelDeployment, for one file as for many, so that
+    one file's output reads the same alone as within a directory's."""
+    return RENDER_HEADER + "".join(
+        f"---\n# Source: {STDIN_SOURCE if source == '-' else one_line(source)}\n"
+        + yaml.safe_dump(child, sort_keys=False)
+        for source, child in children
+    )
 
 
 def cmd_crd(args: argparse.Namespace) -> int:
