@@ -25,7 +25,9 @@ EXAMPLES = REPO_ROOT / "examples"
 MD_HEAD = "apiVersion: modeldeploy.io/v1alpha1\nkind: ModelDeployment\n"
 
 
-def model_deployment(name: str = "a", model: str = '{name: m, version: "1", storageUri: s3://models/m/1}') -> str:
+def model_deployment(
+    name: str = "a", model: str = '{name: m, version: "1", storageUri: s3://models/m/1}'
+) -> str:
     return f"{MD_HEAD}metadata: {{name: {name}}}\nspec:\n  model: {model}\n"
 
 
@@ -122,7 +124,10 @@ def test_render_names_the_file_of_a_directory_that_has_the_duplicate(tmp_path: P
     write(tmp_path / "b.yaml", model_deployment("b") + "  runtime: {}\n  runtime: {}\n")
     rc, out, err = modeldeploy("render", "-f", str(tmp_path))
     assert out == ""
-    assert one_error_line(rc, err) == f'error: {tmp_path / "b.yaml"}:7: duplicate key "runtime" (first at line 6)'
+    assert (
+        one_error_line(rc, err)
+        == f'error: {tmp_path / "b.yaml"}:7: duplicate key "runtime" (first at line 6)'
+    )
 
 
 # ------------------------------------------------------------------------------- source comments
@@ -184,7 +189,9 @@ def test_kubectl_applies_the_rendering_of_every_example(
     folder = tmp_path / "examples"
     folder.mkdir()
     for example in sorted(EXAMPLES.glob("*.yaml")):
-        write(folder / example.name, example.read_text().replace("namespace: ml\n", f"namespace: {namespace}\n"))
+        write(
+            folder / example.name, example.read_text().replace("namespace: ml\n", f"namespace: {namespace}\n")
+        )
     rc, out, err = modeldeploy("render", "-f", str(folder))
     assert (rc, err) == (0, "")
     documents = sources(out)

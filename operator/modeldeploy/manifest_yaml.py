@@ -69,8 +69,8 @@ class BoundedSafeLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
-    def compose_mapping_node(self, anchor: Any) -> Node:
-        node: MappingNode = super().compose_mapping_node(anchor)  # type: ignore[no-untyped-call]
+    def compose_mapping_node(self, anchor: Any) -> MappingNode:
+        node = super().compose_mapping_node(anchor)
         # Checked as composed, before a merge key (`<<: *base`) folds other pairs in: a key that
         # overrides a merged one is YAML's way to extend a mapping, not a duplicate.
         first: dict[Any, Node] = {}
