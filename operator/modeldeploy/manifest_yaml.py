@@ -9,8 +9,8 @@ place it found it.
 
 PyYAML also keeps the last of two equal keys in one mapping without a word (`version: "7"` then
 `version: "8"` reads as "8"): a mistake a reviewer of `modeldeploy render` would not see (kubectl
-1.35 applies such a file the same way, tried on the test bed's API server). YAML requires keys to be
-unique in a mapping; `load_all` raises DuplicateKeyError, marked at the second.
+1.35 and 1.36 apply such a file with the last value too, tried on the test bed's API server). YAML
+requires keys to be unique in a mapping; `load_all` raises DuplicateKeyError, marked at the second.
 """
 
 from __future__ import annotations
