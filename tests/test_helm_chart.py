@@ -36,10 +36,11 @@ from helm_tools import (
     run_helm,
     template,
 )
-from validation import THIRD_PARTY_CRDS, missing_third_party_crds
+from validation import SCHEMA_VERSIONS, THIRD_PARTY_CRDS, missing_third_party_crds
 
-# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schema available.
-KUBERNETES_VERSIONS = ["1.29.0", kubernetes_validate.latest_version()]
+# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion), the test control plane's minor
+# and the newest schema available: the same as the golden manifests.
+KUBERNETES_VERSIONS = list(SCHEMA_VERSIONS)
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 
 

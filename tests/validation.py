@@ -6,7 +6,10 @@ are dry-run there too (tests/test_golden.py). What stays, for the fast table-dri
 
 - `validate_k8s(obj)`: a built-in kind (Deployment, Service, ...) against the official OpenAPI schemas of
   the newest Kubernetes version the installed kubernetes-validate knows, in strict mode (unknown fields
-  are errors, as with `kubectl apply`'s strict field validation).
+  are errors, as with `kubectl apply`'s strict field validation). SCHEMA_VERSIONS are the versions the
+  golden manifests are checked against: the oldest the chart installs on (its kubeVersion), the test
+  control plane's minor, and that newest one (kubernetes-validate 1.37.0 carries 1.37, a minor past
+  the control plane: its schemas come out with each Kubernetes release, the envtest archive later).
 - `validate_third_party(obj)`: a custom resource (PodMonitor, HTTPRoute, VirtualService, ...) against the
   upstream CRD kept in ../shared/third-party-crds/, found by API group, version and kind: defaulting,
   structural schema, list-type keys, and the CEL rules (x-kubernetes-validations) evaluated with the
@@ -26,6 +29,7 @@ from __future__ import annotations
 import copy
 import functools
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,13 +42,30 @@ import pytest
 import yaml
 from kubernetes_validate.utils import latest_version
 
-from assets import THIRD_PARTY_CRDS
+from assets import KUBERNETES, THIRD_PARTY_CRDS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The upstream CRDs are large: libyaml reads them ten times faster than the pure-Python loader.
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # The newest Kubernetes whose schemas the installed kubernetes-validate carries.
 K8S_VERSION = latest_version()
+
+
+def _chart_floor() -> str:
+    """The oldest Kubernetes the chart installs on, from its Chart.yaml kubeVersion (">=1.29.0-0")."""
+    chart = yaml.safe_load((REPO_ROOT / "charts" / "modeldeploy" / "Chart.yaml").read_text())
+    found = re.fullmatch(r">=\s*([0-9]+)\.([0-9]+)\..*", str(chart["kubeVersion"]))
+    assert found, f"Chart.yaml kubeVersion {chart['kubeVersion']!r} is not a lower bound"
+    return f"{found[1]}.{found[2]}.0"
+
+
+def _minor(version: str) -> str:
+    major, minor = version.lstrip("v").split(".")[:2]
+    return f"{major}.{minor}.0"
+
+
+# Oldest supported, the control plane's (also dry-run there, tests/test_golden.py), newest known.
+SCHEMA_VERSIONS = tuple(dict.fromkeys([_chart_floor(), _minor(KUBERNETES), K8S_VERSION]))
 
 CEL_KEY = "x-kubernetes-validations"
 INT_OR_STRING = "x-kubernetes-int-or-string"

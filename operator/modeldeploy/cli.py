@@ -27,7 +27,7 @@ from modeldeploy.api.base import (
 )
 from modeldeploy.api.crd import CRD_FILENAME, CRD_NAME, crd_yaml
 from modeldeploy.api.resource import InvalidSpecError, ObjectRef
-from modeldeploy.manifest_yaml import UnreadableError, load_all
+from modeldeploy.manifest_yaml import DuplicateKeyError, UnreadableError, load_all
 from modeldeploy.render.options import DEFAULT_PULLER_IMAGE, RenderOptions
 from modeldeploy.render.ownership import collisions
 from modeldeploy.rollout.plan import steady_children
@@ -40,6 +40,7 @@ RENDER_HEADER = (
     f"# itself, and their ownerReferences carry a placeholder uid ({OFFLINE_UID}).\n"
 )
 RENDER_SUFFIXES = (".yaml", ".yml", ".json")  # what `kubectl apply -f DIR` reads
+STDIN_SOURCE = "STDIN"  # how kubectl names `-f -` in its messages
 # A child's name is NAME-primary, and Services need DNS-1035 labels: no dots, upper case or '_'.
 NAME_PATTERN = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 
@@ -202,6 +203,9 @@ def load_documents(name: str) -> list[Any]:
         raise CliError(f"{name}: cannot read: {error.strerror or error}") from None
     try:
         docs = [doc for doc in load_all(text) if doc is not None]
+    except DuplicateKeyError as error:
+        # file:line, as compilers write it, so that an editor or a CI annotation can jump there.
+        raise CliError(f"{name}:{error.line}: {error.problem}") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -249,7 +253,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         pod_monitor=not args.no_pod_monitor,
         prometheus_rule=not args.no_prometheus_rule,
     )
-    out: list[dict[str, Any]] = []
+    out: list[tuple[str, dict[str, Any]]] = []  # (the file it came from, a child)
     problems: list[str] = []
     skipped: list[str] = []
     seen: dict[tuple[str, str], str] = {}
@@ -283,7 +287,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             if name:
                 sources.append((key[0], name, where))
             try:
-                out += render_document(doc, options)
+                out += [(path, child) for child in render_document(doc, options)]
             except InvalidSpecError as error:
                 problems += [f"{where}: {KIND} {name or '?'}: {problem}" for problem in error.problems]
     # Two sources whose children share a name would take each other's objects on a cluster (the
@@ -296,8 +300,19 @@ def cmd_render(args: argparse.Namespace) -> int:
         for problem in problems:
             print(f"error: {one_line(problem)}", file=sys.stderr)
         return 1
-    sys.stdout.write(RENDER_HEADER + yaml.safe_dump_all(out, sort_keys=False))
+    sys.stdout.write(render_text(out))
     return 0
+
+
+def render_text(children: list[tuple[str, dict[str, Any]]]) -> str:
+    """The rendered children as `helm template` prints a chart: each document opens with `---` and a
+    `# Source: FILE` comment naming the file of its ModelDeployment, for one file as for many, so that
+    one file's output reads the same alone as within a directory's."""
+    return RENDER_HEADER + "".join(
+        f"---\n# Source: {STDIN_SOURCE if source == '-' else one_line(source)}\n"
+        + yaml.safe_dump(child, sort_keys=False)
+        for source, child in children
+    )
 
 
 def cmd_crd(args: argparse.Namespace) -> int:
@@ -492,22 +507,49 @@ def _cluster_flags(command: argparse.ArgumentParser) -> None:
     command.add_argument("--context", help="the kubeconfig context (default: its current-context)")
 
 
+PLUGIN = "kubectl modeldeploy"
+# What a kubectl user does with ModelDeployments: look at one, steer its rollout, review a manifest.
+# `run` (the operator: the chart's Deployment runs it) and `crd` (the chart installs the CRD; the
+# plugin's own copy could differ from the operator's version on the cluster) are `modeldeploy`'s.
+PLUGIN_VERBS = ("status", "promote", "abort", "retry", "pause", "resume", "render")
+NOT_PLUGIN_VERBS = {
+    "run": "it runs the operator, which the chart deploys; run it as `modeldeploy run`",
+    "crd": "the chart installs the CRD; print it with `modeldeploy crd`",
+}
+PLUGIN_DESCRIPTION = (
+    "`kubectl modeldeploy`: show and steer a ModelDeployment's rollout, render manifests offline."
+)
+PLUGIN_ENVIRONMENT = """environment:
+  KUBECONFIG             the kubeconfig, as for kubectl (--kubeconfig wins)
+
+The operator (`modeldeploy run`) and the CRD (`modeldeploy crd`) are not plugin verbs."""
+
+
 def prog_name(argv0: str) -> str:
     # Installed as kubectl-modeldeploy, kubectl runs it as the plugin `kubectl modeldeploy`.
-    return "kubectl modeldeploy" if Path(argv0).name == "kubectl-modeldeploy" else "modeldeploy"
+    return PLUGIN if Path(argv0).name == "kubectl-modeldeploy" else "modeldeploy"
 
 
 def parser(prog: str = "modeldeploy") -> argparse.ArgumentParser:
+    plugin = prog == PLUGIN
     top = argparse.ArgumentParser(
         prog=prog,
-        description=__doc__,
-        epilog=ENVIRONMENT,
+        description=PLUGIN_DESCRIPTION if plugin else __doc__,
+        epilog=PLUGIN_ENVIRONMENT if plugin else ENVIRONMENT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     top.add_argument("--version", action="version", version=f"modeldeploy {__version__}")
     sub = top.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the operator", formatter_class=DefaultsFormatter)
+    def verb(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        # One definition for both programs; the plugin's parser never offers what is not its own (a
+        # verb left out gets a parser that nothing reaches).
+        if plugin and name not in PLUGIN_VERBS:
+            return argparse.ArgumentParser(prog=name, add_help=False)
+        made: argparse.ArgumentParser = sub.add_parser(name, **kwargs)
+        return made
+
+    run = verb("run", help="run the operator", formatter_class=DefaultsFormatter)
     run.add_argument(
         "--namespace", action="append", help="watch this namespace (repeatable); default: every namespace"
     )
@@ -579,7 +621,7 @@ def parser(prog: str = "modeldeploy") -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="store_true", help="log every request and kopf's own lines")
     run.set_defaults(func=cmd_run)
 
-    render = sub.add_parser(
+    render = verb(
         "render",
         help="print the child manifests of ModelDeployments, offline",
         formatter_class=DefaultsFormatter,
@@ -598,17 +640,17 @@ def parser(prog: str = "modeldeploy") -> argparse.ArgumentParser:
     render.add_argument("--puller-image", default=DEFAULT_PULLER_IMAGE, help="as `run --puller-image`")
     render.set_defaults(func=cmd_render)
 
-    crd = sub.add_parser("crd", help="print the CustomResourceDefinition, or write it with --output")
+    crd = verb("crd", help="print the CustomResourceDefinition, or write it with --output")
     crd.add_argument("-o", "--output", help="a file, or a directory to write " + CRD_FILENAME + " into")
     crd.set_defaults(func=cmd_crd)
 
-    for verb, (_, _, what) in CONTROL.items():
-        control = sub.add_parser(verb, help=what, description=what)
+    for name, (_, _, what) in CONTROL.items():
+        control = verb(name, help=what, description=what)
         control.add_argument("name", help="the ModelDeployment")
         control.add_argument("-n", "--namespace", help="default: the kubeconfig context's namespace")
         _cluster_flags(control)
         control.set_defaults(func=cmd_control)
-    status = sub.add_parser("status", help="show a ModelDeployment's rollout, analysis and history")
+    status = verb("status", help="show a ModelDeployment's rollout, analysis and history")
     status.add_argument("name", help="the ModelDeployment")
     status.add_argument("-n", "--namespace", help="default: the kubeconfig context's namespace")
     _cluster_flags(status)
@@ -618,7 +660,13 @@ def parser(prog: str = "modeldeploy") -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser(prog_name(sys.argv[0])).parse_args(argv)
+    prog = prog_name(sys.argv[0])
+    given = list(sys.argv[1:] if argv is None else argv)
+    if prog == PLUGIN and given and given[0] in NOT_PLUGIN_VERBS:
+        # argparse would answer "invalid choice"; say where the verb is instead.
+        print(f"error: `{given[0]}` is not a {PLUGIN} verb: {NOT_PLUGIN_VERBS[given[0]]}", file=sys.stderr)
+        return 2
+    args = parser(prog).parse_args(given)
     try:
         result: int = args.func(args)
     except CliError as error:

@@ -6,15 +6,21 @@ later code recurses into forever; a few nested aliases expand to billions of nod
 laughs"); and some scalars raise ValueError from Python itself (an int past 4300 digits, month 13,
 a timezone offset past 24 h). `load_all` raises each as UnreadableError, a yaml.YAMLError with the
 place it found it.
+
+PyYAML also keeps the last of two equal keys in one mapping without a word (`version: "7"` then
+`version: "8"` reads as "8"): a mistake a reviewer of `modeldeploy render` would not see (kubectl
+1.35 and 1.36 apply such a file with the last value too, tried on the test bed's API server). YAML
+requires keys to be unique in a mapping; `load_all` raises DuplicateKeyError, marked at the second.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import yaml
 from yaml.error import MarkedYAMLError
-from yaml.nodes import MappingNode, Node, SequenceNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 # Deeper than any manifest: a ModelDeployment's deepest field (an affinity's match expression values)
 # is about a dozen levels down, and kubectl's `kind: List` adds two.
@@ -32,6 +38,22 @@ class UnreadableError(MarkedYAMLError):
         super().__init__(problem=problem, problem_mark=mark)
 
 
+class DuplicateKeyError(MarkedYAMLError):
+    """A key given twice in one mapping; marked at the second, `first_line` (1-based) the first."""
+
+    def __init__(self, key: Any, node: Node, first: Node) -> None:
+        self.key = key
+        self.line = node.start_mark.line + 1
+        self.first_line = first.start_mark.line + 1
+        shown = json.dumps(key, ensure_ascii=False) if isinstance(key, str) else str(key)
+        super().__init__(
+            problem=f"duplicate key {shown} (first at line {self.first_line})", problem_mark=node.start_mark
+        )
+
+
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 class BoundedSafeLoader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
@@ -46,6 +68,22 @@ class BoundedSafeLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+    def compose_mapping_node(self, anchor: Any) -> MappingNode:
+        node = super().compose_mapping_node(anchor)
+        # Checked as composed, before a merge key (`<<: *base`) folds other pairs in: a key that
+        # overrides a merged one is YAML's way to extend a mapping, not a duplicate.
+        first: dict[Any, Node] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, ScalarNode) or key_node.tag == MERGE_TAG:
+                continue  # a complex key is refused later, as unhashable, by the constructor
+            # Compared as constructed, as the mapping would hold them: 'version' and "version" are
+            # one key, 1 and "1" two.
+            key = self.construct_object(key_node)
+            if key in first:
+                raise DuplicateKeyError(key, key_node, first[key])
+            first[key] = key_node
+        return node
 
     def compose_document(self) -> Node | None:
         node = super().compose_document()
