@@ -120,7 +120,7 @@ def _message(item: ErrorDetails) -> str:
     }
     if kind in bounds:
         words, key = bounds[kind]
-        return f"must be {words} {ctx.get(key)}, not {_shown(value)}"
+        return f"must be {words} {_shown(ctx.get(key))}, not {_shown(value)}"
     if kind == "string_too_short":
         return (
             "must not be empty"
@@ -160,6 +160,8 @@ def _shown(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
     if isinstance(value, str):
         return f'"{value}"' if len(value) <= 64 else f'"{value[:61]}..."'
     return str(value)
