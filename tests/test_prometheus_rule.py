@@ -258,7 +258,7 @@ def test_routing_labels(labels: dict[str, str], expected: dict[str, str]) -> Non
         ),
         pytest.param(
             {"errorRate": {"for": "30s5m"}},
-            "spec.alerts.errorRate.for: must be a Prometheus duration: hours, minutes, seconds and milliseconds",
+            "spec.alerts.errorRate.for: must be a Prometheus duration: hours, minutes, seconds",
             id="units-out-of-order",
         ),
         pytest.param({"window": "30s"}, "spec.alerts.window: must be between 1m and 1h", id="window-short"),
