@@ -293,13 +293,14 @@ BIG = 10 * 1024 * 1024  # a 10 MiB scalar
         ),
         pytest.param(
             _model_deployment(f"image: {'x' * BIG}"),
-            "{f}: document 1: ModelDeployment a: spec.runtime.image: "
-            "String should have at most 512 characters",
+            "{f}: document 1: ModelDeployment a: spec.runtime.image: must be at most 512 characters",
             id="a-10-MiB-value",
         ),
         pytest.param(
             _model_deployment('{"a\\nb\\u2028c\\x00": 1}'),
-            "{f}: document 1: ModelDeployment a: spec.runtime.a\\nb\\u2028c\\x00: unknown field",
+            "{f}: document 1: ModelDeployment a: spec.runtime.a\\nb\\u2028c\\x00: unknown field; the "
+            "fields here are image, imagePullPolicy, gpus, gpuResource, resources, nodeSelector, "
+            "tolerations, affinity, runtimeClassName, args, volumes, modelLoadTimeout",
             id="a-key-with-a-newline",
         ),
     ],

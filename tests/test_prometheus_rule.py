@@ -228,22 +228,22 @@ def test_routing_labels(labels: dict[str, str], expected: dict[str, str]) -> Non
     [
         pytest.param(
             {"errorRate": {"max": 0}},
-            "spec.alerts.errorRate.max: Input should be greater than 0",
+            "spec.alerts.errorRate.max: must be greater than 0, not 0",
             id="rate-zero",
         ),
         pytest.param(
             {"errorRate": {"max": 1.5}},
-            "spec.alerts.errorRate.max: Input should be less than 1",
+            "spec.alerts.errorRate.max: must be less than 1, not 1.5",
             id="rate-over-1",
         ),
         pytest.param(
             {"gpuUtilization": {"max": 85}},
-            "spec.alerts.gpuUtilization.max: Input should be less than 1",
+            "spec.alerts.gpuUtilization.max: must be less than 1, not 85",
             id="gpu-percent",
         ),
         pytest.param(
             {"queueTime": {"factor": 1}},
-            "spec.alerts.queueTime.factor: Input should be greater than 1",
+            "spec.alerts.queueTime.factor: must be greater than 1, not 1",
             id="factor-1",
         ),
         pytest.param(
@@ -258,7 +258,7 @@ def test_routing_labels(labels: dict[str, str], expected: dict[str, str]) -> Non
         ),
         pytest.param(
             {"errorRate": {"for": "30s5m"}},
-            "spec.alerts.errorRate.for: String should match pattern",
+            "spec.alerts.errorRate.for: must be a Prometheus duration: hours, minutes, seconds",
             id="units-out-of-order",
         ),
         pytest.param({"window": "30s"}, "spec.alerts.window: must be between 1m and 1h", id="window-short"),

@@ -178,7 +178,7 @@ def check_custom(metric: AnalysisMetric) -> None:
         raise TemplateError(
             metric.name,
             "relativeToPrimary needs the query to measure the track under test: "
-            "use {{target}} (the Deployment name) or {{track}} (primary|canary) in it",
+            "use {{target}} (the Deployment name) or {{track}} (primary or canary) in it",
         )
 
 

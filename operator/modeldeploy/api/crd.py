@@ -20,6 +20,7 @@ from modeldeploy.api.base import (
     CEL_KEY,
     GROUP,
     KIND,
+    MATCHES_KEY,
     MAX_NAME_LENGTH,
     PLURAL,
     PRESERVE_KEY,
@@ -27,6 +28,7 @@ from modeldeploy.api.base import (
     SHORT_NAMES,
     SINGULAR,
     VERSION,
+    Matches,
 )
 from modeldeploy.api.spec import ModelDeploymentSpec
 from modeldeploy.api.status import ModelDeploymentStatus
@@ -79,6 +81,11 @@ def _structural(node: Any) -> Any:
             return _structural(node)
     if node.get("default", 0) is None:
         del node["default"]
+    if MATCHES_KEY in node:
+        # Not a schema `pattern`: the API server would answer with the regular expression. A CEL rule
+        # answers with the words (api/base.py Matches), first, before the field's other rules.
+        matches = node.pop(MATCHES_KEY)
+        node[CEL_KEY] = [Matches(**matches).rule(), *node.get(CEL_KEY, [])]
     if "exclusiveMinimum" in node:
         node["minimum"] = node.pop("exclusiveMinimum")
         node["exclusiveMinimum"] = True

@@ -37,7 +37,7 @@ def parse_spec(raw: Mapping[str, Any] | None) -> ModelDeploymentSpec:
     try:
         return ModelDeploymentSpec.model_validate(dict(raw))
     except ValidationError as error:
-        raise InvalidSpecError(describe(error)) from None
+        raise InvalidSpecError(describe(error, model=ModelDeploymentSpec)) from None
 
 
 def parse_status(raw: Mapping[str, Any] | None) -> ModelDeploymentStatus:

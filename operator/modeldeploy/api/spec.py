@@ -18,13 +18,16 @@ from pydantic import AfterValidator, Field, PlainValidator, WithJsonSchema, fiel
 
 from modeldeploy.api.base import (
     CEL_KEY,
-    DNS1123_LABEL,
-    DNS1123_SUBDOMAIN,
+    DURATION_PATTERN,
     PRESERVE_KEY,
     Duration,
+    Matches,
     Model,
     cel,
+    cel_string,
     check_duration_between,
+    dns_label,
+    dns_subdomain,
     duration_between,
     parse_duration,
 )
@@ -37,6 +40,11 @@ DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
 # Userinfo (user:password@) is admitted by the pattern only so that the CEL rule below refuses it
 # with a message that says why; every other part of the URI is the pattern's.
 STORAGE_URI_PATTERN = r"^((s3|gs)://([^/?#\s]*@)?[a-z0-9][a-z0-9._-]{1,221}(/.*)?|pvc://([^/?#\s]*@)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?|https://[^\s?#]+\.(tar\.gz|tgz|zip)(\?[^\s#]*)?)$"
+STORAGE_URI_MESSAGE = (
+    "must be s3://<bucket>/<path>, gs://<bucket>/<path>, pvc://<claim>/<path>, or an https:// URL of a "
+    ".tar.gz, .tgz or .zip archive; bucket and claim names are lower-case letters, digits, '.', '_' and "
+    "'-' (a bucket at least 2 characters), e.g. s3://models/fraud_scorer/7"
+)
 STORAGE_USERINFO_PATTERN = r"^[a-z][a-z0-9+.-]*://[^/?#]*@"
 STORAGE_CREDENTIALS_MESSAGE = (
     "storageUri must not carry credentials (user:password@): anyone who may read the "
@@ -44,8 +52,19 @@ STORAGE_CREDENTIALS_MESSAGE = (
 )
 # Triton model names become directory names in the model repository.
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+MODEL_NAME_MESSAGE = (
+    "must be a Triton model name: letters, digits, '_', '.' and '-', starting with a letter or digit "
+    "(it names a directory in the model repository), e.g. fraud_scorer"
+)
+MODEL_VERSION_MESSAGE = (
+    "must be letters, digits, '_', '.' and '-', starting with a letter or digit, e.g. 7 or 2024-06-01.rc1"
+)
 # Extended resource names: "nvidia.com/gpu", "nvidia.com/mig-1g.10gb", "amd.com/gpu".
 RESOURCE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-z0-9]([-a-z0-9._]*[a-z0-9])?$"
+RESOURCE_NAME_MESSAGE = (
+    "must be an extended resource name, <domain>/<name> in lower-case letters, digits, '-', '.' and '_', "
+    "e.g. nvidia.com/gpu or nvidia.com/mig-1g.10gb"
+)
 QUANTITY_PATTERN = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(([KMGTPE]i)|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
 QUANTITY_MAX_LENGTH = 64
 QUANTITY_MESSAGE = "must be a Kubernetes quantity, such as 500m, 2, 1.5 or 8Gi"
@@ -134,7 +153,9 @@ class AnalysisTemplate(StrEnum):
 
 
 class SecretRef(Model):
-    name: str = Field(pattern=DNS1123_SUBDOMAIN, min_length=1, max_length=253)
+    name: Annotated[
+        str, Field(min_length=1, max_length=253), dns_subdomain("a Secret name", "model-store-creds")
+    ]
 
 
 class DynamicBatching(Model):
@@ -179,15 +200,19 @@ class ModelConfig(Model):
 
 
 class ModelSource(Model):
-    name: str = Field(pattern=MODEL_NAME_PATTERN, min_length=1, max_length=128)
-    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", min_length=1, max_length=63)
-    storage_uri: str = Field(
-        pattern=STORAGE_URI_PATTERN,
-        max_length=2048,
-        json_schema_extra=cel(
-            # The pattern has no quote or backslash: it is a CEL string literal as it stands.
-            (f"!self.matches('{STORAGE_USERINFO_PATTERN}')", STORAGE_CREDENTIALS_MESSAGE, "")
-        ),
+    name: Annotated[str, Field(min_length=1, max_length=128), Matches(MODEL_NAME_PATTERN, MODEL_NAME_MESSAGE)]
+    version: Annotated[
+        str,
+        Field(min_length=1, max_length=63),
+        Matches(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", MODEL_VERSION_MESSAGE),
+    ]
+    storage_uri: Annotated[str, Field(max_length=2048), Matches(STORAGE_URI_PATTERN, STORAGE_URI_MESSAGE)] = (
+        Field(
+            json_schema_extra=cel(
+                # The pattern has no quote or backslash: it is a CEL string literal as it stands.
+                (f"!self.matches('{STORAGE_USERINFO_PATTERN}')", STORAGE_CREDENTIALS_MESSAGE, "")
+            ),
+        )
     )
     storage_secret_ref: SecretRef | None = None
     backend: Backend = Backend.ONNXRUNTIME
@@ -227,11 +252,6 @@ DEFAULT_SHM_SIZE_LIMIT = "1Gi"
 DEFAULT_TMP_SIZE_LIMIT = "4Gi"
 
 
-def _cel_string(value: str) -> str:
-    """`value` as a single-quoted CEL string literal."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def _not_reserved(arg: str) -> str:
     if is_reserved_flag(arg):
         raise ValueError(RESERVED_FLAG_MESSAGE)
@@ -268,12 +288,16 @@ class Runtime(Model):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     gpus: int = Field(default=1, ge=0, le=16)
     # Unset means nvidia.com/gpu when gpus > 0. A MIG profile such as nvidia.com/mig-1g.10gb works too.
-    gpu_resource: str | None = Field(default=None, pattern=RESOURCE_NAME_PATTERN, max_length=253)
+    gpu_resource: (
+        Annotated[str, Field(max_length=253), Matches(RESOURCE_NAME_PATTERN, RESOURCE_NAME_MESSAGE)] | None
+    ) = None
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
     affinity: FreeForm | None = None
-    runtime_class_name: str | None = Field(default=None, pattern=DNS1123_SUBDOMAIN, max_length=253)
+    runtime_class_name: (
+        Annotated[str, Field(max_length=253), dns_subdomain("a RuntimeClass name", "nvidia")] | None
+    ) = None
     # Each item is checked alone, so that the error names the item; a flag whose value is in the next
     # item is refused by its own name (api/triton_flags.py).
     args: list[TritonArg] = Field(default_factory=list, max_length=64)
@@ -501,7 +525,10 @@ class StringMatch(Model):
 
 
 HEADER_NAME_PATTERN = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,256}$"
-HEADER_NAME_MESSAGE = "header names must be HTTP tokens: 1 to 256 letters, digits or !#$%&'*+-.^_`|~"
+HEADER_NAME_MESSAGE = (
+    "header names must be HTTP tokens: 1 to 256 letters, digits or any of ! # $ % & ' * + - . ^ _ ` | ~, "
+    "and no spaces, e.g. X-Canary"
+)
 HEADER_CASE_MESSAGE = "header names are case-insensitive: two of them differ only in case"
 
 
@@ -512,7 +539,7 @@ class Match(Model):
         min_length=1,
         max_length=16,
         json_schema_extra=cel(
-            (f"self.all(k, k.matches({_cel_string(HEADER_NAME_PATTERN)}))", HEADER_NAME_MESSAGE, ""),
+            (f"self.all(k, k.matches({cel_string(HEADER_NAME_PATTERN)}))", HEADER_NAME_MESSAGE, ""),
             (
                 "self.all(k, self.filter(j, j.lowerAscii() == k.lowerAscii()).size() == 1)",
                 HEADER_CASE_MESSAGE,
@@ -588,7 +615,7 @@ class RelativeToPrimary(Model):
 TRACK_VARIABLE_PATTERN = r"\{\{\s*(target|track)\s*\}\}"
 RELATIVE_QUERY_MESSAGE = (
     "relativeToPrimary needs the query to measure the track under test: "
-    "use {{target}} (the Deployment name) or {{track}} (primary|canary) in it"
+    "use {{target}} (the Deployment name) or {{track}} (primary or canary) in it"
 )
 
 
@@ -605,7 +632,7 @@ class AnalysisMetric(Model):
             # other check, unknown {{variables}}, needs findAll over every query: over CEL's cost budget.
             (
                 "!has(self.query) || !has(self.relativeToPrimary) || "
-                + f"self.query.matches({_cel_string(TRACK_VARIABLE_PATTERN)})",
+                + f"self.query.matches({cel_string(TRACK_VARIABLE_PATTERN)})",
                 RELATIVE_QUERY_MESSAGE,
                 ".query",
             ),
@@ -613,7 +640,7 @@ class AnalysisMetric(Model):
         )
     }
 
-    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    name: Annotated[str, Field(max_length=63), dns_label("a metric name", "success-rate")]
     template: AnalysisTemplate | None = None
     query: str | None = Field(default=None, min_length=1, max_length=4096)
     min: float | None = None
@@ -644,17 +671,22 @@ URL_CREDENTIALS_MESSAGE = (
 )
 
 
+PROMETHEUS_URL_MESSAGE = (
+    "must be an http:// or https:// URL without spaces, e.g. http://prometheus.monitoring.svc:9090"
+)
+
+
 class Analysis(Model):
     min_sample_count: int = Field(default=100, ge=0)
     inconclusive: Inconclusive = Field(default_factory=Inconclusive)
     # Per-object override of the operator's --prometheus-url. http or https only, and never with
     # credentials: anyone who can read the ModelDeployment (the aggregated view role) would see them.
-    prometheus_url: str | None = Field(
+    prometheus_url: (
+        Annotated[str, Field(max_length=2048), Matches(r"^https?://\S+$", PROMETHEUS_URL_MESSAGE)] | None
+    ) = Field(
         default=None,
-        pattern=r"^https?://\S+$",
-        max_length=2048,
         json_schema_extra=cel(
-            (f"!self.matches({_cel_string(URL_USERINFO_PATTERN)})", URL_CREDENTIALS_MESSAGE, "")
+            (f"!self.matches({cel_string(URL_USERINFO_PATTERN)})", URL_CREDENTIALS_MESSAGE, "")
         ),
     )
     metrics: list[AnalysisMetric] = Field(
@@ -687,7 +719,13 @@ class Analysis(Model):
 # need the model's credentials; the Triton pods mount them). A presigned URL works: its query is
 # never logged or shown.
 GOLDEN_URI_PATTERN = r"^https://[^\s#]+$"
+GOLDEN_URI_MESSAGE = (
+    "must be an https:// URL without spaces or #, e.g. https://models.example.com/golden/fraud.jsonl: the "
+    "operator fetches the golden set itself and never reads storage Secrets, so s3://, gs:// and pvc:// "
+    "cannot work; for a private bucket use a presigned https URL (its query is never shown)"
+)
 CONFIGMAP_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+CONFIGMAP_KEY_MESSAGE = "must be a ConfigMap key: letters, digits, '-', '_' and '.', e.g. fraud.jsonl"
 GOLDEN_SOURCE_MESSAGE = "set exactly one of configMapKeyRef or storageUri"
 GATES_NEED_GOLDEN_MESSAGE = (
     "minAccuracy, minAgreement, maxPSI, maxLatencyP95 and minDemographicParity need a goldenSet to measure"
@@ -701,8 +739,8 @@ GATE_THRESHOLDS = ("minAccuracy", "minAgreement", "maxPSI", "maxLatencyP95", "mi
 
 
 class ConfigMapKeyRef(Model):
-    name: str = Field(pattern=DNS1123_SUBDOMAIN, max_length=253)
-    key: str = Field(pattern=CONFIGMAP_KEY_PATTERN, max_length=253)
+    name: Annotated[str, Field(max_length=253), dns_subdomain("a ConfigMap name", "golden-sets")]
+    key: Annotated[str, Field(max_length=253), Matches(CONFIGMAP_KEY_PATTERN, CONFIGMAP_KEY_MESSAGE)]
 
 
 class GoldenSet(Model):
@@ -716,12 +754,12 @@ class GoldenSet(Model):
 
     config_map_key_ref: ConfigMapKeyRef | None = None
     # One JSON-lines file over https, fetched by the operator (at most 2 MiB; docs/gates.md).
-    storage_uri: str | None = Field(
+    storage_uri: (
+        Annotated[str, Field(max_length=2048), Matches(GOLDEN_URI_PATTERN, GOLDEN_URI_MESSAGE)] | None
+    ) = Field(
         default=None,
-        pattern=GOLDEN_URI_PATTERN,
-        max_length=2048,
         json_schema_extra=cel(
-            (f"!self.matches({_cel_string(URL_USERINFO_PATTERN)})", GOLDEN_CREDENTIALS_MESSAGE, "")
+            (f"!self.matches({cel_string(URL_USERINFO_PATTERN)})", GOLDEN_CREDENTIALS_MESSAGE, "")
         ),
     )
     batch_size: int = Field(default=32, ge=1, le=1024)
@@ -883,9 +921,9 @@ class NetworkPolicy(Model):
     enabled: bool = True
     # Namespaces of callers beyond this one: a mesh's ingress gateway, clients in other namespaces.
     # Gateway API parentRef namespaces and Istio `<namespace>/<gateway>` namespaces are added.
-    ingress_namespaces: list[Annotated[str, Field(pattern=DNS1123_LABEL, max_length=63)]] = Field(
-        default_factory=list, max_length=32
-    )
+    ingress_namespaces: list[
+        Annotated[str, Field(max_length=63), dns_label("a namespace name", "istio-system")]
+    ] = Field(default_factory=list, max_length=32)
     # matchLabels of the namespaces Prometheus scrapes from; an empty map means every namespace.
     metrics_namespace_selector: dict[str, Annotated[str, Field(max_length=63)]] = Field(
         default_factory=_default_metrics_namespace, max_length=16
@@ -897,14 +935,20 @@ class NetworkPolicy(Model):
 # Prometheus's duration syntax as the PrometheusRule CRD accepts it: units in descending order,
 # each at most once ("1h30m", not "30m1h"); the same strings are valid spec Durations too.
 ALERT_DURATION_PATTERN = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?$"
-AlertDuration = Annotated[str, Field(pattern=ALERT_DURATION_PATTERN, min_length=2, max_length=16)]
+ALERT_DURATION_MESSAGE = (
+    "must be a Prometheus duration: hours, minutes, seconds and milliseconds (h, m, s, ms) in that order, "
+    "each at most once, without spaces, e.g. 5m or 1h30m"
+)
+AlertDuration = Annotated[
+    str, Field(min_length=2, max_length=16), Matches(ALERT_DURATION_PATTERN, ALERT_DURATION_MESSAGE)
+]
 # Prometheus label names; "__" is reserved for Prometheus's internal labels.
 ALERT_LABEL_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
 # The labels every alert carries to say which object it is about: never overridden.
 RESERVED_ALERT_LABELS = ("alertname", "namespace", "modeldeployment")
 ALERT_LABELS_MESSAGE = (
-    "alert label names must be Prometheus label names ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __) "
-    "other than alertname, namespace and modeldeployment"
+    "alert label names must be Prometheus label names: letters, digits and '_', not starting with a digit "
+    "or with two '_', and none of alertname, namespace and modeldeployment, e.g. team"
 )
 BASELINE_MESSAGE = "queueTime.baseline must be at least window: the two windows compared must not overlap"
 
@@ -986,6 +1030,9 @@ class Alerts(Model):
     model_config = Model.model_config | {
         "json_schema_extra": cel(
             (
+                # Malformed durations get their own field's message; duration() would fail on them.
+                f"!self.queueTime.baseline.matches({cel_string(DURATION_PATTERN)}) || "
+                f"!self.window.matches({cel_string(DURATION_PATTERN)}) || "
                 "duration(self.queueTime.baseline) >= duration(self.window)",
                 BASELINE_MESSAGE,
                 ".queueTime.baseline",
@@ -1003,8 +1050,8 @@ class Alerts(Model):
         max_length=16,
         json_schema_extra=cel(
             (
-                f"self.all(k, k.matches({_cel_string(ALERT_LABEL_PATTERN)}) && !k.startsWith('__') && "
-                f"!(k in [{', '.join(_cel_string(label) for label in RESERVED_ALERT_LABELS)}]))",
+                f"self.all(k, k.matches({cel_string(ALERT_LABEL_PATTERN)}) && !k.startsWith('__') && "
+                f"!(k in [{', '.join(cel_string(label) for label in RESERVED_ALERT_LABELS)}]))",
                 ALERT_LABELS_MESSAGE,
                 "",
             )
