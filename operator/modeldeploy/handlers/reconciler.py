@@ -154,6 +154,11 @@ class Reconciler:
                 selector = f"{NAME_LABEL}={parent.name},{TRACK_LABEL}={Track.CANARY.value}"
                 pods = self._kube.list(_PODS, parent.namespace, selector)
                 seen = replace(seen, canary_pods=pods_summary(pods))
+        if look_at_canary and seen.primary is not None and not seen.primary.rolled_out:
+            # Why the primary is not ready: unschedulable (no GPU node?) or loading.
+            selector = f"{NAME_LABEL}={parent.name},{TRACK_LABEL}={Track.PRIMARY.value}"
+            pods = self._kube.list(_PODS, parent.namespace, selector)
+            seen = replace(seen, primary_pods=pods_summary(pods))
         return seen
 
     def _analyze(
@@ -250,7 +255,8 @@ class Reconciler:
         kinds = _BASE_KINDS + served
         live = self._live_children(parent, kinds)
         seen = self._observe(parent, body, old, live)
-        seen = replace(seen, route=route_hold(parent, spec, live.values()))  # from the cache
+        # The route's state from the cache; the CRDs for rollout/prerequisites.py.
+        seen = replace(seen, route=route_hold(parent, spec, live.values()), installed=installed)
         if self._gates is not None:
             seen = replace(seen, gate=self._gates.result((parent.namespace, parent.name)))
         decision = decide(spec, parent, old, seen, now)
@@ -274,6 +280,8 @@ class Reconciler:
                 self._observe(parent, body, old, live, look_at_canary=False),
                 canary=seen.canary,
                 canary_pods=seen.canary_pods,
+                primary_pods=seen.primary_pods,
+                installed=installed,
                 analysis=seen.analysis,
                 gate=seen.gate,
                 apply_errors=errors,

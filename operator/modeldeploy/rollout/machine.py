@@ -41,6 +41,7 @@ from modeldeploy.render.names import Track, url
 from modeldeploy.render.revision import revision
 from modeldeploy.rollout import clock
 from modeldeploy.rollout.observe import GateResult, Observations, apply_failure
+from modeldeploy.rollout.prerequisites import prerequisites_condition
 from modeldeploy.rollout.replicas import (
     effective_ratio_weight,
     extra_gpus,
@@ -237,6 +238,11 @@ class _Machine:
             # what failed.
             self.status = status
             self.cond(ConditionType.DEGRADED, "True", *failure)
+            status = self.status
+        has = find_condition(status.conditions, ConditionType.PREREQUISITES.value) is not None
+        if (needs := prerequisites_condition(self.spec, self.seen, has)) is not None:
+            self.status = status
+            self.cond(ConditionType.PREREQUISITES, *needs)
             status = self.status
         return replace(decision, status=status)
 

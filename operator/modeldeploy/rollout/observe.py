@@ -14,6 +14,7 @@ from modeldeploy.api.base import (
     RETRY_ANNOTATION,
 )
 from modeldeploy.api.status import GateCheck, MetricResult, Verdict
+from modeldeploy.render.kinds import ServedVersions
 from modeldeploy.render.names import REVISION_LABEL
 from modeldeploy.routing.base import RouteHold
 
@@ -155,6 +156,10 @@ class Observations:
     primary: DeploymentState | None = None
     canary: DeploymentState | None = None
     canary_pods: PodsSummary = field(default_factory=PodsSummary)
+    # The primary's pods, read only while it is not rolled out: why it is not (unschedulable?).
+    primary_pods: PodsSummary = field(default_factory=PodsSummary)
+    # The versions each optional CRD serves (None: not known this pass): rollout/prerequisites.py.
+    installed: ServedVersions | None = None
     # Children the API server refused, each "Kind/name: reason"; they make the object Degraded.
     apply_errors: list[str] = field(default_factory=list)
     # Children whose name another object holds, each "Kind/name: ... (who owns it)"; left alone.
