@@ -88,6 +88,7 @@ ISTIO = {"istio": {"hosts": ["m.example.com"]}}
             id="istio-absent",
         ),
         pytest.param(spec(), NONE, None, [], [], id="default-alerts-unasked-are-not-reported"),
+        pytest.param(spec(alerts={}), NONE, None, [], [], id="default-alerts-filled-in"),
         pytest.param(
             spec(alerts={"labels": {"team": "a"}}),
             NONE,
@@ -126,7 +127,7 @@ ISTIO = {"istio": {"hosts": ["m.example.com"]}}
         ),
         pytest.param(spec(runtime={"gpus": 1}), ALL, None, [], [], id="gpu-pods-scheduled"),
         pytest.param(
-            spec(traffic=ISTIO, runtime={"gpus": 2}, alerts={}),
+            spec(traffic=ISTIO, runtime={"gpus": 2}, alerts={"window": "10m"}),
             NONE,
             NO_GPU,
             ["IstioMissing", "PrometheusOperatorMissing", "GPUResourceUnavailable"],
@@ -157,7 +158,8 @@ def test_what_is_missing(
 
 def test_unknown_crds_claim_nothing_missing() -> None:
     """A pass that could not read the CRDs says nothing about them, rather than something false."""
-    assert missing_prerequisites(spec(traffic=GATEWAY, alerts={}), Observations(installed=None)) == []
+    seen = Observations(installed=None)
+    assert missing_prerequisites(spec(traffic=GATEWAY, alerts={"window": "10m"}), seen) == []
 
 
 def test_a_canary_short_of_gpus_is_reported_too() -> None:

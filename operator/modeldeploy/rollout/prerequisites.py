@@ -2,8 +2,8 @@
 
 docs/install.md lists, per feature, what a cluster needs. Of those, the operator can see:
 - a missing (or too old) CRD: Gateway API for `traffic.gatewayAPI`, Istio for `traffic.istio`, the
-  Prometheus Operator's PrometheusRule for an `alerts` section written in the spec (the default
-  alerts, unasked, are created where the CRD exists and silently skipped where not);
+  Prometheus Operator's PrometheusRule for alerts set up beyond the defaults (the default alerts,
+  which every object has, are created where the CRD exists and quietly skipped where not);
 - pods the scheduler cannot place for want of the GPU resource: the scheduler's own message
   ("0/3 nodes are available: 3 Insufficient nvidia.com/gpu.") on the pods of our Deployments, which
   the operator reads anyway while they are not ready. It does not tell "no node has this resource"
@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from modeldeploy.api.spec import ModelDeploymentSpec
+from modeldeploy.api.spec import Alerts, ModelDeploymentSpec
 from modeldeploy.api.status import ConditionStatus
 from modeldeploy.render.kinds import ServedVersions, child_kind, unserved_message
 from modeldeploy.rollout.observe import Observations
@@ -32,6 +32,7 @@ GUIDE = "docs/install.md#what-the-cluster-needs"
 _INSUFFICIENT = re.compile(r"Insufficient ([A-Za-z0-9][A-Za-z0-9_.\-/]*[A-Za-z0-9])")
 GPU_VENDOR_PREFIX = "nvidia.com/"
 MET_REASON = "Met"
+_DEFAULT_ALERTS = Alerts().model_dump()
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,9 @@ def _router(spec: ModelDeploymentSpec, installed: ServedVersions) -> list[Missin
 
 
 def _alerts(spec: ModelDeploymentSpec, installed: ServedVersions) -> Missing | None:
-    # Only an alerts section the user wrote: the defaults apply quietly where the CRD is absent.
-    if "alerts" not in spec.model_fields_set or not spec.alerts.enabled:
+    # Only alerts set up beyond the defaults (labels, a latency SLA, other thresholds): the default
+    # alerts, which the API server fills in for every object, apply quietly where the CRD is absent.
+    if not spec.alerts.enabled or spec.alerts.model_dump() == _DEFAULT_ALERTS:
         return None
     missing = _crd_missing(
         installed,
