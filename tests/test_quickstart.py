@@ -20,6 +20,7 @@ Then, on the same cluster, what the operator says when a ModelDeployment needs w
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,11 +211,13 @@ def model_deployment(name: str, **spec: Any) -> str:
 def test_the_status_names_what_the_cluster_lacks(
     kind_like: KindLike, name: str, spec: dict[str, Any], reason: str, words: list[str]
 ) -> None:
+    started = time.monotonic()
     kubectl(kind_like.admin, "apply", "-f", "-", stdin=model_deployment(name, **spec))
     condition = kind_like.wait(
         f"{name}: Prerequisites False",
         lambda: (c := kind_like.condition(name, "Prerequisites")) and c["status"] == "False" and c,
     )
+    print(f"{name}: Prerequisites False {time.monotonic() - started:.1f} s after kubectl apply")
     assert condition["reason"] == reason, condition
     for word in words:
         assert word in condition["message"], condition
@@ -237,6 +240,7 @@ def test_the_condition_turns_true_once_the_gpus_are_there(kind_like: KindLike) -
         kubectl(kind_like.admin, "apply", "-f", "-", stdin=model_deployment(GPU_MD))
         kind_like.wait(f"{GPU_MD}: Prerequisites", lambda: kind_like.condition(GPU_MD, "Prerequisites"))
     kind_like.node["nvidia.com/gpu"] = "1"
+    started = time.monotonic()
     for pod in api.list("v1", "Pod", NAMESPACE, f"modeldeploy.io/name={GPU_MD}"):
         api.delete("v1", "Pod", NAMESPACE, pod["metadata"]["name"])
     condition = kind_like.wait(
@@ -244,4 +248,5 @@ def test_the_condition_turns_true_once_the_gpus_are_there(kind_like: KindLike) -
         lambda: (c := kind_like.condition(GPU_MD, "Prerequisites")) and c["status"] == "True" and c,
     )
     assert condition["reason"] == "Met", condition
+    print(f"{GPU_MD}: Prerequisites True {time.monotonic() - started:.1f} s after the pod was replaced")
     kind_like.wait(f"{GPU_MD} Stable", lambda: kind_like.status(GPU_MD).get("phase") == "Stable")
