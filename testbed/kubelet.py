@@ -32,10 +32,15 @@ class PodState(enum.Enum):
     PENDING = "pending"  # not touched at all
 
 
+# The scheduler's words when no node has enough of a resource (NodeResourcesFit), for one node.
+INSUFFICIENT = "0/1 nodes are available: 1 Insufficient {resource}."
+
+
 @dataclass(frozen=True)
 class PodReport:
     state: PodState = PodState.READY
     pod_ip: str = "127.0.0.1"
+    resource: str = "nvidia.com/gpu"  # UNSCHEDULABLE: the resource the scheduler found short
 
 
 Policy = Callable[[Mapping[str, Any]], PodReport]
@@ -43,6 +48,22 @@ Policy = Callable[[Mapping[str, Any]], PodReport]
 
 def always_ready(_: Mapping[str, Any]) -> PodReport:
     return PodReport()
+
+
+def fits_node(allocatable: Mapping[str, str], then: Policy = always_ready) -> Policy:
+    """A scheduler for the one node: a pod asking for a resource the node does not advertise at all
+    (nvidia.com/gpu on a node without the device plugin) is unschedulable, as the scheduler reports
+    it; any other goes on to `then`. Amounts are not compared: the node is taken to be big enough."""
+
+    def policy(pod: Mapping[str, Any]) -> PodReport:
+        for container in (pod.get("spec") or {}).get("containers") or []:
+            resources = container.get("resources") or {}
+            for name in {**(resources.get("requests") or {}), **(resources.get("limits") or {})}:
+                if name not in allocatable:
+                    return PodReport(PodState.UNSCHEDULABLE, resource=name)
+        return then(pod)
+
+    return policy
 
 
 def _now() -> str:
@@ -69,7 +90,7 @@ def pod_status(pod: Mapping[str, Any], report: PodReport) -> dict[str, Any]:
                     "PodScheduled",
                     False,
                     "Unschedulable",
-                    "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
+                    INSUFFICIENT.format(resource=report.resource),
                 )
             ],
         }
@@ -126,9 +147,12 @@ def pod_status(pod: Mapping[str, Any], report: PodReport) -> dict[str, Any]:
 class Kubelet:
     """`with Kubelet(api):` -- every Pod on the cluster is scheduled and reported by `policy`."""
 
-    def __init__(self, api: KubeApi, policy: Policy = always_ready) -> None:
+    def __init__(
+        self, api: KubeApi, policy: Policy = always_ready, allocatable: Mapping[str, str] | None = None
+    ) -> None:
         self.api = api
         self.policy = policy
+        self.allocatable = dict(allocatable or {})  # reported in the Node's status, if given
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._done: dict[str, PodState] = {}  # pod uid -> the state reported
@@ -161,6 +185,9 @@ class Kubelet:
         }
         with contextlib.suppress(ApiError):
             self.api.create(node)
+        if self.allocatable:
+            status = {"capacity": self.allocatable, "allocatable": self.allocatable}
+            self.api.patch("v1", "Node", None, NODE, {"status": status}, subresource="status")
 
     def _run(self) -> None:
         while not self._stop.is_set():

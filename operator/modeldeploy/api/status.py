@@ -27,6 +27,8 @@ class ConditionType(StrEnum):
     READY = "Ready"
     PROGRESSING = "Progressing"
     DEGRADED = "Degraded"
+    # What the cluster lacks for this spec (rollout/prerequisites.py); set only once something was.
+    PREREQUISITES = "Prerequisites"
 
 
 class Verdict(StrEnum):

@@ -30,7 +30,13 @@ from modeldeploy.handlers.echoes import Echoes
 from modeldeploy.handlers.gates import GateRunner, gate_work
 from modeldeploy.render.compare import needs_apply, stamped
 from modeldeploy.render.kinds import PODS as _PODS
-from modeldeploy.render.kinds import REQUIRED_KINDS, Kind, served_optional_kinds, unserved_message
+from modeldeploy.render.kinds import (
+    REQUIRED_KINDS,
+    Kind,
+    ServedVersions,
+    served_optional_kinds,
+    unserved_message,
+)
 from modeldeploy.render.names import NAME_LABEL, TRACK_LABEL, Track, deployment_name
 from modeldeploy.render.options import RenderOptions
 from modeldeploy.render.ownership import conflict_message, is_ours
@@ -142,6 +148,7 @@ class Reconciler:
         body: Mapping[str, Any],
         old: ModelDeploymentStatus,
         live: dict[ChildKey, Any],
+        installed: ServedVersions,
     ) -> Observations:
         """Everything the decision needs, before it is made: the children (from the cache), the
         canary's pods when it is not ready, the route's acceptance, and what the gate and analysis
@@ -161,9 +168,15 @@ class Reconciler:
                 selector = f"{NAME_LABEL}={parent.name},{TRACK_LABEL}={Track.CANARY.value}"
                 pods = self._kube.list(_PODS, parent.namespace, selector)
                 seen = replace(seen, canary_pods=pods_summary(pods))
+        if seen.primary is not None and not seen.primary.rolled_out:
+            # Why the primary is not ready: unschedulable (no GPU node?) or loading.
+            selector = f"{NAME_LABEL}={parent.name},{TRACK_LABEL}={Track.PRIMARY.value}"
+            pods = self._kube.list(_PODS, parent.namespace, selector)
+            seen = replace(seen, primary_pods=pods_summary(pods))
         return replace(
             seen,
             route=route_hold(parent, spec, live.values()),  # from the cache
+            installed=installed,  # the CRDs, for rollout/prerequisites.py
             gate=self._gates.result(key) if self._gates is not None else None,
             analysis=self._rounds.result(key),
         )
@@ -260,7 +273,7 @@ class Reconciler:
         options = replace(self._options, pod_monitor=pod_monitor, prometheus_rule=rule)
         kinds = _BASE_KINDS + served
         live = self._live_children(parent, kinds)
-        decision = decide(spec, parent, old, self._observe(parent, spec, body, old, live), now)
+        decision = decide(spec, parent, old, self._observe(parent, spec, body, old, live, installed), now)
         desired = [stamped(obj) for obj in decided_children(parent, spec, options, decision)]
         errors, conflicts = self._apply(
             parent, spec, desired, live, kinds, installed, lambda: self._ensure_current(body)

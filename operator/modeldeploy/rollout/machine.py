@@ -42,6 +42,7 @@ from modeldeploy.render.names import Track, url
 from modeldeploy.render.revision import revision
 from modeldeploy.rollout import clock
 from modeldeploy.rollout.observe import GateResult, Observations
+from modeldeploy.rollout.prerequisites import prerequisites_condition
 from modeldeploy.rollout.replicas import (
     effective_ratio_weight,
     extra_gpus,
@@ -236,7 +237,13 @@ class _Machine:
             self.status = decision.status
             self.cond(ConditionType.DEGRADED, "True", "PromoteRefused", self.refused)
             decision = replace(decision, status=self.status)
-        return decision
+        status = decision.status
+        has = find_condition(status.conditions, ConditionType.PREREQUISITES.value) is not None
+        if (needs := prerequisites_condition(self.spec, self.seen, has)) is not None:
+            self.status = status
+            self.cond(ConditionType.PREREQUISITES, *needs)
+            status = self.status
+        return replace(decision, status=status)
 
     def _decide(self) -> Decision:
         stable = self.status.stable_spec

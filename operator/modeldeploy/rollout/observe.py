@@ -14,6 +14,7 @@ from modeldeploy.api.base import (
     RETRY_ANNOTATION,
 )
 from modeldeploy.api.status import GateCheck, MetricResult, Verdict
+from modeldeploy.render.kinds import ServedVersions
 from modeldeploy.render.names import REVISION_LABEL
 from modeldeploy.routing.base import RouteHold
 
@@ -164,6 +165,10 @@ class Observations:
     primary: DeploymentState | None = None
     canary: DeploymentState | None = None
     canary_pods: PodsSummary = field(default_factory=PodsSummary)
+    # The primary's pods, read only while it is not rolled out: why it is not (unschedulable?).
+    primary_pods: PodsSummary = field(default_factory=PodsSummary)
+    # The versions each optional CRD serves (None: not known this pass): rollout/prerequisites.py.
+    installed: ServedVersions | None = None
     commands: Commands = field(default_factory=Commands)
     # The analysis worker's last finished round for this object (Decision.analysis asks for one).
     analysis: AnalysisRound | None = None

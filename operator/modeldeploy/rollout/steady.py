@@ -94,13 +94,17 @@ def steady_status(
             (ConditionType.DEGRADED, "True", "ProgressDeadlineExceeded", message),
         )
     message = f"{ready}/{desired} replicas ready: loading {spec.model.name} version {spec.model.version}"
+    reason = "ModelLoading"
+    if (unschedulable := seen.primary_pods.unschedulable) is not None:
+        # Not loading at all: the scheduler says why (no GPU left, not enough CPU, a taint).
+        reason, message = "Unschedulable", f"{ready}/{desired} replicas ready: {unschedulable}"
     out = out.model_copy(update={"phase": Phase.PROGRESSING, "message": message})
     return with_conditions(
         out,
         parent,
         now,
-        (ConditionType.READY, "True" if ready else "False", "ModelLoading", message),
-        (ConditionType.PROGRESSING, "True", "ModelLoading", message),
+        (ConditionType.READY, "True" if ready else "False", reason, message),
+        (ConditionType.PROGRESSING, "True", reason, message),
         (ConditionType.DEGRADED, "False", "Healthy", ""),
     )
 
