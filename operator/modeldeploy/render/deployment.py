@@ -47,9 +47,10 @@ TRITON_FLAGS = [
 ]
 # Triton's management protocols, closed as its secure-deployment guide advises: they load and
 # unload models, rewrite configs, register shared memory, change logging and tracing, and read
-# statistics. Each is answered only with the header below. No one needs it in normal operation:
-# the probes and the operator use health only, inference and metadata stay open, and the routes
-# remove the header from every request that comes through a gateway or the mesh.
+# statistics. Each is answered only with the header below. Only the operator sends it, with a
+# gate's model-config read; the probes use health, inference and metadata stay open, and the routes
+# remove the header from every request that comes through a gateway or the mesh. What the key
+# guards and why it is not secret: docs/security.md ("Management protocols restricted").
 RESTRICTED_PROTOCOLS = (
     "model-repository",
     "model-config",
@@ -63,8 +64,9 @@ ADMIN_HEADER = "modeldeploy-admin-key"
 
 def admin_key(parent: ObjectRef) -> str:
     """The admin header's value: stable per object (so the template does not change from pass to
-    pass) and different per object. It is no secret from whoever can read the Deployment; see
-    docs/security.md for who can reach the pod at all."""
+    pass) and different per object. It is no secret from whoever can read the ModelDeployment or
+    the Deployment (decided in docs/security.md, "Management protocols restricted"); it must never
+    reach a log, an Event or the status."""
     digest = hashlib.sha256(f"{parent.namespace}/{parent.name}/{parent.uid}".encode()).hexdigest()
     return digest[:32]
 
