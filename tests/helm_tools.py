@@ -219,6 +219,26 @@ def notes_rbac_by_scope(notes: str) -> dict[str | None, set[Rule]]:
     return scopes
 
 
+def notes_people_rules(notes: str) -> dict[str, set[Rule]]:
+    """The rules NOTES.txt says are aggregated into the built-in roles, by heading ("admin and edit",
+    "view"); empty when the notes have no such section."""
+    if "\nFor people, not the operator" not in notes:
+        return {}
+    section = notes.split("\nFor people, not the operator", 1)[1].split("\n\n", 1)[0]
+    out: dict[str, set[Rule]] = {}
+    heading = ""
+    for line in section.splitlines()[2:]:
+        if line.startswith("    "):
+            head, verbs = line.strip().split(": ", 1)
+            head, _, sub = head.partition("/")
+            resource, _, group = head.partition(".")
+            resource = f"{resource}/{sub}" if sub else resource
+            out.setdefault(heading, set()).update((group, resource, v) for v in verbs.split(", "))
+        else:
+            heading = line.strip().rstrip(":")
+    return out
+
+
 def notes_readable_kinds(notes: str) -> list[str]:
     """The kinds NOTES.txt says the operator may read every object of."""
     after = notes.split("\nSo the operator may read", 1)[1].split("\n", 2)[1]

@@ -29,6 +29,7 @@ from helm_tools import (
     crd_schema,
     find,
     install_notes,
+    notes_people_rules,
     notes_rbac_by_scope,
     notes_readable_kinds,
     rbac_rules,
@@ -1027,6 +1028,34 @@ def test_notes_list_exactly_the_rules_the_chart_grants(values: dict[str, Any]) -
         assert "every object of these kinds in the cluster, kube-system included" in notes
     assert "No rule names Secrets." in notes
     assert not any(resource == "secrets" for rules in granted.values() for _, resource, _ in rules)
+    # The roles for people the chart aggregates into admin, edit and view are listed too.
+    manifests = render_chart(values)
+    aggregated = {
+        label: set().union(
+            *(
+                _rules_of(role)
+                for role in find(manifests, "ClusterRole")
+                if role["metadata"]["labels"].get(f"rbac.authorization.k8s.io/aggregate-to-{label}") == "true"
+            )
+        )
+        for label in ("edit", "view")
+    }
+    assert notes_people_rules(notes) == {"admin and edit": aggregated["edit"], "view": aggregated["view"]}
+
+
+def _rules_of(role: Manifest) -> set[Rule]:
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+@needs_helm
+def test_notes_leave_out_the_people_roles_the_chart_does_not_make() -> None:
+    assert notes_people_rules(install_notes({"rbac": {"aggregateToDefaultRoles": False}})) == {}
 
 
 def security_doc_rbac_rows() -> set[Rule]:

@@ -216,3 +216,20 @@ what the grant lets the operator read, every object of the kind in its scope. */
 {{- join ", " $out }}
 {{- end }}
 
+
+{{/* For people, not the operator: aggregated into the built-in admin and edit roles (rbac.yaml). */}}
+{{- define "modeldeploy.aggregateEditRules" -}}
+- apiGroups: [modeldeploy.io]
+  resources: [modeldeployments]
+  verbs: [get, list, watch, create, update, patch, delete, deletecollection]
+- apiGroups: [modeldeploy.io]
+  resources: [modeldeployments/status]
+  verbs: [get]
+{{- end }}
+
+{{/* For people, not the operator: aggregated into the built-in view role (rbac.yaml). */}}
+{{- define "modeldeploy.aggregateViewRules" -}}
+- apiGroups: [modeldeploy.io]
+  resources: [modeldeployments, modeldeployments/status]
+  verbs: [get, list, watch]
+{{- end }}
