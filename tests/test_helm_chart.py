@@ -626,7 +626,6 @@ NAMESPACED_RULES: set[Rule] = {
         for group, resource in [
             ("apps", "deployments"),
             ("", "services"),
-            ("", "configmaps"),
             ("autoscaling", "horizontalpodautoscalers"),
             ("networking.k8s.io", "networkpolicies"),
         ]
@@ -647,7 +646,8 @@ NAMESPACED_RULES: set[Rule] = {
     ("monitoring.coreos.com", "podmonitors", "create"),
     ("monitoring.coreos.com", "podmonitors", "patch"),
     ("", "pods", "list"),
-    # A gate's golden set: the user's ConfigMap, read by name (spec.rollout.gates.goldenSet).
+    # A gate's golden set: the user's ConfigMap, read by name (spec.rollout.gates.goldenSet). Nothing
+    # else on ConfigMaps: the operator writes none (the model config rides in the pod template).
     ("", "configmaps", "get"),
     ("", "events", "create"),
 }

@@ -102,11 +102,14 @@ pod spec and never reads the Secret, so it cannot leak the model store's credent
 - apiGroups: [""]
   resources: [services]
   verbs: [list, watch, create, patch, delete]
-# ConfigMaps: the generated model configs as above, plus get: a gate's golden set is a ConfigMap of
-# the user's (spec.rollout.gates.goldenSet.configMapKeyRef), read by name once per gate run.
+# ConfigMaps: get only. A gate's golden set is a ConfigMap of the user's, in the ModelDeployment's
+# namespace (spec.rollout.gates.goldenSet.configMapKeyRef), read by name once per gate run. The
+# operator writes none: the generated config.pbtxt travels in the pod template (docs/security.md,
+# "The ConfigMap read"). RBAC cannot confine get to names it does not know, so it covers every
+# ConfigMap in scope.
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [get]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [list, watch, create, patch, delete]
