@@ -367,7 +367,7 @@ def model_deployment(
             "storageUri": f"s3://models/{name}/{version}",
             # A Secret is referenced, and exists: the operator must still never read it.
             "storageSecretRef": {"name": STORAGE_SECRET},
-            # A config.pbtxt, so every revision gets a ConfigMap and a promotion prunes the old one.
+            # A config.pbtxt, carried in each revision's pod template (no ConfigMap child).
             "config": {"maxBatchSize": 8},
         },
         "runtime": {"gpus": 1, "resources": {"requests": {"cpu": "1"}}},  # the HPA measures against it
@@ -826,7 +826,7 @@ EXPECTED_CHECKS = [
     ("prune the NetworkPolicy (turned off)", "networking.k8s.io", "networkpolicies", "delete", "request"),
     ("restore a Service deleted by hand", "", "services", "create", "request"),
     ("remove a promoted canary", "apps", "deployments", "delete", "request"),
-    ("prune the old revision's config", "", "configmaps", "delete", "request"),
+    ("read a gate's golden set (the one ConfigMap verb)", "", "configmaps", "get", "request"),
     ("prune track Services when routing goes", "", "services", "delete", "request"),
     ("post an Event", "", "events", "create", "request"),
     ("route with Gateway API (HTTP)", "gateway.networking.k8s.io", "httproutes", "create", "request"),
@@ -967,7 +967,7 @@ def test_the_authorizer_grants_exactly_what_the_notes_say(
                 if authorized(control_plane, run.user, rule, namespace) != (rule in listed):
                     wrong.append(f"{rule} in {namespace}: notes say {'granted' if rule in listed else 'not'}")
     assert not wrong, f"{mode}: the authorizer disagrees with NOTES.txt:\n" + "\n".join(wrong)
-    reads_kube_system = authorized(control_plane, run.user, ("", "configmaps", "list"), "kube-system")
+    reads_kube_system = authorized(control_plane, run.user, ("", "configmaps", "get"), "kube-system")
     assert reads_kube_system is (mode == CLUSTER_WIDE)
 
 
@@ -1016,6 +1016,12 @@ def not_its_own(run: ScenarioRun, check: Check) -> bool:
 def test_the_operator_never_reads_or_writes_secrets(runs: list[ScenarioRun]) -> None:
     touched = [c.describe() for run in runs for c in run.checks if c.rule[1].startswith("secrets")]
     assert not touched, touched
+
+
+def test_the_operator_only_gets_config_maps_by_name(runs: list[ScenarioRun]) -> None:
+    """The golden set's GET is the one ConfigMap request: no list, watch or write (issue 18)."""
+    verbs = {(run.mode, c.rule[2]) for run in runs for c in run.checks if c.rule[1] == "configmaps"}
+    assert verbs == {(run.mode, "get") for run in runs}, verbs
 
 
 def test_the_operator_writes_model_deployments_only_through_status(runs: list[ScenarioRun]) -> None:
