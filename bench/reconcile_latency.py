@@ -86,7 +86,7 @@ def log(message: str) -> None:
 
 
 def manifest(name: str, namespace: str) -> dict[str, Any]:
-    """examples/fraud-scorer.yaml under another name: ConfigMap, Deployment, Service, HPA, PodMonitor."""
+    """examples/fraud-scorer.yaml under another name: Deployment, Service, HPA, PodMonitor."""
     doc: dict[str, Any] = copy.deepcopy(_EXAMPLE)
     doc["metadata"]["name"] = name
     doc["metadata"]["namespace"] = namespace

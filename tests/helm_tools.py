@@ -177,6 +177,74 @@ def rules_in_namespace(manifests: Iterable[Manifest], namespace: str | None) -> 
     return scopes[None] | scopes.get(namespace, set())
 
 
+def install_notes(
+    values: Mapping[str, Any] | None = None,
+    *,
+    release: str = RELEASE_NAME,
+    namespace: str = RELEASE_NAMESPACE,
+) -> str:
+    """The chart's NOTES.txt as `helm install` prints it (a client-side dry run: no cluster)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="values-") as f:
+        yaml.safe_dump(dict(values or {}), f)
+        f.flush()
+        args = ["install", release, str(CHART_DIR), "--dry-run=client", "-n", namespace, "--values", f.name]
+        out = run_helm(*args).stdout
+    return out.split("\nNOTES:\n", 1)[1]
+
+
+def notes_rbac_by_scope(notes: str) -> dict[str | None, set[Rule]]:
+    """The rules NOTES.txt says the chart granted, by scope as rbac_rules_by_scope() keys them: None for
+    "Cluster-wide", else each namespace named in an "In a, b ..." heading. A rule line is
+    `<resource>[.<group>][/<subresource>]: <verbs>`, as `kubectl describe role` names resources."""
+    section = notes.split("\nRBAC granted to ", 1)[1].split("\nSo the operator may read", 1)[0]
+    scopes: dict[str | None, set[Rule]] = {}
+    current: list[str | None] = []
+    for line in section.splitlines()[2:]:  # the heading's two lines
+        if line.startswith("    "):
+            head, verbs = line.strip().split(": ", 1)
+            verbs = verbs.split(" (only ", 1)[0]
+            head, _, sub = head.partition("/")
+            resource, _, group = head.partition(".")
+            if sub:
+                resource = f"{resource}/{sub}"
+            for scope in current:
+                scopes.setdefault(scope, set()).update((group, resource, v) for v in verbs.split(", "))
+        elif line.startswith("  Cluster-wide"):
+            current = [None]
+        elif line.startswith("  In "):
+            names = line.removeprefix("  In ").split(" only,", 1)[0].split(", a Role", 1)[0]
+            current = [n.strip() for n in names.split(",")]
+        else:
+            raise ValueError(f"NOTES.txt: unexpected line in the RBAC section: {line!r}")
+    return scopes
+
+
+def notes_people_rules(notes: str) -> dict[str, set[Rule]]:
+    """The rules NOTES.txt says are aggregated into the built-in roles, by heading ("admin and edit",
+    "view"); empty when the notes have no such section."""
+    if "\nFor people, not the operator" not in notes:
+        return {}
+    section = notes.split("\nFor people, not the operator", 1)[1].split("\n\n", 1)[0]
+    out: dict[str, set[Rule]] = {}
+    heading = ""
+    for line in section.splitlines()[2:]:
+        if line.startswith("    "):
+            head, verbs = line.strip().split(": ", 1)
+            head, _, sub = head.partition("/")
+            resource, _, group = head.partition(".")
+            resource = f"{resource}/{sub}" if sub else resource
+            out.setdefault(heading, set()).update((group, resource, v) for v in verbs.split(", "))
+        else:
+            heading = line.strip().rstrip(":")
+    return out
+
+
+def notes_readable_kinds(notes: str) -> list[str]:
+    """The kinds NOTES.txt says the operator may read every object of."""
+    after = notes.split("\nSo the operator may read", 1)[1].split("\n", 2)[1]
+    return [k.strip() for k in after.strip().rstrip(".").split(",")]
+
+
 def helm_required_in_ci() -> bool:
     """Whether a missing helm must fail the tests rather than skip them (CI sets CI=true)."""
     return os.environ.get("CI", "").lower() in ("true", "1", "yes")

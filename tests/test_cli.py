@@ -414,7 +414,6 @@ def test_the_readme_example_renders(tmp_path: Path) -> None:
     assert (rc, err) == (0, "")
     kinds = sorted({str(doc["kind"]) for doc in rendered(out)})
     assert kinds == [
-        "ConfigMap",
         "Deployment",
         "HTTPRoute",
         "HorizontalPodAutoscaler",

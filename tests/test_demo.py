@@ -90,7 +90,7 @@ def test_demo_on_the_real_control_plane(tmp_path: Path) -> None:
     out = result.stdout
     assert "a REAL kube-apiserver v1.36" in out
     assert f"[1/4] 1 ModelDeployment from {examples}/, applied server-side" in out
-    assert "default/recommender: ConfigMap/recommender-config-" in out
+    assert "default/recommender: Deployment/recommender-primary" in out  # no ConfigMap child first
     # While the pods load, READY counts against the wanted replicas, not 0/0.
     assert re.search(r"^  recommender +Progressing +recommender +12 +0/3 ", out, re.MULTILINE), out
     # The real Deployment controller counted the pods the kubelet stand-in reported Ready.

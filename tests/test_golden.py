@@ -124,11 +124,12 @@ def test_examples_render_the_expected_kinds() -> None:
     assert {
         "Deployment",
         "Service",
-        "ConfigMap",
         "HorizontalPodAutoscaler",
         "PodMonitor",
         "PrometheusRule",
     } <= kinds
+    # The model config rides in the pod template: the operator writes no ConfigMap at all.
+    assert "ConfigMap" not in kinds
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,10 @@ from helm_tools import (
     Rule,
     crd_schema,
     find,
+    install_notes,
+    notes_people_rules,
+    notes_rbac_by_scope,
+    notes_readable_kinds,
     rbac_rules,
     rbac_rules_by_scope,
     render_chart,
@@ -623,7 +627,6 @@ NAMESPACED_RULES: set[Rule] = {
         for group, resource in [
             ("apps", "deployments"),
             ("", "services"),
-            ("", "configmaps"),
             ("autoscaling", "horizontalpodautoscalers"),
             ("networking.k8s.io", "networkpolicies"),
         ]
@@ -644,7 +647,8 @@ NAMESPACED_RULES: set[Rule] = {
     ("monitoring.coreos.com", "podmonitors", "create"),
     ("monitoring.coreos.com", "podmonitors", "patch"),
     ("", "pods", "list"),
-    # A gate's golden set: the user's ConfigMap, read by name (spec.rollout.gates.goldenSet).
+    # A gate's golden set: the user's ConfigMap, read by name (spec.rollout.gates.goldenSet). Nothing
+    # else on ConfigMaps: the operator writes none (the model config rides in the pod template).
     ("", "configmaps", "get"),
     ("", "events", "create"),
 }
@@ -976,9 +980,8 @@ def test_notes_render_for_both_modes() -> None:
     assert "It watches ModelDeployments in: a, b." in namespaced
 
     # Each mode says what it granted; the default one says it is every namespace, kube-system included.
-    assert "RBAC granted: a ClusterRole, bound cluster-wide" in cluster
-    assert "IN EVERY NAMESPACE, kube-system included" in cluster
-    assert "RBAC granted: in a, b only" in namespaced
+    assert "Cluster-wide, IN EVERY NAMESPACE, kube-system included, a ClusterRole:" in cluster
+    assert "In a, b only, a Role each:" in namespaced
     # The open API server egress is said out loud, and goes away once the CIDRs are set.
     assert "may connect to ANY address on TCP 443, 6443" in cluster
     pinned = run_helm(
@@ -990,6 +993,70 @@ def test_notes_render_for_both_modes() -> None:
         "install", "t", str(CHART_DIR), "--dry-run=client", "-n", "ops", "--set", "rbac.create=false"
     ).stdout
     assert "the chart granted nothing" in no_rbac
+
+
+@needs_helm
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param({}, id="cluster-wide"),
+        pytest.param({"watchNamespaces": ["a", "b"]}, id="namespaced"),
+        pytest.param({"leaderElection": {"enabled": False}, "replicaCount": 1}, id="no-leader-election"),
+        pytest.param({"watchNamespaces": ["a"], "fullnameOverride": "md"}, id="renamed"),
+    ],
+)
+def test_notes_list_exactly_the_rules_the_chart_grants(values: dict[str, Any]) -> None:
+    """NOTES.txt is printed from the same rule templates the Roles are made of: what it lists, by
+    scope, is exactly what `helm template` binds to the ServiceAccount, reads included (issue 18:
+    the notes once named the writes on ConfigMaps and not the cluster-wide read)."""
+    notes = install_notes(values)
+    granted = rbac_rules_by_scope(render_chart(values))
+    assert notes_rbac_by_scope(notes) == {scope: rules for scope, rules in granted.items() if rules}
+    namespaced = granted[values["watchNamespaces"][0]] if values.get("watchNamespaces") else granted[None]
+    readable = {
+        f"{resource}.{group}" if group else resource
+        for group, resource, verb in namespaced
+        if verb in ("get", "list", "watch")
+        and "/" not in resource
+        and resource != "customresourcedefinitions"
+    }
+    assert set(notes_readable_kinds(notes)) == readable
+    assert "configmaps" in readable  # the read the notes must not leave out
+    if values.get("watchNamespaces"):
+        assert "in the cluster, kube-system included" not in notes
+    else:
+        assert "IN EVERY NAMESPACE, kube-system included" in notes
+        assert "every object of these kinds in the cluster, kube-system included" in notes
+    assert "No rule names Secrets." in notes
+    assert not any(resource == "secrets" for rules in granted.values() for _, resource, _ in rules)
+    # The roles for people the chart aggregates into admin, edit and view are listed too.
+    manifests = render_chart(values)
+    aggregated = {
+        label: set().union(
+            *(
+                _rules_of(role)
+                for role in find(manifests, "ClusterRole")
+                if role["metadata"]["labels"].get(f"rbac.authorization.k8s.io/aggregate-to-{label}") == "true"
+            )
+        )
+        for label in ("edit", "view")
+    }
+    assert notes_people_rules(notes) == {"admin and edit": aggregated["edit"], "view": aggregated["view"]}
+
+
+def _rules_of(role: Manifest) -> set[Rule]:
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+@needs_helm
+def test_notes_leave_out_the_people_roles_the_chart_does_not_make() -> None:
+    assert notes_people_rules(install_notes({"rbac": {"aggregateToDefaultRoles": False}})) == {}
 
 
 def security_doc_rbac_rows() -> set[Rule]:

@@ -22,7 +22,7 @@ from google.protobuf import text_format
 from modeldeploy.api.spec import DEFAULT_MODELS_SIZE_LIMIT, ModelDeploymentSpec
 from modeldeploy.render import model_config_pb2
 from modeldeploy.render.deployment import puller_max_bytes
-from modeldeploy.render.modelconfig import config_pbtxt
+from modeldeploy.render.modelconfig import CONFIG_ANNOTATION, config_pbtxt
 
 ROOT = Path(__file__).resolve().parents[1]
 PULLER_DIR = ROOT / "runtime-images" / "model-puller"
@@ -63,9 +63,16 @@ def test_schema_copies_are_tritonclients(copy: Path) -> None:
     )
 
 
-def _config_maps(path: Path) -> list[dict[str, Any]]:
+def _configs(path: Path) -> list[str]:
+    """Every rendered config.pbtxt of a golden file: the pod templates' annotation (one per Deployment
+    with spec.model.config; the puller reads it as a file)."""
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-    return [d for d in docs if d["kind"] == "ConfigMap" and "config.pbtxt" in d.get("data", {})]
+    return [
+        d["spec"]["template"]["metadata"]["annotations"][CONFIG_ANNOTATION]
+        for d in docs
+        if d["kind"] == "Deployment"
+        and CONFIG_ANNOTATION in (d["spec"]["template"]["metadata"].get("annotations") or {})
+    ]
 
 
 def _model_specs() -> list[Any]:
@@ -92,9 +99,9 @@ def test_every_example_renders_a_config_triton_parses(doc: dict[str, Any]) -> No
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, id=p.stem) for p in GOLDEN])
-def test_golden_config_maps_parse_with_tritons_schema(path: Path) -> None:
-    for config_map in _config_maps(path):
-        text_format.Parse(config_map["data"]["config.pbtxt"], model_config_pb2.ModelConfig())
+def test_golden_configs_parse_with_tritons_schema(path: Path) -> None:
+    for text in _configs(path):
+        text_format.Parse(text, model_config_pb2.ModelConfig())
 
 
 # A TorchScript model's own configuration, as a repository would carry it beside model.pt.
@@ -113,8 +120,8 @@ model_warmup [ {
 
 def test_pytorch_example_merges_over_a_torchscript_models_config() -> None:
     """examples/gateway-canary.yaml's rendered config (golden) over the model's own: Triton can load it."""
-    (config_map,) = _config_maps(ROOT / "tests" / "golden" / "gateway-canary.yaml")
-    text, fields = puller.merge_config(TORCHSCRIPT_CONFIG, config_map["data"]["config.pbtxt"], "recommender")
+    (rendered,) = _configs(ROOT / "tests" / "golden" / "gateway-canary.yaml")
+    text, fields = puller.merge_config(TORCHSCRIPT_CONFIG, rendered, "recommender")
     merged = text_format.Parse(text, model_config_pb2.ModelConfig())
     assert (merged.max_batch_size, merged.backend, merged.platform) == (32, "pytorch", "pytorch_libtorch")
     assert [i.name for i in merged.input] == ["INPUT__0"]

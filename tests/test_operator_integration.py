@@ -167,7 +167,7 @@ def test_create_makes_owned_children_and_a_stable_status(operator: Callable[...,
 
     def every_child() -> list[dict[str, Any]] | None:
         found = bed.children("scorer")
-        return found if len(found) >= 7 and any(c["kind"] == "ConfigMap" for c in found) else None
+        return found if len(found) >= 6 else None
 
     children = bed.wait(every_child, what="the children")
     found = kinds(children)
@@ -178,7 +178,10 @@ def test_create_makes_owned_children_and_a_stable_status(operator: Callable[...,
         "PodMonitor/scorer",
         "PrometheusRule/scorer",
     } <= set(found), sorted(found)
-    assert any(k.startswith("ConfigMap/scorer-config-") for k in found), sorted(found)
+    # The model config rides in the pod template's annotation: no ConfigMap child (docs/security.md).
+    assert not any(k.startswith("ConfigMap/") for k in found), sorted(found)
+    template = found["Deployment/scorer-primary"]["spec"]["template"]["metadata"]
+    assert "max_batch_size: 8" in template["annotations"]["modeldeploy.io/config.pbtxt"]
     for key, child in found.items():
         refs = child["metadata"]["ownerReferences"]
         assert len(refs) == 1, (key, refs)
@@ -647,14 +650,14 @@ def test_handing_replicas_to_the_hpa_keeps_the_current_size(operator: Callable[.
 def test_children_are_watched_through_a_server_side_label_selector(
     control_plane: ControlPlane, operator: Callable[..., OperatorBed]
 ) -> None:
-    # Watching every Deployment, Service and ConfigMap of a cluster to keep a few would not scale.
+    # Watching every Deployment, Service and HPA of a cluster to keep a few would not scale.
     since = control_plane.audit_position()
     bed = operator(resync_seconds=RESYNC)
     bed.apply(manifest())
     stable(bed)
     # A watch is audited when it ends: stop the operator to close its streams.
     bed.process.stop()
-    resources = ("deployments", "services", "configmaps", "horizontalpodautoscalers")
+    resources = ("deployments", "services", "horizontalpodautoscalers")
 
     def watches() -> dict[str, list[dict[str, Any]]]:
         found: dict[str, list[dict[str, Any]]] = {r: [] for r in resources}

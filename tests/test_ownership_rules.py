@@ -173,7 +173,7 @@ def test_collisions_name_both_sources(sources: list[tuple[str, str, str]], expec
 )
 def test_child_names_cover_everything_rendered(traffic: dict[str, Any]) -> None:
     """The name scheme `collisions` reasons about is the one the renderer uses, for both tracks and
-    every router (ConfigMaps aside: "<name>-config-<hash>" is never another name's)."""
+    every router."""
     spec = parse_spec(
         {
             "model": {

@@ -46,6 +46,8 @@ from helm_tools import (
     Manifest,
     Rule,
     find,
+    install_notes,
+    notes_rbac_by_scope,
     operator_service_account,
     rbac_rules,
     rbac_rules_by_scope,
@@ -365,7 +367,7 @@ def model_deployment(
             "storageUri": f"s3://models/{name}/{version}",
             # A Secret is referenced, and exists: the operator must still never read it.
             "storageSecretRef": {"name": STORAGE_SECRET},
-            # A config.pbtxt, so every revision gets a ConfigMap and a promotion prunes the old one.
+            # A config.pbtxt, carried in each revision's pod template (no ConfigMap child).
             "config": {"maxBatchSize": 8},
         },
         "runtime": {"gpus": 1, "resources": {"requests": {"cpu": "1"}}},  # the HPA measures against it
@@ -824,7 +826,7 @@ EXPECTED_CHECKS = [
     ("prune the NetworkPolicy (turned off)", "networking.k8s.io", "networkpolicies", "delete", "request"),
     ("restore a Service deleted by hand", "", "services", "create", "request"),
     ("remove a promoted canary", "apps", "deployments", "delete", "request"),
-    ("prune the old revision's config", "", "configmaps", "delete", "request"),
+    ("read a gate's golden set (the one ConfigMap verb)", "", "configmaps", "get", "request"),
     ("prune track Services when routing goes", "", "services", "delete", "request"),
     ("post an Event", "", "events", "create", "request"),
     ("route with Gateway API (HTTP)", "gateway.networking.k8s.io", "httproutes", "create", "request"),
@@ -912,6 +914,63 @@ def test_the_chart_grants_nothing_the_operator_never_used(
     )
 
 
+# Every verb RBAC knows for a resource: the notes' claims are checked for each, granted or not.
+ALL_VERBS = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection")
+
+
+def authorized(cp: ControlPlane, user: str, rule: Rule, namespace: str) -> bool:
+    """The real authorizer's answer (a SubjectAccessReview) for `user` doing `rule` in `namespace`."""
+    group, resource, verb = rule
+    resource, _, subresource = resource.partition("/")
+    attributes = {"namespace": namespace, "verb": verb, "group": group, "resource": resource}
+    if subresource:
+        attributes["subresource"] = subresource
+    review = cp.admin.create(
+        "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+        {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": user,
+                "groups": ["system:serviceaccounts", "system:authenticated"],
+                "resourceAttributes": attributes,
+            },
+        },
+    )
+    return bool(review["status"].get("allowed"))
+
+
+@pytest.mark.parametrize("mode", [CLUSTER_WIDE, NAMESPACED])
+def test_the_authorizer_grants_exactly_what_the_notes_say(
+    mode: str,
+    control_plane: ControlPlane,
+    modes: dict[str, Mode],
+    scenario_runs: dict[str, tuple[ScenarioRun, list[Manifest]]],
+) -> None:
+    """What NOTES.txt prints at install is what the real authorizer allows the ServiceAccount, verb by
+    verb, in the workload namespace, in kube-system and in the release's namespace: granted where the
+    notes list it, refused where they do not (Secrets included), so the notes neither understate nor
+    overstate. Namespaced mode reads no ConfigMap of kube-system; cluster-wide reads every one, and says
+    so (issue 18)."""
+    this, (run, _) = modes[mode], scenario_runs[mode]
+    said = notes_rbac_by_scope(
+        install_notes(this.values, release=this.release, namespace=this.release_namespace)
+    )
+    # Leases are granted by name (resourceNames), which a review without a name never matches.
+    kinds = {(g, r) for rules in said.values() for g, r, _ in rules if r != "leases"} | {("", "secrets")}
+    wrong = []
+    for namespace in (this.workload_namespace, "kube-system", this.release_namespace):
+        listed = said.get(None, set()) | said.get(namespace, set())
+        for group, resource in sorted(kinds):
+            for verb in ALL_VERBS:
+                rule = (group, resource, verb)
+                if authorized(control_plane, run.user, rule, namespace) != (rule in listed):
+                    wrong.append(f"{rule} in {namespace}: notes say {'granted' if rule in listed else 'not'}")
+    assert not wrong, f"{mode}: the authorizer disagrees with NOTES.txt:\n" + "\n".join(wrong)
+    reads_kube_system = authorized(control_plane, run.user, ("", "configmaps", "get"), "kube-system")
+    assert reads_kube_system is (mode == CLUSTER_WIDE)
+
+
 def test_the_namespaced_operator_used_nothing_cluster_wide_beyond_the_small_cluster_role(
     namespaced_run: ScenarioRun, scenario_runs: dict[str, tuple[ScenarioRun, list[Manifest]]]
 ) -> None:
@@ -957,6 +1016,12 @@ def not_its_own(run: ScenarioRun, check: Check) -> bool:
 def test_the_operator_never_reads_or_writes_secrets(runs: list[ScenarioRun]) -> None:
     touched = [c.describe() for run in runs for c in run.checks if c.rule[1].startswith("secrets")]
     assert not touched, touched
+
+
+def test_the_operator_only_gets_config_maps_by_name(runs: list[ScenarioRun]) -> None:
+    """The golden set's GET is the one ConfigMap request: no list, watch or write (issue 18)."""
+    verbs = {(run.mode, c.rule[2]) for run in runs for c in run.checks if c.rule[1] == "configmaps"}
+    assert verbs == {(run.mode, "get") for run in runs}, verbs
 
 
 def test_the_operator_writes_model_deployments_only_through_status(runs: list[ScenarioRun]) -> None:

@@ -236,7 +236,7 @@ def canary_ready(api: KubeApi, namespace: str, name: str) -> None:
 def child_writes(events: list[dict[str, Any]], namespace: str) -> list[str]:
     """The operator's own child writes in `namespace` (its field managers), whoever the user:
     other tests' namespaces are being deleted meanwhile, by the controller manager."""
-    children = {"deployments", "services", "configmaps", "horizontalpodautoscalers"}
+    children = {"deployments", "services", "horizontalpodautoscalers"}
     return [
         f"{e['verb']} {e['requestURI']}"
         for e in writes(events)

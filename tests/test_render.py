@@ -24,7 +24,7 @@ from modeldeploy.render.autoscaler import autoscaler
 from modeldeploy.render.children import stable_plan, workload_children
 from modeldeploy.render.compare import contains
 from modeldeploy.render.deployment import ADMIN_HEADER, RESTRICTED_PROTOCOLS, TRITON_FLAGS, deployment
-from modeldeploy.render.modelconfig import HEADER, config_map, config_map_name, config_pbtxt, model_config
+from modeldeploy.render.modelconfig import CONFIG_ANNOTATION, HEADER, config_pbtxt, model_config
 from modeldeploy.render.names import Track, deployment_name
 from modeldeploy.render.networkpolicy import gateway_namespaces, network_policy
 from modeldeploy.render.options import RenderOptions
@@ -492,16 +492,21 @@ def test_no_secret_without_storage_secret_ref() -> None:
 
 def test_config_volume_only_with_a_config() -> None:
     without = render_deployment(spec_of())
-    assert not [v for v in volumes(without).values() if "configMap" in v]
+    assert "model-config" not in volumes(without)
+    assert "annotations" not in without["spec"]["template"]["metadata"]
     assert "--config" not in puller(without)["args"]
 
     spec = spec_of(model={"config": {"maxBatchSize": 8}})
     obj = render_deployment(spec)
-    (volume,) = [v for v in volumes(obj).values() if "configMap" in v]
-    assert volume["configMap"]["name"] == config_map_name(PARENT, revision(spec))
-    cm = config_map(PARENT, spec.model, revision(spec))
-    assert cm is not None
-    assert volume["configMap"]["name"] == cm["metadata"]["name"]
+    # The config travels in the pod's own annotation, read back as a file by a downwardAPI volume:
+    # no ConfigMap to write (docs/security.md, "The ConfigMap read").
+    assert obj["spec"]["template"]["metadata"]["annotations"] == {CONFIG_ANNOTATION: config_pbtxt(spec.model)}
+    volume = volumes(obj)["model-config"]
+    (item,) = volume["downwardAPI"]["items"]
+    assert item == {
+        "path": "config.pbtxt",
+        "fieldRef": {"fieldPath": f"metadata.annotations['{CONFIG_ANNOTATION}']"},
+    }
     args = puller(obj)["args"]
     config_path = args[args.index("--config") + 1]
     mount = mounts(puller(obj))[config_path.rsplit("/", 1)[0]]
@@ -648,27 +653,22 @@ def test_config_pbtxt_text(model: dict[str, Any], text: str) -> None:
 def test_no_config_means_the_repository_config() -> None:
     spec = spec_of()
     assert config_pbtxt(spec.model) is None
-    assert config_map(PARENT, spec.model, revision(spec)) is None
     assert not [c for c in children_of(spec) if c["kind"] == "ConfigMap"]
 
 
-# ================================================================================ the ConfigMap
+# ======================================================================= the config's annotation
 
 
-def test_config_map_is_immutable_and_named_by_revision() -> None:
+def test_no_child_is_a_config_map() -> None:
+    """The operator writes no ConfigMap, so its role needs no write, list or watch on them."""
     spec = spec_of(model={"config": {"maxBatchSize": 8}})
-    cm = config_map(PARENT, spec.model, revision(spec))
-    assert cm is not None
-    assert cm["metadata"]["name"] == f"fraud-scorer-config-{revision(spec)}"
-    assert cm["immutable"] is True
-    assert cm["data"] == {"config.pbtxt": config_pbtxt(spec.model)}
-    assert cm["metadata"]["labels"]["modeldeploy.io/revision"] == revision(spec)
+    assert not [c for c in children_of(spec) if c["kind"] == "ConfigMap"]
 
 
 @pytest.mark.parametrize(
-    ("change", "same_name"),
+    ("change", "same_config"),
     [
-        ({"model": {"version": "8", "config": {"maxBatchSize": 8}}}, False),
+        ({"model": {"version": "8", "config": {"maxBatchSize": 8}}}, True),
         ({"model": {"config": {"maxBatchSize": 16}}}, False),
         (
             {
@@ -679,14 +679,14 @@ def test_config_map_is_immutable_and_named_by_revision() -> None:
             True,
         ),
     ],
-    ids=["new-version-new-config-map", "new-config-new-config-map", "scaling-keeps-config-map"],
+    ids=["new-version-same-config", "new-config", "scaling-keeps-config"],
 )
-def test_config_map_name_follows_the_revision(change: dict[str, Any], same_name: bool) -> None:
-    # An immutable ConfigMap per revision: the primary keeps its own while a canary runs the next.
+def test_each_revision_carries_its_own_config(change: dict[str, Any], same_config: bool) -> None:
+    # Per pod template: the primary keeps reading its own config while a canary runs the next.
     base = spec_of(model={"config": {"maxBatchSize": 8}}, runtime={"resources": {"requests": {"cpu": "1"}}})
     other = spec_of(**change)
-    name_of = config_map_name(PARENT, revision(base)), config_map_name(PARENT, revision(other))
-    assert (name_of[0] == name_of[1]) is same_name
+    annotation = [render_deployment(s)["spec"]["template"]["metadata"]["annotations"] for s in (base, other)]
+    assert (annotation[0] == annotation[1]) is same_config
 
 
 # ================================================================================== the Service

@@ -100,6 +100,9 @@ def test_restricted_pod_security_admits_the_rendered_pods(
         what="the ReplicaSet to create a pod in the restricted namespace",
     )
     assert pods[0]["spec"]["containers"][0]["name"] == "triton"
+    if "config" in sections.get("model", {}):
+        # The pod carries the config its downwardAPI volume gives the puller (no ConfigMap).
+        assert "max_batch_size: 4" in pods[0]["metadata"]["annotations"]["modeldeploy.io/config.pbtxt"]
     refused = [e for e in api.list("v1", "Event", namespace) if e.get("reason") == "FailedCreate"]
     assert not refused, [e.get("message") for e in refused]
 

@@ -102,11 +102,14 @@ pod spec and never reads the Secret, so it cannot leak the model store's credent
 - apiGroups: [""]
   resources: [services]
   verbs: [list, watch, create, patch, delete]
-# ConfigMaps: the generated model configs as above, plus get: a gate's golden set is a ConfigMap of
-# the user's (spec.rollout.gates.goldenSet.configMapKeyRef), read by name once per gate run.
+# ConfigMaps: get only. A gate's golden set is a ConfigMap of the user's, in the ModelDeployment's
+# namespace (spec.rollout.gates.goldenSet.configMapKeyRef), read by name once per gate run. The
+# operator writes none: the generated config.pbtxt travels in the pod template (docs/security.md,
+# "The ConfigMap read"). RBAC cannot confine get to names it does not know, so it covers every
+# ConfigMap in scope.
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [get]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [list, watch, create, patch, delete]
@@ -151,5 +154,85 @@ checks whether the PodMonitor and PrometheusRule CRDs exist before it renders th
 # CRDs are installed.
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
+  verbs: [get, list, watch]
+{{- end }}
+
+{{/* Namespaced mode's cluster-scoped extra: kopf, given --namespace flags, lists and watches namespaces to
+learn which of the listed ones exist (and notices one deleted or created later). Cluster-wide, it watches
+every resource across all namespaces and never looks at namespaces. */}}
+{{- define "modeldeploy.namespaceListRules" -}}
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [list, watch]
+{{- end }}
+
+{{/* Leader election: the one Lease, by name, in the release's namespace. create cannot be limited to a
+name (the name is in the body), so it is granted for the namespace; get and update only for it. */}}
+{{- define "modeldeploy.leaderElectionRules" -}}
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [create]
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  resourceNames: [{{ include "modeldeploy.fullname" . }}]
+  verbs: [get, update]
+{{- end }}
+
+{{/*
+The rules in "rules" (a list of PolicyRules), one line per resource, as `kubectl describe role` names
+resources (configmaps, deployments.apps, modeldeployments.modeldeploy.io/status), with their verbs.
+NOTES.txt prints what the chart grants with it, from the very rules the Roles are made of, so the notes
+cannot drift from the grant (tests/test_helm_chart.py and tests/test_rbac_proof.py read them back).
+*/}}
+{{- define "modeldeploy.describeRules" -}}
+{{- range .rules }}
+{{- $rule := . }}
+{{- range $rule.apiGroups }}
+{{- $group := . }}
+{{- range $rule.resources }}
+{{- $parts := splitList "/" . }}
+{{- $name := first $parts }}
+{{- if $group }}{{ $name = printf "%s.%s" $name $group }}{{ end }}
+{{- if gt (len $parts) 1 }}{{ $name = printf "%s/%s" $name (last $parts) }}{{ end }}
+{{ $.indent }}{{ $name }}: {{ join ", " $rule.verbs }}
+{{- with $rule.resourceNames }} (only {{ join ", " . }}){{ end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The resources of "rules" with a read verb (get, list or watch) that is not limited by name, joined:
+what the grant lets the operator read, every object of the kind in its scope. */}}
+{{- define "modeldeploy.readableKinds" -}}
+{{- $out := list }}
+{{- range .rules }}
+{{- $rule := . }}
+{{- if and (not $rule.resourceNames) (or (has "get" $rule.verbs) (has "list" $rule.verbs) (has "watch" $rule.verbs)) }}
+{{- range $rule.apiGroups }}
+{{- $group := . }}
+{{- range $rule.resources }}
+{{- $out = append $out (ternary . (printf "%s.%s" . $group) (eq $group "")) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- join ", " $out }}
+{{- end }}
+
+
+{{/* For people, not the operator: aggregated into the built-in admin and edit roles (rbac.yaml). */}}
+{{- define "modeldeploy.aggregateEditRules" -}}
+- apiGroups: [modeldeploy.io]
+  resources: [modeldeployments]
+  verbs: [get, list, watch, create, update, patch, delete, deletecollection]
+- apiGroups: [modeldeploy.io]
+  resources: [modeldeployments/status]
+  verbs: [get]
+{{- end }}
+
+{{/* For people, not the operator: aggregated into the built-in view role (rbac.yaml). */}}
+{{- define "modeldeploy.aggregateViewRules" -}}
+- apiGroups: [modeldeploy.io]
+  resources: [modeldeployments, modeldeployments/status]
   verbs: [get, list, watch]
 {{- end }}

@@ -79,9 +79,10 @@ class Endpoint:
     version: str = ""
     role: str = "canary"  # how messages name it; run_gate() sets it
     # Sent with the model-config request only: the operator's Triton restricts `model-config` to
-    # the admin header (render/deployment.py: ADMIN_HEADER, admin_key(parent)). A 403 there is a
-    # wiring error and makes the contract Inconclusive, never "unknown".
-    config_headers: Mapping[str, str] = field(default_factory=dict)
+    # the admin header (render/deployment.py: ADMIN_HEADER, admin_key(parent); docs/security.md
+    # decides what it guards). Out of repr, so no log of an Endpoint shows it; Triton's 403 names
+    # the header only. A 403 there is a wiring error and makes the contract Inconclusive.
+    config_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)

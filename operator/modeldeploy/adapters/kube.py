@@ -42,6 +42,7 @@ KINDS: dict[tuple[str, str], Kind] = {
         MODEL_DEPLOYMENT,
         CRD,
         Kind("coordination.k8s.io/v1", "Lease", "leases"),
+        Kind("v1", "ConfigMap", "configmaps"),  # a gate's golden set, read by name; never a child
     )
 }
 LEASE = KINDS[("coordination.k8s.io/v1", "Lease")]
@@ -556,7 +557,7 @@ class KubeClient:
 
     def find(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
         """One object by name, through `list` (a field selector): the operator's role grants list on
-        every child kind, and get on none but ConfigMaps."""
+        every child kind, and get on none of them (only on ConfigMaps, which are no child)."""
         base = kind.collection(namespace)
         query = [("fieldSelector", f"metadata.name={name}")]
         result = self._call("GET", base, query=query, verb="list")

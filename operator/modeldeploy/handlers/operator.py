@@ -132,7 +132,7 @@ def _register_lifecycle(
         settings.watching.inactivity_timeout = max(70.0, config.resync_seconds * 2)
         for child in CHILD_KINDS:
             # Filtered by the API server, not in the operator: watching every Deployment,
-            # Service and ConfigMap of a large cluster only to drop most of them would cost
+            # Service and HPA of a large cluster only to drop most of them would cost
             # memory and bandwidth (the handler's `labels=` filter alone is client-side).
             resource = (child.kind.group, child.kind.version, child.kind.plural)
             settings.watching.label_selectors[resource] = "app.kubernetes.io/managed-by=modeldeploy"

@@ -9,7 +9,6 @@ from modeldeploy.api.resource import ObjectRef
 from modeldeploy.api.spec import ModelDeploymentSpec
 from modeldeploy.render.autoscaler import autoscaler
 from modeldeploy.render.deployment import deployment
-from modeldeploy.render.modelconfig import config_map
 from modeldeploy.render.names import Track, deployment_name, service_name, track_service_name
 from modeldeploy.render.networkpolicy import network_policy
 from modeldeploy.render.options import RenderOptions
@@ -44,19 +43,14 @@ def workload_children(
     service_track: Track | None = Track.PRIMARY,
     routed: bool = False,
 ) -> list[dict[str, Any]]:
-    """Every child but the routes: Config, Deployments and Services for the given tracks, the HPA,
+    """Every child but the routes: Deployments and Services for the given tracks, the HPA,
     the NetworkPolicy, the PodMonitor and the PrometheusRule.
 
     Route objects come from the router (modeldeploy.routing); with a router, each track also gets
     its own Service as a route backend.
     """
     out: list[dict[str, Any]] = []
-    seen_configs: set[str] = set()
     for plan in tracks:
-        cm = config_map(parent, plan.spec.model, plan.revision)
-        if cm is not None and cm["metadata"]["name"] not in seen_configs:
-            seen_configs.add(cm["metadata"]["name"])
-            out.append(cm)
         out.append(deployment(parent, plan.spec, plan.revision, plan.track, options, plan.replicas))
     out.append(service(parent, service_name(parent), service_track))
     if routed:

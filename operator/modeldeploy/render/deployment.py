@@ -10,7 +10,7 @@ from typing import Any
 from modeldeploy.api.base import parse_duration
 from modeldeploy.api.resource import ObjectRef
 from modeldeploy.api.spec import ModelDeploymentSpec
-from modeldeploy.render.modelconfig import CONFIG_KEY, config_map_name, config_pbtxt
+from modeldeploy.render.modelconfig import CONFIG_ANNOTATION, CONFIG_KEY, config_annotation, config_pbtxt
 from modeldeploy.render.names import (
     REVISION_LABEL,
     Track,
@@ -47,9 +47,10 @@ TRITON_FLAGS = [
 ]
 # Triton's management protocols, closed as its secure-deployment guide advises: they load and
 # unload models, rewrite configs, register shared memory, change logging and tracing, and read
-# statistics. Each is answered only with the header below. No one needs it in normal operation:
-# the probes and the operator use health only, inference and metadata stay open, and the routes
-# remove the header from every request that comes through a gateway or the mesh.
+# statistics. Each is answered only with the header below. Only the operator sends it, with a
+# gate's model-config read; the probes use health, inference and metadata stay open, and the routes
+# remove the header from every request that comes through a gateway or the mesh. What the key
+# guards and why it is not secret: docs/security.md ("Management protocols restricted").
 RESTRICTED_PROTOCOLS = (
     "model-repository",
     "model-config",
@@ -63,8 +64,9 @@ ADMIN_HEADER = "modeldeploy-admin-key"
 
 def admin_key(parent: ObjectRef) -> str:
     """The admin header's value: stable per object (so the template does not change from pass to
-    pass) and different per object. It is no secret from whoever can read the Deployment; see
-    docs/security.md for who can reach the pod at all."""
+    pass) and different per object. It is no secret from whoever can read the ModelDeployment or
+    the Deployment (decided in docs/security.md, "Management protocols restricted"); it must never
+    reach a log, an Event or the status."""
     digest = hashlib.sha256(f"{parent.namespace}/{parent.name}/{parent.uid}".encode()).hexdigest()
     return digest[:32]
 
@@ -129,7 +131,10 @@ def _puller(
     if config_pbtxt(model) is not None:
         args += ["--config", f"{CONFIG_DIR}/{CONFIG_KEY}"]
         mounts.append({"name": "model-config", "mountPath": CONFIG_DIR, "readOnly": True})
-        volumes.append({"name": "model-config", "configMap": {"name": config_map_name(parent, revision)}})
+        # The pod's own annotation, as a file (render/modelconfig.py: config_annotation): the
+        # operator writes no ConfigMap for it.
+        item = {"path": CONFIG_KEY, "fieldRef": {"fieldPath": f"metadata.annotations['{CONFIG_ANNOTATION}']"}}
+        volumes.append({"name": "model-config", "downwardAPI": {"items": [item], "defaultMode": 0o444}})
     if model.storage_secret_ref is not None:
         # Credentials reach the puller only: as env for S3-style keys and as files for key files.
         # Triton itself never sees them, and the operator never reads the Secret.
@@ -209,6 +214,11 @@ def _triton(parent: ObjectRef, spec: ModelDeploymentSpec) -> dict[str, Any]:
     }
 
 
+def _annotations(spec: ModelDeploymentSpec) -> dict[str, Any]:
+    annotations = config_annotation(spec.model)
+    return {"annotations": annotations} if annotations else {}
+
+
 def deployment(
     parent: ObjectRef,
     spec: ModelDeploymentSpec,
@@ -268,7 +278,7 @@ def deployment(
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
         "revisionHistoryLimit": 3,
         "progressDeadlineSeconds": 600 + int(parse_duration(runtime.model_load_timeout)),
-        "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
+        "template": {"metadata": {"labels": pod_labels, **_annotations(spec)}, "spec": pod_spec},
     }
     if replicas is not None:
         deploy_spec["replicas"] = replicas

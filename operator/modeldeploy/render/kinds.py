@@ -65,7 +65,6 @@ def _child(api_version: str, kind: str, plural: str, optional: bool = False) -> 
 
 
 CHILD_KINDS: tuple[ChildKind, ...] = (
-    _child("v1", "ConfigMap", "configmaps"),
     _child("apps/v1", "Deployment", "deployments"),
     _child("v1", "Service", "services"),
     _child("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),

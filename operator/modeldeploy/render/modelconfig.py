@@ -1,4 +1,4 @@
-"""config.pbtxt from spec.model.config, built with Triton's own schema, and the ConfigMap carrying it.
+"""config.pbtxt from spec.model.config, built with Triton's own schema, and the pod annotation carrying it.
 
 The message is Triton's `inference.ModelConfig` (model_config.proto), from model_config_pb2 beside
 this module: a verbatim copy of the module tritonclient ships (tests/test_modelconfig.py checks it
@@ -17,13 +17,12 @@ from typing import Any
 
 from google.protobuf import text_format
 
-from modeldeploy.api.resource import ObjectRef
 from modeldeploy.api.spec import ModelSource
 from modeldeploy.render import model_config_pb2
-from modeldeploy.render.names import REVISION_LABEL, metadata
 
 CONFIG_KEY = "config.pbtxt"
-# Read by people looking at the ConfigMap; the text format takes '#' comments.
+CONFIG_ANNOTATION = "modeldeploy.io/config.pbtxt"
+# Read by people looking at the pod template; the text format takes '#' comments.
 HEADER = (
     "# Rendered by modeldeploy from spec.model.config. The model puller merges it over the model's\n"
     "# own config.pbtxt: each field below replaces the model's (a list replaces the whole list,\n"
@@ -67,20 +66,12 @@ def config_pbtxt(model: ModelSource) -> str | None:
     return HEADER + str(text_format.MessageToString(message))
 
 
-def config_map_name(parent: ObjectRef, revision: str) -> str:
-    return f"{parent.name}-config-{revision}"
+def config_annotation(model: ModelSource) -> dict[str, str]:
+    """The pod-template annotation that carries the rendered config.pbtxt, empty when there is none.
 
-
-def config_map(parent: ObjectRef, model: ModelSource, revision: str) -> dict[str, Any] | None:
+    The puller reads it as a file through a downwardAPI volume (render/deployment.py). An annotation,
+    not a ConfigMap: the operator then needs no write, list or watch on ConfigMaps, which RBAC could
+    only grant on every ConfigMap in scope (docs/security.md, "The ConfigMap read"). The pod template
+    holds it per revision, so a canary and the primary each read their own."""
     text = config_pbtxt(model)
-    if text is None:
-        return None
-    # One immutable ConfigMap per revision: the primary keeps reading its own config while a canary
-    # of the next revision runs beside it.
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": metadata(parent, config_map_name(parent, revision), {REVISION_LABEL: revision}),
-        "immutable": True,
-        "data": {CONFIG_KEY: text},
-    }
+    return {} if text is None else {CONFIG_ANNOTATION: text}

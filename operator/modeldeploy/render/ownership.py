@@ -56,8 +56,7 @@ def conflict_message(kind: str, name: str, obj: Mapping[str, Any]) -> str:
 
 def child_names(name: str) -> set[tuple[str, str]]:
     """(kind, name) of every object a ModelDeployment called `name` may ever create, whatever its
-    spec: both tracks, every router. The per-revision ConfigMaps ("<name>-config-<hash>") are left
-    out: a fixed-length hash after a fixed infix cannot match another name's."""
+    spec: both tracks, every router."""
     tracks = [f"{name}-{track.value}" for track in Track]
     return {
         *(("Deployment", n) for n in tracks),
