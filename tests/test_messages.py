@@ -283,9 +283,7 @@ def kubeconfig(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFac
     if not KUBECTL.exists():
         pytest.fail(f"{KUBECTL} is missing: run `make tools`")
     namespace = f"messages-{uuid.uuid4().hex[:8]}"
-    control_plane.admin.create(
-        "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
-    )
+    control_plane.admin.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
     creds = Credentials(user=ADMIN_USER, token=control_plane.admin_token)
     yield control_plane.kubeconfig(creds, tmp_path_factory.mktemp("messages") / "kubeconfig", namespace)
     control_plane.admin.delete("v1", "Namespace", None, namespace)

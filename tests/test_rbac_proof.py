@@ -926,7 +926,6 @@ def authorized(cp: ControlPlane, user: str, rule: Rule, namespace: str) -> bool:
     if subresource:
         attributes["subresource"] = subresource
     review = cp.admin.create(
-        "/apis/authorization.k8s.io/v1/subjectaccessreviews",
         {
             "apiVersion": "authorization.k8s.io/v1",
             "kind": "SubjectAccessReview",
