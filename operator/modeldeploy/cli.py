@@ -530,26 +530,8 @@ def prog_name(argv0: str) -> str:
     return PLUGIN if Path(argv0).name == "kubectl-modeldeploy" else "modeldeploy"
 
 
-def parser(prog: str = "modeldeploy") -> argparse.ArgumentParser:
-    plugin = prog == PLUGIN
-    top = argparse.ArgumentParser(
-        prog=prog,
-        description=PLUGIN_DESCRIPTION if plugin else __doc__,
-        epilog=PLUGIN_ENVIRONMENT if plugin else ENVIRONMENT,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    top.add_argument("--version", action="version", version=f"modeldeploy {__version__}")
-    sub = top.add_subparsers(dest="command", required=True)
-
-    def verb(name: str, **kwargs: Any) -> argparse.ArgumentParser:
-        # One definition for both programs; the plugin's parser never offers what is not its own (a
-        # verb left out gets a parser that nothing reaches).
-        if plugin and name not in PLUGIN_VERBS:
-            return argparse.ArgumentParser(prog=name, add_help=False)
-        made: argparse.ArgumentParser = sub.add_parser(name, **kwargs)
-        return made
-
-    run = verb("run", help="run the operator", formatter_class=DefaultsFormatter)
+def _run_flags(run: argparse.ArgumentParser) -> None:
+    """The operator's own flags: what it watches, serves, asks and how it shares the cluster."""
     run.add_argument(
         "--namespace", action="append", help="watch this namespace (repeatable); default: every namespace"
     )
@@ -619,6 +601,29 @@ def parser(prog: str = "modeldeploy") -> argparse.ArgumentParser:
     run.add_argument("--retry-period", type=float, default=2.0, help="seconds between Lease renewals")
     _cluster_flags(run)
     run.add_argument("-v", "--verbose", action="store_true", help="log every request and kopf's own lines")
+
+
+def parser(prog: str = "modeldeploy") -> argparse.ArgumentParser:
+    plugin = prog == PLUGIN
+    top = argparse.ArgumentParser(
+        prog=prog,
+        description=PLUGIN_DESCRIPTION if plugin else __doc__,
+        epilog=PLUGIN_ENVIRONMENT if plugin else ENVIRONMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    top.add_argument("--version", action="version", version=f"modeldeploy {__version__}")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    def verb(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        # One definition for both programs; the plugin's parser never offers what is not its own (a
+        # verb left out gets a parser that nothing reaches).
+        if plugin and name not in PLUGIN_VERBS:
+            return argparse.ArgumentParser(prog=name, add_help=False)
+        made: argparse.ArgumentParser = sub.add_parser(name, **kwargs)
+        return made
+
+    run = verb("run", help="run the operator", formatter_class=DefaultsFormatter)
+    _run_flags(run)
     run.set_defaults(func=cmd_run)
 
     render = verb(
