@@ -222,3 +222,17 @@ def test_the_machine_sets_the_condition_and_says_why_the_primary_waits_then_clea
 def test_a_complete_cluster_adds_no_condition() -> None:
     status = decide(spec(), PARENT, ModelDeploymentStatus(), _loading(None), NOW).status
     assert find_condition(status.conditions, "Prerequisites") is None
+
+
+def test_a_pass_that_did_not_read_the_pods_leaves_the_condition_as_it_was() -> None:
+    # The reconciler reads the primary's pods only once it has been unavailable a while: a pass
+    # before that knows nothing new about scheduling and must not call the GPU found.
+    gpu = spec(runtime={"gpus": 1})
+    first = decide(gpu, PARENT, ModelDeploymentStatus(), _loading(NO_GPU), NOW).status
+    unread = replace(_loading(None), primary_pods=None)
+    later = decide(gpu, PARENT, first, unread, NOW + datetime.timedelta(seconds=5)).status
+    assert find_condition(later.conditions, "Prerequisites") == find_condition(
+        first.conditions, "Prerequisites"
+    )
+    fresh = decide(gpu, PARENT, ModelDeploymentStatus(), unread, NOW).status
+    assert find_condition(fresh.conditions, "Prerequisites") is None

@@ -149,10 +149,11 @@ class Reconciler:
         old: ModelDeploymentStatus,
         live: dict[ChildKey, Any],
         installed: ServedVersions,
-    ) -> Observations:
+        now: datetime.datetime,
+    ) -> tuple[Observations, float | None]:
         """Everything the decision needs, before it is made: the children (from the cache), the
-        canary's pods when it is not ready, the route's acceptance, and what the gate and analysis
-        workers finished."""
+        pods of a track that is not ready, the route's acceptance, and what the gate and analysis
+        workers finished. With it, when to pass again to read the primary's pods (None: no need)."""
         key = (parent.namespace, parent.name)
         primary = live.get(("apps/v1", "Deployment", deployment_name(parent, Track.PRIMARY)))
         canary = live.get(("apps/v1", "Deployment", deployment_name(parent, Track.CANARY)))
@@ -168,18 +169,26 @@ class Reconciler:
                 selector = f"{NAME_LABEL}={parent.name},{TRACK_LABEL}={Track.CANARY.value}"
                 pods = self._kube.list(_PODS, parent.namespace, selector)
                 seen = replace(seen, canary_pods=pods_summary(pods))
+        look_again = None
         if seen.primary is not None and not seen.primary.rolled_out:
-            # Why the primary is not ready: unschedulable (no GPU node?) or loading.
-            selector = f"{NAME_LABEL}={parent.name},{TRACK_LABEL}={Track.PRIMARY.value}"
-            pods = self._kube.list(_PODS, parent.namespace, selector)
-            seen = replace(seen, primary_pods=pods_summary(pods))
-        return replace(
+            # Why the primary is not ready: unschedulable (no GPU node?) or loading. Asked only once
+            # it has been unavailable a while: a new one is ready in seconds, and the passes of its
+            # first seconds would each pay a LIST for nothing.
+            waited = clock.since(seen.primary.unavailable_since, now)
+            if waited >= PRIMARY_PODS_AFTER_SECONDS:
+                selector = f"{NAME_LABEL}={parent.name},{TRACK_LABEL}={Track.PRIMARY.value}"
+                pods = self._kube.list(_PODS, parent.namespace, selector)
+                seen = replace(seen, primary_pods=pods_summary(pods))
+            else:
+                look_again = PRIMARY_PODS_AFTER_SECONDS - waited
+        seen = replace(
             seen,
             route=route_hold(parent, spec, live.values()),  # from the cache
             installed=installed,  # the CRDs, for rollout/prerequisites.py
             gate=self._gates.result(key) if self._gates is not None else None,
             analysis=self._rounds.result(key),
         )
+        return seen, look_again
 
     def analysis_round(self, spec: ModelDeploymentSpec, parent: ObjectRef) -> list[MetricResult]:
         """One analysis round, on the analysis worker: its queries, judged when they are in."""
@@ -273,7 +282,8 @@ class Reconciler:
         options = replace(self._options, pod_monitor=pod_monitor, prometheus_rule=rule)
         kinds = _BASE_KINDS + served
         live = self._live_children(parent, kinds)
-        decision = decide(spec, parent, old, self._observe(parent, spec, body, old, live, installed), now)
+        seen, look_again = self._observe(parent, spec, body, old, live, installed, now)
+        decision = decide(spec, parent, old, seen, now)
         desired = [stamped(obj) for obj in decided_children(parent, spec, options, decision)]
         errors, conflicts = self._apply(
             parent, spec, desired, live, kinds, installed, lambda: self._ensure_current(body)
@@ -288,7 +298,10 @@ class Reconciler:
         else:
             self._run_gate(parent, spec, decision)
             self._want_round(parent, spec, decision)
-        return result, decision.requeue_after
+        requeue = decision.requeue_after
+        if look_again is not None:
+            requeue = look_again if requeue is None else min(requeue, look_again)
+        return result, requeue
 
     def _want_round(self, parent: ObjectRef, spec: ModelDeploymentSpec, decision: Decision) -> None:
         """Have the round the decision names running (its results wake the object); else none."""
@@ -502,6 +515,9 @@ class _Stale(Exception):
 
 
 HANDOVER_MANAGER = "modeldeploy-replicas-handover"
+# How long a primary is unavailable before a pass reads its pods for why (the Prerequisites
+# condition, an Unschedulable reason): longer than a small model takes to start.
+PRIMARY_PODS_AFTER_SECONDS = 20.0
 
 
 def hands_replicas_over(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> bool:

@@ -29,6 +29,8 @@ class DeploymentState:
     up_to_date: bool  # the Deployment controller has seen the latest spec
     deadline_exceeded: bool
     revision: str | None
+    # Since when its Available condition has been False (RFC 3339); None: available, or not yet said.
+    unavailable_since: str | None = None
 
     @property
     def rolled_out(self) -> bool:
@@ -56,6 +58,14 @@ def deployment_state(obj: Mapping[str, Any]) -> DeploymentState:
         up_to_date=int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0),
         deadline_exceeded=deadline,
         revision=(meta.get("labels") or {}).get(REVISION_LABEL),
+        unavailable_since=next(
+            (
+                c.get("lastTransitionTime")
+                for c in conditions
+                if c.get("type") == "Available" and c.get("status") == "False"
+            ),
+            None,
+        ),
     )
 
 
@@ -165,8 +175,9 @@ class Observations:
     primary: DeploymentState | None = None
     canary: DeploymentState | None = None
     canary_pods: PodsSummary = field(default_factory=PodsSummary)
-    # The primary's pods, read only while it is not rolled out: why it is not (unschedulable?).
-    primary_pods: PodsSummary = field(default_factory=PodsSummary)
+    # The primary's pods, read once it has been unavailable a while: why (unschedulable?). None: not
+    # read this pass.
+    primary_pods: PodsSummary | None = None
     # The versions each optional CRD serves (None: not known this pass): rollout/prerequisites.py.
     installed: ServedVersions | None = None
     commands: Commands = field(default_factory=Commands)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from modeldeploy.api.spec import Alerts, ModelDeploymentSpec
 from modeldeploy.api.status import ConditionStatus
 from modeldeploy.render.kinds import ServedVersions, child_kind, unserved_message
-from modeldeploy.rollout.observe import Observations
+from modeldeploy.rollout.observe import Observations, PodsSummary
 
 GUIDE = "docs/install.md#what-the-cluster-needs"
 # The NodeResourcesFit plugin's words for a resource no node has enough of (or has at all).
@@ -105,7 +105,7 @@ def unschedulable_resource(message: str | None) -> str | None:
 
 
 def _gpu(spec: ModelDeploymentSpec, seen: Observations) -> Missing | None:
-    for pods in (seen.primary_pods, seen.canary_pods):
+    for pods in (seen.primary_pods or PodsSummary(), seen.canary_pods):
         resource = unschedulable_resource(pods.unschedulable)
         if resource is None:
             continue
@@ -151,6 +151,10 @@ def prerequisites_condition(
     missing = missing_prerequisites(spec, seen)
     if missing:
         return "False", missing[0].reason, "; ".join(m.message for m in missing)
+    if seen.primary is not None and not seen.primary.rolled_out and seen.primary_pods is None:
+        # Its pods were not read this pass (handlers/reconciler.py reads them once the primary has
+        # been unavailable a while): what they said last stands.
+        return None
     if has_condition:
         return "True", MET_REASON, "the cluster has what this spec uses"
     return None

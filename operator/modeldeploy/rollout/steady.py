@@ -95,7 +95,7 @@ def steady_status(
         )
     message = f"{ready}/{desired} replicas ready: loading {spec.model.name} version {spec.model.version}"
     reason = "ModelLoading"
-    if (unschedulable := seen.primary_pods.unschedulable) is not None:
+    if seen.primary_pods is not None and (unschedulable := seen.primary_pods.unschedulable) is not None:
         # Not loading at all: the scheduler says why (no GPU left, not enough CPU, a taint).
         reason, message = "Unschedulable", f"{ready}/{desired} replicas ready: {unschedulable}"
     out = out.model_copy(update={"phase": Phase.PROGRESSING, "message": message})
