@@ -303,6 +303,16 @@ class Reconciler:
             requeue = look_again if requeue is None else min(requeue, look_again)
         return result, requeue
 
+    def _behind_our_write(self, obj: Mapping[str, Any]) -> bool:
+        """Whether `obj` is older than the version our last write of it returned. Resource versions
+        are etcd revisions, which Kubernetes lets clients compare as integers (KEP-5504); one that is
+        not an integer is never called older."""
+        written = self.echoes.last_written(obj)
+        version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+        if written is None or not (written.isdigit() and version.isdigit()):
+            return False
+        return int(version) < int(written)
+
     def _want_round(self, parent: ObjectRef, spec: ModelDeploymentSpec, decision: Decision) -> None:
         """Have the round the decision names running (its results wake the object); else none."""
         key = (parent.namespace, parent.name)
@@ -381,6 +391,11 @@ class Reconciler:
                         live[key] = current
                     if current is None or made:
                         continue
+                if self._behind_our_write(current):
+                    # The cache has not yet seen our last write of it: deciding from this older copy
+                    # would repeat that write (a handover, an apply). Our write's echo wakes a pass
+                    # that reads the copy we wrote (handlers/echoes.py).
+                    continue
                 handover = hands_replicas_over(obj, current)
                 if handover or needs_apply(obj, current):
                     before_write()
