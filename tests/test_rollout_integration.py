@@ -254,9 +254,8 @@ class Rig:
     def route_settles(self, steady: Callable[[dict[str, Any]], bool], status: dict[str, Any]) -> float:
         """Wait for the stored route to be `steady`; seconds it trailed the stored `status`.
 
-        The status can run a pass ahead of the children: a pass that re-decides after its own
-        writes (the Deployment's apply response carries its newest status) may record Promoted
-        while the children it applied were rendered for Promoting; the next pass catches up.
+        A pass writes the children it decided and then the status it decided, so the route may
+        be stored just before or just after the status; the lag says which, and by how much.
         """
 
         def settled() -> datetime.datetime | None:
