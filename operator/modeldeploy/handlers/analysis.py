@@ -81,14 +81,17 @@ class AnalysisRunner:
         if future.cancelled():
             return
         error = future.exception()
-        if error is not None:
-            # query_round turns every provider problem into an Inconclusive result; anything else
-            # is a bug here, and must still not leave the rollout waiting: the machine asks again
-            # after the round's deadline.
-            log.error("%s/%s: analysis round %s failed", *key, job.round, exc_info=error)
-            return
         with self._lock:
             if self._jobs.get(key) is not job:
                 return  # forgotten, or replaced by another round meanwhile
-            job.result = AnalysisRound(job.round, future.result())
+            if error is not None:
+                # query_round turns every provider problem into an Inconclusive result; anything
+                # else is a bug here, and must still not leave the rollout waiting: the job goes, so
+                # the pass the machine asks for after the round's deadline starts the round again.
+                del self._jobs[key]
+            else:
+                job.result = AnalysisRound(job.round, future.result())
+        if error is not None:
+            log.error("%s/%s: analysis round %s failed", *key, job.round, exc_info=error)
+            return
         self._wake(*key)
