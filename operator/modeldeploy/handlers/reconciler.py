@@ -285,8 +285,12 @@ class Reconciler:
         seen, look_again = self._observe(parent, spec, body, old, live, installed, now)
         decision = decide(spec, parent, old, seen, now)
         desired = [stamped(obj) for obj in decided_children(parent, spec, options, decision)]
+        # Children whose cached copy is older than our last write of them: deciding from that copy
+        # would repeat the write (a handover, an apply), so they are left to the pass our write's
+        # echo wakes (handlers/echoes.py), or, should that echo slip past, to one LAG_RECHECK_SECONDS on.
+        behind = {key for key, obj in live.items() if self._behind_our_write(obj)}
         errors, conflicts = self._apply(
-            parent, spec, desired, live, kinds, installed, lambda: self._ensure_current(body)
+            parent, spec, desired, live, kinds, installed, behind, lambda: self._ensure_current(body)
         )
         # What the writes did to the children is observed by the next pass: the Deployment, HPA and
         # route controllers report on what we wrote, and those reports wake it.
@@ -299,8 +303,9 @@ class Reconciler:
             self._run_gate(parent, spec, decision)
             self._want_round(parent, spec, decision)
         requeue = decision.requeue_after
-        if look_again is not None:
-            requeue = look_again if requeue is None else min(requeue, look_again)
+        for due in (look_again, LAG_RECHECK_SECONDS if behind else None):
+            if due is not None:
+                requeue = due if requeue is None else min(requeue, due)
         return result, requeue
 
     def _behind_our_write(self, obj: Mapping[str, Any]) -> bool:
@@ -352,6 +357,7 @@ class Reconciler:
         live: dict[ChildKey, Any],
         kinds: list[Kind],
         installed: Mapping[str, tuple[str, ...] | None],
+        behind: set[ChildKey],
         ensure_current: Callable[[], None],
     ) -> tuple[list[str], list[str]]:
         """Apply what differs and prune what is no longer wanted; `ensure_current` runs once,
@@ -391,10 +397,7 @@ class Reconciler:
                         live[key] = current
                     if current is None or made:
                         continue
-                if self._behind_our_write(current):
-                    # The cache has not yet seen our last write of it: deciding from this older copy
-                    # would repeat that write (a handover, an apply). Our write's echo wakes a pass
-                    # that reads the copy we wrote (handlers/echoes.py).
+                if key in behind:
                     continue
                 handover = hands_replicas_over(obj, current)
                 if handover or needs_apply(obj, current):
@@ -533,6 +536,8 @@ HANDOVER_MANAGER = "modeldeploy-replicas-handover"
 # How long a primary is unavailable before a pass reads its pods for why (the Prerequisites
 # condition, an Unschedulable reason): longer than a small model takes to start.
 PRIMARY_PODS_AFTER_SECONDS = 20.0
+# A pass that left a child to the echo of our write of it passes again after this at the latest.
+LAG_RECHECK_SECONDS = 2.0
 
 
 def hands_replicas_over(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> bool:
