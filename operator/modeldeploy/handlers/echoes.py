@@ -67,6 +67,16 @@ class Echoes:
         with self._lock:
             return self._written.get(str(uid)) if uid else None
 
+    def behind(self, obj: Mapping[str, Any]) -> bool:
+        """Whether `obj` (a cached copy) is older than the version our last write of it returned.
+        Resource versions are etcd revisions, which Kubernetes lets clients compare as integers
+        (KEP-5504, stable in 1.35); one that is not an integer is never called older."""
+        written = self.last_written(obj)
+        version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+        if written is None or not (written.isdigit() and version.isdigit()):
+            return False
+        return int(version) < int(written)
+
     def read(self, obj: Mapping[str, Any]) -> None:
         """A pass read `obj` (from the cache): remember when that is not the version we wrote."""
         key = _key(obj)

@@ -288,7 +288,7 @@ class Reconciler:
         # Children whose cached copy is older than our last write of them: deciding from that copy
         # would repeat the write (a handover, an apply), so they are left to the pass our write's
         # echo wakes (handlers/echoes.py), or, should that echo slip past, to one LAG_RECHECK_SECONDS on.
-        behind = {key for key, obj in live.items() if self._behind_our_write(obj)}
+        behind = {key for key, obj in live.items() if self.echoes.behind(obj)}
         errors, conflicts = self._apply(
             parent, spec, desired, live, kinds, installed, behind, lambda: self._ensure_current(body)
         )
@@ -307,16 +307,6 @@ class Reconciler:
             if due is not None:
                 requeue = due if requeue is None else min(requeue, due)
         return result, requeue
-
-    def _behind_our_write(self, obj: Mapping[str, Any]) -> bool:
-        """Whether `obj` is older than the version our last write of it returned. Resource versions
-        are etcd revisions, which Kubernetes lets clients compare as integers (KEP-5504); one that is
-        not an integer is never called older."""
-        written = self.echoes.last_written(obj)
-        version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
-        if written is None or not (written.isdigit() and version.isdigit()):
-            return False
-        return int(version) < int(written)
 
     def _want_round(self, parent: ObjectRef, spec: ModelDeploymentSpec, decision: Decision) -> None:
         """Have the round the decision names running (its results wake the object); else none."""
